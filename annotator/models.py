@@ -1,0 +1,176 @@
+"""The labelling domain: datasets, products, images and the labels annotators give them."""
+from pathlib import Path
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractUser
+from django.core.exceptions import ValidationError
+from django.db import models
+
+
+class User(AbstractUser):
+    class Role(models.TextChoices):
+        ADMIN = "admin", "Admin"
+        REVIEWER = "reviewer", "Reviewer"
+        ANNOTATOR = "annotator", "Annotator"
+
+    role = models.CharField(max_length=16, choices=Role.choices, default=Role.ANNOTATOR)
+
+    @property
+    def is_admin_role(self) -> bool:
+        return self.is_superuser or self.role == self.Role.ADMIN
+
+    @property
+    def is_reviewer_role(self) -> bool:
+        """Reviewers settle disagreements; admins may do everything a reviewer does."""
+        return self.is_admin_role or self.role == self.Role.REVIEWER
+
+
+class Dataset(models.Model):
+    class Layout(models.TextChoices):
+        MVTEC = "mvtec", "MVTec AD"
+        BTAD = "btad", "BTAD"
+        FOLDER = "folder", "Plain folder"
+
+    name = models.CharField(max_length=200, unique=True)
+    layout = models.CharField(max_length=16, choices=Layout.choices)
+    # Absolute path of the folder the images are referenced in (never copied).
+    root = models.CharField(max_length=1024, unique=True)
+    # How many different annotators must label each anomalous image.
+    label_overlap = models.PositiveSmallIntegerField(default=1)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def root_path(self) -> Path:
+        return Path(self.root)
+
+
+class Product(models.Model):
+    class Kind(models.TextChoices):
+        OBJECT = "object", "Object on a backdrop"
+        TEXTURE = "texture", "Texture filling the frame"
+
+    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="products")
+    name = models.CharField(max_length=200)
+    kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.OBJECT)
+
+    class Meta:
+        ordering = ["dataset__name", "name"]
+        constraints = [
+            models.UniqueConstraint(fields=["dataset", "name"], name="unique_product_per_dataset")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.dataset.name}/{self.name}"
+
+    @property
+    def suggested_background(self) -> bool:
+        """What the workspace pre-fills (never submits unconfirmed): objects sit on a backdrop."""
+        return self.kind == self.Kind.OBJECT
+
+
+class Image(models.Model):
+    class Split(models.TextChoices):
+        TRAIN = "train", "Train"
+        TEST = "test", "Test"
+
+    product = models.ForeignKey(Product, on_delete=models.CASCADE, related_name="images")
+    split = models.CharField(max_length=8, choices=Split.choices)
+    is_anomalous = models.BooleanField(default=False)
+    # The dataset's own defect type ("good", "broken_large", "ko", ...).
+    defect_type = models.CharField(max_length=100)
+    # Paths relative to the dataset root, with forward slashes.
+    path = models.CharField(max_length=1024)
+    mask_path = models.CharField(max_length=1024, blank=True, default="")
+    width = models.PositiveIntegerField()
+    height = models.PositiveIntegerField()
+    checksum = models.CharField(max_length=64, help_text="SHA-256 of the image file")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["product", "split", "defect_type", "path"]
+        constraints = [
+            models.UniqueConstraint(fields=["product", "path"], name="unique_image_path_per_product")
+        ]
+        indexes = [models.Index(fields=["product", "split", "is_anomalous"])]
+
+    def __str__(self) -> str:
+        return self.path
+
+    @property
+    def file_path(self) -> Path:
+        return self.product.dataset.root_path / self.path
+
+    @property
+    def mask_file_path(self) -> Path | None:
+        return self.product.dataset.root_path / self.mask_path if self.mask_path else None
+
+
+class Label(models.Model):
+    class Category(models.TextChoices):
+        STRUCTURAL = "structural", "Structural"
+        SURFACE = "surface", "Surface"
+        CONTAMINATION = "contamination", "Contamination"
+        COMBINED = "combined", "Combined"
+
+    image = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="labels")
+    annotator = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="labels"
+    )
+    # True: the product sits on a backdrop; False: a close-up texture fills the frame.
+    background = models.BooleanField()
+    category = models.CharField(max_length=16, choices=Category.choices)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["image", "annotator"]
+        constraints = [
+            models.UniqueConstraint(fields=["image", "annotator"], name="one_label_per_annotator")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.image} by {self.annotator}: {self.category}"
+
+
+class LabelHistory(models.Model):
+    """Append-only record of every label change; rows are never updated or deleted."""
+
+    class Action(models.TextChoices):
+        CREATED = "created", "Created"
+        UPDATED = "updated", "Updated"
+        DELETED = "deleted", "Deleted"
+
+    image = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="label_history")
+    annotator = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
+    )
+    changed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
+    )
+    action = models.CharField(max_length=16, choices=Action.choices)
+    # {"background": bool, "category": str} or null.
+    before = models.JSONField(null=True, blank=True)
+    after = models.JSONField(null=True, blank=True)
+    source = models.CharField(max_length=32, default="workspace")
+    changed_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["changed_at", "id"]
+        verbose_name_plural = "label history"
+
+    def save(self, *args, **kwargs):
+        if self.pk is not None:
+            raise ValidationError("Label history is append-only.")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise ValidationError("Label history is append-only.")

@@ -1,0 +1,51 @@
+"""Display copies of images and masks: resized once, cached on disk, served through login-checked views.
+
+A 900x900 PNG should not travel at full size to fill a 450 px box, so the browser asks for a
+bounded size and gets a cached, resized copy keyed by the file's checksum.
+"""
+import hashlib
+from pathlib import Path
+
+from django.conf import settings
+from PIL import Image as PILImage
+
+from annotator.models import Image
+
+# The only sizes the UI asks for; anything else is refused so the cache cannot be flooded.
+DISPLAY_SIZES = (128, 256, 512, 1024)
+CACHE_DIR_NAME = "display-cache"
+
+
+def cache_dir() -> Path:
+    return settings.VAR_DIR / CACHE_DIR_NAME
+
+
+def display_file(image: Image, *, kind: str, size: int | None) -> Path:
+    """Path of the file to send for ``image`` (``kind`` is "image" or "mask").
+
+    ``size`` None means the original file. Masks are resized with nearest-neighbour so they stay
+    binary; images with Lanczos.
+    """
+    source = image.file_path if kind == "image" else image.mask_file_path
+    if source is None:
+        raise FileNotFoundError(f"Image {image.pk} has no mask.")
+    if size is None:
+        return source
+    if size not in DISPLAY_SIZES:
+        raise ValueError(f"Display size must be one of {DISPLAY_SIZES}.")
+    key = hashlib.sha256(f"{image.checksum}:{kind}:{source}:{size}".encode()).hexdigest()[:32]
+    target = cache_dir() / key[:2] / f"{key}.png"
+    if target.exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with PILImage.open(source) as opened:
+        picture = opened.convert("L" if kind == "mask" else "RGB")
+        picture.thumbnail(
+            (size, size),
+            PILImage.Resampling.NEAREST if kind == "mask" else PILImage.Resampling.LANCZOS,
+        )
+        # Write then rename so a concurrent reader never sees a half-written file.
+        partial = target.with_suffix(f".{id(picture)}.tmp")
+        picture.save(partial, format="PNG", optimize=False)
+        partial.replace(target)
+    return target

@@ -1,0 +1,19 @@
+from django.contrib import admin
+from django.contrib.auth import views as auth_views
+from django.urls import include, path, re_path
+
+from annotator import views as annotator_views
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
+    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("api/", include("api.urls")),
+    path("benchmarks/", include("inference.urls")),
+    re_path(
+        r"^files/images/(?P<pk>\d+)/(?P<kind>image|mask)$",
+        annotator_views.image_file,
+        name="image-file",
+    ),
+    path("", include("annotator.urls")),
+]

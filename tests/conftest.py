@@ -1,0 +1,224 @@
+"""Shared fixtures. In CI (``CI`` set) the suite refuses to run unless PostgreSQL and Redis answer."""
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+REAL_BOTTLE = REPO_ROOT.parent / "shared" / "data" / "mvtec_ad" / "bottle"
+REAL_LABELS_CSV = REPO_ROOT.parent / "shared" / "data" / "labels" / "mvtec_bottle_reference.csv"
+CHROMIUM = "/usr/bin/chromium"
+
+
+def _reachable(url: str, default_port: int) -> bool:
+    parsed = urlparse(url)
+    try:
+        with socket.create_connection((parsed.hostname or "127.0.0.1", parsed.port or default_port), timeout=3):
+            return True
+    except OSError:
+        return False
+
+
+def pytest_configure(config):
+    if not os.environ.get("CI"):
+        return
+    database_url = os.environ.get("DATABASE_URL", "")
+    broker_url = os.environ.get("CELERY_BROKER_URL", "")
+    problems = []
+    if not database_url.startswith(("postgres://", "postgresql://")):
+        problems.append(f"CI must test against PostgreSQL, but DATABASE_URL is {database_url!r}")
+    elif not _reachable(database_url, 5432):
+        problems.append(f"PostgreSQL at {database_url} does not answer")
+    if not broker_url.startswith("redis://"):
+        problems.append(f"CI must test against Redis, but CELERY_BROKER_URL is {broker_url!r}")
+    elif not _reachable(broker_url, 6379):
+        problems.append(f"Redis at {broker_url} does not answer")
+    if problems:
+        pytest.exit("Refusing to run the suite in CI: " + "; ".join(problems), returncode=3)
+
+
+def pytest_report_header(config):
+    from django.conf import settings
+
+    db = settings.DATABASES["default"]
+    return [
+        f"defectbench database: {db['ENGINE'].rsplit('.', 1)[-1]} {db.get('HOST') or ''} {db['NAME']}",
+        f"defectbench celery broker: {settings.CELERY_BROKER_URL}",
+    ]
+
+
+@pytest.fixture(autouse=True)
+def _isolated_media(settings, tmp_path):
+    """Uploads and display caches of one test never leak into another."""
+    settings.MEDIA_ROOT = tmp_path / "media"
+    settings.MEDIA_ROOT.mkdir()
+
+
+@pytest.fixture
+def make_user(db, django_user_model):
+    def make(username: str, role: str = "annotator", password: str = "pass-for-tests", **extra):
+        user = django_user_model.objects.create_user(
+            username=username, password=password, role=role, **extra
+        )
+        user.raw_password = password
+        return user
+
+    return make
+
+
+@pytest.fixture
+def admin_account(make_user):
+    return make_user("ada", role="admin", is_staff=True, is_superuser=True)
+
+
+@pytest.fixture
+def reviewer_account(make_user):
+    return make_user("rita", role="reviewer")
+
+
+@pytest.fixture
+def annotator_account(make_user):
+    return make_user("ann", role="annotator")
+
+
+@pytest.fixture
+def real_bottle_root() -> Path:
+    """The real MVTec AD bottle folder; skipped only off-CI when it is absent."""
+    if not REAL_BOTTLE.is_dir():
+        if os.environ.get("CI"):
+            pytest.fail(f"CI expects the real data at {REAL_BOTTLE}")
+        pytest.skip(f"real data not found at {REAL_BOTTLE}")
+    return REAL_BOTTLE
+
+
+@pytest.fixture
+def real_labels_csv() -> Path:
+    if not REAL_LABELS_CSV.is_file():
+        if os.environ.get("CI"):
+            pytest.fail(f"CI expects the reference labels at {REAL_LABELS_CSV}")
+        pytest.skip(f"reference labels not found at {REAL_LABELS_CSV}")
+    return REAL_LABELS_CSV
+
+
+def _database_url_of_test_db() -> str:
+    from django.db import connection
+
+    s = connection.settings_dict
+    if s["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{s['NAME']}"
+    auth = s["USER"] + (f":{s['PASSWORD']}" if s.get("PASSWORD") else "")
+    return f"postgres://{auth}@{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/{s['NAME']}"
+
+
+@pytest.fixture
+def celery_worker_process(transactional_db, settings, tmp_path):
+    """A real ``celery worker`` process on the configured broker, reading the test database.
+
+    Yields a handle with ``.process`` and ``.stop()``; the worker is killed at teardown.
+    """
+    env = dict(os.environ)
+    env["DATABASE_URL"] = _database_url_of_test_db()
+    env["CELERY_BROKER_URL"] = settings.CELERY_BROKER_URL
+    env["CELERY_RESULT_BACKEND"] = settings.CELERY_RESULT_BACKEND
+    env["DEFECTBENCH_MEDIA_ROOT"] = str(settings.MEDIA_ROOT)
+    env["CELERY_TASK_ALWAYS_EAGER"] = "0"
+    log_path = tmp_path / "worker.log"
+    # A queue of its own per test so stale messages from other runs can never reach this worker.
+    queue = f"test-{os.getpid()}-{time.monotonic_ns()}"
+    settings.CELERY_TASK_DEFAULT_QUEUE = queue
+    from config.celery import app
+
+    app.conf.task_default_queue = queue
+    command = [
+        sys.executable, "-m", "celery", "-A", "config", "worker", "--loglevel=INFO",
+        "--concurrency=1", "--pool=prefork", "-Q", queue, f"--hostname={queue}@%h",
+        f"--logfile={log_path}",
+    ]
+    process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, start_new_session=True)
+
+    class Handle:
+        pass
+
+    handle = Handle()
+    handle.process = process
+    handle.log_path = log_path
+    handle.queue = queue
+
+    def stop(sig=15):
+        if process.poll() is None:
+            os.killpg(process.pid, sig)
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, 9)
+                process.wait()
+
+    handle.stop = stop
+    # Wait until the worker answers a ping, so tests time their own work, not start-up.
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"Celery worker exited early:\n{log_path.read_text() if log_path.exists() else ''}")
+        replies = app.control.ping(destination=[f"{queue}@{socket.gethostname()}"], timeout=1.0)
+        if replies:
+            break
+    else:
+        stop(9)
+        raise RuntimeError("Celery worker did not answer within 90 s")
+    yield handle
+    stop()
+    app.conf.task_default_queue = "celery"
+
+
+@pytest.fixture
+def browser_page(live_server):
+    """A Playwright page in Debian's chromium (never a downloaded browser)."""
+    if not Path(CHROMIUM).exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"CI expects Debian's chromium at {CHROMIUM}")
+        pytest.skip(f"{CHROMIUM} not installed (apt-get install chromium)")
+    # Playwright's sync API runs an event loop in this thread; the ORM calls the test makes
+    # between page actions are still synchronous and safe.
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        page.set_default_timeout(20_000)
+        yield page
+        browser.close()
+
+
+@pytest.fixture
+def test_output_dir(request) -> Path:
+    """Where a test leaves what a person may want to look at (screenshots): test-output/<test>."""
+    path = REPO_ROOT / "test-output" / request.node.name.replace("/", "_")
+    if path.exists():
+        shutil.rmtree(path)
+    path.mkdir(parents=True)
+    return path
+
+
+@pytest.fixture
+def login_as(live_server):
+    """``login_as(page, user)`` logs ``user`` in through the real login form."""
+
+    def login(page, user):
+        page.goto(f"{live_server.url}/accounts/login/")
+        page.fill("input[name=username]", user.username)
+        page.fill("input[name=password]", user.raw_password)
+        page.click("button[type=submit]")
+        page.wait_for_url(lambda url: "/accounts/login/" not in url)
+
+    return login
+
