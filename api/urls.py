@@ -1,7 +1,11 @@
-from django.urls import path
+from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 urlpatterns = [
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    # Labelling endpoints (datasets, products, images, labels, queue, review, export).
+    path("", include("api.labelling_urls")),
+    # Benchmark runs.
+    path("", include("api.benchmark_urls")),
 ]

@@ -1,4 +1,7 @@
 """Label changes go through here so every change lands in the append-only history."""
+from collections import defaultdict
+from typing import NamedTuple
+
 from django.db import transaction
 
 from annotator.models import Image, Label, LabelHistory, User
@@ -57,3 +60,32 @@ def delete_label(*, label: Label, changed_by: User, source: str = "workspace") -
         source=source,
     )
     label.delete()
+
+
+class EffectiveLabel(NamedTuple):
+    background: bool
+    category: str
+    source: str  # "single", "unanimous" (several annotators agree) or "review" (a reviewer decided)
+
+
+def effective_labels(image_ids) -> dict[int, EffectiveLabel]:
+    """The label each image counts with in exports and benchmarks.
+
+    An image gets an entry when its annotators agree (one label, or several identical ones).
+    Images whose annotators disagree get none until a reviewer decides.
+    """
+    by_image: dict[int, set[tuple[bool, str]]] = defaultdict(set)
+    counts: dict[int, int] = defaultdict(int)
+    for image_id, background, category in Label.objects.filter(image_id__in=list(image_ids)).values_list(
+        "image_id", "background", "category"
+    ):
+        by_image[image_id].add((background, category))
+        counts[image_id] += 1
+    result = {}
+    for image_id, values in by_image.items():
+        if len(values) == 1:
+            background, category = next(iter(values))
+            result[image_id] = EffectiveLabel(
+                background, category, "single" if counts[image_id] == 1 else "unanimous"
+            )
+    return result
