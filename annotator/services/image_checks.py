@@ -1,0 +1,199 @@
+"""Check that image and mask files are what a dataset import needs, before anything is written.
+
+Plain Pillow/NumPy (no Django): every file is read once; the SHA-256 comes from the same bytes
+that are verified and decoded. Problems come back as messages, never as exceptions.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+from PIL import Image as PILImage
+from PIL import ImageFile
+
+# Truncated files must fail, never be padded with grey.
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+
+class CheckError(Exception):
+    """One problem with one file; the message does not name the file."""
+
+
+@dataclass(frozen=True)
+class CheckedFile:
+    width: int
+    height: int
+    checksum: str  # SHA-256 of the file
+
+
+@contextmanager
+def pillow_limits(max_pixels: int):
+    """Pillow's own decompression-bomb limit set to ``max_pixels``, its warning made an error.
+
+    Process-wide state: enter it once around a batch (``check_many`` does), not per thread.
+    """
+    previous = PILImage.MAX_IMAGE_PIXELS
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PILImage.DecompressionBombWarning)
+        PILImage.MAX_IMAGE_PIXELS = max_pixels
+        try:
+            yield
+        finally:
+            PILImage.MAX_IMAGE_PIXELS = previous
+
+
+def _open_checked(data: bytes, max_pixels: int) -> PILImage.Image:
+    """Open, verify and fully decode ``data``; raise CheckError with a readable reason.
+
+    The declared size is checked against ``max_pixels`` before a single pixel is decoded, so
+    the limit holds even outside ``pillow_limits``.
+    """
+    try:
+        with PILImage.open(io.BytesIO(data)) as probe:
+            width, height = probe.size
+            if width * height > max_pixels:
+                raise CheckError(_bomb_message(width, height, max_pixels))
+            probe.verify()
+        picture = PILImage.open(io.BytesIO(data))
+        picture.load()
+    except (PILImage.DecompressionBombError, PILImage.DecompressionBombWarning) as error:
+        raise CheckError(f"refused as a possible decompression bomb ({error})") from None
+    except CheckError:
+        raise
+    except Exception as error:  # noqa: BLE001 - any decoder failure means unreadable
+        reason = str(error) or type(error).__name__
+        raise CheckError(f"not a readable image ({reason})") from None
+    return picture
+
+
+def _bomb_message(width: int, height: int, max_pixels: int) -> str:
+    return (
+        f"refused as a possible decompression bomb: {width}x{height} = {width * height:,} pixels, "
+        f"more than the limit of {max_pixels:,}"
+    )
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as error:
+        raise CheckError(f"cannot be read ({error.strerror or error})") from None
+
+
+def check_image(path: Path, *, max_pixels: int, known: CheckedFile | None = None) -> CheckedFile:
+    """Size and checksum of a readable image; ``known`` (an earlier check of the same file)
+    skips the decode when the checksum still matches."""
+    data = _read(path)
+    checksum = hashlib.sha256(data).hexdigest()
+    if known is not None and known.checksum == checksum and known.width * known.height <= max_pixels:
+        return known
+    picture = _open_checked(data, max_pixels)
+    width, height = picture.size
+    picture.close()
+    return CheckedFile(width, height, checksum)
+
+
+def mask_values(picture: PILImage.Image) -> np.ndarray:
+    """The distinct values of a mask, sorted (colour masks: distinct colours, as integers)."""
+    if picture.mode in ("1", "P", "LA", "PA"):
+        picture = picture.convert("L")
+    array = np.asarray(picture)
+    if array.dtype == np.uint8 and array.ndim == 2:
+        return np.nonzero(np.bincount(array.ravel(), minlength=256))[0]
+    if array.ndim == 3:
+        # RGB(A) masks: a pixel's colour is one value.
+        array = array.astype(np.int64)
+        flat = np.zeros(array.shape[:2], dtype=np.int64)
+        for channel in range(array.shape[2]):
+            flat = flat * 256 + array[..., channel]
+        array = flat
+    return np.unique(array)
+
+
+def check_mask(path: Path, *, max_pixels: int, image_size: tuple[int, int] | None) -> CheckedFile:
+    """A mask must decode, have the image's size and be binary with some foreground."""
+    data = _read(path)
+    checksum = hashlib.sha256(data).hexdigest()
+    picture = _open_checked(data, max_pixels)
+    width, height = picture.size
+    if image_size is not None and (width, height) != tuple(image_size):
+        raise CheckError(f"mask {width}x{height} but image {image_size[0]}x{image_size[1]}")
+    values = mask_values(picture)
+    picture.close()
+    if len(values) > 2 or (len(values) == 2 and values[0] != 0):
+        raise CheckError(f"mask is not binary: {len(values)} distinct values")
+    if len(values) == 1 and values[0] == 0:
+        raise CheckError("mask is empty (all zero) for an anomalous image")
+    return CheckedFile(width, height, checksum)
+
+
+@dataclass(frozen=True)
+class PairResult:
+    image: CheckedFile | None
+    mask: CheckedFile | None
+    errors: tuple[str, ...]
+
+
+def check_pair(image_path: Path, mask_path: Path | None, *, max_pixels: int,
+               image_label: str, mask_label: str | None,
+               known: CheckedFile | None = None) -> PairResult:
+    """Check an image and (when given) its mask; messages are prefixed with the given labels."""
+    errors = []
+    image = mask = None
+    try:
+        image = check_image(image_path, max_pixels=max_pixels, known=known)
+    except CheckError as error:
+        errors.append(f"{image_label}: {error}")
+    if mask_path is not None:
+        try:
+            mask = check_mask(
+                mask_path, max_pixels=max_pixels,
+                image_size=(image.width, image.height) if image else None,
+            )
+        except CheckError as error:
+            errors.append(f"{mask_label}: {error}")
+    return PairResult(image, mask, tuple(errors))
+
+
+def check_many(
+    jobs: Iterable[tuple[Path, Path | None, str, str | None]],
+    *,
+    max_pixels: int,
+    progress: Callable[[int, int], None] | None = None,
+    workers: int | None = None,
+    known: dict[str, CheckedFile | None] | None = None,
+) -> list[PairResult]:
+    """``check_pair`` over (image, mask, image label, mask label) jobs, in order, on a thread pool.
+
+    ``known`` maps str(image path) to an earlier check of it (see ``check_image``).
+
+    Pillow's decoders and hashlib release the GIL, so threads use several cores without the
+    start-up cost of processes.
+    """
+    jobs = list(jobs)
+    total = len(jobs)
+    workers = workers or min(4, os.cpu_count() or 1)
+    results: list[PairResult] = []
+
+    def run(job):
+        image_path, mask_path, image_label, mask_label = job
+        return check_pair(image_path, mask_path, max_pixels=max_pixels,
+                          image_label=image_label, mask_label=mask_label,
+                          known=(known or {}).get(str(image_path)))
+
+    if progress:
+        progress(0, total)
+    with pillow_limits(max_pixels), ThreadPoolExecutor(max_workers=workers) as pool:
+        for done, result in enumerate(pool.map(run, jobs), start=1):
+            results.append(result)
+            if progress:
+                progress(done, total)
+    return results

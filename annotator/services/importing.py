@@ -1,0 +1,497 @@
+"""Import a dataset folder (or an uploaded zip) into the database, all or nothing.
+
+Rules a user notices:
+
+* Only folders inside ``settings.DEFECTBENCH_DATA_ROOTS`` are accepted (after resolving symlinks
+  and ``..``); every image and mask must resolve inside them too. Images are referenced in place:
+  ``Dataset.root`` is the resolved folder given, ``Image.path`` / ``Image.mask_path`` are relative
+  to it with forward slashes. Nothing is copied.
+* Every file is checked before anything is written (readable and fully decodable, below the
+  pixel limit, anomalous images with a mask of the same size that is binary and not empty). Any
+  problem: nothing is imported and ``ImportFailed`` lists one message per problem.
+* Everything is written in one transaction. Re-importing the same folder is idempotent: the
+  dataset is found by its root, unchanged images are left alone (reported "unchanged"), images
+  whose checksum, size, split, defect type or mask changed are updated (reported "updated"), new
+  ones added. Images that vanished from the folder are kept (with their labels) and counted as
+  "missing". A file whose checksum matches the database is not decoded again.
+* The dataset name defaults to the folder name (for a zip upload: the zip file's name). Names are
+  unique: a name already used by another dataset is an error asking for another name (no silent
+  suffix, so a user never labels "bottle-2" thinking it is "bottle").
+* Product kind (object on a backdrop vs. texture filling the frame): the ``product_kinds``
+  argument wins; otherwise, for a product created by this import, an optional
+  ``defectbench.json`` in the dataset root (``{"products": {"fabric": {"kind": "texture"}}}``,
+  written by the demo generator); otherwise the five MVTec AD texture categories (carpet, grid,
+  leather, tile, wood) are textures and everything else an object. A product's kind changed
+  later in the admin is kept on re-import unless ``product_kinds`` names it.
+"""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import stat
+import uuid
+import zipfile
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Callable
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+
+from annotator.layouts import LAYOUTS, ScanResult, UnknownLayoutError, scan_dataset
+from annotator.models import Dataset, Image, Product
+from annotator.services.image_checks import CheckedFile, check_many
+
+Progress = Callable[[int, int], None]
+
+CONFIG_FILE = "defectbench.json"
+MVTEC_TEXTURES = frozenset({"carpet", "grid", "leather", "tile", "wood"})
+# Zip archives: above this unpacked size, a compression ratio above the limit is refused as a
+# probable zip bomb (real image datasets compress about 1:1; PNG and JPEG are compressed already).
+ZIP_RATIO_MIN_BYTES = 10 * 1024**2
+ZIP_MAX_RATIO = 100
+_CHUNK = 1024**2
+
+
+class ImportFailed(Exception):
+    """Nothing was imported; ``errors`` has one message per problem."""
+
+    def __init__(self, errors: list[str]):
+        self.errors = list(errors)
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        count = len(self.errors)
+        head = f"Nothing was imported ({count} problem{'s' if count != 1 else ''}):"
+        return "\n".join([head, *self.errors])
+
+
+@dataclass
+class ProductSummary:
+    name: str
+    kind: str
+    normal_label: str  # "good", or "ok" for BTAD
+    counts: Counter = field(default_factory=Counter)  # (split, defect_type) -> images
+    anomalous: int = 0
+    with_mask: int = 0
+    added: int = 0
+    updated: int = 0
+    unchanged: int = 0
+
+    def line(self) -> str:
+        normal = self.normal_label
+        changes = f"{self.added} added, "
+        if self.updated:
+            changes += f"{self.updated} updated, "
+        changes += f"{self.unchanged} unchanged"
+        return (
+            f"{self.name}: {self.counts[('train', normal)]} train/{normal}, "
+            f"{self.counts[('test', normal)]} test/{normal}, {self.anomalous} anomalous "
+            f"({self.with_mask} with mask) — {changes}"
+        )
+
+
+@dataclass
+class ImportReport:
+    dataset: Dataset
+    created: bool
+    layout: str
+    counts: dict[tuple[str, str, str], int]  # (product, split, defect_type) -> images
+    added: int
+    updated: int
+    unchanged: int
+    missing: int  # images in the database whose file is gone (kept)
+    products: dict[str, ProductSummary]
+    errors: list[str] = field(default_factory=list)  # always empty: problems raise ImportFailed
+
+    def summary_lines(self) -> list[str]:
+        state = "created" if self.created else "already imported"
+        lines = [f"Dataset '{self.dataset.name}' ({self.layout}, {state}) at {self.dataset.root}"]
+        lines += [summary.line() for summary in self.products.values()]
+        if len(self.products) > 1:
+            total = f"{self.added} added, "
+            if self.updated:
+                total += f"{self.updated} updated, "
+            lines.append(f"total: {total}{self.unchanged} unchanged")
+        if self.missing:
+            lines.append(
+                f"{self.missing} image(s) in the database are no longer in the folder "
+                "(kept with their labels)"
+            )
+        return lines
+
+    def __str__(self) -> str:
+        return "\n".join(self.summary_lines())
+
+
+# --- Paths --------------------------------------------------------------------------------
+
+
+def data_roots() -> list[Path]:
+    return [Path(root).resolve() for root in settings.DEFECTBENCH_DATA_ROOTS]
+
+
+def inside_data_roots(path: Path) -> bool:
+    resolved = Path(path).resolve()
+    return any(resolved == root or resolved.is_relative_to(root) for root in data_roots())
+
+
+def resolve_dataset_root(path) -> Path:
+    """``path`` with symlinks and ``..`` resolved; ImportFailed unless it is an allowed folder."""
+    given = Path(path).expanduser()
+    resolved = given.resolve()
+    if not inside_data_roots(resolved):
+        roots = ", ".join(str(root) for root in data_roots()) or "(none configured)"
+        raise ImportFailed(
+            [f"{given} (resolves to {resolved}) is outside the allowed data roots: {roots}"]
+        )
+    if not resolved.exists():
+        raise ImportFailed([f"{given} does not exist"])
+    if not resolved.is_dir():
+        raise ImportFailed([f"{given} is not a folder"])
+    return resolved
+
+
+# --- Product kinds ------------------------------------------------------------------------
+
+
+def _declared_kinds(root: Path) -> dict[str, str]:
+    config = root / CONFIG_FILE
+    if not config.is_file():
+        return {}
+    try:
+        data = json.loads(config.read_text(encoding="utf-8"))
+        products = data.get("products", {})
+        kinds = {name: spec["kind"] if isinstance(spec, dict) else spec for name, spec in products.items()}
+    except (ValueError, AttributeError, KeyError, TypeError) as error:
+        raise ImportFailed([f"{CONFIG_FILE}: not understood ({error}); expected "
+                            '{"products": {"<product>": {"kind": "object" or "texture"}}}'])
+    bad = {name: kind for name, kind in kinds.items() if kind not in Product.Kind.values}
+    if bad:
+        raise ImportFailed([f"{CONFIG_FILE}: unknown kind {kind!r} for product {name!r} "
+                            f"(expected {' or '.join(Product.Kind.values)})" for name, kind in bad.items()])
+    return kinds
+
+
+def _default_kind(product: str) -> str:
+    return Product.Kind.TEXTURE if product.lower() in MVTEC_TEXTURES else Product.Kind.OBJECT
+
+
+# --- Import -------------------------------------------------------------------------------
+
+
+def _check_name(name: str, root: Path) -> None:
+    if not name.strip():
+        raise ImportFailed(["The dataset name must not be empty."])
+    if len(name) > Dataset._meta.get_field("name").max_length:
+        raise ImportFailed([f"The dataset name {name!r} is too long."])
+    clash = Dataset.objects.filter(name=name).exclude(root=str(root)).first()
+    if clash is not None:
+        raise ImportFailed(
+            [f"A dataset named '{name}' already exists (at {clash.root}); choose another name."]
+        )
+
+
+def _validate(scan: ScanResult, known: dict[str, CheckedFile], progress: Progress | None):
+    """(checked image file per scanned image, errors); images with a known checksum are not decoded."""
+    errors = list(scan.errors)
+    for image in scan.images:
+        for path in (image.image_path, image.mask_path):
+            if path is not None and not inside_data_roots(path):
+                errors.append(
+                    f"{scan.relative(path)}: resolves to {path.resolve()}, outside the allowed data roots"
+                )
+    jobs = [
+        (
+            image.image_path,
+            image.mask_path,
+            scan.relative(image.image_path),
+            scan.relative(image.mask_path) if image.mask_path else None,
+        )
+        for image in scan.images
+    ]
+    results = check_many(
+        jobs,
+        max_pixels=settings.DEFECTBENCH_MAX_IMAGE_PIXELS,
+        progress=progress,
+        known={str(image.image_path): known.get(scan.relative(image.image_path)) for image in scan.images},
+    )
+    for result in results:
+        errors.extend(result.errors)
+    return [result.image for result in results], errors
+
+
+def import_dataset(
+    path,
+    *,
+    layout: str = "auto",
+    name: str | None = None,
+    created_by=None,
+    product_kinds: dict | None = None,
+    progress: Progress | None = None,
+) -> ImportReport:
+    """Import the dataset folder ``path`` (see the module docstring); ImportFailed on any problem.
+
+    ``progress(done, total)`` is called while files are checked (the slow part).
+    """
+    root = resolve_dataset_root(path)
+    if layout not in ("auto", *LAYOUTS):
+        raise ImportFailed([f"Unknown layout {layout!r}; expected auto, {', '.join(LAYOUTS)}."])
+    try:
+        scan = scan_dataset(root, layout)
+    except UnknownLayoutError as error:
+        raise ImportFailed([str(error)]) from None
+    existing = Dataset.objects.filter(root=str(root)).first()
+    name = name or (existing.name if existing else root.name)
+    _check_name(name, root)
+    kinds = {**_declared_kinds(root)}
+    explicit = dict(product_kinds or {})
+    bad = [f"unknown kind {kind!r} for product {product!r}" for product, kind in explicit.items()
+           if kind not in Product.Kind.values]
+    if bad:
+        raise ImportFailed(bad)
+
+    known: dict[str, CheckedFile] = {}
+    if existing is not None:
+        for rel, width, height, checksum in Image.objects.filter(product__dataset=existing).values_list(
+            "path", "width", "height", "checksum"
+        ):
+            known[rel] = CheckedFile(width, height, checksum)
+    checked, errors = _validate(scan, known, progress)
+    if errors:
+        raise ImportFailed(errors)
+
+    try:
+        with transaction.atomic():
+            return _write(scan, checked, root, name, created_by, kinds, explicit)
+    except IntegrityError as error:
+        raise ImportFailed([f"The database refused the import ({error}); was {root} imported "
+                            "at the same time by someone else? Try again."]) from None
+
+
+def _write(scan, checked, root, name, created_by, kinds, explicit) -> ImportReport:
+    dataset = Dataset.objects.select_for_update().filter(root=str(root)).first()
+    created = dataset is None
+    if created:
+        dataset = Dataset.objects.create(name=name, layout=scan.layout, root=str(root), created_by=created_by)
+    elif dataset.name != name or dataset.layout != scan.layout:
+        dataset.name = name
+        dataset.layout = scan.layout
+        dataset.save(update_fields=["name", "layout"])
+
+    products = {product.name: product for product in dataset.products.all()}
+    normal_label = "ok" if scan.layout == "btad" else "good"
+    summaries: dict[str, ProductSummary] = {}
+    for product_name in scan.products:
+        product = products.get(product_name)
+        if product is None:
+            kind = explicit.get(product_name) or kinds.get(product_name) or _default_kind(product_name)
+            product = Product.objects.create(dataset=dataset, name=product_name, kind=kind)
+            products[product_name] = product
+        elif product_name in explicit and product.kind != explicit[product_name]:
+            product.kind = explicit[product_name]
+            product.save(update_fields=["kind"])
+        summaries[product_name] = ProductSummary(product_name, product.kind, normal_label)
+
+    current = {
+        (row.product_id, row.path): row
+        for row in Image.objects.filter(product__dataset=dataset)
+    }
+    seen = set()
+    to_add, to_update = [], []
+    counts: Counter = Counter()
+    for scanned, info in zip(scan.images, checked):
+        product = products[scanned.product]
+        summary = summaries[scanned.product]
+        rel = scan.relative(scanned.image_path)
+        values = {
+            "split": scanned.split,
+            "is_anomalous": scanned.is_anomalous,
+            "defect_type": scanned.defect_type,
+            "mask_path": scan.relative(scanned.mask_path) if scanned.mask_path else "",
+            "width": info.width,
+            "height": info.height,
+            "checksum": info.checksum,
+        }
+        counts[(scanned.product, scanned.split, scanned.defect_type)] += 1
+        summary.counts[(scanned.split, scanned.defect_type)] += 1
+        if scanned.is_anomalous:
+            summary.anomalous += 1
+            summary.with_mask += bool(scanned.mask_path)
+        key = (product.pk, rel)
+        seen.add(key)
+        row = current.get(key)
+        if row is None:
+            to_add.append(Image(product=product, path=rel, **values))
+            summary.added += 1
+        elif all(getattr(row, field_name) == value for field_name, value in values.items()):
+            summary.unchanged += 1
+        else:
+            for field_name, value in values.items():
+                setattr(row, field_name, value)
+            to_update.append(row)
+            summary.updated += 1
+    Image.objects.bulk_create(to_add, batch_size=500)
+    if to_update:
+        Image.objects.bulk_update(
+            to_update,
+            ["split", "is_anomalous", "defect_type", "mask_path", "width", "height", "checksum"],
+            batch_size=500,
+        )
+    return ImportReport(
+        dataset=dataset,
+        created=created,
+        layout=scan.layout,
+        counts=dict(counts),
+        added=len(to_add),
+        updated=len(to_update),
+        unchanged=sum(summary.unchanged for summary in summaries.values()),
+        missing=len(set(current) - seen),
+        products=summaries,
+    )
+
+
+# --- Zip upload ---------------------------------------------------------------------------
+
+
+def _safe_folder_name(name: str) -> str:
+    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip(".-_")
+    return cleaned[:100] or "dataset"
+
+
+def _is_symlink(info: zipfile.ZipInfo) -> bool:
+    return stat.S_ISLNK(info.external_attr >> 16)
+
+
+def _plan_extraction(archive: zipfile.ZipFile, target: Path) -> list[tuple[zipfile.ZipInfo, Path]]:
+    """(entry, destination) for each file to extract; ImportFailed listing every unsafe entry."""
+    errors = []
+    plan = []
+    total = compressed = 0
+    target = target.resolve()
+    limit = settings.DEFECTBENCH_MAX_UNPACKED_BYTES
+    for info in archive.infolist():
+        entry = info.filename
+        normalised = entry.replace("\\", "/")
+        if normalised.startswith("__MACOSX/"):
+            continue
+        if normalised.startswith("/") or re.match(r"^[A-Za-z]:", normalised):
+            errors.append(f"{entry}: absolute path in the zip; refused (entries must stay inside the dataset folder)")
+            continue
+        if ".." in PurePosixPath(normalised).parts:
+            errors.append(f"{entry}: path escapes the dataset folder ('..'); refused")
+            continue
+        if _is_symlink(info):
+            errors.append(f"{entry}: symbolic link in the zip; refused")
+            continue
+        destination = (target / normalised).resolve()
+        if not destination.is_relative_to(target):
+            errors.append(f"{entry}: path escapes the dataset folder; refused")
+            continue
+        if info.is_dir():
+            continue
+        total += info.file_size
+        compressed += info.compress_size
+        ratio = info.file_size / max(info.compress_size, 1)
+        if info.file_size >= ZIP_RATIO_MIN_BYTES and ratio > ZIP_MAX_RATIO:
+            errors.append(
+                f"{entry}: compression ratio {ratio:,.0f}:1 is suspicious; refused as a possible zip bomb"
+            )
+        plan.append((info, destination))
+    if total > limit:
+        errors.append(
+            f"the zip unpacks to {total:,} bytes, more than the limit of {limit:,} bytes "
+            "(DEFECTBENCH_MAX_UNPACKED_BYTES)"
+        )
+    elif total >= ZIP_RATIO_MIN_BYTES and total / max(compressed, 1) > ZIP_MAX_RATIO:
+        errors.append(
+            f"the zip's compression ratio {total / max(compressed, 1):,.0f}:1 is suspicious; "
+            "refused as a possible zip bomb"
+        )
+    if errors:
+        raise ImportFailed(errors)
+    return plan
+
+
+def _extract(archive: zipfile.ZipFile, plan, target: Path) -> None:
+    """Extract ``plan``, counting real bytes (declared sizes may lie)."""
+    limit = settings.DEFECTBENCH_MAX_UNPACKED_BYTES
+    written = 0
+    target.mkdir(parents=True, exist_ok=True)
+    for info, destination in plan:
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        with archive.open(info) as source, open(destination, "wb") as sink:
+            while chunk := source.read(_CHUNK):
+                written += len(chunk)
+                if written > limit:
+                    raise ImportFailed(
+                        [f"the zip unpacks to more than the limit of {limit:,} bytes; refused"]
+                    )
+                sink.write(chunk)
+
+
+def import_zip(
+    uploaded_file,
+    *,
+    layout: str = "auto",
+    name: str | None = None,
+    created_by=None,
+    progress: Progress | None = None,
+) -> ImportReport:
+    """Import a dataset uploaded as a zip file (a Django UploadedFile or any file object with a name).
+
+    The zip is streamed to ``MEDIA_ROOT/uploads/<uuid>.zip`` (removed afterwards), checked entry
+    by entry (no absolute paths, ``..`` or symlinks; unpacked size and compression ratio
+    bounded), extracted to ``MEDIA_ROOT/datasets/<uuid>/<name>/`` and imported from there; the
+    zip may hold the product folders or a single product's train/test folders. On any failure
+    the extracted folder is deleted and nothing is written to the database.
+    """
+    file_name = Path(getattr(uploaded_file, "name", "") or "upload.zip").name
+    name = (name or "").strip() or Path(file_name).stem or "upload"
+    if layout not in ("auto", *LAYOUTS):
+        raise ImportFailed([f"Unknown layout {layout!r}; expected auto, {', '.join(LAYOUTS)}."])
+    max_upload = settings.DEFECTBENCH_MAX_UPLOAD_BYTES
+    size = getattr(uploaded_file, "size", None)
+    if size is not None and size > max_upload:
+        raise ImportFailed([f"{file_name}: {size:,} bytes, more than the upload limit of {max_upload:,} bytes"])
+    if Dataset.objects.filter(name=name).exists():
+        existing = Dataset.objects.get(name=name)
+        raise ImportFailed(
+            [f"A dataset named '{name}' already exists (at {existing.root}); choose another name."]
+        )
+
+    media = Path(settings.MEDIA_ROOT)
+    key = uuid.uuid4().hex
+    zip_path = media / "uploads" / f"{key}.zip"
+    extracted = media / "datasets" / key
+    zip_path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        received = 0
+        with open(zip_path, "wb") as sink:
+            chunks = uploaded_file.chunks() if hasattr(uploaded_file, "chunks") else iter(
+                lambda: uploaded_file.read(_CHUNK), b""
+            )
+            for chunk in chunks:
+                received += len(chunk)
+                if received > max_upload:
+                    raise ImportFailed([f"{file_name}: more than the upload limit of {max_upload:,} bytes"])
+                sink.write(chunk)
+        target = extracted / _safe_folder_name(name)
+        try:
+            with zipfile.ZipFile(zip_path) as archive:
+                plan = _plan_extraction(archive, target)
+                if not plan:
+                    raise ImportFailed([f"{file_name}: the zip is empty"])
+                _extract(archive, plan, target)
+        except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError) as error:
+            raise ImportFailed([f"{file_name}: not a readable zip file ({error})"]) from None
+        except NotImplementedError as error:  # e.g. an unsupported compression method
+            raise ImportFailed([f"{file_name}: {error}"]) from None
+        return import_dataset(target, layout=layout, name=name, created_by=created_by, progress=progress)
+    except BaseException:
+        shutil.rmtree(extracted, ignore_errors=True)
+        raise
+    finally:
+        zip_path.unlink(missing_ok=True)
