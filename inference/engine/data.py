@@ -1,0 +1,121 @@
+"""Image loading and the validation/test split of the benchmark protocol."""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+
+from .types import Sample
+
+
+class ImageLoadError(RuntimeError):
+    """An image or mask file could not be read; the message names the file."""
+
+
+def load_image(path: str, image_size: int) -> np.ndarray:
+    """RGB image resized (bilinear) to ``image_size``², as float32 HxWx3 in [0, 1]."""
+    try:
+        with Image.open(path) as im:
+            im = im.convert("RGB").resize((image_size, image_size), Image.BILINEAR)
+            arr = np.asarray(im, dtype=np.float32) / 255.0
+    except Exception as exc:  # PIL raises many types (OSError, SyntaxError, ...)
+        raise ImageLoadError(f"cannot read image file {path!r}: {exc}") from exc
+    return arr
+
+
+def load_mask(path: str | None, image_size: int) -> np.ndarray:
+    """Binary mask (nearest resize) as bool HxW; all False when ``path`` is None."""
+    if path is None:
+        return np.zeros((image_size, image_size), dtype=bool)
+    try:
+        with Image.open(path) as im:
+            im = im.convert("L").resize((image_size, image_size), Image.NEAREST)
+            arr = np.asarray(im) > 127
+    except Exception as exc:
+        raise ImageLoadError(f"cannot read mask file {path!r}: {exc}") from exc
+    return arr
+
+
+class ImageDataset(Dataset):
+    """Images as normalised CHW float tensors (mean/std given by the backbone)."""
+
+    def __init__(self, samples: Sequence[Sample], image_size: int, mean, std):
+        self.samples = list(samples)
+        self.image_size = image_size
+        self.mean = np.asarray(mean, dtype=np.float32).reshape(1, 1, 3)
+        self.std = np.asarray(std, dtype=np.float32).reshape(1, 1, 3)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, idx: int) -> tuple[torch.Tensor, int]:
+        img = load_image(self.samples[idx].image_path, self.image_size)
+        img = (img - self.mean) / self.std
+        return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))), idx
+
+
+def make_loader(samples, image_size, mean, std, batch_size, num_workers=0) -> DataLoader:
+    ds = ImageDataset(samples, image_size, mean, std)
+    return DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+
+
+def load_masks(samples: Sequence[Sample], image_size: int) -> np.ndarray:
+    """All ground-truth masks as a bool array (N, H, W)."""
+    out = np.zeros((len(samples), image_size, image_size), dtype=bool)
+    for i, s in enumerate(samples):
+        if s.mask_path is not None:
+            out[i] = load_mask(s.mask_path, image_size)
+    return out
+
+
+def split_validation_test(
+    test: Sequence[Sample], val_fraction: float, seed: int
+) -> tuple[list[int], list[int]]:
+    """Stratified, seeded split of the test folder into validation and test parts.
+
+    Within every defect type (``good`` included) the images are sorted by key,
+    shuffled with ``random.Random(seed)`` and the first ``round(n*val_fraction)``
+    go to validation. With ``n >= 2`` each part gets at least one image of the type,
+    so every defect type is represented on both sides. Returns index lists into
+    ``test`` (validation, test), each in the original order.
+    """
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    rng = random.Random(seed)
+    groups: dict[str, list[int]] = defaultdict(list)
+    for i, s in enumerate(test):
+        groups[s.defect_type].append(i)
+    val: list[int] = []
+    for dtype in sorted(groups):
+        idx = sorted(groups[dtype], key=lambda i: (test[i].report_key, i))
+        rng.shuffle(idx)
+        n = len(idx)
+        k = int(round(n * val_fraction))
+        if n >= 2:
+            k = min(max(k, 1), n - 1)
+        val.extend(idx[:k])
+    val_set = set(val)
+    val_idx = [i for i in range(len(test)) if i in val_set]
+    test_idx = [i for i in range(len(test)) if i not in val_set]
+    return val_idx, test_idx
+
+
+def split_summary(test: Sequence[Sample], val_idx, test_idx) -> dict:
+    def counts(idx):
+        c: dict[str, int] = defaultdict(int)
+        for i in idx:
+            c[test[i].defect_type] += 1
+        return dict(sorted(c.items()))
+
+    return {
+        "validation_counts": counts(val_idx),
+        "test_counts": counts(test_idx),
+        "validation": [test[i].report_key for i in val_idx],
+        "test": [test[i].report_key for i in test_idx],
+    }

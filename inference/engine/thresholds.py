@@ -1,0 +1,179 @@
+"""Threshold techniques: turn anomaly maps into binary masks.
+
+Each technique is fitted on the VALIDATION part only (maps + masks of the
+validation images) and returns one scalar threshold; a pixel is predicted
+anomalous when its score is ``>= threshold``. ``TECHNIQUES`` maps the public
+names to the strategy objects. Techniques that need anomalous (or defect-free)
+validation images raise :class:`ThresholdError` with a clear message.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.metrics import precision_recall_curve, roc_curve
+
+from .metrics import counts_at_thresholds
+
+
+class ThresholdError(ValueError):
+    """The technique cannot be fitted on the given validation data."""
+
+
+def _anomalous(masks: np.ndarray) -> np.ndarray:
+    return masks.reshape(len(masks), -1).any(axis=1)
+
+
+def _need_anomalous(name: str, masks: np.ndarray) -> None:
+    if not _anomalous(masks).any():
+        raise ThresholdError(
+            f"threshold technique {name!r} needs anomalous images in the validation part, "
+            "but it has none"
+        )
+
+
+def _need_normal_images(name: str, masks: np.ndarray) -> np.ndarray:
+    good = ~_anomalous(masks)
+    if not good.any():
+        raise ThresholdError(
+            f"threshold technique {name!r} needs defect-free images in the validation part, "
+            "but it has none"
+        )
+    return good
+
+
+def candidate_thresholds(maps: np.ndarray, masks: np.ndarray, n: int = 1000) -> np.ndarray:
+    """Ascending candidate thresholds: quantiles of all scores plus of the anomalous pixels."""
+    flat = maps.ravel()
+    qs = np.linspace(0.0, 1.0, n + 1)
+    cand = [np.quantile(flat, qs)]
+    if masks.any():
+        cand.append(np.quantile(maps[masks], qs))
+    # Round to the maps' dtype: comparisons "map >= t" happen in that dtype.
+    return np.unique(np.concatenate(cand).astype(maps.dtype)).astype(np.float64)
+
+
+def _next_up(x) -> float:
+    """Smallest value of x's dtype above x (as a Python float, exactly representable)."""
+    x = np.asarray(x)
+    return float(np.nextafter(x, np.array(np.inf, dtype=x.dtype)))
+
+
+@dataclass(frozen=True)
+class IoUCurve:
+    """``iou_curve``: the threshold maximising the mean IoU over anomalous validation images.
+
+    For each candidate threshold (quantiles of the validation scores, ~2000
+    values) the IoU of every anomalous validation image is computed in one
+    vectorised pass; the threshold with the highest mean IoU wins (the lowest one
+    on ties). Needs anomalous validation images.
+    """
+
+    name: str = "iou_curve"
+
+    def curve(self, maps: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        _need_anomalous(self.name, masks)
+        thr = candidate_thresholds(maps, masks)
+        ious = np.zeros(len(thr))
+        anomalous = np.flatnonzero(_anomalous(masks))
+        for i in anomalous:
+            tp, fp = counts_at_thresholds(maps[i], masks[i], thr)
+            fn = int(masks[i].sum()) - tp
+            ious += tp / np.maximum(tp + fp + fn, 1)
+        return thr, ious / len(anomalous)
+
+    def fit(self, maps: np.ndarray, masks: np.ndarray, **_) -> float:
+        thr, ious = self.curve(maps, masks)
+        return float(thr[int(np.argmax(ious))])
+
+
+@dataclass(frozen=True)
+class F1Max:
+    """``f1``: the threshold with the maximum pixel F1 on the validation precision-recall curve.
+
+    Uses :func:`sklearn.metrics.precision_recall_curve` over all validation
+    pixels (exact, every distinct score). Needs anomalous validation images.
+    """
+
+    name: str = "f1"
+
+    def fit(self, maps: np.ndarray, masks: np.ndarray, **_) -> float:
+        _need_anomalous(self.name, masks)
+        prec, rec, thr = precision_recall_curve(masks.ravel(), maps.ravel())
+        prec, rec = prec[:-1], rec[:-1]
+        f1 = 2 * prec * rec / np.maximum(prec + rec, 1e-12)
+        return float(thr[int(np.argmax(f1))])
+
+
+@dataclass(frozen=True)
+class RocYouden:
+    """``roc``: Youden's J statistic (TPR - FPR) maximised on the validation pixel ROC curve.
+
+    Uses :func:`sklearn.metrics.roc_curve` over all validation pixels. Needs
+    anomalous validation images (and normal pixels, which they always have).
+    """
+
+    name: str = "roc"
+
+    def fit(self, maps: np.ndarray, masks: np.ndarray, **_) -> float:
+        _need_anomalous(self.name, masks)
+        fpr, tpr, thr = roc_curve(masks.ravel(), maps.ravel(), drop_intermediate=True)
+        j = tpr - fpr
+        j[~np.isfinite(thr)] = -np.inf  # sklearn's first threshold is +inf
+        return float(thr[int(np.argmax(j))])
+
+
+@dataclass(frozen=True)
+class NormalFPR:
+    """``normal_fpr``: the score exceeded by only a set share of defect-free validation pixels.
+
+    Takes the pixels of the defect-free (good) validation images and returns the
+    threshold ``t`` such that ``floor(target * n)`` of them score ``>= t`` (the
+    target false-positive rate, default 1 %). Needs no anomalous image.
+    """
+
+    name: str = "normal_fpr"
+
+    def fit(self, maps: np.ndarray, masks: np.ndarray, target: float = 0.01, **_) -> float:
+        good = _need_normal_images(self.name, masks)
+        if not 0.0 <= target < 1.0:
+            raise ThresholdError(f"normal_fpr target must be in [0, 1), got {target}")
+        px = maps[good].ravel()
+        m = int(np.floor(target * px.size))
+        if m == 0:
+            return _next_up(px.max())
+        # m-th largest value: exactly m pixels are >= it (absent ties).
+        kth = np.partition(px, px.size - m)[px.size - m]
+        return float(kth)
+
+
+@dataclass(frozen=True)
+class NormalMax:
+    """``normal_max``: just above the highest score seen on defect-free validation images.
+
+    Every good validation image is then predicted entirely normal (the threshold
+    is the next float above the maximum). Needs no anomalous image.
+    """
+
+    name: str = "normal_max"
+
+    def fit(self, maps: np.ndarray, masks: np.ndarray, **_) -> float:
+        good = _need_normal_images(self.name, masks)
+        return _next_up(maps[good].max())
+
+
+TECHNIQUES = {
+    "iou_curve": IoUCurve(),
+    "f1": F1Max(),
+    "roc": RocYouden(),
+    "normal_fpr": NormalFPR(),
+    "normal_max": NormalMax(),
+}
+
+
+def fit_threshold(name: str, maps: np.ndarray, masks: np.ndarray, normal_fpr_target: float = 0.01) -> float:
+    """Fit technique ``name`` on validation maps/masks; raises ThresholdError or KeyError."""
+    if name not in TECHNIQUES:
+        raise KeyError(f"unknown threshold technique {name!r}; known: {sorted(TECHNIQUES)}")
+    return TECHNIQUES[name].fit(maps, masks, target=normal_fpr_target)

@@ -1,0 +1,64 @@
+"""Public data types of the engine (a contract with the Django side: keep stable)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One image of a dataset, as the Django side hands it to the engine."""
+
+    image_path: str  # absolute path to an RGB image file
+    mask_path: str | None  # binary mask (0/255), None for good images
+    defect_type: str  # dataset's own: "good", "broken_large", ...
+    category: str | None = None  # structural/surface/contamination/combined or None
+    background: bool | None = None
+    key: str = ""  # stable id used in the report (e.g. relative path or DB id)
+
+    @property
+    def is_anomalous(self) -> bool:
+        return self.defect_type != "good"
+
+    @property
+    def report_key(self) -> str:
+        return self.key or self.image_path
+
+
+@dataclass
+class BenchmarkConfig:
+    """Settings of one benchmark run; every field ends up in the report."""
+
+    model: str = "padim"  # "padim" | "cflow"
+    backbone: str = "tf_efficientnet_lite0"
+    layers: tuple | None = None  # None = backbone default
+    image_size: int = 256
+    seed: int = 0
+    n_features: int = 100  # PaDiM channel subset
+    epochs: int = 10  # CFLOW
+    learning_rate: float = 2e-4
+    batch_size: int = 16
+    early_stopping_patience: int = 3
+    val_fraction: float = 0.5
+    techniques: tuple = ("iou_curve", "f1", "roc", "normal_fpr", "normal_max")
+    normal_fpr_target: float = 0.01
+    device: str = "auto"
+    pretrained: bool = True  # False = random weights (tests only)
+    weights_path: str | None = None
+    # CFLOW architecture (defaults follow the CFLOW paper / anomalib).
+    coupling_blocks: int = 8
+    condition_vector: int = 128
+    clamp_alpha: float = 1.9
+    fiber_batch_size: int = 2048
+    # Images per forward pass during inference / PaDiM fitting.
+    num_workers: int = 0
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["layers"] = list(self.layers) if self.layers is not None else None
+        d["techniques"] = list(self.techniques)
+        return d
+
+
+class BenchmarkCancelled(Exception):
+    """Raised by run_benchmark when ``should_cancel()`` returns True."""
