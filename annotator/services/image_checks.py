@@ -68,6 +68,8 @@ def _open_checked(data: bytes, max_pixels: int) -> PILImage.Image:
         raise CheckError(f"refused as a possible decompression bomb ({error})") from None
     except CheckError:
         raise
+    except PILImage.UnidentifiedImageError:
+        raise CheckError("not a readable image (unknown or corrupt image format)") from None
     except Exception as error:  # noqa: BLE001 - any decoder failure means unreadable
         reason = str(error) or type(error).__name__
         raise CheckError(f"not a readable image ({reason})") from None

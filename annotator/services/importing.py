@@ -378,7 +378,7 @@ def _plan_extraction(archive: zipfile.ZipFile, target: Path) -> list[tuple[zipfi
         if normalised.startswith("__MACOSX/"):
             continue
         if normalised.startswith("/") or re.match(r"^[A-Za-z]:", normalised):
-            errors.append(f"{entry}: absolute path in the zip; refused (entries must stay inside the dataset folder)")
+            errors.append(f"{entry}: absolute path in the zip; refused")
             continue
         if ".." in PurePosixPath(normalised).parts:
             errors.append(f"{entry}: path escapes the dataset folder ('..'); refused")
