@@ -174,3 +174,65 @@ class LabelHistory(models.Model):
 
     def delete(self, *args, **kwargs):
         raise ValidationError("Label history is append-only.")
+
+
+class Claim(models.Model):
+    """An annotator is working on an image: the queue hands it to nobody else while it is fresh.
+
+    A claim older than ``DEFECTBENCH_CLAIM_TIMEOUT_SECONDS`` (default 600) counts as abandoned and
+    no longer holds the image; submitting a label removes the claim.
+    """
+
+    image = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="claims")
+    annotator = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="claims"
+    )
+    claimed_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["claimed_at", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["image", "annotator"], name="one_claim_per_annotator")
+        ]
+        indexes = [models.Index(fields=["claimed_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.image} claimed by {self.annotator}"
+
+
+class Skip(models.Model):
+    """An annotator skipped an image; the queue offers it to them again only when nothing else is left."""
+
+    image = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="skips")
+    annotator = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="skips"
+    )
+    skipped_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["skipped_at", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["image", "annotator"], name="one_skip_per_annotator")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.image} skipped by {self.annotator}"
+
+
+class ReviewDecision(models.Model):
+    """A reviewer's final label for an image; it overrides whatever the annotators gave."""
+
+    image = models.OneToOneField(Image, on_delete=models.CASCADE, related_name="review_decision")
+    reviewer = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="review_decisions"
+    )
+    background = models.BooleanField()
+    category = models.CharField(max_length=16, choices=Label.Category.choices)
+    note = models.TextField(blank=True, default="")
+    decided_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-decided_at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.image}: {self.category} (review by {self.reviewer})"

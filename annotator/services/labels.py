@@ -4,7 +4,7 @@ from typing import NamedTuple
 
 from django.db import transaction
 
-from annotator.models import Image, Label, LabelHistory, User
+from annotator.models import Image, Label, LabelHistory, ReviewDecision, User
 
 
 def _snapshot(label: Label | None) -> dict | None:
@@ -71,12 +71,14 @@ class EffectiveLabel(NamedTuple):
 def effective_labels(image_ids) -> dict[int, EffectiveLabel]:
     """The label each image counts with in exports and benchmarks.
 
-    An image gets an entry when its annotators agree (one label, or several identical ones).
-    Images whose annotators disagree get none until a reviewer decides.
+    A reviewer's decision wins (source "review"). Otherwise an image gets an entry when its
+    annotators agree (one label, or several identical ones). Images whose annotators disagree get
+    none until a reviewer decides.
     """
+    image_ids = list(image_ids)
     by_image: dict[int, set[tuple[bool, str]]] = defaultdict(set)
     counts: dict[int, int] = defaultdict(int)
-    for image_id, background, category in Label.objects.filter(image_id__in=list(image_ids)).values_list(
+    for image_id, background, category in Label.objects.filter(image_id__in=image_ids).values_list(
         "image_id", "background", "category"
     ):
         by_image[image_id].add((background, category))
@@ -88,4 +90,8 @@ def effective_labels(image_ids) -> dict[int, EffectiveLabel]:
             result[image_id] = EffectiveLabel(
                 background, category, "single" if counts[image_id] == 1 else "unanimous"
             )
+    for image_id, background, category in ReviewDecision.objects.filter(
+        image_id__in=image_ids
+    ).values_list("image_id", "background", "category"):
+        result[image_id] = EffectiveLabel(background, category, "review")
     return result

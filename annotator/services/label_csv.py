@@ -1,0 +1,326 @@
+"""Label CSV export (streamed) and import (dry-run report, per-row errors, all or nothing).
+
+Export variants
+---------------
+* ``images``: one row per labelled anomalous image with its effective label (a reviewer's
+  decision, else the annotators' unanimous label; empty with ``source=unresolved`` while they
+  disagree).
+* ``annotations``: one row per label.
+
+Annotators (role annotator) only ever export their own labels; reviewers and admins export all.
+
+Import format
+-------------
+Header ``image_path,background,defect_category`` (``category`` is accepted for the last).
+``image_path`` is matched by path suffix against the dataset's images (``product/path`` and
+``path``), so paths relative to the dataset folder or to its parent both work.
+``background``: yes/no (also true/false, 1/0, with/without).
+"""
+import csv
+import io
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+
+from django.db import transaction
+
+from annotator.models import Dataset, Image, Label, ReviewDecision, User
+from annotator.services.labels import save_label
+
+EXPORT_VARIANTS = ("images", "annotations")
+IMAGE_COLUMNS = [
+    "dataset", "product", "image_path", "defect_type", "background", "category", "source",
+    "annotators", "n_annotations", "agreement", "labelled_at",
+]
+ANNOTATION_COLUMNS = [
+    "dataset", "product", "image_path", "defect_type", "background", "category", "annotator",
+    "annotators", "agreement", "labelled_at",
+]
+IMPORT_SOURCE = "csv-import"
+
+
+def yes_no(value: bool | None) -> str:
+    return "" if value is None else ("yes" if value else "no")
+
+
+class _Echo:
+    def write(self, value):
+        return value
+
+
+def _csv_lines(header, rows):
+    writer = csv.writer(_Echo())
+    yield writer.writerow(header)
+    for row in rows:
+        yield writer.writerow(row)
+
+
+def _labels_for(dataset: Dataset, user: User | None):
+    labels = (
+        Label.objects.filter(image__product__dataset=dataset)
+        .select_related("annotator", "image__product")
+        .order_by("image__product__name", "image__path", "annotator__username")
+    )
+    if user is not None and not user.is_reviewer_role:
+        labels = labels.filter(annotator=user)
+    return labels
+
+
+def _grouped(dataset: Dataset, user: User | None):
+    """Yield (image, [labels]) in export order, without loading everything at once."""
+    current, group = None, []
+    for label in _labels_for(dataset, user).iterator(chunk_size=2000):
+        if current is not None and label.image_id != current.pk:
+            yield current, group
+            group = []
+        current = label.image
+        group.append(label)
+    if current is not None:
+        yield current, group
+
+
+def _final(image, group, decisions):
+    decision = decisions.get(image.pk)
+    if decision is not None:
+        return decision.background, decision.category, "review", decision.decided_at
+    values = {(label.background, label.category) for label in group}
+    if len(values) == 1:
+        background, category = next(iter(values))
+        return background, category, "single" if len(group) == 1 else "unanimous", None
+    return None, "", "unresolved", None
+
+
+def image_rows(dataset: Dataset, user: User | None = None):
+    """One row per labelled image: the effective label (see the module doc)."""
+    see_all = user is None or user.is_reviewer_role
+    decisions = (
+        {d.image_id: d for d in ReviewDecision.objects.filter(image__product__dataset=dataset)}
+        if see_all else {}
+    )
+    for image, group in _grouped(dataset, user):
+        background, category, source, decided_at = _final(image, group, decisions)
+        agreeing = sum(1 for label in group if (label.background, label.category) == (background, category))
+        labelled_at = max([label.updated_at for label in group] + ([decided_at] if decided_at else []))
+        yield [
+            dataset.name, image.product.name, image.path, image.defect_type, yes_no(background),
+            category, source, ";".join(label.annotator.username for label in group), len(group),
+            f"{agreeing / len(group):.3f}" if source != "unresolved" else "", labelled_at.isoformat(),
+        ]
+
+
+def annotation_rows(dataset: Dataset, user: User | None = None):
+    """One row per label; ``agreement`` is the share of the image's annotators who gave the same label."""
+    for image, group in _grouped(dataset, user):
+        counts = Counter((label.background, label.category) for label in group)
+        names = ";".join(label.annotator.username for label in group)
+        for label in group:
+            yield [
+                dataset.name, image.product.name, image.path, image.defect_type, yes_no(label.background),
+                label.category, label.annotator.username, names,
+                f"{counts[(label.background, label.category)] / len(group):.3f}", label.updated_at.isoformat(),
+            ]
+
+
+def export_lines(dataset: Dataset, variant: str, user: User | None = None):
+    """CSV text, line by line, for ``StreamingHttpResponse``."""
+    if variant == "images":
+        return _csv_lines(IMAGE_COLUMNS, image_rows(dataset, user))
+    if variant == "annotations":
+        return _csv_lines(ANNOTATION_COLUMNS, annotation_rows(dataset, user))
+    raise ValueError(f"Unknown export variant {variant!r}; expected one of {EXPORT_VARIANTS}.")
+
+
+# --- import --------------------------------------------------------------------------------
+BACKGROUND_VALUES = {
+    "yes": True, "y": True, "true": True, "1": True, "with": True,
+    "no": False, "n": False, "false": False, "0": False, "without": False,
+}
+MIN_SUFFIX_PARTS = 3  # e.g. test/broken_large/000.png: file name alone is ambiguous
+
+
+@dataclass
+class RowError:
+    line: int
+    image_path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"line {self.line}: {self.image_path or '-'}: {self.message}" if self.line else self.message
+
+
+@dataclass
+class ImportReport:
+    dataset: str
+    annotator: str
+    dry_run: bool
+    rows: int = 0
+    errors: list[RowError] = field(default_factory=list)
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    categories: Counter = field(default_factory=Counter)
+    background: Counter = field(default_factory=Counter)
+    applied: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def as_dict(self) -> dict:
+        return {
+            "dataset": self.dataset, "annotator": self.annotator, "dry_run": self.dry_run,
+            "rows": self.rows, "ok": self.ok, "applied": self.applied,
+            "created": self.created, "updated": self.updated, "unchanged": self.unchanged,
+            "categories": dict(self.categories), "background": dict(self.background),
+            "errors": [{"line": e.line, "image_path": e.image_path, "message": e.message} for e in self.errors],
+        }
+
+    def summary(self) -> str:
+        head = (
+            f"{'Dry run: ' if self.dry_run else ''}{self.rows} rows for dataset {self.dataset} "
+            f"as {self.annotator}: "
+        )
+        if self.errors:
+            return head + f"{len(self.errors)} errors, nothing imported."
+        verb = "would be" if self.dry_run else "were"
+        return head + (
+            f"{self.created} labels {verb} created, {self.updated} updated, {self.unchanged} unchanged; "
+            + ", ".join(f"{k} {v}" for k, v in sorted(self.categories.items()))
+        )
+
+
+def _normalise(path: str) -> tuple[str, ...]:
+    parts = [p for p in path.strip().replace("\\", "/").split("/") if p not in ("", ".")]
+    return tuple(parts)
+
+
+class ImageIndex:
+    """Match CSV paths to a dataset's images by path suffix."""
+
+    def __init__(self, dataset: Dataset):
+        self.by_suffix: dict[tuple[str, ...], set[int]] = defaultdict(set)
+        self.images: dict[int, Image] = {}
+        for image in Image.objects.filter(product__dataset=dataset).select_related("product"):
+            self.images[image.pk] = image
+            parts = _normalise(image.path)
+            candidates = {parts}
+            if not parts or parts[0] != image.product.name:
+                candidates.add((image.product.name, *parts))
+            for full in candidates:
+                for k in range(1, len(full) + 1):
+                    self.by_suffix[full[-k:]].add(image.pk)
+
+    def find(self, path: str) -> tuple[Image | None, str]:
+        parts = _normalise(path)
+        if not parts:
+            return None, "empty image path"
+        minimum = min(MIN_SUFFIX_PARTS, len(parts))
+        for k in range(len(parts), minimum - 1, -1):
+            found = self.by_suffix.get(parts[-k:])
+            if found:
+                if len(found) > 1:
+                    return None, f"ambiguous image path (matches {len(found)} images)"
+                return self.images[next(iter(found))], ""
+        return None, "unknown image (no image of this dataset has this path)"
+
+
+def _decode(data: bytes | str) -> str:
+    if isinstance(data, str):
+        return data
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise ValueError(f"The file is not UTF-8 text ({error.reason} at byte {error.start}).") from None
+
+
+def import_labels(
+    data: bytes | str, *, dataset: Dataset, importer: User, annotator: User | None = None, dry_run: bool = False
+) -> ImportReport:
+    """Check every row, then (unless ``dry_run`` or any error) save all labels in one transaction."""
+    annotator = annotator or importer
+    report = ImportReport(dataset=dataset.name, annotator=annotator.username, dry_run=dry_run)
+    try:
+        text = _decode(data)
+    except ValueError as error:
+        report.errors.append(RowError(0, "", str(error)))
+        return report
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = next(reader, None)
+    except csv.Error as error:
+        report.errors.append(RowError(1, "", f"malformed CSV: {error}"))
+        return report
+    if not header:
+        report.errors.append(RowError(0, "", "The file is empty: expected the header image_path,background,defect_category."))
+        return report
+    columns = [h.strip().lower() for h in header]
+    if "category" in columns and "defect_category" not in columns:
+        columns[columns.index("category")] = "defect_category"
+    missing = [c for c in ("image_path", "background", "defect_category") if c not in columns]
+    if missing:
+        report.errors.append(RowError(1, "", f"missing header column(s): {', '.join(missing)} "
+                                             f"(expected image_path,background,defect_category)"))
+        return report
+    at = {name: columns.index(name) for name in ("image_path", "background", "defect_category")}
+    index = ImageIndex(dataset)
+    seen: dict[int, int] = {}
+    planned: list[tuple[Image, bool, str]] = []
+    line = 1
+    try:
+        for row in reader:
+            line = reader.line_num
+            if not any(cell.strip() for cell in row):
+                continue
+            report.rows += 1
+            if len(row) != len(columns):
+                report.errors.append(RowError(line, row[0] if row else "", f"expected {len(columns)} columns, found {len(row)}"))
+                continue
+            path = row[at["image_path"]].strip()
+            raw_bg = row[at["background"]].strip().lower()
+            category = row[at["defect_category"]].strip().lower()
+            problems = []
+            if raw_bg not in BACKGROUND_VALUES:
+                problems.append(f"bad background value {row[at['background']]!r} (expected yes or no)")
+            if category not in Label.Category.values:
+                problems.append(f"bad category {row[at['defect_category']]!r} (expected one of {', '.join(Label.Category.values)})")
+            image, why = index.find(path)
+            if image is None:
+                problems.append(why)
+            elif not (image.split == Image.Split.TEST and image.is_anomalous):
+                problems.append("not an anomalous test image (only those are labelled)")
+            elif image.pk in seen:
+                problems.append(f"duplicate row: the same image is already on line {seen[image.pk]}")
+            if problems:
+                report.errors.extend(RowError(line, path, message) for message in problems)
+                continue
+            seen[image.pk] = line
+            planned.append((image, BACKGROUND_VALUES[raw_bg], category))
+    except csv.Error as error:
+        report.errors.append(RowError(line + 1, "", f"malformed CSV: {error}"))
+    if report.rows == 0 and not report.errors:
+        report.errors.append(RowError(0, "", "The file has a header but no rows."))
+    if report.errors:
+        return report
+    existing = {
+        label.image_id: (label.background, label.category)
+        for label in Label.objects.filter(annotator=annotator, image_id__in=[p[0].pk for p in planned])
+    }
+    for image, background, category in planned:
+        report.categories[category] += 1
+        report.background[yes_no(background)] += 1
+        before = existing.get(image.pk)
+        if before is None:
+            report.created += 1
+        elif before == (background, category):
+            report.unchanged += 1
+        else:
+            report.updated += 1
+    if dry_run:
+        return report
+    with transaction.atomic():
+        for image, background, category in planned:
+            save_label(
+                image=image, annotator=annotator, background=background, category=category,
+                changed_by=importer, source=IMPORT_SOURCE,
+            )
+    report.applied = True
+    return report

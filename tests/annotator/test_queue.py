@@ -1,0 +1,150 @@
+"""The labelling queue: overlap, claims, timeouts, skips, and many annotators at once."""
+import threading
+from datetime import timedelta
+
+import pytest
+from django.db import connection, connections
+from django.utils import timezone
+
+from annotator.models import Claim, Image, Label, LabelHistory, Skip
+from annotator.services import queue
+from tests.api.labelling_factory import make_dataset
+
+
+@pytest.fixture
+def dataset(db, tmp_path, settings):
+    settings.DEFECTBENCH_DATA_ROOTS = [tmp_path]
+    return make_dataset(tmp_path)
+
+
+def label_all(user, dataset, category="structural"):
+    done = []
+    while (image := queue.next_image(user, dataset=dataset)) is not None:
+        queue.submit_label(user=user, image=image, background=True, category=category)
+        done.append(image.pk)
+    return done
+
+
+def test_only_anomalous_test_images_are_handed_out(dataset, make_user):
+    user = make_user("u1")
+    done = label_all(user, dataset)
+    anomalous = set(Image.objects.filter(split="test", is_anomalous=True).values_list("pk", flat=True))
+    assert set(done) == anomalous and len(done) == 7
+
+
+def test_overlap_one_gives_each_image_to_one_annotator(dataset, make_user):
+    first, second = make_user("u1"), make_user("u2")
+    image = queue.next_image(first, dataset=dataset)
+    # A fresh claim holds the image: the second annotator gets another one.
+    other = queue.next_image(second, dataset=dataset)
+    assert other.pk != image.pk
+    # Asking again returns the same claimed image (reloading never claims a second one).
+    assert queue.next_image(first, dataset=dataset).pk == image.pk
+    assert Claim.objects.filter(annotator=first).count() == 1
+    queue.submit_label(user=first, image=image, background=True, category="surface")
+    assert not Claim.objects.filter(annotator=first).exists()
+    # The second annotator may not add a label to an image that has all it needs.
+    with pytest.raises(queue.QueueError):
+        queue.submit_label(user=second, image=image, background=True, category="surface")
+    # ...but the first may change theirs.
+    queue.submit_label(user=first, image=image, background=False, category="combined")
+    assert Label.objects.get(image=image).category == "combined"
+
+
+def test_overlap_two_needs_two_distinct_annotators(dataset, make_user):
+    dataset.label_overlap = 2
+    dataset.save()
+    a, b, c = make_user("a"), make_user("b"), make_user("c")
+    assert len(label_all(a, dataset)) == 7
+    assert len(label_all(b, dataset)) == 7
+    assert label_all(c, dataset) == []
+    assert Label.objects.count() == 14
+    assert all(image.labels.count() == 2 for image in Image.objects.filter(is_anomalous=True))
+
+
+def test_abandoned_claim_is_released_after_timeout(dataset, make_user, settings):
+    settings.DEFECTBENCH_CLAIM_TIMEOUT_SECONDS = 60
+    first, second = make_user("u1"), make_user("u2")
+    product = dataset.products.get(name="fabric")
+    images = list(queue.labellable_images(product=product))
+    claimed = [queue.next_image(first, product=product) for _ in range(1)]
+    for image in images:
+        if image.pk != claimed[0].pk:
+            queue.submit_label(user=second, image=image, background=False, category="surface")
+    # Everything else is labelled; the claimed image is held.
+    assert queue.next_image(second, product=product) is None
+    Claim.objects.filter(annotator=first).update(claimed_at=timezone.now() - timedelta(seconds=61))
+    assert queue.next_image(second, product=product).pk == claimed[0].pk
+    # The first annotator comes back too late: the image is now the second one's.
+    assert queue.next_image(first, product=product) is None
+
+
+def test_skip_is_not_handed_back_immediately(dataset, make_user):
+    user = make_user("u1")
+    product = dataset.products.get(name="fabric")
+    first = queue.next_image(user, product=product)
+    queue.skip_image(user, first)
+    assert Skip.objects.filter(annotator=user, image=first).exists()
+    second = queue.next_image(user, product=product)
+    assert second.pk != first.pk
+    queue.submit_label(user=user, image=second, background=False, category="surface")
+    third = queue.next_image(user, product=product)
+    assert third.pk not in (first.pk, second.pk)
+    queue.submit_label(user=user, image=third, background=False, category="surface")
+    # Only the skipped image is left: now it comes back.
+    assert queue.next_image(user, product=product).pk == first.pk
+
+
+def test_progress(dataset, make_user):
+    user, other = make_user("u1"), make_user("u2")
+    product = dataset.products.get(name="widget")
+    assert queue.user_progress(user, product).as_dict() == {"done": 0, "total": 4, "percent": 0}
+    image = queue.next_image(user, product=product)
+    queue.submit_label(user=user, image=image, background=True, category="surface")
+    queue.next_image(other, product=product)  # other claims one
+    assert queue.user_progress(user, product).as_dict() == {"done": 1, "total": 3, "percent": 33}
+    assert queue.product_progress(product).as_dict() == {"done": 1, "total": 4, "percent": 25}
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("overlap", [1, 2])
+def test_eight_annotators_in_parallel(tmp_path, settings, make_user, overlap):
+    """8 threads, each with its own connection, claim and submit until nothing is left."""
+    settings.DEFECTBENCH_DATA_ROOTS = [tmp_path]
+    dataset = make_dataset(tmp_path, overlap=overlap,
+                           products=(("widget", "object", 14), ("fabric", "texture", 10)))
+    users = [make_user(f"par{i}") for i in range(8)]
+    results: dict[str, list[int]] = {u.username: [] for u in users}
+    errors = []
+    start = threading.Barrier(len(users))
+
+    def work(user):
+        try:
+            start.wait()
+            while (image := queue.next_image(user, dataset=dataset)) is not None:
+                queue.submit_label(user=user, image=image, background=bool(image.pk % 2),
+                                   category="structural")
+                results[user.username].append(image.pk)
+        except Exception as error:  # noqa: BLE001 - reported below
+            errors.append(repr(error))
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=work, args=(u,)) for u in users]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    assert not errors, errors
+    anomalous = set(Image.objects.filter(split="test", is_anomalous=True).values_list("pk", flat=True))
+    assert len(anomalous) == 24
+    # No label lost: every submission is stored; nobody labelled an image twice.
+    submitted = [(name, pk) for name, pks in results.items() for pk in pks]
+    assert len(submitted) == len(set(submitted)) == len(anomalous) * overlap
+    stored = set(Label.objects.values_list("annotator__username", "image_id"))
+    assert stored == set(submitted)
+    # Each image labelled by exactly ``overlap`` distinct annotators, never more.
+    for pk in anomalous:
+        assert Label.objects.filter(image_id=pk).count() == overlap
+    assert LabelHistory.objects.count() == len(submitted)
+    assert connection.vendor in ("sqlite", "postgresql")
