@@ -203,3 +203,20 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": os.environ.get("DJANGO_LOG_LEVEL", "INFO")},
 }
+
+# --- Benchmarks ---
+# A benchmark task is stopped (SoftTimeLimitExceeded, run marked failed) after the soft limit
+# and killed after the hard one. Every running task writes a heartbeat every few seconds; the
+# runs console/API marks a running run whose heartbeat is older than BENCHMARK_STALE_SECONDS as
+# failed ("worker lost"). Tasks are acks_late + reject_on_worker_lost, so a message whose worker
+# died is redelivered: on Redis after visibility_timeout, which must exceed the hard limit or a
+# long run would be handed to a second worker while the first still works on it.
+BENCHMARK_SOFT_TIME_LIMIT = int(os.environ.get("DEFECTBENCH_BENCHMARK_SOFT_TIME_LIMIT", 4 * 3600))
+BENCHMARK_HARD_TIME_LIMIT = BENCHMARK_SOFT_TIME_LIMIT + 120
+BENCHMARK_HEARTBEAT_SECONDS = float(os.environ.get("DEFECTBENCH_BENCHMARK_HEARTBEAT_SECONDS", 2))
+BENCHMARK_STALE_SECONDS = int(os.environ.get("DEFECTBENCH_BENCHMARK_STALE_SECONDS", 60))
+if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        **globals().get("CELERY_BROKER_TRANSPORT_OPTIONS", {}),
+        "visibility_timeout": BENCHMARK_HARD_TIME_LIMIT + 600,
+    }

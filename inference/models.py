@@ -1,0 +1,167 @@
+"""Benchmark jobs: one ``BenchmarkRun`` per launch, one ``ProductRun`` per product it covers.
+
+A run over several products fans out one Celery task per product (a chord); each ``ProductRun``
+carries its own status, progress, heartbeat and report, and the run carries the aggregate.
+The labels a run used are snapshotted in ``RunSample`` rows at launch, so relabelling images
+later never silently changes what an old run measured.
+"""
+from pathlib import Path
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+from annotator.models import Dataset, Image, Label, Product
+
+
+class Status(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+TERMINAL_STATUSES = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
+ACTIVE_STATUSES = (Status.QUEUED, Status.RUNNING)
+
+
+class ModelName(models.TextChoices):
+    PADIM = "padim", "PaDiM"
+    CFLOW = "cflow", "CFLOW"
+
+
+class Technique(models.TextChoices):
+    IOU_CURVE = "iou_curve", "IoU curve (max mean IoU)"
+    F1 = "f1", "Max F1"
+    ROC = "roc", "ROC (Youden J)"
+    NORMAL_FPR = "normal_fpr", "Normal-image FPR target"
+    NORMAL_MAX = "normal_max", "Max score on normal images"
+
+
+# Techniques that fit their threshold on anomalous images (the others use good images only).
+TECHNIQUES_NEEDING_ANOMALOUS = ("iou_curve", "f1", "roc")
+
+
+class BenchmarkRun(models.Model):
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+        related_name="benchmark_runs",
+    )
+    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="benchmark_runs")
+    products = models.ManyToManyField(Product, through="ProductRun", related_name="benchmark_runs")
+    # Label subset of the anomalous test images: empty list = every category ("all anomalous").
+    categories = models.JSONField(default=list, blank=True)
+    # True/False: only anomalous images labelled with / without background; None: either.
+    background = models.BooleanField(null=True, blank=True)
+    model = models.CharField(max_length=16, choices=ModelName.choices)
+    # Engine settings besides model/seed/techniques: backbone, image_size, epochs, n_features, ...
+    config = models.JSONField(default=dict, blank=True)
+    techniques = models.JSONField(default=list)
+    seed = models.IntegerField(default=0)
+
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED, db_index=True)
+    stage = models.CharField(max_length=64, blank=True, default="")
+    progress = models.FloatField(default=0.0, help_text="0..100")
+    error = models.TextField(blank=True, default="")
+    cancel_requested = models.BooleanField(default=False)
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    # The task id of the single-product task, or of the chord's aggregate callback.
+    celery_task_id = models.CharField(max_length=255, blank=True, default="")
+    # Aggregate over products: {"aggregate": {...}, "products": {name: summary}}.
+    metrics = models.JSONField(null=True, blank=True)
+    # Relative to MEDIA_ROOT ("benchmarks/<id>"); served only through login-checked views.
+    artifacts_path = models.CharField(max_length=512, blank=True, default="")
+    retry_of = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="retries"
+    )
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"Run {self.pk} ({self.model}, {self.status})"
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in ACTIVE_STATUSES
+
+    @property
+    def duration_seconds(self) -> float | None:
+        if not self.started_at:
+            return None
+        end = self.finished_at or timezone.now()
+        return max(0.0, (end - self.started_at).total_seconds())
+
+    @property
+    def artifacts_root(self) -> Path:
+        return Path(settings.MEDIA_ROOT) / (self.artifacts_path or f"benchmarks/{self.pk}")
+
+    def subset_description(self) -> str:
+        cats = ", ".join(self.categories) if self.categories else "all categories"
+        if self.background is None:
+            bg = "any background"
+        else:
+            bg = "with background" if self.background else "without background"
+        return f"{cats}; {bg}"
+
+
+class ProductRun(models.Model):
+    """The part of a run covering one product: one Celery task, one engine report."""
+
+    run = models.ForeignKey(BenchmarkRun, on_delete=models.CASCADE, related_name="product_runs")
+    product = models.ForeignKey(Product, on_delete=models.CASCADE, related_name="+")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    stage = models.CharField(max_length=64, blank=True, default="")
+    progress = models.FloatField(default=0.0, help_text="0..100")
+    error = models.TextField(blank=True, default="")
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    celery_task_id = models.CharField(max_length=255, blank=True, default="")
+    # How many times a worker started this part (>1 after a redelivery).
+    attempts = models.PositiveIntegerField(default=0)
+    # Which worker process holds it now ("host:pid"), for the console.
+    worker = models.CharField(max_length=255, blank=True, default="")
+    report = models.JSONField(null=True, blank=True)
+    # Relative to MEDIA_ROOT ("benchmarks/<run id>/<product run id>").
+    artifacts_path = models.CharField(max_length=512, blank=True, default="")
+
+    class Meta:
+        ordering = ["run", "product__name"]
+        constraints = [
+            models.UniqueConstraint(fields=["run", "product"], name="one_product_run_per_product")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.run} / {self.product.name}"
+
+    @property
+    def artifacts_root(self) -> Path:
+        return Path(settings.MEDIA_ROOT) / (self.artifacts_path or f"benchmarks/{self.run_id}/{self.pk}")
+
+
+class RunSample(models.Model):
+    """Snapshot, at launch, of one image a product run uses and the label it counts with."""
+
+    class Role(models.TextChoices):
+        TRAIN = "train", "Train (defect-free)"
+        TEST = "test", "Test"
+
+    product_run = models.ForeignKey(ProductRun, on_delete=models.CASCADE, related_name="samples")
+    image = models.ForeignKey(Image, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    role = models.CharField(max_length=8, choices=Role.choices)
+    # Absolute paths at launch time.
+    path = models.CharField(max_length=1024)
+    mask_path = models.CharField(max_length=1024, blank=True, default="")
+    defect_type = models.CharField(max_length=100)
+    is_anomalous = models.BooleanField(default=False)
+    background = models.BooleanField(null=True, blank=True)
+    category = models.CharField(max_length=16, choices=Label.Category.choices, blank=True, default="")
+
+    class Meta:
+        ordering = ["product_run", "role", "id"]

@@ -1,0 +1,86 @@
+"""Serializers of benchmark runs (read) and of a launch request (write)."""
+from django.urls import reverse
+from rest_framework import serializers
+
+from annotator.models import Label
+from inference.models import BenchmarkRun, ModelName, ProductRun, Technique
+
+
+class ProductRunSerializer(serializers.ModelSerializer):
+    product = serializers.CharField(source="product.name")
+    product_id = serializers.IntegerField()
+
+    class Meta:
+        model = ProductRun
+        fields = ["id", "product_id", "product", "status", "stage", "progress", "error", "attempts",
+                  "worker", "started_at", "finished_at", "heartbeat_at"]
+
+
+class BenchmarkRunSerializer(serializers.ModelSerializer):
+    dataset = serializers.CharField(source="dataset.name")
+    created_by = serializers.SerializerMethodField()
+    parts = ProductRunSerializer(source="product_runs", many=True, read_only=True)
+    duration_seconds = serializers.FloatField(read_only=True)
+    subset = serializers.CharField(source="subset_description", read_only=True)
+    urls = serializers.SerializerMethodField()
+
+    class Meta:
+        model = BenchmarkRun
+        fields = ["id", "dataset", "dataset_id", "model", "config", "techniques", "seed", "categories",
+                  "background", "subset", "status", "stage", "progress", "error", "cancel_requested",
+                  "created_by", "created_at", "started_at", "finished_at", "heartbeat_at",
+                  "duration_seconds", "retry_of", "parts", "urls"]
+
+    def get_created_by(self, run):
+        return run.created_by.username if run.created_by else None
+
+    def get_urls(self, run):
+        return {
+            "self": reverse("api-benchmark-run", args=[run.pk]),
+            "page": reverse("benchmark-detail", args=[run.pk]),
+            "cancel": reverse("api-benchmark-cancel", args=[run.pk]),
+            "retry": reverse("api-benchmark-retry", args=[run.pk]),
+            "json": reverse("benchmark-download", args=[run.pk, "json"]),
+            "csv": reverse("benchmark-download", args=[run.pk, "csv"]),
+        }
+
+
+class BenchmarkRunDetailSerializer(BenchmarkRunSerializer):
+    class Meta(BenchmarkRunSerializer.Meta):
+        fields = BenchmarkRunSerializer.Meta.fields + ["metrics", "artifacts"]
+
+    artifacts = serializers.SerializerMethodField()
+
+    def get_artifacts(self, run):
+        """URLs of the artifact files (served to logged-in users only)."""
+        root = run.artifacts_root
+        if not root.is_dir():
+            return []
+        return [
+            reverse("benchmark-file", args=[run.pk, path.relative_to(root).as_posix()])
+            for path in sorted(root.rglob("*")) if path.is_file()
+        ][:2000]
+
+
+class LaunchSerializer(serializers.Serializer):
+    dataset = serializers.IntegerField()
+    products = serializers.ListField(child=serializers.IntegerField(), allow_empty=False)
+    categories = serializers.ListField(
+        child=serializers.ChoiceField(choices=Label.Category.values), required=False, default=list
+    )
+    background = serializers.CharField(required=False, allow_null=True, allow_blank=True, default=None,
+                                       help_text="yes, no or any (default)")
+    model = serializers.ChoiceField(choices=ModelName.values, default=ModelName.PADIM)
+    techniques = serializers.ListField(
+        child=serializers.ChoiceField(choices=Technique.values), required=False, default=list
+    )
+    seed = serializers.IntegerField(required=False, default=0)
+    config = serializers.DictField(required=False, default=dict,
+                                   help_text="backbone, image_size, epochs, n_features, batch_size, ...")
+
+    def to_internal_value(self, data):
+        # Booleans are welcome for background ("true"/"false" arrive as strings anyway).
+        if hasattr(data, "get") and isinstance(data.get("background"), bool):
+            data = dict(data)
+            data["background"] = "yes" if data["background"] else "no"
+        return super().to_internal_value(data)

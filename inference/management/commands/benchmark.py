@@ -1,0 +1,219 @@
+"""Benchmark one product straight from a dataset folder (no database): a thin CLI over the engine.
+
+    python manage.py benchmark --data-root ../shared/data/mvtec_ad --product bottle --model padim \
+        --labels ../shared/data/labels/mvtec_bottle_reference.csv --output report.json
+
+The folder is read with ``annotator.layouts.scan_dataset``. The optional label CSV
+(``image_path,background,defect_category``, paths relative to the dataset's parent such as
+``bottle/test/broken_large/000.png``) is matched to the images by path suffix, so the per-category
+and per-background breakdowns get filled. A progress bar goes to stderr; Ctrl-C cancels cleanly
+(the engine stops at its next batch and nothing is written); a second Ctrl-C aborts at once.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import signal
+import sys
+from pathlib import Path
+
+from django.core.management.base import BaseCommand, CommandError
+
+CATEGORIES = ("structural", "surface", "contamination", "combined")
+TECHNIQUES = ("iou_curve", "f1", "roc", "normal_fpr", "normal_max")
+
+
+def parse_bool(text: str) -> bool | None:
+    value = (text or "").strip().lower()
+    if value in {"yes", "y", "true", "1"}:
+        return True
+    if value in {"no", "n", "false", "0"}:
+        return False
+    return None
+
+
+def read_labels(path: Path) -> dict[str, tuple[bool | None, str | None]]:
+    """``{relative posix path: (background, category)}`` from a label CSV."""
+    labels = {}
+    with open(path, newline="", encoding="utf-8-sig") as handle:
+        reader = csv.DictReader(handle)
+        missing = {"image_path", "background", "defect_category"} - set(reader.fieldnames or [])
+        if missing:
+            raise CommandError(f"{path}: missing column(s) {', '.join(sorted(missing))}.")
+        for line, row in enumerate(reader, start=2):
+            rel = (row["image_path"] or "").strip().replace("\\", "/").lstrip("./")
+            if not rel:
+                continue
+            category = (row["defect_category"] or "").strip().lower() or None
+            if category is not None and category not in CATEGORIES:
+                raise CommandError(f"{path}:{line}: unknown defect category {category!r}.")
+            labels[rel] = (parse_bool(row["background"]), category)
+    return labels
+
+
+def match_label(image_path: Path, labels: dict) -> tuple[bool | None, str | None] | None:
+    """The label whose path is the longest suffix of ``image_path``."""
+    parts = Path(image_path).as_posix().split("/")
+    for n in range(len(parts), 0, -1):
+        found = labels.get("/".join(parts[-n:]))
+        if found is not None:
+            return found
+    return None
+
+
+class _Cancel:
+    """First Ctrl-C asks the engine to stop at its next batch; the second one aborts."""
+
+    def __init__(self, stderr):
+        self.requested = False
+        self.stderr = stderr
+
+    def __call__(self) -> bool:
+        return self.requested
+
+    def on_sigint(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        self.stderr.write("\nCancelling after the current batch (Ctrl-C again to abort at once)...\n")
+
+
+def progress_bar():
+    try:
+        from inference.engine.cli_progress import TextProgressBar
+
+        return TextProgressBar(stream=sys.stderr)
+    except ImportError:  # pragma: no cover - the engine ships one
+        def draw(stage, fraction):
+            sys.stderr.write(f"\r{fraction * 100:5.1f}% {stage:<30}")
+            sys.stderr.flush()
+        return draw
+
+
+class Command(BaseCommand):
+    help = "Benchmark PaDiM or CFLOW on one product of a dataset folder and write a JSON report."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--data-root", required=True, help="dataset folder (or one product folder)")
+        parser.add_argument("--product", required=True, help="product folder name, e.g. bottle")
+        parser.add_argument("--model", required=True, choices=["padim", "cflow"])
+        parser.add_argument("--layout", default="auto", choices=["auto", "mvtec", "btad", "folder"])
+        parser.add_argument("--backbone", default="tf_efficientnet_lite0")
+        parser.add_argument("--image-size", type=int, default=256)
+        parser.add_argument("--seed", type=int, default=0)
+        parser.add_argument("--epochs", type=int, default=None, help="CFLOW training epochs")
+        parser.add_argument("--n-features", type=int, default=None, help="PaDiM channel subset")
+        parser.add_argument("--batch-size", type=int, default=None)
+        parser.add_argument("--device", default="auto")
+        parser.add_argument("--techniques", default=",".join(TECHNIQUES),
+                            help="comma-separated threshold techniques")
+        parser.add_argument("--labels", type=Path, default=None, help="label CSV (image_path,background,defect_category)")
+        parser.add_argument("--output", required=True, type=Path, help="where to write the JSON report")
+        parser.add_argument("--artifacts", type=Path, default=None, help="folder for heat maps and curves")
+        parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+
+    def handle(self, *args, **options):
+        from annotator.layouts import UnknownLayoutError, scan_dataset
+        from inference.engine import BenchmarkCancelled, BenchmarkConfig, Sample, run_benchmark
+
+        root = Path(options["data_root"]).expanduser().resolve()
+        if not root.is_dir():
+            raise CommandError(f"--data-root {root} is not a folder.")
+        try:
+            scan = scan_dataset(root, layout=options["layout"])
+        except UnknownLayoutError as error:
+            raise CommandError(str(error))
+        for problem in scan.errors[:20]:
+            self.stderr.write(f"warning: {problem}")
+        images = [i for i in scan.images if i.product == options["product"]]
+        if not images:
+            products = sorted({i.product for i in scan.images})
+            raise CommandError(
+                f"No images of product {options['product']!r} under {root} (products found: {', '.join(products) or 'none'})."
+            )
+        labels = read_labels(options["labels"]) if options["labels"] else {}
+        train, test, matched = [], [], 0
+        for image in images:
+            background, category = None, None
+            if labels and image.is_anomalous:
+                found = match_label(image.image_path, labels)
+                if found is not None:
+                    background, category = found
+                    matched += 1
+            sample = Sample(
+                image_path=str(image.image_path),
+                mask_path=str(image.mask_path) if image.mask_path else None,
+                defect_type=image.defect_type if image.is_anomalous else "good",
+                category=category, background=background,
+                key=scan.relative(image.image_path),
+            )
+            if image.split == "train" and not image.is_anomalous:
+                train.append(sample)
+            elif image.split == "test":
+                test.append(sample)
+        n_anomalous = sum(s.is_anomalous for s in test)
+        self.stderr.write(
+            f"{options['product']}: {len(train)} train, {len(test) - n_anomalous} good test, {n_anomalous} anomalous test"
+            + (f" ({matched} labelled from {options['labels'].name})" if labels else "")
+        )
+        if not train:
+            raise CommandError("No defect-free training images: the model learns normality from them.")
+        if not n_anomalous:
+            raise CommandError("No anomalous test images: there is nothing to localize.")
+        techniques = tuple(t for t in options["techniques"].split(",") if t)
+        unknown = [t for t in techniques if t not in TECHNIQUES]
+        if unknown:
+            raise CommandError(f"Unknown technique(s) {', '.join(unknown)}; expected {', '.join(TECHNIQUES)}.")
+        config_values = dict(model=options["model"], backbone=options["backbone"], image_size=options["image_size"],
+                             seed=options["seed"], device=options["device"], techniques=techniques)
+        for key in ("epochs", "n_features", "batch_size"):
+            if options[key] is not None:
+                config_values[key] = options[key]
+        config = BenchmarkConfig(**config_values)
+
+        cancel = _Cancel(self.stderr)
+        previous = signal.signal(signal.SIGINT, cancel.on_sigint) if _main_thread() else None
+        try:
+            report = run_benchmark(
+                train, test, config,
+                progress=None if options["no_progress"] else progress_bar(),
+                should_cancel=cancel, artifacts_dir=options["artifacts"],
+            )
+        except BenchmarkCancelled:
+            raise CommandError("Cancelled: no report written.", returncode=130)
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
+        report["data_root"] = str(root)
+        report["product"] = options["product"]
+        output = Path(options["output"])
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(json.dumps(report, indent=2, default=_json_default))
+        free = report.get("test_threshold_free") or report.get("threshold_free") or {}
+        self.stdout.write(
+            f"Wrote {output}: image AUROC {_fmt(free.get('image_auroc'))}, pixel AUROC {_fmt(free.get('pixel_auroc'))}, "
+            f"AUPRO {_fmt(free.get('aupro'))}, recommended threshold {report.get('recommended_technique')}"
+        )
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def _fmt(value) -> str:
+    return f"{value:.3f}" if isinstance(value, (int, float)) else "—"
+
+
+def _json_default(value):
+    try:
+        import numpy as np
+
+        if isinstance(value, np.generic):
+            return value.item()
+        if isinstance(value, np.ndarray):
+            return value.tolist()
+    except ImportError:  # pragma: no cover
+        pass
+    return str(value)

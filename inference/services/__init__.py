@@ -1,0 +1,1 @@
+"""Benchmark services: launching, running, reporting and recommending (views and tasks stay thin)."""

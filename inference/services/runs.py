@@ -1,0 +1,420 @@
+"""Launching, cancelling, retrying benchmark runs and noticing runs whose worker died.
+
+Launch checks that the run can be meaningful, snapshots the images and the labels it will use,
+and enqueues its Celery task(s) only once the transaction commits (a worker never sees a row
+that does not exist yet).
+
+Worker loss is handled in two layers:
+
+* The tasks are ``acks_late`` with ``reject_on_worker_lost``: a message whose worker process
+  dies is given back to the broker and redelivered (at once when only the pool child dies; on
+  Redis after ``visibility_timeout`` when the whole worker dies). A redelivered task finds its
+  part still "running" and restarts it cleanly (artifacts wiped, ``attempts`` + 1).
+* Every running task beats a heartbeat into its rows every ``BENCHMARK_HEARTBEAT_SECONDS``.
+  ``mark_stale_runs`` (called whenever the runs console, a results page or the runs API is
+  read) marks parts and runs whose heartbeat is older than ``BENCHMARK_STALE_SECONDS`` as failed
+  ("worker lost"). A failed part is final: a message redelivered later does not redo it; the
+  retry button launches a fresh run with the same settings.
+"""
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from django.conf import settings
+from django.core.exceptions import PermissionDenied
+from django.db import transaction
+from django.utils import timezone
+
+from annotator.models import Dataset, Image, Label, Product
+from annotator.services.labels import effective_labels
+from inference.models import (
+    ACTIVE_STATUSES,
+    TECHNIQUES_NEEDING_ANOMALOUS,
+    BenchmarkRun,
+    ModelName,
+    ProductRun,
+    RunSample,
+    Status,
+    Technique,
+)
+
+DEFAULT_TECHNIQUES = [t.value for t in Technique]
+
+# Engine settings a launch may set, with (type, min, max) where it is a number.
+CONFIG_FIELDS = {
+    "backbone": (str, None, None),
+    "image_size": (int, 32, 1024),
+    "epochs": (int, 1, 500),
+    "n_features": (int, 1, 2048),
+    "batch_size": (int, 1, 256),
+    "learning_rate": (float, 1e-7, 1.0),
+    "early_stopping_patience": (int, 0, 100),
+    "val_fraction": (float, 0.05, 0.95),
+    "normal_fpr_target": (float, 0.0001, 0.5),
+    "device": (str, None, None),
+    "pretrained": (bool, None, None),
+}
+DEFAULT_CONFIG = {"backbone": "tf_efficientnet_lite0", "image_size": 256, "epochs": 10}
+BACKBONES = ["tf_efficientnet_lite0", "resnet18", "wide_resnet50_2"]
+DEVICES = ["auto", "cpu", "cuda"]
+
+
+class LaunchRefused(ValueError):
+    """The run could not be meaningful; ``messages`` says why (one line each)."""
+
+    def __init__(self, messages: list[str]):
+        self.messages = list(messages)
+        super().__init__(" ".join(self.messages))
+
+
+@dataclass
+class ProductSelection:
+    product: Product
+    train: list[Image] = field(default_factory=list)
+    test_good: list[Image] = field(default_factory=list)
+    # (image, effective label or None)
+    anomalous: list[tuple[Image, object]] = field(default_factory=list)
+    by_category: Counter = field(default_factory=Counter)
+    unlabelled: int = 0
+    excluded: int = 0  # anomalous images the subset filters out
+
+
+def _subset_text(categories, background) -> str:
+    parts = [", ".join(categories) if categories else "all categories"]
+    if background is True:
+        parts.append("with background")
+    elif background is False:
+        parts.append("without background")
+    return "; ".join(parts)
+
+
+def select_images(product: Product, categories, background) -> ProductSelection:
+    """The images a run on ``product`` with this label subset uses.
+
+    Training: the defect-free train images. Test: every defect-free test image (AUROC and the
+    normal-based thresholds need them) plus the anomalous images whose effective label matches
+    the subset. With no category and no background filter ("all anomalous") unlabelled anomalous
+    images are included too; with a filter an image needs an effective label that matches.
+    """
+    categories = list(categories or [])
+    selection = ProductSelection(product=product)
+    images = list(product.images.all().order_by("split", "defect_type", "path"))
+    anomalous = [i for i in images if i.is_anomalous]
+    labels = effective_labels([i.pk for i in anomalous]) if anomalous else {}
+    filtered = bool(categories) or background is not None
+    for image in images:
+        if not image.is_anomalous:
+            (selection.train if image.split == Image.Split.TRAIN else selection.test_good).append(image)
+            continue
+        label = labels.get(image.pk)
+        if label is None:
+            if filtered:
+                selection.excluded += 1
+                continue
+            selection.unlabelled += 1
+            selection.anomalous.append((image, None))
+            continue
+        if categories and label.category not in categories:
+            selection.excluded += 1
+            continue
+        if background is not None and label.background != background:
+            selection.excluded += 1
+            continue
+        selection.by_category[label.category] += 1
+        selection.anomalous.append((image, label))
+    return selection
+
+
+def problems_of(selection: ProductSelection, categories, background, techniques) -> list[str]:
+    """Why a run on this selection could not be meaningful (empty when it can)."""
+    name = selection.product.name
+    problems = []
+    if not selection.train:
+        problems.append(
+            f"{name} has no defect-free training images: the model learns what normal looks like from them."
+        )
+    if len(selection.test_good) < 2:
+        problems.append(
+            f"{name} has {len(selection.test_good)} defect-free test image(s); at least 2 are needed "
+            "(image AUROC and the normal-based thresholds need them, on both sides of the validation split)."
+        )
+    needing = [t for t in techniques if t in TECHNIQUES_NEEDING_ANOMALOUS]
+    n = len(selection.anomalous)
+    subset = _subset_text(categories, background)
+    if n == 0:
+        problems.append(
+            f"No anomalous images of {name} match the subset ({subset}): there is nothing to localize"
+            + (f", and the {', '.join(needing)} threshold(s) are fitted on anomalous images." if needing else ".")
+        )
+    elif n < 2 and needing:
+        problems.append(
+            f"Only 1 anomalous image of {name} matches the subset ({subset}); the {', '.join(needing)} "
+            "threshold(s) need at least 2 (one in the validation half to fit on, one to test on)."
+        )
+    return problems
+
+
+def _clean_choice_list(values, allowed, what) -> list[str]:
+    values = [v for v in (values or []) if v not in ("", None)]
+    unknown = [v for v in values if v not in allowed]
+    if unknown:
+        raise LaunchRefused([f"Unknown {what}: {', '.join(map(str, unknown))}; expected {', '.join(allowed)}."])
+    # Keep the canonical order, drop duplicates.
+    return [v for v in allowed if v in values]
+
+
+def parse_background(value) -> bool | None:
+    if value in (None, "", "any", "all"):
+        return None
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in {"1", "true", "yes", "with"}:
+        return True
+    if text in {"0", "false", "no", "without"}:
+        return False
+    raise LaunchRefused([f"Background must be yes, no or any, not {value!r}."])
+
+
+def clean_config(model: str, config: dict | None) -> dict:
+    if model not in ModelName.values:
+        raise LaunchRefused([f"Unknown model {model!r}; expected one of {', '.join(ModelName.values)}."])
+    cleaned = dict(DEFAULT_CONFIG)
+    problems = []
+    for key, value in (config or {}).items():
+        if value in (None, ""):
+            continue
+        if key not in CONFIG_FIELDS:
+            problems.append(f"Unknown setting {key!r}.")
+            continue
+        kind, low, high = CONFIG_FIELDS[key]
+        try:
+            if kind is bool:
+                value = value if isinstance(value, bool) else str(value).lower() in {"1", "true", "yes", "on"}
+            else:
+                value = kind(value)
+        except (TypeError, ValueError):
+            problems.append(f"Setting {key} must be a {kind.__name__}, not {value!r}.")
+            continue
+        if low is not None and not (low <= value <= high):
+            problems.append(f"Setting {key} must lie between {low} and {high}, not {value}.")
+            continue
+        cleaned[key] = value
+    if cleaned.get("device") and cleaned["device"] not in DEVICES:
+        problems.append(f"Device must be one of {', '.join(DEVICES)}.")
+    if problems:
+        raise LaunchRefused(problems)
+    return cleaned
+
+
+def subset_counts(products, categories=(), background=None, techniques=None) -> dict:
+    """Live counts for the launch form, with the problems a launch would be refused for."""
+    categories = _clean_choice_list(categories, Label.Category.values, "category")
+    techniques = _clean_choice_list(techniques, Technique.values, "technique") if techniques else DEFAULT_TECHNIQUES
+    rows, problems = [], []
+    total = Counter()
+    for product in products:
+        sel = select_images(product, categories, background)
+        rows.append({
+            "id": product.pk,
+            "name": product.name,
+            "train_good": len(sel.train),
+            "test_good": len(sel.test_good),
+            "anomalous": len(sel.anomalous),
+            "by_category": dict(sel.by_category),
+            "unlabelled": sel.unlabelled,
+            "excluded": sel.excluded,
+        })
+        total.update({"train_good": len(sel.train), "test_good": len(sel.test_good),
+                      "anomalous": len(sel.anomalous), "unlabelled": sel.unlabelled,
+                      "excluded": sel.excluded})
+        for cat, n in sel.by_category.items():
+            total[f"cat:{cat}"] += n
+        problems += problems_of(sel, categories, background, techniques)
+    by_category = {c: total[f"cat:{c}"] for c in Label.Category.values if total[f"cat:{c}"]}
+    parts = [f"{n} {c}" for c, n in by_category.items()]
+    if total["unlabelled"]:
+        parts.append(f"{total['unlabelled']} unlabelled")
+    summary = (", ".join(parts) + (" images match" if sum(by_category.values()) + total["unlabelled"] != 1 else " image matches")) if parts else "No anomalous images match"
+    if not products:
+        problems = ["Pick at least one product."]
+    return {
+        "products": rows,
+        "total": {"train_good": total["train_good"], "test_good": total["test_good"],
+                  "anomalous": total["anomalous"], "unlabelled": total["unlabelled"],
+                  "excluded": total["excluded"], "by_category": by_category},
+        "summary": summary,
+        "problems": problems,
+        "ok": not problems,
+    }
+
+
+def launch_run(
+    user,
+    dataset: Dataset,
+    products,
+    categories=(),
+    background=None,
+    model: str = ModelName.PADIM,
+    config: dict | None = None,
+    techniques=None,
+    seed: int = 0,
+    retry_of: BenchmarkRun | None = None,
+    **settings_kwargs,
+) -> BenchmarkRun:
+    """Create a run (status queued), snapshot its images and labels, enqueue it on commit.
+
+    Raises ``PermissionDenied`` for non-admins and ``LaunchRefused`` (with one message per
+    problem) when the run could not be meaningful.
+    """
+    if user is None or not getattr(user, "is_admin_role", False):
+        raise PermissionDenied("Only admins launch benchmarks.")
+    products = list(products)
+    if not products:
+        raise LaunchRefused(["Pick at least one product."])
+    foreign = [p.name for p in products if p.dataset_id != dataset.pk]
+    if foreign:
+        raise LaunchRefused([f"Product(s) {', '.join(foreign)} do not belong to dataset {dataset.name}."])
+    categories = _clean_choice_list(categories, Label.Category.values, "category")
+    background = parse_background(background)
+    techniques = _clean_choice_list(techniques, Technique.values, "technique") if techniques else list(DEFAULT_TECHNIQUES)
+    config = clean_config(model, {**(config or {}), **settings_kwargs})
+    try:
+        seed = int(seed)
+    except (TypeError, ValueError):
+        raise LaunchRefused([f"Seed must be an integer, not {seed!r}."])
+
+    selections = [select_images(p, categories, background) for p in products]
+    problems = [msg for sel in selections for msg in problems_of(sel, categories, background, techniques)]
+    if problems:
+        raise LaunchRefused(problems)
+
+    with transaction.atomic():
+        run = BenchmarkRun.objects.create(
+            created_by=user, dataset=dataset, categories=categories, background=background,
+            model=model, config=config, techniques=techniques, seed=seed, retry_of=retry_of,
+            stage="queued",
+        )
+        run.artifacts_path = f"benchmarks/{run.pk}"
+        multi = len(selections) > 1
+        run.celery_task_id = str(uuid.uuid4())
+        run.save(update_fields=["artifacts_path", "celery_task_id"])
+        root = dataset.root_path
+        for sel in selections:
+            part = ProductRun.objects.create(
+                run=run, product=sel.product,
+                celery_task_id=str(uuid.uuid4()) if multi else run.celery_task_id,
+            )
+            part.artifacts_path = f"benchmarks/{run.pk}/{sel.product.pk}-{_slug(sel.product.name)}"
+            part.save(update_fields=["artifacts_path"])
+            rows = []
+            for image in sel.train:
+                rows.append(_sample(part, image, root, RunSample.Role.TRAIN, None))
+            for image in sel.test_good:
+                rows.append(_sample(part, image, root, RunSample.Role.TEST, None))
+            for image, label in sel.anomalous:
+                rows.append(_sample(part, image, root, RunSample.Role.TEST, label))
+            RunSample.objects.bulk_create(rows, batch_size=500)
+        run_id = run.pk
+        transaction.on_commit(lambda: enqueue_run(run_id))
+    return run
+
+
+def _slug(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name)[:60] or "product"
+
+
+def _sample(part, image, root, role, label) -> RunSample:
+    return RunSample(
+        product_run=part, image=image, role=role,
+        path=str(root / image.path),
+        mask_path=str(root / image.mask_path) if image.mask_path else "",
+        defect_type=image.defect_type, is_anomalous=image.is_anomalous,
+        background=label.background if label else None,
+        category=label.category if label else "",
+    )
+
+
+def enqueue_run(run_id: int) -> None:
+    """Send the run's task(s): one task for one product, a chord for several."""
+    from celery import chord
+
+    from inference import tasks
+
+    run = BenchmarkRun.objects.get(pk=run_id)
+    parts = list(run.product_runs.order_by("pk"))
+    if len(parts) == 1:
+        tasks.run_product.apply_async(args=(parts[0].pk,), kwargs={"finalize": True},
+                                      task_id=parts[0].celery_task_id)
+        return
+    header = [
+        tasks.run_product.si(part.pk, finalize=False).set(task_id=part.celery_task_id)
+        for part in parts
+    ]
+    chord(header)(tasks.finalize_run.si(run.pk).set(task_id=run.celery_task_id))
+
+
+def cancel_run(run: BenchmarkRun, user) -> BenchmarkRun:
+    """Queued: cancelled at once. Running: the task stops at its next batch and ends cancelled."""
+    if user is None or not getattr(user, "is_admin_role", False):
+        raise PermissionDenied("Only admins cancel benchmarks.")
+    now = timezone.now()
+    with transaction.atomic():
+        run = BenchmarkRun.objects.select_for_update().get(pk=run.pk)
+        if run.status not in ACTIVE_STATUSES:
+            return run
+        run.cancel_requested = True
+        fields = ["cancel_requested"]
+        if run.status == Status.QUEUED:
+            run.status, run.stage, run.finished_at = Status.CANCELLED, "cancelled", now
+            fields += ["status", "stage", "finished_at"]
+        run.save(update_fields=fields)
+        run.product_runs.filter(status=Status.QUEUED).update(
+            status=Status.CANCELLED, stage="cancelled", finished_at=now
+        )
+    return run
+
+
+def retry_run(run: BenchmarkRun, user) -> BenchmarkRun:
+    """A fresh run with the same dataset, products, subset and settings (labels as they are now)."""
+    if run.status in ACTIVE_STATUSES:
+        raise LaunchRefused([f"Run {run.pk} is still {run.status}; cancel it first."])
+    return launch_run(
+        user, run.dataset, list(run.products.all()), categories=run.categories,
+        background=run.background, model=run.model, config=dict(run.config),
+        techniques=run.techniques, seed=run.seed, retry_of=run,
+    )
+
+
+def mark_stale_runs(now=None) -> int:
+    """Fail running parts whose heartbeat is older than ``BENCHMARK_STALE_SECONDS``; settle runs.
+
+    A run whose parts are all finished (succeeded, failed, cancelled) but that is itself still
+    active (its chord callback was lost with a worker) is finalized here too. Parts still queued
+    are left alone: they wait for a worker, and a queue may legitimately be long.
+    """
+    from inference.services.execution import finalize_run
+
+    now = now or timezone.now()
+    seconds = settings.BENCHMARK_STALE_SECONDS
+    limit = now - timedelta(seconds=seconds)
+    changed = 0
+    for part in ProductRun.objects.filter(status=Status.RUNNING):
+        beat = part.heartbeat_at or part.started_at
+        if beat is not None and beat >= limit:
+            continue
+        updated = ProductRun.objects.filter(pk=part.pk, status=Status.RUNNING, heartbeat_at=part.heartbeat_at).update(
+            status=Status.FAILED, finished_at=now,
+            error=f"Worker lost: no heartbeat for more than {seconds} s "
+                  "(the worker process was killed or crashed).",
+        )
+        changed += updated
+    for run in BenchmarkRun.objects.filter(status__in=ACTIVE_STATUSES):
+        statuses = set(run.product_runs.values_list("status", flat=True))
+        if statuses and not statuses & set(ACTIVE_STATUSES):
+            finalize_run(run.pk)
+            changed += 1
+    return changed

@@ -1,0 +1,201 @@
+"""Benchmark pages (thin: the rules live in inference.services). Every page needs login."""
+import json
+from pathlib import Path
+
+from django.contrib import messages
+from django.core.exceptions import PermissionDenied
+from django.http import FileResponse, Http404, HttpResponse, JsonResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_http_methods
+
+from annotator.models import Dataset, Label, Product
+from inference.models import BenchmarkRun, ModelName, Status, Technique
+from inference.services import recommendation, reports, runs
+
+
+def _admin_only(request):
+    if not request.user.is_admin_role:
+        raise PermissionDenied("Only admins launch benchmarks.")
+
+
+@require_GET
+def run_list(request):
+    runs.mark_stale_runs()
+    queryset = BenchmarkRun.objects.select_related("dataset", "created_by").prefetch_related("product_runs__product")[:200]
+    return render(request, "inference/run_list.html", {"runs": queryset})
+
+
+def _form_defaults():
+    return {
+        "dataset": None, "products": [], "categories": [], "background": "any", "model": "padim",
+        "techniques": [t.value for t in Technique], "seed": 0, "backbone": "tf_efficientnet_lite0",
+        "image_size": 256, "epochs": 10, "n_features": 100, "batch_size": 16, "device": "auto",
+    }
+
+
+@require_http_methods(["GET", "POST"])
+def launch(request):
+    _admin_only(request)
+    form = _form_defaults()
+    problems = []
+    if request.method == "GET" and request.GET.get("dataset"):
+        form["dataset"] = int(request.GET["dataset"]) if request.GET["dataset"].isdigit() else None
+        form["products"] = [int(p) for p in request.GET.getlist("product") if p.isdigit()]
+    if request.method == "POST":
+        post = request.POST
+        form.update({
+            "dataset": int(post["dataset"]) if post.get("dataset", "").isdigit() else None,
+            "products": [int(p) for p in post.getlist("products") if p.isdigit()],
+            "categories": post.getlist("categories"),
+            "background": post.get("background", "any"),
+            "model": post.get("model", "padim"),
+            "techniques": post.getlist("techniques"),
+            "seed": post.get("seed", "0"),
+        })
+        for key in ("backbone", "image_size", "epochs", "n_features", "batch_size", "device"):
+            form[key] = post.get(key, form[key])
+        dataset = Dataset.objects.filter(pk=form["dataset"]).first()
+        if dataset is None:
+            problems = ["Pick a dataset."]
+        else:
+            products = list(Product.objects.filter(dataset=dataset, pk__in=form["products"]))
+            config = {k: form[k] for k in ("backbone", "image_size", "epochs", "n_features", "batch_size", "device")}
+            if form["model"] != "cflow":
+                config.pop("epochs", None)
+            else:
+                config.pop("n_features", None)
+            try:
+                run = runs.launch_run(
+                    request.user, dataset, products, categories=form["categories"],
+                    background=form["background"], model=form["model"], config=config,
+                    techniques=form["techniques"] or None, seed=form["seed"],
+                )
+            except runs.LaunchRefused as error:
+                problems = error.messages
+            else:
+                messages.success(request, f"Run {run.pk} queued.")
+                return redirect("benchmark-detail", pk=run.pk)
+    datasets = Dataset.objects.prefetch_related("products").order_by("name")
+    if form["dataset"] is None and datasets:
+        form["dataset"] = datasets[0].pk
+    context = {
+        "datasets": datasets, "form": form, "problems": problems,
+        "categories": Label.Category.choices, "models": ModelName.choices,
+        "techniques": Technique.choices, "backbones": runs.BACKBONES, "devices": runs.DEVICES,
+    }
+    return render(request, "inference/launch.html", context, status=400 if problems else 200)
+
+
+def _file_url(run, part, relpath):
+    if not relpath:
+        return None
+    part_dir = Path(part.artifacts_path).relative_to(run.artifacts_path).as_posix() if part.artifacts_path else ""
+    return reverse("benchmark-file", args=[run.pk, f"{part_dir}/{relpath}" if part_dir else relpath])
+
+
+def _part_context(run, part):
+    report = part.report or {}
+    s = reports.summary(report)
+    gallery = reports.gallery(part)
+    for group in ("worst", "best", "good"):
+        for entry in gallery[group]:
+            entry["heatmap_url"] = _file_url(run, part, entry["heatmap"])
+            entry["predicted_url"] = _file_url(run, part, entry["predicted"])
+    curves = [
+        {"name": Path(c).stem.replace("_", " "), "url": _file_url(run, part, c)}
+        for c in report.get("curve_files") or []
+    ]
+    split = s.get("split") or {}
+    return {
+        "part": part, "summary": s, "n_test_part": len(split.get("test") or []),
+        "n_val_part": len(split.get("validation") or []), "free": s.get("test_threshold_free") or s.get("threshold_free") or {},
+        "rows": reports.technique_rows(s.get("inference")),
+        "by_category": reports.subset_tables(s, "by_category"),
+        "by_background": reports.subset_tables(s, "by_background"),
+        "gallery": gallery, "curves": curves,
+        "recommendation": recommendation.recommend(part.product),
+    }
+
+
+@require_GET
+def run_detail(request, pk):
+    runs.mark_stale_runs()
+    run = get_object_or_404(
+        BenchmarkRun.objects.select_related("dataset", "created_by").prefetch_related("product_runs__product"), pk=pk
+    )
+    parts = list(run.product_runs.all())
+    metrics = run.metrics or {}
+    agg = metrics.get("aggregate") or {}
+    context = {
+        "run": run, "parts": [_part_context(run, p) for p in parts if p.report] if run.status == Status.SUCCEEDED or any(p.report for p in parts) else [],
+        "all_parts": parts,
+        "multi": len(parts) > 1,
+        "agg": agg,
+        "agg_free": agg.get("test_threshold_free") or agg.get("threshold_free") or {},
+        "agg_rows": reports.technique_rows(agg.get("inference")),
+        "agg_by_category": reports.subset_tables(agg, "by_category"),
+        "agg_by_background": reports.subset_tables(agg, "by_background"),
+        "other_runs": BenchmarkRun.objects.filter(status=Status.SUCCEEDED).exclude(pk=run.pk)[:20],
+    }
+    return render(request, "inference/run_detail.html", context)
+
+
+@require_GET
+def download(request, pk, fmt):
+    run = get_object_or_404(BenchmarkRun, pk=pk)
+    if fmt == "json":
+        response = JsonResponse(reports.run_json(run), json_dumps_params={"indent": 2})
+    else:
+        response = HttpResponse(reports.run_csv(run), content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="benchmark-{run.pk}.{fmt}"'
+    return response
+
+
+def resolve_artifact(run: BenchmarkRun, relpath: str) -> Path:
+    """The file ``relpath`` inside the run's artifact folder, or Http404 (no traversal, no links out)."""
+    parts = Path(relpath).parts
+    if not relpath or relpath.startswith(("/", "\\")) or ".." in parts or "\x00" in relpath:
+        raise Http404("No such file.")
+    base = run.artifacts_root.resolve()
+    target = (base / relpath).resolve()
+    if not target.is_relative_to(base) or not target.is_file():
+        raise Http404("No such file.")
+    return target
+
+
+@require_GET
+def artifact_file(request, pk, relpath):
+    run = get_object_or_404(BenchmarkRun, pk=pk)
+    target = resolve_artifact(run, relpath)
+    response = FileResponse(target.open("rb"))
+    response["Cache-Control"] = "private, max-age=3600"
+    response["X-Content-Type-Options"] = "nosniff"
+    return response
+
+
+@require_GET
+def compare(request):
+    ids = []
+    for value in request.GET.getlist("runs"):
+        ids += [int(v) for v in value.split(",") if v.strip().isdigit()]
+    chosen = list(BenchmarkRun.objects.filter(pk__in=ids).select_related("dataset", "created_by").order_by("pk"))
+    context = {
+        "comparison": reports.comparison(chosen) if len(chosen) >= 2 else None,
+        "chosen": chosen,
+        "candidates": BenchmarkRun.objects.filter(status=Status.SUCCEEDED).select_related("dataset")[:100],
+        "chosen_ids": [r.pk for r in chosen],
+    }
+    return render(request, "inference/compare.html", context)
+
+
+@require_GET
+def product_benchmarks(request, pk):
+    product = get_object_or_404(Product.objects.select_related("dataset"), pk=pk)
+    runs.mark_stale_runs()
+    product_runs = (
+        BenchmarkRun.objects.filter(product_runs__product=product).select_related("created_by").distinct()[:50]
+    )
+    return render(request, "inference/product.html", {
+        "product": product, "recommendation": recommendation.recommend(product), "runs": product_runs,
+    })
