@@ -222,3 +222,22 @@ def login_as(live_server):
 
     return login
 
+
+@pytest.fixture(scope="session")
+def demo_dataset_dir(tmp_path_factory) -> Path:
+    """The synthetic demo dataset (MVTec layout: widget + fabric), generated once per session.
+
+    Read-only by convention: tests that change files must generate their own copy.
+    """
+    from annotator.services.demo import generate_demo_dataset
+
+    return generate_demo_dataset(tmp_path_factory.mktemp("demo-data") / "demo")
+
+
+@pytest.fixture
+def demo_dataset(db, settings, demo_dataset_dir):
+    """The demo dataset imported into the test database (its folder added to the data roots)."""
+    from annotator.services.importing import import_dataset
+
+    settings.DEFECTBENCH_DATA_ROOTS = [*settings.DEFECTBENCH_DATA_ROOTS, demo_dataset_dir.parent]
+    return import_dataset(demo_dataset_dir).dataset
