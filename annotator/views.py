@@ -1,11 +1,17 @@
 """Browser pages and file endpoints of the labelling domain (thin: logic lives in services)."""
+from functools import wraps
+
+from django.contrib import messages
+from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db.models import Count, Q
-from django.http import FileResponse, Http404, HttpResponseBadRequest
-from django.shortcuts import get_object_or_404, render
-from django.views.decorators.http import require_GET
+from django.http import FileResponse, Http404, HttpResponseBadRequest, StreamingHttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_http_methods
 
-from annotator.models import Dataset, Image, Product
+from annotator.models import Dataset, Image, Label, LabelHistory, Product, ReviewDecision, User
+from annotator.services import agreement, label_csv, queue, review
 from annotator.services.display import display_file
 
 
@@ -62,3 +68,192 @@ def image_file(request, pk: int, kind: str):
     response = FileResponse(path.open("rb"))
     response["Cache-Control"] = "private, max-age=3600"
     return response
+
+
+# --- labelling workflow pages ---------------------------------------------------------------
+CATEGORY_HELP = [
+    ("structural", "1", "Structural", "The shape is broken: holes, bends, cracks, missing or broken parts."),
+    ("surface", "2", "Surface", "The shape is intact, the surface is not: scratches, dents, rust, discolouration."),
+    ("contamination", "3", "Contamination", "Something is on it that does not belong: glue, dust, dirt, threads."),
+    ("combined", "4", "Combined", "Several of these at once, usually several separate mask components."),
+]
+
+
+def role_required(role: str):
+    """``reviewer``: reviewers and admins; ``admin``: admins. Others get 403 (login is checked by middleware)."""
+
+    def decorator(view):
+        @wraps(view)
+        def wrapped(request, *args, **kwargs):
+            user = request.user
+            allowed = user.is_admin_role if role == "admin" else user.is_reviewer_role
+            if not allowed:
+                raise PermissionDenied(f"This page needs the {role} role.")
+            return view(request, *args, **kwargs)
+
+        return wrapped
+
+    return decorator
+
+
+@require_GET
+def label_start(request, pk: int):
+    """Claim the next image of a dataset (or ``?product=``) and open the workspace on it."""
+    dataset = get_object_or_404(Dataset, pk=pk)
+    product = None
+    if request.GET.get("product", "").isdigit():
+        product = get_object_or_404(Product, pk=int(request.GET["product"]), dataset=dataset)
+    image = queue.next_image(request.user, dataset=dataset, product=product)
+    if image is None:
+        return render(request, "annotator/queue_done.html", {"dataset": dataset, "product": product})
+    url = reverse("workspace", args=[image.pk])
+    return redirect(f"{url}?scope=product" if product else url)
+
+
+@require_GET
+def workspace(request, pk: int):
+    """The labelling workspace for one anomalous test image (the page's JS talks to the API)."""
+    image = get_object_or_404(
+        Image.objects.select_related("product__dataset"), pk=pk, split=Image.Split.TEST, is_anomalous=True
+    )
+    scope_product = request.GET.get("scope") == "product"
+    config = {
+        "imageId": image.pk,
+        "datasetId": image.product.dataset_id,
+        "productId": image.product_id if scope_product else None,
+        "api": {
+            "workspace": reverse("api-image-workspace", args=[0]),
+            "next": reverse("api-queue-next"),
+            "skip": reverse("api-queue-skip"),
+            "labels": reverse("api-label-list"),
+        },
+        "workspaceUrl": reverse("workspace", args=[0]),
+        "doneUrl": reverse("label-start", args=[image.product.dataset_id]),
+        "categories": [{"value": v, "key": k, "name": n, "help": h} for v, k, n, h in CATEGORY_HELP],
+    }
+    return render(request, "annotator/workspace.html", {"image": image, "config": config,
+                                                        "categories": CATEGORY_HELP})
+
+
+@require_http_methods(["GET", "POST"])
+@role_required("reviewer")
+def review_page(request):
+    """Images whose annotators disagree: every label and who gave it; the reviewer sets the final label."""
+    dataset = None
+    if request.GET.get("dataset", "").isdigit():
+        dataset = get_object_or_404(Dataset, pk=int(request.GET["dataset"]))
+    if request.method == "POST":
+        image = get_object_or_404(Image, pk=request.POST.get("image", 0) or 0)
+        background = request.POST.get("background")
+        category = request.POST.get("category")
+        if background not in ("yes", "no") or category not in Label.Category.values:
+            messages.error(request, "Choose a background and a category.")
+        else:
+            review.decide(image=image, reviewer=request.user, background=background == "yes",
+                          category=category, note=request.POST.get("note", ""))
+            messages.success(request, f"Final label of {image.path} saved.")
+        return redirect(request.get_full_path())
+    show_decided = request.GET.get("decided") == "1"
+    items = review.review_items(dataset=dataset, include_decided=show_decided)
+    return render(request, "annotator/review.html", {
+        "items": items, "dataset": dataset, "datasets": Dataset.objects.all(), "show_decided": show_decided,
+        "categories": Label.Category.choices,
+    })
+
+
+@require_GET
+def history_page(request):
+    """Every label change (annotators: the history of their own labels), newest first."""
+    entries = LabelHistory.objects.select_related("annotator", "changed_by", "image__product__dataset").order_by(
+        "-changed_at", "-id"
+    )
+    if not request.user.is_reviewer_role:
+        entries = entries.filter(annotator=request.user)
+    image = None
+    if request.GET.get("image", "").isdigit():
+        image = get_object_or_404(Image, pk=int(request.GET["image"]))
+        entries = entries.filter(image=image)
+    page = Paginator(entries, 100).get_page(request.GET.get("page"))
+    return render(request, "annotator/history.html", {"page": page, "image": image})
+
+
+def _bars(counts: dict, order: list, labels: dict) -> list[dict]:
+    total = max(counts.values(), default=0) or 1
+    return [{"key": key, "label": labels.get(key, key), "count": counts.get(key, 0),
+             "width": round(100 * counts.get(key, 0) / total, 1)} for key in order]
+
+
+@require_GET
+@role_required("reviewer")
+def dashboard(request, pk: int):
+    """Progress per product, label distribution (category, background), annotators' progress, agreement."""
+    dataset = get_object_or_404(Dataset, pk=pk)
+    products = []
+    for product in dataset.products.all():
+        progress = queue.product_progress(product)
+        products.append({"product": product, "progress": progress})
+    labels = Label.objects.filter(image__product__dataset=dataset)
+    category_counts = dict(labels.values_list("category").annotate(n=Count("id")))
+    background_counts = {("yes" if k else "no"): v for k, v in labels.values_list("background").annotate(n=Count("id"))}
+    from annotator.services.labels import effective_labels
+
+    effective = effective_labels(
+        queue.labellable_images(dataset=dataset).values_list("pk", flat=True)
+    ).values()
+    final_categories: dict[str, int] = {}
+    for label in effective:
+        final_categories[label.category] = final_categories.get(label.category, 0) + 1
+    total_images = queue.labellable_images(dataset=dataset).count()
+    stats = agreement.dataset_agreement(dataset)
+    category_names = dict(Label.Category.choices)
+    return render(request, "annotator/dashboard.html", {
+        "dataset": dataset,
+        "products": products,
+        "total_images": total_images,
+        "category_bars": _bars(category_counts, Label.Category.values, category_names),
+        "final_bars": _bars(final_categories, Label.Category.values, category_names),
+        "background_bars": _bars(background_counts, ["yes", "no"], {"yes": "With background", "no": "Without background"}),
+        "annotators": stats["per_annotator"],
+        "agreement": stats,
+        "open_disagreements": len(review.review_items(dataset=dataset)),
+    })
+
+
+@require_GET
+def export_page(request, pk: int):
+    dataset = get_object_or_404(Dataset, pk=pk)
+    return render(request, "annotator/export.html", {"dataset": dataset})
+
+
+@require_GET
+def export_csv(request, pk: int, variant: str):
+    """Streamed label CSV (``images`` or ``annotations``); annotators get only their own labels."""
+    dataset = get_object_or_404(Dataset, pk=pk)
+    if variant not in label_csv.EXPORT_VARIANTS:
+        raise Http404("Unknown export variant.")
+    response = StreamingHttpResponse(label_csv.export_lines(dataset, variant, request.user),
+                                     content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{dataset.name}-labels-{variant}.csv"'
+    return response
+
+
+@require_http_methods(["GET", "POST"])
+@role_required("admin")
+def import_labels_page(request, pk: int):
+    """Upload a label CSV: a dry run first, then the real import (all rows or none)."""
+    dataset = get_object_or_404(Dataset, pk=pk)
+    report = None
+    if request.method == "POST":
+        upload = request.FILES.get("file")
+        annotator = None
+        name = request.POST.get("annotator", "").strip()
+        if name:
+            annotator = User.objects.filter(username=name).first()
+        if upload is None:
+            messages.error(request, "Choose a CSV file.")
+        elif name and annotator is None:
+            messages.error(request, f"No user named {name!r}.")
+        else:
+            report = label_csv.import_labels(upload.read(), dataset=dataset, importer=request.user,
+                                             annotator=annotator, dry_run=request.POST.get("apply") != "1")
+    return render(request, "annotator/import_labels.html", {"dataset": dataset, "report": report})

@@ -1,0 +1,135 @@
+"""Serializers of the labelling API."""
+from django.urls import reverse
+from rest_framework import serializers
+
+from annotator.models import Dataset, Image, Label, LabelHistory, Product, ReviewDecision
+
+
+class DatasetSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Dataset
+        fields = ["id", "name", "layout", "label_overlap", "created_at"]
+
+
+class ProductSerializer(serializers.ModelSerializer):
+    dataset_name = serializers.CharField(source="dataset.name", read_only=True)
+    suggested_background = serializers.BooleanField(read_only=True)
+
+    class Meta:
+        model = Product
+        fields = ["id", "dataset", "dataset_name", "name", "kind", "suggested_background"]
+
+
+class ImageSerializer(serializers.ModelSerializer):
+    image_url = serializers.SerializerMethodField()
+    mask_url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Image
+        fields = [
+            "id", "product", "split", "is_anomalous", "defect_type", "path", "width", "height",
+            "image_url", "mask_url",
+        ]
+
+    def get_image_url(self, image) -> str:
+        return reverse("image-file", args=[image.pk, "image"])
+
+    def get_mask_url(self, image) -> str | None:
+        return reverse("image-file", args=[image.pk, "mask"]) if image.mask_path else None
+
+
+class LabelSerializer(serializers.ModelSerializer):
+    annotator = serializers.CharField(source="annotator.username", read_only=True)
+    image = serializers.PrimaryKeyRelatedField(queryset=Image.objects.all())
+
+    class Meta:
+        model = Label
+        fields = ["id", "image", "annotator", "background", "category", "created_at", "updated_at"]
+        read_only_fields = ["id", "annotator", "created_at", "updated_at"]
+        # Re-labelling one's own image is an update, not a uniqueness error: the view upserts.
+        validators = []
+
+
+class LabelHistorySerializer(serializers.ModelSerializer):
+    annotator = serializers.CharField(source="annotator.username", read_only=True)
+    changed_by = serializers.CharField(source="changed_by.username", read_only=True)
+    image_path = serializers.CharField(source="image.path", read_only=True)
+
+    class Meta:
+        model = LabelHistory
+        fields = ["id", "image", "image_path", "annotator", "changed_by", "action", "before", "after",
+                  "source", "changed_at"]
+
+
+class ProgressSerializer(serializers.Serializer):
+    done = serializers.IntegerField()
+    total = serializers.IntegerField()
+    percent = serializers.IntegerField()
+
+
+class WorkspaceSerializer(serializers.Serializer):
+    """Everything the labelling workspace needs for one image."""
+
+    image = ImageSerializer()
+    product = ProductSerializer()
+    references = ImageSerializer(many=True)
+    my_label = LabelSerializer(allow_null=True)
+    history = LabelHistorySerializer(many=True)
+    progress_user = ProgressSerializer()
+    progress_product = ProgressSerializer()
+    labelled_ids = serializers.ListField(child=serializers.IntegerField(),
+                                         help_text="Images of this product the user labelled, oldest first.")
+    upcoming = serializers.ListField(child=serializers.IntegerField(),
+                                     help_text="Images the user will probably get next (to prefetch; not claimed).")
+
+
+class NextImageRequestSerializer(serializers.Serializer):
+    dataset = serializers.PrimaryKeyRelatedField(queryset=Dataset.objects.all(), required=False, allow_null=True)
+    product = serializers.PrimaryKeyRelatedField(queryset=Product.objects.all(), required=False, allow_null=True)
+
+
+class SkipRequestSerializer(serializers.Serializer):
+    image = serializers.PrimaryKeyRelatedField(queryset=Image.objects.all())
+
+
+class ReviewDecisionSerializer(serializers.ModelSerializer):
+    reviewer = serializers.CharField(source="reviewer.username", read_only=True)
+
+    class Meta:
+        model = ReviewDecision
+        fields = ["image", "reviewer", "background", "category", "note", "decided_at"]
+        read_only_fields = ["image", "reviewer", "decided_at"]
+
+
+class ReviewItemSerializer(serializers.Serializer):
+    image = ImageSerializer()
+    labels = LabelSerializer(many=True)
+    decision = ReviewDecisionSerializer(allow_null=True)
+
+
+class LabelImportRequestSerializer(serializers.Serializer):
+    file = serializers.FileField()
+    dataset = serializers.SlugRelatedField(slug_field="name", queryset=Dataset.objects.all())
+    annotator = serializers.CharField(required=False, help_text="username the labels are attributed to")
+    dry_run = serializers.BooleanField(default=False)
+
+
+class ImportErrorSerializer(serializers.Serializer):
+    line = serializers.IntegerField()
+    image_path = serializers.CharField()
+    message = serializers.CharField()
+
+
+class LabelImportReportSerializer(serializers.Serializer):
+    dataset = serializers.CharField()
+    annotator = serializers.CharField()
+    dry_run = serializers.BooleanField()
+    rows = serializers.IntegerField()
+    ok = serializers.BooleanField()
+    applied = serializers.BooleanField()
+    created = serializers.IntegerField()
+    updated = serializers.IntegerField()
+    unchanged = serializers.IntegerField()
+    categories = serializers.DictField(child=serializers.IntegerField())
+    background = serializers.DictField(child=serializers.IntegerField())
+    errors = ImportErrorSerializer(many=True)

@@ -1,0 +1,318 @@
+"""Labelling API views (thin: the rules live in annotator.services)."""
+from django.contrib.auth import get_user_model
+from django.http import StreamingHttpResponse
+from django.shortcuts import get_object_or_404, redirect
+from django.urls import reverse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import mixins, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.exceptions import PermissionDenied, ValidationError
+from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.permissions import IsAuthenticated
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from annotator.models import Dataset, Image, Label, LabelHistory, Product
+from annotator.services import agreement, label_csv, queue, review
+from annotator.services.display import DISPLAY_SIZES
+from annotator.services.labels import delete_label
+from api import serializers as s
+from api.permissions import IsAdminRole, IsLabelOwnerOrReviewer, IsReviewerRole
+
+REFERENCE_LIMIT = 24
+
+
+def _int_param(request, name):
+    value = request.query_params.get(name)
+    if value in (None, ""):
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise ValidationError({name: "Expected an integer."})
+
+
+def history_for(user, image=None):
+    entries = LabelHistory.objects.select_related("annotator", "changed_by", "image").order_by("-changed_at", "-id")
+    if image is not None:
+        entries = entries.filter(image=image)
+    if not user.is_reviewer_role:
+        entries = entries.filter(annotator=user)
+    return entries
+
+
+def workspace_data(image: Image, user) -> dict:
+    product = image.product
+    references = Image.objects.filter(product=product, split=Image.Split.TRAIN, is_anomalous=False)[:REFERENCE_LIMIT]
+    my_label = Label.objects.filter(image=image, annotator=user).select_related("annotator").first()
+    labelled_ids = list(
+        Label.objects.filter(annotator=user, image__product=product).order_by("created_at", "id")
+        .values_list("image_id", flat=True)
+    )
+    return {
+        "image": image,
+        "product": product,
+        "references": list(references),
+        "my_label": my_label,
+        "history": list(history_for(user, image)[:50]),
+        "progress_user": queue.user_progress(user, product).as_dict(),
+        "progress_product": queue.product_progress(product).as_dict(),
+        "labelled_ids": labelled_ids,
+        "upcoming": queue.peek(user, product=product, exclude={image.pk}),
+    }
+
+
+class DatasetViewSet(viewsets.ReadOnlyModelViewSet):
+    queryset = Dataset.objects.all()
+    serializer_class = s.DatasetSerializer
+
+
+@extend_schema(parameters=[OpenApiParameter("dataset", int, description="only this dataset's products")])
+class ProductViewSet(viewsets.ReadOnlyModelViewSet):
+    serializer_class = s.ProductSerializer
+
+    def get_queryset(self):
+        products = Product.objects.select_related("dataset")
+        dataset = _int_param(self.request, "dataset")
+        return products.filter(dataset_id=dataset) if dataset else products
+
+
+@extend_schema(parameters=[
+    OpenApiParameter("product", int), OpenApiParameter("dataset", int),
+    OpenApiParameter("split", str, enum=Image.Split.values), OpenApiParameter("is_anomalous", bool),
+    OpenApiParameter("defect_type", str),
+])
+class ImageViewSet(viewsets.ReadOnlyModelViewSet):
+    serializer_class = s.ImageSerializer
+
+    def get_queryset(self):
+        images = Image.objects.select_related("product__dataset")
+        params = self.request.query_params
+        if product := _int_param(self.request, "product"):
+            images = images.filter(product_id=product)
+        if dataset := _int_param(self.request, "dataset"):
+            images = images.filter(product__dataset_id=dataset)
+        if params.get("split") in Image.Split.values:
+            images = images.filter(split=params["split"])
+        if params.get("is_anomalous") in ("true", "false", "1", "0"):
+            images = images.filter(is_anomalous=params["is_anomalous"] in ("true", "1"))
+        if params.get("defect_type"):
+            images = images.filter(defect_type=params["defect_type"])
+        return images
+
+    def _file(self, request, kind):
+        image = self.get_object()
+        url = reverse("image-file", args=[image.pk, kind])
+        size = request.query_params.get("size")
+        if size:
+            if not size.isdigit() or int(size) not in DISPLAY_SIZES:
+                raise ValidationError({"size": f"One of {list(DISPLAY_SIZES)}."})
+            url += f"?size={size}"
+        return redirect(url)
+
+    @extend_schema(
+        parameters=[OpenApiParameter("size", int, enum=list(DISPLAY_SIZES))],
+        responses={302: OpenApiResponse(description="Redirect to the login-checked file view")},
+    )
+    @action(detail=True, methods=["get"])
+    def image(self, request, pk=None):
+        """The image file (redirects to the login-checked file view)."""
+        return self._file(request, "image")
+
+    @extend_schema(
+        parameters=[OpenApiParameter("size", int, enum=list(DISPLAY_SIZES))],
+        responses={302: OpenApiResponse(description="Redirect to the login-checked file view")},
+    )
+    @action(detail=True, methods=["get"])
+    def mask(self, request, pk=None):
+        """The ground-truth mask (redirects to the login-checked file view)."""
+        return self._file(request, "mask")
+
+    @extend_schema(responses=s.WorkspaceSerializer)
+    @action(detail=True, methods=["get"])
+    def workspace(self, request, pk=None):
+        """Everything the labelling workspace shows for this image."""
+        image = self.get_object()
+        return Response(s.WorkspaceSerializer(workspace_data(image, request.user), context={"request": request}).data)
+
+
+@extend_schema(parameters=[OpenApiParameter("image", int), OpenApiParameter("dataset", int),
+                           OpenApiParameter("annotator", str, description="username (reviewers only)")])
+class LabelViewSet(viewsets.ModelViewSet):
+    """Labels. Annotators see and change only their own; reviewers and admins see all.
+
+    POST creates the caller's label of an image or changes it if it exists (so re-submitting is
+    safe); it is refused (409) when the image already has all the labels its overlap asks for.
+    """
+
+    serializer_class = s.LabelSerializer
+    permission_classes = [IsAuthenticated, IsLabelOwnerOrReviewer]
+    http_method_names = ["get", "post", "put", "patch", "delete", "head", "options"]
+
+    queryset = Label.objects.none()
+
+    def get_queryset(self):
+        if getattr(self, "swagger_fake_view", False):
+            return Label.objects.none()
+        labels = Label.objects.select_related("annotator", "image")
+        user = self.request.user
+        if not user.is_reviewer_role:
+            labels = labels.filter(annotator=user)
+        elif self.request.query_params.get("annotator"):
+            labels = labels.filter(annotator__username=self.request.query_params["annotator"])
+        if image := _int_param(self.request, "image"):
+            labels = labels.filter(image_id=image)
+        if dataset := _int_param(self.request, "dataset"):
+            labels = labels.filter(image__product__dataset_id=dataset)
+        return labels
+
+    def _submit(self, image, data, status_code):
+        try:
+            label = queue.submit_label(
+                user=self.request.user, image=image,
+                background=data["background"], category=data["category"],
+                source=self.request.headers.get("X-Label-Source", "api")[:32],
+            )
+        except queue.QueueError as error:
+            return Response({"detail": str(error)}, status=status.HTTP_409_CONFLICT)
+        return Response(s.LabelSerializer(label).data, status=status_code)
+
+    def create(self, request, *args, **kwargs):
+        serializer = self.get_serializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        return self._submit(serializer.validated_data["image"], serializer.validated_data, status.HTTP_201_CREATED)
+
+    def update(self, request, *args, **kwargs):
+        label = self.get_object()
+        if label.annotator_id != request.user.pk:
+            raise PermissionDenied("Only the annotator may change a label.")
+        data = {"background": label.background, "category": label.category}
+        serializer = self.get_serializer(label, data=request.data, partial=kwargs.get("partial", False))
+        serializer.is_valid(raise_exception=True)
+        data.update({k: v for k, v in serializer.validated_data.items() if k in data})
+        return self._submit(label.image, data, status.HTTP_200_OK)
+
+    def perform_destroy(self, label):
+        if label.annotator_id != self.request.user.pk:
+            raise PermissionDenied("Only the annotator may delete a label.")
+        delete_label(label=label, changed_by=self.request.user, source="api")
+
+
+class NextImageView(APIView):
+    @extend_schema(request=s.NextImageRequestSerializer,
+                   responses={200: s.WorkspaceSerializer, 204: OpenApiResponse(description="Nothing left to label")})
+    def post(self, request):
+        """Claim the next image the caller should label (optionally within a dataset or product)."""
+        serializer = s.NextImageRequestSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        image = queue.next_image(request.user, dataset=serializer.validated_data.get("dataset"),
+                                 product=serializer.validated_data.get("product"))
+        if image is None:
+            return Response(status=status.HTTP_204_NO_CONTENT)
+        return Response(s.WorkspaceSerializer(workspace_data(image, request.user)).data)
+
+
+class SkipView(APIView):
+    @extend_schema(request=s.SkipRequestSerializer, responses={204: None})
+    def post(self, request):
+        """Skip an image: it is released, and offered to the caller again only when nothing else is left."""
+        serializer = s.SkipRequestSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        queue.skip_image(request.user, serializer.validated_data["image"])
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class ReviewListView(APIView):
+    permission_classes = [IsAuthenticated, IsReviewerRole]
+
+    @extend_schema(parameters=[OpenApiParameter("dataset", int), OpenApiParameter("include_decided", bool)],
+                   responses=s.ReviewItemSerializer(many=True))
+    def get(self, request):
+        """Images whose annotators disagree, with every label and who gave it."""
+        dataset = _int_param(request, "dataset")
+        items = review.review_items(
+            dataset=get_object_or_404(Dataset, pk=dataset) if dataset else None,
+            include_decided=request.query_params.get("include_decided") in ("1", "true"),
+        )
+        return Response(s.ReviewItemSerializer(items, many=True).data)
+
+
+class ReviewDecisionView(APIView):
+    permission_classes = [IsAuthenticated, IsReviewerRole]
+
+    @extend_schema(request=s.ReviewDecisionSerializer, responses=s.ReviewDecisionSerializer)
+    def post(self, request, image_id: int):
+        """Set the final label of an image (recorded in the label history, source "review")."""
+        image = get_object_or_404(Image, pk=image_id)
+        serializer = s.ReviewDecisionSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        decision = review.decide(image=image, reviewer=request.user, **serializer.validated_data)
+        return Response(s.ReviewDecisionSerializer(decision).data)
+
+
+class AgreementView(APIView):
+    permission_classes = [IsAuthenticated, IsReviewerRole]
+
+    @extend_schema(parameters=[OpenApiParameter("dataset", int, required=True)], responses=OpenApiTypes.OBJECT)
+    def get(self, request):
+        """Cohen's kappa per annotator pair with confusion matrices, Fleiss' kappa, Krippendorff's
+        alpha (per field and overall), per-annotator counts and speed."""
+        dataset = get_object_or_404(Dataset, pk=_int_param(request, "dataset") or 0)
+        return Response(agreement.dataset_agreement(dataset))
+
+
+class ExportView(APIView):
+    @extend_schema(
+        parameters=[OpenApiParameter("dataset", int, required=True),
+                    OpenApiParameter("variant", str, enum=list(label_csv.EXPORT_VARIANTS))],
+        responses={(200, "text/csv"): OpenApiTypes.STR},
+    )
+    def get(self, request):
+        """Labels as CSV (streamed). Annotators get only their own labels."""
+        dataset = get_object_or_404(Dataset, pk=_int_param(request, "dataset") or 0)
+        return csv_response(dataset, request.query_params.get("variant", "images"), request.user)
+
+
+def csv_response(dataset, variant, user):
+    if variant not in label_csv.EXPORT_VARIANTS:
+        raise ValidationError({"variant": f"One of {list(label_csv.EXPORT_VARIANTS)}."})
+    response = StreamingHttpResponse(label_csv.export_lines(dataset, variant, user), content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{dataset.name}-labels-{variant}.csv"'
+    return response
+
+
+class LabelImportView(APIView):
+    permission_classes = [IsAuthenticated, IsAdminRole]
+    parser_classes = [MultiPartParser, FormParser]
+
+    @extend_schema(request={"multipart/form-data": s.LabelImportRequestSerializer},
+                   responses={200: s.LabelImportReportSerializer, 400: s.LabelImportReportSerializer})
+    def post(self, request):
+        """Import a label CSV (dry run with ``dry_run=true``); all rows or none."""
+        serializer = s.LabelImportRequestSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        annotator = None
+        if data.get("annotator"):
+            annotator = get_user_model().objects.filter(username=data["annotator"]).first()
+            if annotator is None:
+                raise ValidationError({"annotator": "No such user."})
+        report = label_csv.import_labels(data["file"].read(), dataset=data["dataset"], importer=request.user,
+                                         annotator=annotator, dry_run=data["dry_run"])
+        return Response(report.as_dict(), status=status.HTTP_200_OK if report.ok else status.HTTP_400_BAD_REQUEST)
+
+
+@extend_schema(parameters=[OpenApiParameter("image", int)])
+class HistoryViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
+    """Label history, newest first: annotators see the history of their own labels, reviewers all."""
+
+    serializer_class = s.LabelHistorySerializer
+
+    queryset = LabelHistory.objects.none()
+
+    def get_queryset(self):
+        if getattr(self, "swagger_fake_view", False):
+            return LabelHistory.objects.none()
+        image = _int_param(self.request, "image")
+        return history_for(self.request.user, get_object_or_404(Image, pk=image) if image else None)

@@ -1,0 +1,485 @@
+/* DefectBench labelling workspace: plain JS, no dependencies.
+ *
+ * Keyboard: 1–4 category · B confirm/toggle background · Enter submit · S skip ·
+ * Backspace/← back to the previous label · M mask · O outline · R/[ ] references · +/−/0 zoom.
+ * A failed submit never loses the choice: it stays on screen with the error and a Retry button.
+ */
+(function () {
+  "use strict";
+  const config = JSON.parse(document.getElementById("workspace-config").textContent);
+  const $ = (id) => document.getElementById(id);
+  const DISPLAY_SIZE = 512;
+
+  const state = {
+    data: null,
+    background: null,        // true / false
+    bgConfirmed: false,      // a suggested value is shown but never submitted until confirmed
+    category: null,
+    busy: false,
+    refIndex: 0,
+    view: { scale: 1, x: 0, y: 0 }, // shared by both viewports (pixels of a viewport)
+    maskOn: true,
+    maskMode: "fill",
+    maskImage: null,
+  };
+
+  // --- HTTP ----------------------------------------------------------------------------------
+  function csrfToken() {
+    const match = document.cookie.match(/(?:^|;\s*)csrftoken=([^;]+)/);
+    return match ? decodeURIComponent(match[1]) : "";
+  }
+
+  async function api(method, url, body) {
+    const options = { method, credentials: "same-origin", headers: { Accept: "application/json" } };
+    if (body !== undefined) {
+      options.headers["Content-Type"] = "application/json";
+      options.headers["X-CSRFToken"] = csrfToken();
+      options.headers["X-Label-Source"] = "workspace";
+      options.body = JSON.stringify(body);
+    }
+    let response;
+    try {
+      response = await fetch(url, options);
+    } catch (error) {
+      throw new Error("Network error: the server could not be reached.");
+    }
+    if (response.status === 204) return null;
+    let payload = null;
+    try { payload = await response.json(); } catch (error) { payload = null; }
+    if (!response.ok) {
+      const detail = payload && (payload.detail || JSON.stringify(payload));
+      const error = new Error(detail || `Server error ${response.status}.`);
+      error.status = response.status;
+      throw error;
+    }
+    return payload;
+  }
+
+  const workspaceUrl = (id) => config.api.workspace.replace("/0/", `/${id}/`);
+  const pageUrl = (id) => config.workspaceUrl.replace("/0/", `/${id}/`) + (config.productId ? "?scope=product" : "");
+  const fileUrl = (url) => `${url}?size=${DISPLAY_SIZE}`;
+
+  // --- messages --------------------------------------------------------------------------------
+  function message(text, kind, retry) {
+    const box = $("ws-message");
+    box.hidden = !text;
+    box.className = `notice ${kind || "info"}`;
+    box.textContent = text || "";
+    if (retry) {
+      const button = document.createElement("button");
+      button.type = "button";
+      button.className = "retry";
+      button.textContent = "Retry";
+      button.addEventListener("click", retry);
+      box.append(" ", button);
+    }
+  }
+
+  // --- rendering -------------------------------------------------------------------------------
+  function setProgress(prefix, progress) {
+    $(`progress-${prefix}`).style.width = `${progress.percent}%`;
+    $(`progress-${prefix}-text`).textContent = `${progress.done} / ${progress.total}`;
+  }
+
+  function render(data) {
+    state.data = data;
+    const image = data.image;
+    $("ws-dataset").textContent = data.product.dataset_name;
+    $("ws-product").textContent = data.product.name;
+    $("ws-path").textContent = image.path;
+    $("ws-defect").textContent = image.defect_type;
+    $("ws-size").textContent = `${image.width}×${image.height}`;
+    document.title = `Label ${image.path} · DefectBench`;
+    setProgress("user", data.progress_user);
+    setProgress("product", data.progress_product);
+    $("history-link").href = `${$("history-link").pathname}?image=${image.id}`;
+    document.getElementById("workspace").dataset.imageId = image.id;
+
+    if (data.my_label) {
+      state.background = data.my_label.background;
+      state.bgConfirmed = true;
+      state.category = data.my_label.category;
+    } else {
+      state.background = data.product.suggested_background;
+      state.bgConfirmed = false;
+      state.category = null;
+    }
+    renderChoices();
+    renderHistory(data.history);
+
+    const anomaly = $("img-anomaly");
+    anomaly.src = fileUrl(image.image_url);
+    loadMask(image.mask_url);
+    state.refIndex = 0;
+    showReference();
+    resetView();
+    prefetch(data.upcoming || []);
+    if (String(config.imageId) !== String(image.id)) {
+      config.imageId = image.id;
+      history.replaceState({ imageId: image.id }, "", pageUrl(image.id));
+    }
+    $("btn-back").disabled = previousId() === null;
+  }
+
+  function renderChoices() {
+    document.querySelectorAll("[data-background]").forEach((button) => {
+      const value = button.dataset.background === "yes";
+      const selected = state.background === value;
+      button.classList.toggle("selected", selected && state.bgConfirmed);
+      button.classList.toggle("suggested", selected && !state.bgConfirmed);
+      button.setAttribute("aria-pressed", String(selected && state.bgConfirmed));
+    });
+    const status = $("background-status");
+    if (state.bgConfirmed) {
+      status.textContent = "Confirmed.";
+      status.className = "status ok";
+    } else {
+      status.textContent = `Suggested for this product: ${state.background ? "with" : "without"} background — not confirmed. Press B or click to confirm.`;
+      status.className = "status pending";
+    }
+    document.querySelectorAll("[data-category]").forEach((button) => {
+      const selected = button.dataset.category === state.category;
+      button.classList.toggle("selected", selected);
+      button.setAttribute("aria-pressed", String(selected));
+    });
+    const chosen = config.categories.find((c) => c.value === state.category);
+    const help = $("category-help");
+    if (chosen) {
+      help.replaceChildren();
+      const name = document.createElement("b");
+      name.textContent = `${chosen.name}: `;
+      help.append(name, chosen.help);
+    }
+    const ready = state.bgConfirmed && state.category;
+    $("btn-submit").classList.toggle("ready", Boolean(ready));
+  }
+
+  function renderHistory(entries) {
+    const list = $("ws-history");
+    list.replaceChildren();
+    if (!entries.length) {
+      const li = document.createElement("li");
+      li.className = "muted";
+      li.textContent = "No label yet.";
+      list.append(li);
+      return;
+    }
+    const describe = (v) => (v ? `${v.background ? "with" : "without"} bg · ${v.category}` : "—");
+    for (const entry of entries) {
+      const li = document.createElement("li");
+      const when = new Date(entry.changed_at).toLocaleString();
+      li.innerHTML = `<span class="when"></span> <b class="who"></b> <span class="what"></span>`;
+      li.querySelector(".when").textContent = when;
+      li.querySelector(".who").textContent = entry.changed_by + (entry.source !== "workspace" ? ` (${entry.source})` : "");
+      li.querySelector(".what").textContent = entry.action === "created" ? describe(entry.after) : `${describe(entry.before)} → ${describe(entry.after)}`;
+      list.append(li);
+    }
+  }
+
+  function showReference() {
+    const refs = state.data.references;
+    const img = $("img-reference");
+    if (!refs.length) {
+      img.removeAttribute("src");
+      $("ref-counter").textContent = "(none in train/good)";
+      return;
+    }
+    state.refIndex = (state.refIndex + refs.length) % refs.length;
+    img.src = fileUrl(refs[state.refIndex].image_url);
+    $("ref-counter").textContent = `${state.refIndex + 1} / ${refs.length}`;
+    const next = refs[(state.refIndex + 1) % refs.length];
+    new Image().src = fileUrl(next.image_url);
+  }
+
+  function prefetch(ids) {
+    for (const id of ids) {
+      new Image().src = `/files/images/${id}/image?size=${DISPLAY_SIZE}`;
+      new Image().src = `/files/images/${id}/mask?size=${DISPLAY_SIZE}`;
+    }
+  }
+
+  // --- mask overlay ----------------------------------------------------------------------------
+  function loadMask(url) {
+    const canvas = $("mask-canvas");
+    state.maskImage = null;
+    canvas.getContext("2d").clearRect(0, 0, canvas.width, canvas.height);
+    if (!url) return;
+    const mask = new Image();
+    mask.onload = () => { state.maskImage = mask; drawMask(); };
+    mask.src = fileUrl(url);
+  }
+
+  function drawMask() {
+    const canvas = $("mask-canvas");
+    const mask = state.maskImage;
+    canvas.style.display = state.maskOn ? "" : "none";
+    canvas.style.opacity = $("mask-opacity").value / 100;
+    if (!mask) return;
+    const w = mask.naturalWidth, h = mask.naturalHeight;
+    canvas.width = w; canvas.height = h;
+    const ctx = canvas.getContext("2d");
+    ctx.drawImage(mask, 0, 0);
+    const source = ctx.getImageData(0, 0, w, h);
+    const out = ctx.createImageData(w, h);
+    const on = (x, y) => x >= 0 && y >= 0 && x < w && y < h && source.data[(y * w + x) * 4] > 127;
+    const radius = Math.max(1, Math.round(w / 256));
+    for (let y = 0; y < h; y++) {
+      for (let x = 0; x < w; x++) {
+        if (!on(x, y)) continue;
+        let paint = true;
+        if (state.maskMode === "outline") {
+          paint = false;
+          for (let d = 1; d <= radius && !paint; d++) {
+            paint = !on(x - d, y) || !on(x + d, y) || !on(x, y - d) || !on(x, y + d);
+          }
+        }
+        if (paint) {
+          const i = (y * w + x) * 4;
+          out.data[i] = 255; out.data[i + 1] = 45; out.data[i + 2] = 85;
+          out.data[i + 3] = state.maskMode === "outline" ? 255 : 200;
+        }
+      }
+    }
+    ctx.putImageData(out, 0, 0);
+  }
+
+  // --- zoom and pan, in sync -----------------------------------------------------------------
+  const viewports = [$("view-anomaly"), $("view-reference")];
+
+  function applyView() {
+    const { scale, x, y } = state.view;
+    for (const viewport of viewports) {
+      viewport.querySelector(".stage").style.transform = `translate(${x}px, ${y}px) scale(${scale})`;
+    }
+    $("zoom-level").textContent = `${Math.round(scale * 100)}%`;
+  }
+
+  function clampView() {
+    const size = viewports[0].clientWidth;
+    const v = state.view;
+    v.scale = Math.min(16, Math.max(1, v.scale));
+    v.x = Math.min(0, Math.max(size - size * v.scale, v.x));
+    v.y = Math.min(0, Math.max(viewports[0].clientHeight - viewports[0].clientHeight * v.scale, v.y));
+  }
+
+  function zoomAt(factor, px, py) {
+    const v = state.view;
+    const next = Math.min(16, Math.max(1, v.scale * factor));
+    v.x = px - (px - v.x) * (next / v.scale);
+    v.y = py - (py - v.y) * (next / v.scale);
+    v.scale = next;
+    clampView();
+    applyView();
+  }
+
+  function zoomCentre(factor) {
+    zoomAt(factor, viewports[0].clientWidth / 2, viewports[0].clientHeight / 2);
+  }
+
+  function resetView() {
+    state.view = { scale: 1, x: 0, y: 0 };
+    applyView();
+  }
+
+  for (const viewport of viewports) {
+    viewport.addEventListener("wheel", (event) => {
+      event.preventDefault();
+      const rect = viewport.getBoundingClientRect();
+      zoomAt(event.deltaY < 0 ? 1.2 : 1 / 1.2, event.clientX - rect.left, event.clientY - rect.top);
+    }, { passive: false });
+    viewport.addEventListener("pointerdown", (event) => {
+      const start = { x: event.clientX, y: event.clientY, vx: state.view.x, vy: state.view.y };
+      viewport.setPointerCapture(event.pointerId);
+      viewport.classList.add("dragging");
+      const move = (e) => {
+        state.view.x = start.vx + e.clientX - start.x;
+        state.view.y = start.vy + e.clientY - start.y;
+        clampView();
+        applyView();
+      };
+      const up = () => {
+        viewport.classList.remove("dragging");
+        viewport.removeEventListener("pointermove", move);
+        viewport.removeEventListener("pointerup", up);
+      };
+      viewport.addEventListener("pointermove", move);
+      viewport.addEventListener("pointerup", up);
+    });
+    viewport.addEventListener("dblclick", resetView);
+  }
+
+  // --- choices ---------------------------------------------------------------------------------
+  function toggleBackground() {
+    if (state.bgConfirmed) state.background = !state.background;
+    state.bgConfirmed = true;
+    message("");
+    renderChoices();
+  }
+
+  function chooseBackground(value) {
+    state.background = value;
+    state.bgConfirmed = true;
+    message("");
+    renderChoices();
+  }
+
+  function chooseCategory(value) {
+    state.category = value;
+    message("");
+    renderChoices();
+  }
+
+  // --- navigation ------------------------------------------------------------------------------
+  function previousId() {
+    if (!state.data) return null;
+    const ids = state.data.labelled_ids;
+    const index = ids.indexOf(state.data.image.id);
+    if (index === -1) return ids.length ? ids[ids.length - 1] : null;
+    return index > 0 ? ids[index - 1] : null;
+  }
+
+  async function guarded(action) {
+    if (state.busy) return;
+    state.busy = true;
+    document.body.classList.add("busy");
+    try {
+      await action();
+    } finally {
+      state.busy = false;
+      document.body.classList.remove("busy");
+    }
+  }
+
+  async function loadImage(id) {
+    try {
+      render(await api("GET", workspaceUrl(id)));
+    } catch (error) {
+      message(`Could not load the image: ${error.message}`, "error", () => guarded(() => loadImage(id)));
+    }
+  }
+
+  async function loadNext() {
+    const body = config.productId ? { product: config.productId } : { dataset: config.datasetId };
+    try {
+      const data = await api("POST", config.api.next, body);
+      if (data === null) {
+        finished();
+        return;
+      }
+      render(data);
+    } catch (error) {
+      message(`Could not get the next image: ${error.message}`, "error", () => guarded(loadNext));
+    }
+  }
+
+  function finished() {
+    document.getElementById("workspace").classList.add("finished");
+    message("All done: no image is waiting for your label. Press Backspace to revise your last labels.", "ok");
+    $("btn-submit").disabled = true;
+    $("btn-skip").disabled = true;
+  }
+
+  async function submit() {
+    if (!state.bgConfirmed) {
+      message("The background is only a suggestion: press B (or click) to confirm it before submitting.", "warn");
+      return;
+    }
+    if (!state.category) {
+      message("Choose a defect category (1–4) before submitting.", "warn");
+      return;
+    }
+    const image = state.data.image.id;
+    const label = { image, background: state.background, category: state.category };
+    message("Saving…", "info");
+    try {
+      await api("POST", config.api.labels, label);
+    } catch (error) {
+      // Keep everything on screen; Retry (or Enter) sends the same choice again.
+      message(`Not saved — ${error.message} Your choice is kept.`, "error", () => guarded(submit));
+      return;
+    }
+    if (!state.data.labelled_ids.includes(image)) state.data.labelled_ids.push(image);
+    message("");
+    await loadNext();
+  }
+
+  async function skip() {
+    const image = state.data.image.id;
+    try {
+      await api("POST", config.api.skip, { image });
+    } catch (error) {
+      message(`Could not skip: ${error.message}`, "error", () => guarded(skip));
+      return;
+    }
+    message("");
+    await loadNext();
+  }
+
+  async function back() {
+    const id = previousId();
+    if (id === null) {
+      message("There is no earlier label to go back to.", "info");
+      return;
+    }
+    document.getElementById("workspace").classList.remove("finished");
+    $("btn-submit").disabled = false;
+    $("btn-skip").disabled = false;
+    message("");
+    await loadImage(id);
+  }
+
+  // --- wiring ----------------------------------------------------------------------------------
+  document.querySelectorAll("[data-background]").forEach((button) =>
+    button.addEventListener("click", () => chooseBackground(button.dataset.background === "yes")));
+  document.querySelectorAll("[data-category]").forEach((button) =>
+    button.addEventListener("click", () => chooseCategory(button.dataset.category)));
+  $("btn-submit").addEventListener("click", () => guarded(submit));
+  $("btn-skip").addEventListener("click", () => guarded(skip));
+  $("btn-back").addEventListener("click", () => guarded(back));
+  $("mask-toggle").addEventListener("change", (e) => { state.maskOn = e.target.checked; drawMask(); });
+  $("mask-opacity").addEventListener("input", () => { $("mask-canvas").style.opacity = $("mask-opacity").value / 100; });
+  document.querySelectorAll("[data-mask-mode]").forEach((button) => button.addEventListener("click", () => setMaskMode(button.dataset.maskMode)));
+  $("zoom-in").addEventListener("click", () => zoomCentre(1.25));
+  $("zoom-out").addEventListener("click", () => zoomCentre(1 / 1.25));
+  $("zoom-reset").addEventListener("click", resetView);
+  $("ref-next").addEventListener("click", () => { state.refIndex += 1; showReference(); });
+  $("ref-prev").addEventListener("click", () => { state.refIndex -= 1; showReference(); });
+
+  function setMaskMode(mode) {
+    state.maskMode = mode;
+    document.querySelectorAll("[data-mask-mode]").forEach((b) => b.classList.toggle("active", b.dataset.maskMode === mode));
+    drawMask();
+  }
+
+  document.addEventListener("keydown", (event) => {
+    const target = event.target;
+    if (target && (target.tagName === "TEXTAREA" || (target.tagName === "INPUT" && target.type !== "range" && target.type !== "checkbox"))) return;
+    if (event.ctrlKey || event.metaKey || event.altKey) return;
+    const key = event.key;
+    const category = config.categories.find((c) => c.key === key);
+    let handled = true;
+    if (category) chooseCategory(category.value);
+    else if (key === "b" || key === "B") toggleBackground();
+    else if (key === "Enter") guarded(submit);
+    else if (key === "s" || key === "S") guarded(skip);
+    else if (key === "Backspace" || key === "ArrowLeft") guarded(back);
+    else if (key === "m" || key === "M") { $("mask-toggle").checked = !$("mask-toggle").checked; state.maskOn = $("mask-toggle").checked; drawMask(); }
+    else if (key === "o" || key === "O") setMaskMode(state.maskMode === "outline" ? "fill" : "outline");
+    else if (key === "r" || key === "R" || key === "]") { state.refIndex += 1; showReference(); }
+    else if (key === "[") { state.refIndex -= 1; showReference(); }
+    else if (key === "+" || key === "=") zoomCentre(1.25);
+    else if (key === "-") zoomCentre(1 / 1.25);
+    else if (key === "0") resetView();
+    else handled = false;
+    if (handled) {
+      event.preventDefault();
+      if (target && target.blur && target !== document.body) target.blur();
+    }
+  });
+
+  window.addEventListener("beforeunload", (event) => {
+    if (state.busy) { event.preventDefault(); event.returnValue = ""; }
+  });
+
+  guarded(() => loadImage(config.imageId));
+})();
