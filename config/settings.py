@@ -178,8 +178,10 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "data_folder_out": str(_broker_dir / "queue"),
         "processed_folder": str(_broker_dir / "processed"),
         "store_processed": False,
+        # Broadcast/control messages (worker pings, revokes) also go to files, not to ./control.
+        "control_folder": str(_broker_dir / "control"),
     }
-    for _sub in ("queue", "processed"):
+    for _sub in ("queue", "processed", "control"):
         (_broker_dir / _sub).mkdir(parents=True, exist_ok=True)
 # Group/chord results need a result backend: Redis when the broker is Redis, else files.
 CELERY_RESULT_BACKEND = os.environ.get(
