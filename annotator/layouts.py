@@ -35,9 +35,10 @@ Three layouts are understood. ``root`` may be one product folder or a folder of 
   name (``anomalous`` or ``defect``).
 
 Accepted image types: .png .jpg .jpeg .bmp .tif .tiff (any letter case). Hidden files and
-folders (starting with ``.``), ``__MACOSX``, ``Thumbs.db``/``desktop.ini`` and licence/readme
-files are ignored, as are loose files beside the product folders (``defectbench.json``,
-``labels.csv``); any other unexpected file or folder inside a product is reported as an error.
+folders (starting with ``.``), ``__MACOSX``, ``Thumbs.db``/``desktop.ini``, licence/readme files
+and notes or metadata files (.txt .md .rst .csv .json .yaml .yml .xml, e.g. ``defectbench.json``,
+``labels.csv``) are ignored wherever they are; any other unexpected file or folder is reported as
+an error.
 """
 from __future__ import annotations
 
@@ -52,6 +53,8 @@ FOLDER_TEST_EVERY = 5
 FOLDER_ANOMALOUS_DIRS = ("anomalous", "defect")
 
 _IGNORED_NAMES = {"__macosx", "thumbs.db", "desktop.ini"}
+# Notes and metadata beside the images (defectbench.json, labels.csv, README.md ...).
+METADATA_EXTENSIONS = (".txt", ".md", ".rst", ".csv", ".json", ".yaml", ".yml", ".xml")
 _DOC_FILE = re.compile(r"^(licen[cs]e|readme|copying|notice|citation)([._-].*)?$", re.IGNORECASE)
 
 
@@ -90,7 +93,8 @@ def is_ignored(path: Path) -> bool:
     return (
         name.startswith(".")
         or name.lower() in _IGNORED_NAMES
-        or (path.is_file() and _DOC_FILE.match(name) is not None)
+        or (path.is_file() and (_DOC_FILE.match(name) is not None
+                                or path.suffix.lower() in METADATA_EXTENSIONS))
     )
 
 

@@ -13,7 +13,8 @@ Rules a user notices:
   dataset is found by its root, unchanged images are left alone (reported "unchanged"), images
   whose checksum, size, split, defect type or mask changed are updated (reported "updated"), new
   ones added. Images that vanished from the folder are kept (with their labels) and counted as
-  "missing". A file whose checksum matches the database is not decoded again.
+  "missing". A file whose checksum matches the database is not decoded again. An explicit
+  ``name`` renames an already imported dataset.
 * The dataset name defaults to the folder name (for a zip upload: the zip file's name). Names are
   unique: a name already used by another dataset is an error asking for another name (no silent
   suffix, so a user never labels "bottle-2" thinking it is "bottle").

@@ -266,3 +266,16 @@ def test_a_stray_folder_beside_product_folders_is_reported(tmp_path):
     result = scan_dataset(tmp_path / "data")
 
     assert result.errors == ["notes/: not a product folder in the mvtec layout"]
+
+
+def test_notes_and_metadata_files_are_ignored(tmp_path):
+    folder = make_mvtec(tmp_path, "bottle")
+    (folder / "defectbench.json").write_text("{}")
+    (folder / "labels.csv").write_text("image_path,background,defect_category\n")
+    (folder / "test" / "broken_large" / "notes.txt").write_text("two are blurry")
+    (folder / "LICENSE").write_text("CC BY-NC-SA")
+
+    result = scan_dataset(folder)
+
+    assert result.errors == []
+    assert len(result.images) == 7
