@@ -243,7 +243,7 @@ def import_labels(
     except ValueError as error:
         report.errors.append(RowError(0, "", str(error)))
         return report
-    reader = csv.reader(io.StringIO(text, newline=""))
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     try:
         header = next(reader, None)
     except csv.Error as error:
