@@ -26,7 +26,8 @@ def finished_run(bench_demo, admin_account):
     return run
 
 
-def test_run_stores_metrics_artifacts_and_snapshot(finished_run, bench_demo, make_user):
+def test_run_metrics_artifacts_snapshot_page_and_recommendation(finished_run, bench_demo, make_user, client,
+                                                                annotator_account):
     run = finished_run
     assert run.status == Status.SUCCEEDED and run.progress == 100.0
     assert run.started_at and run.finished_at and run.finished_at >= run.started_at
@@ -53,9 +54,12 @@ def test_run_stores_metrics_artifacts_and_snapshot(finished_run, bench_demo, mak
     snapshot.refresh_from_db()
     assert (snapshot.category, snapshot.background) == before
 
+    # One run serves the page/download/file/recommendation checks too (each run costs seconds).
+    _results_page_downloads_and_files(run, client, annotator_account)
+    _recommendation_prefers_measured_results(run, bench_demo)
 
-def test_results_page_downloads_and_files(finished_run, client, admin_account, annotator_account):
-    run = finished_run
+
+def _results_page_downloads_and_files(run, client, annotator_account):
     page_url = reverse("benchmark-detail", args=[run.pk])
     assert client.get(page_url).status_code == 302  # login first
     client.force_login(annotator_account)
@@ -81,7 +85,7 @@ def test_results_page_downloads_and_files(finished_run, client, admin_account, a
     assert client.get(url).status_code == 302
 
 
-def test_recommendation_prefers_measured_results(finished_run, bench_demo):
+def _recommendation_prefers_measured_results(finished_run, bench_demo):
     widget = bench_demo.products.get(name="widget")
     rec = recommendation.recommend(widget)
     assert rec["source"] == "runs" and rec["model"] == "padim"
@@ -90,19 +94,14 @@ def test_recommendation_prefers_measured_results(finished_run, bench_demo):
     assert "Runner-up" in rec["reason"]
 
 
-def test_starting_advice_without_runs(bench_demo, make_user):
+def test_starting_advice_without_runs(bench_demo):
     fabric = bench_demo.products.get(name="fabric")
     rec = recommendation.recommend(fabric)
     assert rec["source"] == "advice" and rec["model"] == "padim" and rec["technique"] == "iou_curve"
     # Relabel most of fabric's defects as surface: CFLOW becomes the starting advice.
-    boss = make_user("relabeller")
-    for image in fabric.images.filter(is_anomalous=True)[:12]:
-        save_label(image=image, annotator=boss, background=False, category="surface")
-    # The demo labeller and the relabeller now disagree on those: only agreed labels count,
-    # so give them a reviewer-free unanimous state by relabelling with the demo labeller too.
     from annotator.models import Label
 
-    for label in Label.objects.filter(image__product=fabric).exclude(annotator=boss):
+    for label in Label.objects.filter(image__product=fabric).select_related("image", "annotator")[:12]:
         save_label(image=label.image, annotator=label.annotator, background=False, category="surface")
     rec = recommendation.recommend(fabric)
     assert rec["model"] == "cflow" and "Surface defects dominate" in rec["reason"]

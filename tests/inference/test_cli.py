@@ -1,0 +1,93 @@
+"""``manage.py benchmark``: a dataset folder straight from disk, no database."""
+import json
+import os
+import signal
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+
+from annotator.services.demo import generate_demo_dataset
+from inference.management.commands import benchmark as command_module
+
+CATEGORIES = {"structural", "surface", "contamination", "combined"}
+
+
+@pytest.fixture
+def demo_folder(tmp_path):
+    return generate_demo_dataset(tmp_path / "demo")
+
+
+def test_cli_on_demo_folder_writes_report(demo_folder, tmp_path, capsys):
+    out = tmp_path / "out" / "report.json"
+    artifacts = tmp_path / "artifacts"
+    call_command(
+        "benchmark", "--data-root", str(demo_folder), "--product", "widget", "--model", "padim",
+        "--image-size", "64", "--seed", "0", "--labels", str(demo_folder / "labels.csv"),
+        "--output", str(out), "--artifacts", str(artifacts),
+    )
+    report = json.loads(out.read_text())
+    for key in ("config", "threshold_free", "test_threshold_free", "inference", "by_category", "by_background",
+                "by_defect_type", "split", "per_image", "timing", "peak_memory_mb", "device", "recommended_technique"):
+        assert key in report, key
+    assert report["config"]["model"] == "padim" and report["config"]["image_size"] == 64
+    assert report["product"] == "widget"
+    assert set(report["by_category"]) == CATEGORIES  # the CSV's labels reached the engine
+    assert set(report["by_background"]) == {"True"}
+    assert 0.5 < report["threshold_free"]["image_auroc"] <= 1.0
+    assert any((artifacts / "images").glob("*_overlay.png")) and any((artifacts / "curves").glob("*.png"))
+    captured = capsys.readouterr()
+    assert "100.0%" in captured.err and "Wrote" in captured.out  # progress bar on stderr
+
+
+def test_cli_ctrl_c_cancels_cleanly(demo_folder, tmp_path, monkeypatch):
+    def interrupting_bar():
+        sent = []
+
+        def progress(stage, fraction):
+            if not sent:
+                sent.append(True)
+                os.kill(os.getpid(), signal.SIGINT)  # what Ctrl-C does
+        return progress
+
+    monkeypatch.setattr(command_module, "progress_bar", interrupting_bar)
+    out = tmp_path / "report.json"
+    with pytest.raises(CommandError, match="Cancelled"):
+        call_command("benchmark", "--data-root", str(demo_folder), "--product", "fabric", "--model", "padim",
+                     "--image-size", "64", "--output", str(out))
+    assert not out.exists()
+    assert signal.getsignal(signal.SIGINT) is not None  # handler restored
+
+
+def test_cli_errors(demo_folder, tmp_path):
+    with pytest.raises(CommandError, match="No images of product 'bottle'"):
+        call_command("benchmark", "--data-root", str(demo_folder), "--product", "bottle", "--model", "padim",
+                     "--output", str(tmp_path / "r.json"))
+    bad = tmp_path / "bad.csv"
+    bad.write_text("image_path,background,defect_category\ndemo/widget/test/stain/000.png,yes,dent\n")
+    with pytest.raises(CommandError, match="unknown defect category 'dent'"):
+        call_command("benchmark", "--data-root", str(demo_folder), "--product", "widget", "--model", "padim",
+                     "--labels", str(bad), "--output", str(tmp_path / "r.json"))
+
+
+def test_label_matching_by_path_suffix():
+    labels = {"bottle/test/broken_large/000.png": (True, "structural")}
+    assert command_module.match_label("/data/mvtec_ad/bottle/test/broken_large/000.png", labels) == (True, "structural")
+    assert command_module.match_label("/data/mvtec_ad/bottle/test/broken_large/001.png", labels) is None
+
+
+@pytest.mark.real_data
+def test_cli_real_bottle_padim(real_bottle_root, real_labels_csv, tmp_path):
+    out = tmp_path / "bottle.json"
+    # The reference labels have a single "combined" image (broken_small/001.png). The engine's
+    # breakdowns cover the test half of its validation/test split only; with seed 2 that image
+    # lands in the test half (with seed 0 it is in the validation half and by_category has no
+    # "combined" entry).
+    call_command(
+        "benchmark", "--data-root", str(real_bottle_root.parent), "--product", "bottle", "--model", "padim",
+        "--image-size", "256", "--seed", "2", "--labels", str(real_labels_csv), "--output", str(out),
+    )
+    report = json.loads(out.read_text())
+    assert {"structural", "contamination", "combined"} <= set(report["by_category"])
+    assert report["threshold_free"]["image_auroc"] >= 0.99
+    assert report["n_train"] == 209 and report["n_test"] == 83

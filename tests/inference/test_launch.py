@@ -1,0 +1,147 @@
+"""Launching: refusals with their messages, who may launch, live counts, cancel, retry, stale runs."""
+from datetime import timedelta
+
+import pytest
+from django.core.exceptions import PermissionDenied
+from django.utils import timezone
+
+from annotator.models import Image, Label
+from inference.models import BenchmarkRun, ProductRun, RunSample, Status
+from inference.services.runs import LaunchRefused, cancel_run, launch_run, mark_stale_runs, retry_run, subset_counts
+from tests.inference.conftest import SMALL
+
+pytestmark = pytest.mark.django_db
+
+
+def _refusal(callable_, *args, **kwargs) -> str:
+    with pytest.raises(LaunchRefused) as caught:
+        callable_(*args, **kwargs)
+    return str(caught.value)
+
+
+def test_launch_snapshots_images_and_labels(bench_demo, admin_account, django_capture_on_commit_callbacks):
+    widget = bench_demo.products.get(name="widget")
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        run = launch_run(admin_account, bench_demo, [widget], categories=["structural", "combined"],
+                         background="yes", model="padim", config=SMALL, seed=3)
+    assert len(callbacks) == 1  # the task is sent only once the launch commits
+    assert run.status == Status.QUEUED and run.created_by == admin_account
+    assert run.categories == ["structural", "combined"] and run.background is True and run.seed == 3
+    assert run.config["image_size"] == 64 and run.artifacts_path == f"benchmarks/{run.pk}"
+    part = run.product_runs.get()
+    samples = RunSample.objects.filter(product_run=part)
+    assert samples.filter(role="train").count() == widget.images.filter(split="train").count()
+    # Every good test image, plus only the anomalous images of the subset.
+    assert samples.filter(role="test", is_anomalous=False).count() == widget.images.filter(split="test", is_anomalous=False).count()
+    anomalous = samples.filter(is_anomalous=True)
+    assert anomalous.count() == 8 and set(anomalous.values_list("category", flat=True)) == {"structural", "combined"}
+    assert all(s.path.startswith(str(bench_demo.root_path)) for s in anomalous)
+
+
+def test_refusals_say_why(bench_demo, admin_account, annotator_account):
+    widget = bench_demo.products.get(name="widget")
+    fabric = bench_demo.products.get(name="fabric")
+    with pytest.raises(PermissionDenied):
+        launch_run(annotator_account, bench_demo, [widget])
+    assert "Pick at least one product" in _refusal(launch_run, admin_account, bench_demo, [])
+    # Fabric is a texture: no anomalous image of it is labelled "with background".
+    message = _refusal(launch_run, admin_account, bench_demo, [fabric], background="yes")
+    assert "No anomalous images of fabric match the subset (all categories; with background)" in message
+    assert "iou_curve, f1, roc threshold(s) are fitted on anomalous images" in message
+    # One matching anomalous image is too few for techniques that fit on anomalous images...
+    first = widget.images.filter(is_anomalous=True, defect_type="stain").first()
+    Label.objects.filter(image__product=widget, category="contamination").exclude(image=first).update(category="structural")
+    message = _refusal(launch_run, admin_account, bench_demo, [widget], categories=["contamination"])
+    assert "Only 1 anomalous image of widget matches" in message and "at least 2" in message
+    # ... but enough for the normal-based ones.
+    run = launch_run(admin_account, bench_demo, [widget], categories=["contamination"], techniques=["normal_fpr"])
+    assert run.techniques == ["normal_fpr"]
+    # No defect-free training images, too few defect-free test images.
+    widget.images.filter(split="train").delete()
+    widget.images.filter(split="test", is_anomalous=False).exclude(pk=widget.images.filter(split="test", is_anomalous=False).first().pk).delete()
+    message = _refusal(launch_run, admin_account, bench_demo, [widget])
+    assert "widget has no defect-free training images" in message
+    assert "widget has 1 defect-free test image(s); at least 2 are needed" in message
+    # Bad settings.
+    assert "Setting image_size must lie between 32 and 1024" in _refusal(
+        launch_run, admin_account, bench_demo, [fabric], config={"image_size": 5})
+    assert "Unknown model" in _refusal(launch_run, admin_account, bench_demo, [fabric], model="yolo")
+    assert "Unknown category" in _refusal(launch_run, admin_account, bench_demo, [fabric], categories=["dents"])
+
+
+def test_subset_counts(bench_demo):
+    widget = bench_demo.products.get(name="widget")
+    counts = subset_counts([widget], categories=["structural", "contamination", "combined"])
+    assert counts["summary"] == "4 structural, 4 contamination, 4 combined images match"
+    assert counts["ok"] and counts["total"]["anomalous"] == 12 and counts["total"]["excluded"] == 4
+    assert counts["total"]["train_good"] == 20 and counts["total"]["test_good"] == 6
+    counts = subset_counts([widget], background=False)
+    assert not counts["ok"] and "No anomalous images of widget match" in counts["problems"][0]
+    # Unlabelled anomalous images count only in "all anomalous".
+    Label.objects.filter(image__product=widget, category="surface").delete()
+    assert subset_counts([widget])["summary"] == "4 structural, 4 contamination, 4 combined, 4 unlabelled images match"
+
+
+def test_api_refuses_anonymous_and_non_admins(bench_demo, client, annotator_api, admin_api, reviewer_account,
+                                              annotator_account):
+    from rest_framework.test import APIClient
+
+    widget = bench_demo.products.get(name="widget")
+    body = {"dataset": bench_demo.pk, "products": [widget.pk], "model": "padim", "config": SMALL}
+    anonymous = APIClient()
+    assert anonymous.post("/api/benchmarks/runs/", body, format="json").status_code in (401, 403)
+    assert anonymous.get("/api/benchmarks/runs/").status_code in (401, 403)
+    response = annotator_api.post("/api/benchmarks/runs/", body, format="json")
+    assert response.status_code == 403 and "admin" in response.json()["detail"]
+    reviewer = APIClient()
+    reviewer.force_authenticate(reviewer_account)
+    assert reviewer.post("/api/benchmarks/runs/", body, format="json").status_code == 403
+    assert annotator_api.get(f"/api/benchmarks/subset-counts/?products={widget.pk}").status_code == 403
+    assert BenchmarkRun.objects.count() == 0
+    # Admins: refusals come back as 400 with the reasons.
+    response = admin_api.post("/api/benchmarks/runs/", {**body, "background": "no"}, format="json")
+    assert response.status_code == 400
+    assert "No anomalous images of widget match the subset" in response.json()["problems"][0]
+    response = admin_api.get(f"/api/benchmarks/subset-counts/?dataset={bench_demo.pk}&products={widget.pk}&categories=structural,contamination")
+    assert response.status_code == 200 and response.json()["summary"] == "4 structural, 4 contamination images match"
+    # Non-admin pages: the launch page is admin-only, the console is readable.
+    client.force_login(annotator_account)
+    assert client.get("/benchmarks/new/").status_code == 403
+    assert client.get("/benchmarks/").status_code == 200
+
+
+def test_api_launch_cancel_retry(bench_demo, admin_api, annotator_api, django_capture_on_commit_callbacks):
+    widget = bench_demo.products.get(name="widget")
+    body = {"dataset": bench_demo.pk, "products": [widget.pk], "model": "padim", "config": SMALL,
+            "categories": ["surface"], "background": True}
+    with django_capture_on_commit_callbacks(execute=False):
+        response = admin_api.post("/api/benchmarks/runs/", body, format="json")
+    assert response.status_code == 201, response.content
+    run_id = response.json()["id"]
+    assert response.json()["background"] is True and response.json()["status"] == "queued"
+    assert annotator_api.post(f"/api/benchmarks/runs/{run_id}/cancel/").status_code == 403
+    response = admin_api.post(f"/api/benchmarks/runs/{run_id}/cancel/")
+    assert response.json()["status"] == "cancelled"  # queued: cancelled at once
+    assert ProductRun.objects.get(run_id=run_id).status == Status.CANCELLED
+    with django_capture_on_commit_callbacks(execute=False):
+        response = admin_api.post(f"/api/benchmarks/runs/{run_id}/retry/")
+    assert response.status_code == 201
+    retry = BenchmarkRun.objects.get(pk=response.json()["id"])
+    assert retry.retry_of_id == run_id and retry.categories == ["surface"] and retry.config["image_size"] == 64
+
+
+def test_stale_heartbeat_marks_run_failed(bench_demo, admin_account, settings):
+    settings.BENCHMARK_STALE_SECONDS = 30
+    widget = bench_demo.products.get(name="widget")
+    run = launch_run(admin_account, bench_demo, [widget], config=SMALL)
+    old = timezone.now() - timedelta(seconds=31)
+    BenchmarkRun.objects.filter(pk=run.pk).update(status=Status.RUNNING, started_at=old, heartbeat_at=old)
+    ProductRun.objects.filter(run=run).update(status=Status.RUNNING, started_at=old, heartbeat_at=timezone.now())
+    assert mark_stale_runs() == 0  # the part still beats
+    ProductRun.objects.filter(run=run).update(heartbeat_at=old)
+    assert mark_stale_runs() == 2
+    run.refresh_from_db()
+    assert run.status == Status.FAILED and "Worker lost" in run.error and run.finished_at
+    with pytest.raises(LaunchRefused):
+        retry_run(BenchmarkRun(pk=run.pk, status=Status.RUNNING), admin_account)
+    assert cancel_run(run, admin_account).status == Status.FAILED  # finished runs stay as they are
