@@ -120,8 +120,8 @@ def lite0_timm_state_dict(path: str | Path | None = None) -> OrderedDict:
 
     path = Path(path) if path else lite0_weights_file()
     source = _load_state_dict_file(path)
-    full = timm.create_model("tf_efficientnet_lite0", pretrained=False)
-    target = full.state_dict()
+    with torch.device("meta"):  # only key order and shapes are needed
+        target = timm.create_model("tf_efficientnet_lite0", pretrained=False).state_dict()
     if list(source.keys()) == list(target.keys()):
         return OrderedDict(source)
     return map_state_dict_by_position(source, target, source_name=str(path))
@@ -148,7 +148,8 @@ def _local_timm_weights(name: str, weights_path: str | None) -> Path:
         import timm
         from huggingface_hub import try_to_load_from_cache
 
-        cfg = timm.create_model(name, pretrained=False).pretrained_cfg
+        with torch.device("meta"):  # no memory, no init cost: only the config is needed
+            cfg = timm.create_model(name, pretrained=False).pretrained_cfg
         repo = cfg.get("hf_hub_id")
         if repo:
             for fname in ("model.safetensors", "pytorch_model.bin"):
@@ -187,7 +188,8 @@ class Backbone(nn.Module):
         spec = BACKBONES[name]
         self.name = name
         self.mean, self.std = spec.mean, spec.std
-        probe = timm.create_model(spec.timm_name, pretrained=False, features_only=True)
+        with torch.device("meta"):
+            probe = timm.create_model(spec.timm_name, pretrained=False, features_only=True)
         module_names = list(probe.feature_info.module_name())
         self.out_indices = self._resolve_layers(layers, spec.default_layers, module_names)
         self.weights_source = "random"

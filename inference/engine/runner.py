@@ -155,6 +155,16 @@ def run_benchmark(
     artifacts_dir: str | Path | None = None,
 ) -> dict:
     """Fit ``config.model`` on ``train``, evaluate on ``test``; see the module docstring."""
+    old_threads = torch.get_num_threads()
+    if config.num_threads:
+        torch.set_num_threads(int(config.num_threads))
+    try:
+        return _run(train, test, config, progress, should_cancel, artifacts_dir)
+    finally:
+        torch.set_num_threads(old_threads)
+
+
+def _run(train, test, config: BenchmarkConfig, progress, should_cancel, artifacts_dir) -> dict:
     t_start = time.perf_counter()
     _validate(train, test, config)
     prog = _Progress(progress, should_cancel, _STAGES)

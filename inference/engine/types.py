@@ -49,9 +49,12 @@ class BenchmarkConfig:
     coupling_blocks: int = 8
     condition_vector: int = 128
     clamp_alpha: float = 1.9
-    fiber_batch_size: int = 2048
-    # Images per forward pass during inference / PaDiM fitting.
+    fiber_batch_size: int = 1024
+    # DataLoader workers (0 = load in the calling process).
     num_workers: int = 0
+    # torch intra-op threads for the run (None = leave torch's setting alone). On a
+    # shared, oversubscribed CPU one thread can be much faster than spin-waiting ones.
+    num_threads: int | None = None
 
     def to_dict(self) -> dict:
         d = asdict(self)

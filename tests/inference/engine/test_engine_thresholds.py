@@ -1,0 +1,94 @@
+"""Threshold techniques on constructed maps whose right threshold is known."""
+
+import numpy as np
+import pytest
+
+from inference.engine import metrics
+from inference.engine.thresholds import TECHNIQUES, ThresholdError, fit_threshold
+
+
+def _separable(seed=0):
+    """Anomalous pixels score in [0.6, 1], normal ones in [0, 0.4]."""
+    rng = np.random.default_rng(seed)
+    masks = np.zeros((6, 16, 16), bool)
+    masks[0, 2:6, 2:6] = True
+    masks[1, 8:14, 3:5] = True
+    masks[2, 0:3, 10:16] = True
+    maps = np.where(masks, 0.6 + 0.4 * rng.random(masks.shape), 0.4 * rng.random(masks.shape)).astype(np.float32)
+    return maps, masks
+
+
+def test_registry_names_and_docstrings():
+    assert set(TECHNIQUES) == {"iou_curve", "f1", "roc", "normal_fpr", "normal_max"}
+    for t in TECHNIQUES.values():
+        assert t.__doc__ and len(t.__doc__) > 40
+
+
+@pytest.mark.parametrize("name", ["iou_curve", "f1", "roc"])
+def test_supervised_techniques_find_the_gap(name):
+    maps, masks = _separable()
+    t = fit_threshold(name, maps, masks)
+    assert maps[~masks].max() < t <= maps[masks].min()
+    m = metrics.threshold_metrics(maps, masks, t)
+    assert m["iou"] == 1.0 and m["mean_image_iou"] == 1.0
+
+
+def test_f1_and_roc_pick_lowest_anomalous_score():
+    maps, masks = _separable()
+    assert fit_threshold("f1", maps, masks) == pytest.approx(float(maps[masks].min()))
+    assert fit_threshold("roc", maps, masks) == pytest.approx(float(maps[masks].min()))
+
+
+def test_iou_curve_prefers_best_mean_iou():
+    # image 0: region scores 0.9, image 1: region scores 0.5; normals score 0.7 in image 2 (good)
+    masks = np.zeros((3, 4, 4), bool)
+    masks[0, :2] = True
+    masks[1, :2] = True
+    maps = np.zeros((3, 4, 4), np.float32)
+    maps[0][masks[0]] = 0.9
+    maps[1][masks[1]] = 0.5
+    # at t<=0.5 both anomalous images are perfect (good image irrelevant to the mean IoU)
+    t = fit_threshold("iou_curve", maps, masks)
+    assert 0.0 < t <= 0.5
+
+
+def test_normal_fpr_exact_share():
+    masks = np.zeros((4, 50, 50), bool)
+    masks[3, :5, :5] = True  # one anomalous image, ignored by normal_* techniques
+    rng = np.random.default_rng(0)
+    vals = rng.permutation(7500).astype(np.float32) / 7500  # good pixels: distinct values
+    maps = np.zeros((4, 50, 50), np.float32)
+    maps[:3] = vals.reshape(3, 50, 50)
+    maps[3] = 5.0
+    t = fit_threshold("normal_fpr", maps, masks, normal_fpr_target=0.01)
+    assert (maps[:3] >= t).sum() == 75  # exactly 1 % of defect-free pixels
+    assert t == pytest.approx(7425 / 7500)
+
+
+def test_normal_max_is_just_above_good_max():
+    maps, masks = _separable()
+    good = ~masks.reshape(6, -1).any(1)
+    t = fit_threshold("normal_max", maps, masks)
+    assert t > maps[good].max()
+    assert not (maps[good] >= t).any()
+    assert np.float32(t) == np.nextafter(maps[good].max(), np.float32(np.inf))
+
+
+@pytest.mark.parametrize("name", ["iou_curve", "f1", "roc"])
+def test_need_anomalous_images(name):
+    maps = np.random.default_rng(0).random((3, 8, 8)).astype(np.float32)
+    with pytest.raises(ThresholdError, match="anomalous"):
+        fit_threshold(name, maps, np.zeros(maps.shape, bool))
+
+
+@pytest.mark.parametrize("name", ["normal_fpr", "normal_max"])
+def test_normal_techniques_need_good_images_only(name):
+    maps = np.random.default_rng(0).random((3, 8, 8)).astype(np.float32)
+    assert np.isfinite(fit_threshold(name, maps, np.zeros(maps.shape, bool)))
+    with pytest.raises(ThresholdError, match="defect-free"):
+        fit_threshold(name, maps, np.ones(maps.shape, bool))
+
+
+def test_unknown_technique():
+    with pytest.raises(KeyError):
+        fit_threshold("otsu", np.zeros((1, 2, 2)), np.zeros((1, 2, 2), bool))
