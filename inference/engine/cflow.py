@@ -17,17 +17,20 @@
   without improvement. Without defect-free validation images every epoch runs and
   the last weights are kept.
 * Test-time score, per image independently: per layer the per-dimension
-  log-likelihood ``l = log p / C``; the map is ``sum_layers upsample(1 - exp(l - M))``
-  (bilinear to the image size), ``M`` being a constant fixed after training (the
-  highest ``l`` seen on the validation/training pass). anomalib instead subtracts
-  the max over the current *batch* (their issue #169), which makes an image's map
-  depend on its batch mates; a fixed ``M`` does not. Image score = max of the map.
+  log-likelihood ``l = log p / C``; the map is ``sum_layers upsample(1 - exp(l - M_layer))``
+  (bilinear to the image size), ``M_layer`` being a per-layer constant fixed after
+  training (the highest ``l`` of that layer on the validation pass of the kept
+  epoch, or on the last training epoch without validation images). anomalib
+  instead subtracts each layer's max over the current *batch* (their issue #169),
+  which makes an image's map depend on its batch mates; fixed constants do not.
+  Image score = max of the map.
 """
 
 from __future__ import annotations
 
 import copy
 import math
+import time
 from collections.abc import Callable
 
 import numpy as np
@@ -100,7 +103,7 @@ class Cflow:
             for c in backbone.channels
         ).to(self.device)
         self.pos_cache: dict[tuple[int, int], torch.Tensor] = {}
-        self.reference_logp: float = 0.0
+        self.reference_logp: list[float] = [0.0] * len(backbone.channels)
         self.history: list[dict] = []
         self.best_epoch: int | None = None
 
@@ -126,9 +129,9 @@ class Cflow:
         return [torch.cat(p) for p in per_layer]
 
     # -- training ---------------------------------------------------------------------------
-    def _epoch_loss(self, fibers: list[torch.Tensor]) -> tuple[float, float]:
-        """Mean loss over all fibers (no grad) and the max per-dim log-likelihood seen."""
-        total, count, top = 0.0, 0, -math.inf
+    def _epoch_loss(self, fibers: list[torch.Tensor]) -> tuple[float, list[float]]:
+        """Mean loss over all fibers (no grad) and each layer's max per-dim log-likelihood."""
+        total, count, top = 0.0, 0, [-math.inf] * len(fibers)
         bs = max(self.config.fiber_batch_size, 4096)
         with torch.no_grad():
             for k, fib in enumerate(fibers):
@@ -140,7 +143,7 @@ class Cflow:
                     lp = log_likelihood_per_dim(self.decoders[k], fib[s:e], pos[idx])
                     total += float(-F.logsigmoid(lp).sum())
                     count += e - s
-                    top = max(top, float(lp.max()))
+                    top[k] = max(top[k], float(lp.max()))
         return total / max(count, 1), top
 
     def fit(self, train_loader, val_loader=None, step: Callable[[float], None] | None = None) -> None:
@@ -159,8 +162,9 @@ class Cflow:
         total_steps = steps_per_epoch * cfg.epochs
         done = 0
         self.decoders.train()
-        train_top = -math.inf
         for epoch in range(cfg.epochs):
+            t_epoch = time.perf_counter()
+            train_top = [-math.inf] * len(train_fibers)
             run_loss, run_n = 0.0, 0
             for k, fib in enumerate(train_fibers):
                 pos = self._positions(*self.grids[k])
@@ -175,11 +179,12 @@ class Cflow:
                     opt.step()
                     run_loss += loss.item() * len(idx)
                     run_n += len(idx)
-                    train_top = max(train_top, float(lp.detach().max()))
+                    train_top[k] = max(train_top[k], float(lp.detach().max()))
                     done += 1
                     if step and done % 20 == 0:
                         step(0.08 + 0.92 * done / total_steps)
-            rec = {"epoch": epoch + 1, "train_loss": run_loss / max(run_n, 1)}
+            rec = {"epoch": epoch + 1, "train_loss": run_loss / max(run_n, 1),
+                   "train_seconds": time.perf_counter() - t_epoch}
             if val_fibers is not None:
                 self.decoders.eval()
                 val_loss, val_top = self._epoch_loss(val_fibers)
@@ -217,7 +222,7 @@ class Cflow:
                     c, h, w = f.shape[1:]
                     fib = f[b].permute(1, 2, 0).reshape(-1, c)
                     lp = log_likelihood_per_dim(self.decoders[k], fib, self._positions(h, w))
-                    prob = torch.exp(lp.double() - self.reference_logp).float().reshape(1, 1, h, w)
+                    prob = torch.exp(lp.double() - self.reference_logp[k]).float().reshape(1, 1, h, w)
                     total += F.interpolate(1.0 - prob, size=(size, size), mode="bilinear", align_corners=False)
                 out[b] = total[0, 0].cpu().numpy()
         return out

@@ -118,6 +118,8 @@ class Padim:
         self.mean: torch.Tensor | None = None  # (P, d) float32
         self.inv_cov: torch.Tensor | None = None  # (P, d, d) float32
         self.grid: tuple[int, int] | None = None
+        # images per backbone forward: bounds activation memory, results do not depend on it
+        self.max_backbone_batch = 8
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) normalised images -> embeddings (B, P, d) float32."""
@@ -140,10 +142,12 @@ class Padim:
         acc: GaussianAccumulator | None = None
         done = 0
         for images, _ in loader:
-            emb = self.embed(images)
-            if acc is None:
-                acc = GaussianAccumulator(emb.shape[1], emb.shape[2], device=emb.device)
-            acc.update(emb)
+            for sub in images.split(self.max_backbone_batch):
+                emb = self.embed(sub)
+                if acc is None:
+                    acc = GaussianAccumulator(emb.shape[1], emb.shape[2], device=emb.device)
+                acc.update(emb)
+                del emb
             done += images.shape[0]
             if step:
                 step(done)
@@ -196,6 +200,8 @@ class Padim:
         """Anomaly maps (B, image_size, image_size) float32, each image independent."""
         if self.mean is None:
             raise RuntimeError("PaDiM is not fitted")
+        if images.shape[0] > self.max_backbone_batch:
+            return np.concatenate([self.predict(sub) for sub in images.split(self.max_backbone_batch)])
         with torch.inference_mode():
             emb = self.embed(images)
             dist = self.mahalanobis(emb).reshape(-1, 1, *self.grid)
