@@ -31,6 +31,21 @@ def test_keyboard_labelling_back_and_export(browser_page, login_as, live_server,
     page.wait_for_function("document.getElementById('workspace').dataset.imageId")
     page.wait_for_function("document.getElementById('img-anomaly').complete && document.getElementById('img-anomaly').naturalWidth > 0")
 
+    # Category definitions on hover; zoom and pan stay in sync between the two views.
+    page.hover("[data-category=contamination]")
+    assert "glue" in page.inner_text("[data-category=contamination] .tip")
+    assert page.is_visible("[data-category=contamination] .tip")
+    page.mouse.move(5, 5)
+    page.keyboard.press("+")
+    page.mouse.move(300, 400)
+    page.mouse.down()
+    page.mouse.move(260, 360, steps=4)
+    page.mouse.up()
+    transforms = page.eval_on_selector_all(".viewport .stage", "els => els.map(e => e.style.transform)")
+    assert len(transforms) == 2 and transforms[0] == transforms[1] and "scale(1.25)" in transforms[0]
+    assert "translate(0px, 0px)" not in transforms[0]
+    page.keyboard.press("0")
+
     # The product's suggested background (widget: an object, so "with") is shown but unconfirmed:
     # Enter does not submit, it explains.
     first = current_image(page)
