@@ -206,6 +206,20 @@ def dashboard(request, pk: int):
     total_images = queue.labellable_images(dataset=dataset).count()
     stats = agreement.dataset_agreement(dataset)
     category_names = dict(Label.Category.choices)
+    pair_rows = []
+    for index, pair in enumerate(stats["fields"]["overall"]["pairs"]):
+        by_field = {field: stats["fields"][field]["pairs"][index] for field in agreement.FIELDS}
+        pair_rows.append({
+            "annotators": " · ".join(pair["annotators"]),
+            "n": pair["n"],
+            "observed": pair["observed_agreement"],
+            "kappa": {field: by_field[field]["cohen_kappa"] for field in agreement.FIELDS},
+            "category_matrix": list(zip(
+                by_field["category"]["confusion_matrix"]["values"],
+                by_field["category"]["confusion_matrix"]["matrix"],
+            )),
+            "category_values": by_field["category"]["confusion_matrix"]["values"],
+        })
     return render(request, "annotator/dashboard.html", {
         "dataset": dataset,
         "products": products,
@@ -215,6 +229,7 @@ def dashboard(request, pk: int):
         "background_bars": _bars(background_counts, ["yes", "no"], {"yes": "With background", "no": "Without background"}),
         "annotators": stats["per_annotator"],
         "agreement": stats,
+        "pair_rows": pair_rows,
         "open_disagreements": len(review.review_items(dataset=dataset)),
     })
 

@@ -129,6 +129,7 @@ def test_dashboard_shows_progress_distribution_and_annotators(client, world):
     assert 'data-annotator="user-annotator"' in html and 'data-annotator="other"' in html
     assert "<svg" in html and 'class="cat-surface"' in html
     assert "1 / 2" in html  # widget: one of two images has both labels
+    assert 'data-pair="other · user-annotator"' in html
 
 
 def test_import_labels_page_dry_run_and_apply(client, world):

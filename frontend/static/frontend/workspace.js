@@ -394,6 +394,17 @@
     try {
       await api("POST", config.api.labels, label);
     } catch (error) {
+      if (error.status === 409) {
+        // Someone else completed this image (e.g. the claim had expired): nothing to retry.
+        message(`Not saved — ${error.message}`, "error");
+        const next = document.createElement("button");
+        next.type = "button";
+        next.className = "retry";
+        next.textContent = "Next image";
+        next.addEventListener("click", () => guarded(loadNext));
+        $("ws-message").append(" ", next);
+        return;
+      }
       // Keep everything on screen; Retry (or Enter) sends the same choice again.
       message(`Not saved — ${error.message} Your choice is kept.`, "error", () => guarded(submit));
       return;
