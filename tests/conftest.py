@@ -134,6 +134,7 @@ def celery_worker_process(transactional_db, settings, tmp_path):
     settings.CELERY_TASK_DEFAULT_QUEUE = queue
     from config.celery import app
 
+    previous_queue = app.conf.task_default_queue
     app.conf.task_default_queue = queue
     command = [
         sys.executable, "-m", "celery", "-A", "config", "worker", "--loglevel=INFO",
@@ -158,22 +159,32 @@ def celery_worker_process(transactional_db, settings, tmp_path):
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, 9)
                 process.wait()
+        # Pool children outlive a main process that died alone (killed, crashed): end them too.
+        try:
+            os.killpg(process.pid, 9)
+        except (ProcessLookupError, PermissionError):
+            pass
 
     handle.stop = stop
-    # Wait until the worker answers a ping, so tests time their own work, not start-up.
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"Celery worker exited early:\n{log_path.read_text() if log_path.exists() else ''}")
-        replies = app.control.ping(destination=[f"{queue}@{socket.gethostname()}"], timeout=1.0)
-        if replies:
-            break
-    else:
-        stop(9)
-        raise RuntimeError("Celery worker did not answer within 90 s")
-    yield handle
-    stop()
-    app.conf.task_default_queue = "celery"
+    started = False
+    try:
+        # Wait until the worker answers a ping, so tests time their own work, not start-up.
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(f"Celery worker exited early:\n{log_path.read_text() if log_path.exists() else ''}")
+            replies = app.control.ping(destination=[f"{queue}@{socket.gethostname()}"], timeout=1.0)
+            if replies:
+                break
+        else:
+            raise RuntimeError("Celery worker did not answer within 90 s")
+        started = True
+        yield handle
+    finally:
+        # Also when start-up failed: no orphan worker left behind, and later tests send to the
+        # queue that was the default before (not a hard-coded "celery", not this dead queue).
+        stop() if started else stop(9)
+        app.conf.task_default_queue = previous_queue
 
 
 @pytest.fixture

@@ -10,6 +10,8 @@ from inference.models import BenchmarkRun, Technique
 THRESHOLD_FREE_KEYS = ("image_auroc", "pixel_auroc", "aupro")
 TECHNIQUE_KEYS = ("threshold", "iou", "mean_image_iou", "dice", "precision", "recall", "fpr", "image_accuracy")
 TECHNIQUE_LABELS = dict(Technique.choices)
+TECHNIQUE_SHORT = {"iou_curve": "IoU curve", "f1": "Max F1", "roc": "ROC (Youden)",
+                   "normal_fpr": "Normal FPR", "normal_max": "Normal max"}
 SUMMARY_SKIP = ("per_image",)
 
 
@@ -84,7 +86,8 @@ def technique_rows(block: dict | None) -> list[dict]:
         values = values or {}
         rows.append({
             "technique": name,
-            "label": TECHNIQUE_LABELS.get(name, name),
+            "label": TECHNIQUE_SHORT.get(name, name),
+            "description": TECHNIQUE_LABELS.get(name, name),
             "error": values.get("error"),
             **{k: values.get(k) for k in TECHNIQUE_KEYS},
         })
@@ -195,9 +198,9 @@ def gallery(part, limit: int = 12) -> dict:
         })
     anomalous = [e for e in entries if e["anomalous"] and e["iou"] is not None]
     anomalous.sort(key=lambda e: (e["iou"], e["key"]))
-    half = max(1, limit // 2)
+    half = min(max(1, limit // 2), (len(anomalous) + 1) // 2)
     worst = anomalous[:half]
-    best = [e for e in reversed(anomalous) if e not in worst][:half]
+    best = [e for e in reversed(anomalous[half:])][:half]
     good = sorted((e for e in entries if not e["anomalous"]), key=lambda e: -(e["score"] or 0))[:4]
     return {"technique": technique, "worst": worst, "best": best, "good": good, "count": len(entries)}
 

@@ -133,7 +133,7 @@
       }
       out.classList.add("loading");
       try {
-        const counts = await getJSON(`${form.dataset.counts}?${params}`);
+        const counts = await getJSON(`${form.getAttribute("data-counts")}?${params}`);
         if (mine !== seq) return;
         const t = counts.total;
         const perProduct = counts.products.map((p) =>

@@ -1,0 +1,73 @@
+"""The launch page, a real worker, the progress bar moving and the results page, in Chromium."""
+import time
+
+import pytest
+from playwright.sync_api import Error as PlaywrightError
+
+from inference.models import BenchmarkRun
+
+pytestmark = [pytest.mark.browser, pytest.mark.worker, pytest.mark.django_db(transaction=True)]
+
+
+def test_launch_watch_progress_and_read_results(bench_demo, celery_worker_process, live_server, browser_page,
+                                               login_as, admin_account, test_output_dir):
+    page = browser_page
+    widget = bench_demo.products.get(name="widget")
+    login_as(page, admin_account)
+    page.goto(f"{live_server.url}/benchmarks/new/")
+    page.check(f"input[name=products][value='{widget.pk}']")
+    for category in ("structural", "contamination", "combined"):
+        page.check(f"input[name=categories][value={category}]")
+    # Live counts follow the form.
+    page.wait_for_selector("#subset-counts >> text=4 structural, 4 contamination, 4 combined images match")
+    page.check("input[name=background][value=no]")
+    page.wait_for_selector("#subset-counts >> text=No anomalous images of widget match")
+    assert page.is_disabled("#launch-button")
+    page.check("input[name=background][value=yes]")
+    page.wait_for_selector("#subset-counts >> text=4 structural, 4 contamination, 4 combined images match")
+    page.fill("input[name=image_size]", "96")
+    page.fill("input[name=batch_size]", "4")
+    page.screenshot(path=str(test_output_dir / "launch.png"), full_page=True)
+    page.click("#launch-button")
+    page.wait_for_url("**/benchmarks/*/")
+    run = BenchmarkRun.objects.latest("pk")
+    assert run.config["image_size"] == 96 and run.categories == ["structural", "contamination", "combined"]
+
+    # Watch the progress bar move until the page reloads with the results.
+    widths = []
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        try:
+            if page.query_selector("#results"):
+                break
+            width = page.eval_on_selector("#run-status [data-field=bar]", "el => el.style.width")
+        except PlaywrightError:  # the page is reloading to show the results
+            width = None
+        if width and (not widths or widths[-1] != width):
+            widths.append(width)
+        time.sleep(0.1)
+    else:
+        raise AssertionError(f"no results after 180 s; run is {BenchmarkRun.objects.get(pk=run.pk).status}, "
+                             f"worker log:\n{celery_worker_process.log_path.read_text()[-3000:]}")
+    moving = [w for w in widths if w not in ("0%", "100%")]
+    assert len(set(moving)) >= 2, widths
+
+    page.wait_for_selector("#results table.metrics")
+    assert page.inner_text("[data-field=status]") == "Succeeded"
+    text = page.inner_text("#results").lower()
+    for expected in ("Image AUROC", "IoU curve", "Per defect category", "Per background",
+                     "structural", "with background", "Worst IoU", "Best IoU", "Recommendation for widget"):
+        assert expected.lower() in text, expected
+    # Every image on the page (curves, heat maps, predicted and true masks) loads.
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('#results img')].every(i => i.complete && i.naturalWidth > 0)"
+    )
+    assert page.eval_on_selector_all("#results .gallery img", "els => els.length") >= 6
+    assert page.eval_on_selector_all("#results .curves img", "els => els.length") >= 3
+    page.screenshot(path=str(test_output_dir / "results.png"), full_page=True)
+
+    # The console lists it as succeeded with a full bar.
+    page.goto(f"{live_server.url}/benchmarks/")
+    row = page.locator(f"tr[data-run='{run.pk}']")
+    assert row.locator("[data-field=status]").inner_text() == "Succeeded"
+    page.screenshot(path=str(test_output_dir / "console.png"), full_page=True)
