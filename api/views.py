@@ -172,7 +172,8 @@ class LabelViewSet(viewsets.ModelViewSet):
             label = queue.submit_label(
                 user=self.request.user, image=image,
                 background=data["background"], category=data["category"],
-                source=self.request.headers.get("X-Label-Source", "api")[:32],
+                # The workspace says so; anything else is recorded as "api" (never "review" etc.).
+                source="workspace" if self.request.headers.get("X-Label-Source") == "workspace" else "api",
             )
         except queue.QueueError as error:
             return Response({"detail": str(error)}, status=status.HTTP_409_CONFLICT)
