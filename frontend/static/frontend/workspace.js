@@ -466,6 +466,7 @@
     const target = event.target;
     if (target && (target.tagName === "TEXTAREA" || (target.tagName === "INPUT" && target.type !== "range" && target.type !== "checkbox"))) return;
     if (event.ctrlKey || event.metaKey || event.altKey) return;
+    if (target && target.type === "range" && event.key.startsWith("Arrow")) return; // the slider's own keys
     const key = event.key;
     const category = config.categories.find((c) => c.key === key);
     let handled = true;
