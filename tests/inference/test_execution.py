@@ -107,7 +107,7 @@ def test_starting_advice_without_runs(bench_demo):
     assert rec["model"] == "cflow" and "Surface defects dominate" in rec["reason"]
 
 
-def test_multi_product_run_aggregates(bench_demo, admin_account):
+def test_multi_product_run_aggregates_and_compares(bench_demo, admin_account, client):
     products = list(bench_demo.products.all())
     run = launch_run(admin_account, bench_demo, products, categories=["structural", "contamination"],
                      model="padim", config=SMALL, techniques=["iou_curve", "normal_max"])
@@ -124,3 +124,23 @@ def test_multi_product_run_aggregates(bench_demo, admin_account):
     # A finished part is never redone.
     assert execute_product_run(parts[0].pk) == Status.SUCCEEDED
     assert run.product_runs.get(pk=parts[0].pk).attempts == 1
+
+    # Side by side with another run (a copy with one metric changed stands in for a second run).
+    other = BenchmarkRun.objects.get(pk=run.pk)
+    other.pk, other.id = None, None
+    other.metrics["aggregate"]["threshold_free"]["image_auroc"] = 0.5
+    other.save()
+    client.force_login(admin_account)
+    html = client.get(f"/benchmarks/compare/?runs={run.pk}&runs={other.pk}").content.decode()
+    assert f"#{run.pk} PaDiM" in html and f"#{other.pk} PaDiM" in html and "best-cell" in html
+    assert "image_auroc" in html and "iou_curve · iou" in html
+
+
+def test_recommendation_api_and_product_page(bench_demo, admin_api, client, annotator_account):
+    widget = bench_demo.products.get(name="widget")
+    data = admin_api.get(f"/api/benchmarks/products/{widget.pk}/recommendation/").json()
+    assert data["source"] == "advice" and data["model"] == "padim" and data["technique"] == "iou_curve"
+    assert data["defect_mix"] == {"structural": 4, "surface": 4, "contamination": 4, "combined": 4}
+    client.force_login(annotator_account)
+    html = client.get(f"/benchmarks/products/{widget.pk}/").content.decode()
+    assert "Recommendation for widget" in html and "starting advice" in html

@@ -45,8 +45,9 @@ def _poll(api, run_id, until, timeout, worker=None):
 
 
 def test_run_launched_through_api_succeeds_on_worker(bench_demo, celery_worker_process, admin_account, client):
+    """Two products: one task per product (a chord) and the aggregate callback, on the real worker."""
     api = _token_client(admin_account)
-    launched = _launch(api, bench_demo, ["widget"], categories=["structural", "contamination", "combined"])
+    launched = _launch(api, bench_demo, ["widget", "fabric"], categories=["structural", "contamination", "combined"])
     assert launched["status"] == "queued"
     seen_progress = set()
 
@@ -57,9 +58,12 @@ def test_run_launched_through_api_succeeds_on_worker(bench_demo, celery_worker_p
     data = _poll(api, launched["id"], finished, timeout=180, worker=celery_worker_process)
     assert data["status"] == "succeeded", data["error"]
     assert data["progress"] == 100 and data["duration_seconds"] > 0
-    assert data["parts"][0]["attempts"] == 1
+    assert [p["status"] for p in data["parts"]] == ["succeeded", "succeeded"]
+    assert all(p["attempts"] == 1 for p in data["parts"])
+    assert data["metrics"]["n_products"] == 2 and set(data["metrics"]["products"]) == {"widget", "fabric"}
 
     agg = data["metrics"]["aggregate"]
+    assert set(agg["by_background"]) == {"True", "False"}  # widget has a backdrop, fabric does not
     assert set(agg["threshold_free"]) >= {"image_auroc", "pixel_auroc", "aupro"}
     assert 0.6 < agg["threshold_free"]["image_auroc"] <= 1.0
     assert 0.5 < agg["threshold_free"]["pixel_auroc"] <= 1.0
@@ -72,7 +76,9 @@ def test_run_launched_through_api_succeeds_on_worker(bench_demo, celery_worker_p
 
     # Artifacts exist on disk under MEDIA_ROOT/benchmarks/<id>/ and are served to logged-in users only.
     run = BenchmarkRun.objects.get(pk=launched["id"])
-    assert run.artifacts_root.is_dir() and any(run.artifacts_root.rglob("*_overlay.png"))
+    assert run.artifacts_root.is_dir() and (run.artifacts_root / "metrics.json").is_file()
+    for part in run.product_runs.all():
+        assert any(part.artifacts_root.rglob("*_overlay.png")) and (part.artifacts_root / "report.json").is_file()
     overlay = next(url for url in data["artifacts"] if url.endswith("_overlay.png"))
     assert client.get(overlay).status_code == 302  # anonymous: to the login page
     client.force_login(admin_account)
