@@ -67,7 +67,8 @@ def worker_ours(model: str, args) -> dict:
     from inference.engine import BenchmarkConfig, run_benchmark
 
     train, test = _samples(Path(args.data))
-    cfg = BenchmarkConfig(model=model, image_size=args.image_size, epochs=args.epochs, device="cpu")
+    cfg = BenchmarkConfig(model=model, image_size=args.image_size, epochs=args.epochs, device="cpu",
+                          learning_rate=args.lr)
     report = run_benchmark(train, test, cfg)
     out = {
         "threshold_free": report["threshold_free"],
@@ -189,7 +190,7 @@ def _run_worker(name: str, args) -> dict:
         out_path = f.name
     cmd = [python, str(Path(__file__).resolve()), "--worker", name, "--worker-out", out_path,
            "--data", str(args.data), "--image-size", str(args.image_size), "--epochs", str(args.epochs),
-           "--anomalib-epochs", str(args.anomalib_epochs), "--threads", str(args.threads)]
+           "--anomalib-epochs", str(args.anomalib_epochs), "--threads", str(args.threads), "--lr", str(args.lr)]
     env = dict(os.environ, PYTHONPATH=str(REPO))
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
@@ -251,6 +252,8 @@ def main(argv=None) -> int:
     ap.add_argument("--data", default=str(DEFAULT_DATA))
     ap.add_argument("--image-size", type=int, default=256)
     ap.add_argument("--epochs", type=int, default=10, help="our CFLOW epochs (early stopping on validation)")
+    ap.add_argument("--lr", type=float, default=2e-3,
+                    help="our CFLOW learning rate (fiber batch 1024; the engine default 2e-4 converges slowly)")
     ap.add_argument("--anomalib-epochs", type=int, default=1, help="anomalib Cflow epochs")
     ap.add_argument("--threads", type=int, default=0, help="torch threads in every worker (0 = torch default)")
     ap.add_argument("--python", default=sys.executable, help="interpreter with the app's requirements")
@@ -276,7 +279,7 @@ def main(argv=None) -> int:
         "image_size": args.image_size, "threads": args.threads or "default",
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.python_version()}",
         "loadavg_start": " ".join(f"{x:.1f}" for x in os.getloadavg()),
-        "our_cflow_epochs_max": args.epochs, "anomalib_cflow_epochs": args.anomalib_epochs,
+        "our_cflow_epochs_max": args.epochs, "our_cflow_lr": args.lr, "anomalib_cflow_epochs": args.anomalib_epochs,
     }
     results = {}
     for name in args.runs.split(","):

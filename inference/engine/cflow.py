@@ -11,6 +11,10 @@
   fiber batches of ``fiber_batch_size``, one Adam step per fiber batch. Loss = the
   official CFLOW loss ``-logsigmoid(log p(x|c) / C)`` with
   ``log p = -C/2 log(2 pi) - |z|^2 / 2 + log|det J|`` (Gaussian prior, per fiber).
+* Features are standardised per channel with the training fibers' mean and
+  standard deviation (an affine map: it only shifts every log-likelihood of a
+  layer by the same constant, which the per-layer reference below cancels) -
+  the flows converge in far fewer steps on standardised inputs.
 * Early stopping: after every epoch the same loss is averaged over all fibers of
   the defect-free VALIDATION images (never the test part); the best epoch's
   weights are kept and training stops after ``early_stopping_patience`` epochs
@@ -106,6 +110,8 @@ class Cflow:
         self.reference_logp: list[float] = [0.0] * len(backbone.channels)
         self.history: list[dict] = []
         self.best_epoch: int | None = None
+        self.feat_mean: list[torch.Tensor] = []
+        self.feat_std: list[torch.Tensor] = []
 
     # -- features ---------------------------------------------------------------------------
     def _positions(self, h: int, w: int) -> torch.Tensor:
@@ -124,9 +130,13 @@ class Cflow:
             self.grids = [tuple(f.shape[-2:]) for f in feats]
             for k, f in enumerate(feats):
                 per_layer[k].append(f.permute(0, 2, 3, 1).reshape(-1, f.shape[1]).clone())
+            del feats
             if check:
                 check()
         return [torch.cat(p) for p in per_layer]
+
+    def _standardise(self, k: int, fibers: torch.Tensor) -> torch.Tensor:
+        return (fibers - self.feat_mean[k]) / self.feat_std[k]
 
     # -- training ---------------------------------------------------------------------------
     def _epoch_loss(self, fibers: list[torch.Tensor]) -> tuple[float, list[float]]:
@@ -149,9 +159,14 @@ class Cflow:
     def fit(self, train_loader, val_loader=None, step: Callable[[float], None] | None = None) -> None:
         cfg = self.config
         train_fibers = self._extract(train_loader)
+        self.feat_mean = [f.double().mean(0).float() for f in train_fibers]
+        self.feat_std = [f.double().std(0).clamp_min(1e-6).float() for f in train_fibers]
+        train_fibers = [self._standardise(k, f) for k, f in enumerate(train_fibers)]
         if step:
             step(0.05)
-        val_fibers = self._extract(val_loader) if val_loader is not None else None
+        val_fibers = None
+        if val_loader is not None:
+            val_fibers = [self._standardise(k, f) for k, f in enumerate(self._extract(val_loader))]
         if step:
             step(0.08)
         params = [p for d in self.decoders for p in d.parameters()]
@@ -220,7 +235,7 @@ class Cflow:
                 total = torch.zeros(1, 1, size, size, device=self.device)
                 for k, f in enumerate(feats):
                     c, h, w = f.shape[1:]
-                    fib = f[b].permute(1, 2, 0).reshape(-1, c)
+                    fib = self._standardise(k, f[b].permute(1, 2, 0).reshape(-1, c))
                     lp = log_likelihood_per_dim(self.decoders[k], fib, self._positions(h, w))
                     prob = torch.exp(lp.double() - self.reference_logp[k]).float().reshape(1, 1, h, w)
                     total += F.interpolate(1.0 - prob, size=(size, size), mode="bilinear", align_corners=False)
