@@ -21,13 +21,14 @@ migrate: venv
 	$(PY) manage.py migrate --no-input
 
 # The app on embedded defaults: SQLite, Celery's filesystem broker, a real worker process beside
-# the web server; demo users and the demo dataset are created on first start.
+# the web server; demo users and the demo dataset are created on first start. The worker runs
+# in its own process group so Ctrl-C reaches it only through the trap, as a warm shutdown.
 run: migrate
 	$(PY) manage.py setup_demo
 	@set -m; \
 	$(VENV)/bin/celery -A config worker --loglevel=INFO --concurrency=1 --pool=prefork \
 	  --logfile=var/worker.log & worker=$$!; \
-	trap 'kill -TERM -$$worker 2>/dev/null; wait $$worker 2>/dev/null' EXIT INT TERM; \
+	trap 'kill -TERM $$worker 2>/dev/null; wait $$worker 2>/dev/null' EXIT INT TERM; \
 	echo "Celery worker started (pid $$worker, log var/worker.log)"; \
 	echo "DefectBench is running at http://$(HOST):$(PORT)/  (Ctrl-C stops web server and worker)"; \
 	$(PY) manage.py runserver --noreload $(HOST):$(PORT)
