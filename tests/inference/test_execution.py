@@ -7,7 +7,7 @@ import pytest
 from django.urls import reverse
 
 from annotator.services.labels import save_label
-from inference.models import BenchmarkRun, RunSample, Status
+from inference.models import BenchmarkRun, ProductRun, RunSample, Status
 from inference.services import recommendation
 from inference.services.execution import execute_product_run, finalize_run
 from inference.services.runs import launch_run
@@ -115,7 +115,14 @@ def test_multi_product_run_aggregates_and_compares(bench_demo, admin_account, cl
     assert len(parts) == 2
     assert execute_product_run(parts[0].pk) == Status.SUCCEEDED
     assert finalize_run(run.pk) == Status.RUNNING  # one part still queued
+    # The second part was left "running" by a worker that died mid-way; its message is redelivered.
+    ProductRun.objects.filter(pk=parts[1].pk).update(status=Status.RUNNING, attempts=1, progress=40.0)
+    junk = parts[1].artifacts_root / "images" / "half-written.png"
+    junk.parent.mkdir(parents=True)
+    junk.write_bytes(b"partial")
     assert execute_product_run(parts[1].pk) == Status.SUCCEEDED
+    restarted = ProductRun.objects.get(pk=parts[1].pk)
+    assert restarted.attempts == 2 and not junk.exists()  # restarted cleanly
     assert finalize_run(run.pk) == Status.SUCCEEDED
     run = BenchmarkRun.objects.get(pk=run.pk)
     assert run.metrics["n_products"] == 2 and set(run.metrics["products"]) == {"widget", "fabric"}
@@ -144,3 +151,34 @@ def test_recommendation_api_and_product_page(bench_demo, admin_api, client, anno
     client.force_login(annotator_account)
     html = client.get(f"/benchmarks/products/{widget.pk}/").content.decode()
     assert "Recommendation for widget" in html and "starting advice" in html
+
+
+@pytest.mark.parametrize("error, expected", [
+    ("soft", "Time limit exceeded"),
+    ("boom", "RuntimeError: image 3 is unreadable"),
+])
+def test_failures_leave_the_run_failed_with_the_error(bench_demo, admin_account, monkeypatch, error, expected):
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    import inference.engine
+
+    def failing(*args, **kwargs):
+        kwargs["progress"]("fit", 0.2)
+        raise SoftTimeLimitExceeded() if error == "soft" else RuntimeError("image 3 is unreadable")
+
+    monkeypatch.setattr(inference.engine, "run_benchmark", failing)
+    run = launch_run(admin_account, bench_demo, [bench_demo.products.get(name="widget")], config=SMALL)
+    assert execute_product_run(run.product_runs.get().pk, finalize=True) == Status.FAILED
+    run.refresh_from_db()
+    assert run.status == Status.FAILED and expected in run.error and run.error.startswith("widget: ")
+    assert run.finished_at is not None and run.metrics == {}
+
+
+def test_cancelled_before_start_is_not_run(bench_demo, admin_account, monkeypatch):
+    import inference.engine
+
+    monkeypatch.setattr(inference.engine, "run_benchmark", lambda *a, **k: pytest.fail("must not run"))
+    run = launch_run(admin_account, bench_demo, [bench_demo.products.get(name="widget")], config=SMALL)
+    BenchmarkRun.objects.filter(pk=run.pk).update(cancel_requested=True)
+    assert execute_product_run(run.product_runs.get().pk, finalize=True) == Status.CANCELLED
+    assert BenchmarkRun.objects.get(pk=run.pk).status == Status.CANCELLED

@@ -145,3 +145,14 @@ def test_stale_heartbeat_marks_run_failed(bench_demo, admin_account, settings):
     with pytest.raises(LaunchRefused):
         retry_run(BenchmarkRun(pk=run.pk, status=Status.RUNNING), admin_account)
     assert cancel_run(run, admin_account).status == Status.FAILED  # finished runs stay as they are
+
+
+def test_redis_visibility_timeout_exceeds_the_hard_time_limit(settings):
+    """Otherwise Redis would hand a long run to a second worker while the first still runs it."""
+    from inference import tasks
+
+    assert settings.BENCHMARK_HARD_TIME_LIMIT > settings.BENCHMARK_SOFT_TIME_LIMIT
+    assert tasks.run_product.acks_late and tasks.run_product.reject_on_worker_lost
+    assert tasks.run_product.time_limit == settings.BENCHMARK_HARD_TIME_LIMIT
+    if settings.CELERY_BROKER_URL.startswith("redis"):
+        assert settings.CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"] > settings.BENCHMARK_HARD_TIME_LIMIT

@@ -78,6 +78,10 @@
           if (row) paintRow(row, run); else if (ACTIVE.includes(run.status)) unknown = true;
         }
         if (unknown) { window.location.reload(); return; }
+        // Every second while something runs; every 5 s otherwise (to notice runs launched elsewhere).
+        const busy = runs.some((run) => ACTIVE.includes(run.status));
+        setTimeout(tick, busy ? POLL_MS : 5 * POLL_MS);
+        return;
       } catch (error) { /* keep polling */ }
       setTimeout(tick, POLL_MS);
     }
