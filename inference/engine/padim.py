@@ -35,13 +35,18 @@ def triu_flat_index(dim: int, device=None) -> torch.Tensor:
     return iu[0] * dim + iu[1]
 
 
-def unpack_symmetric(packed: torch.Tensor, dim: int, flat_idx: torch.Tensor) -> torch.Tensor:
-    """(n, dim*(dim+1)/2) packed upper triangles -> (n, dim, dim) symmetric matrices."""
-    n = packed.shape[0]
-    full = torch.zeros(n, dim * dim, dtype=packed.dtype, device=packed.device)
-    full[:, flat_idx] = packed
-    full = full.view(n, dim, dim)
-    return full + full.transpose(1, 2) - torch.diag_embed(full.diagonal(dim1=1, dim2=2))
+def symmetric_gather_index(dim: int, device=None) -> torch.Tensor:
+    """For every (row, col) of a dim x dim matrix, the packed upper-triangle index of (min, max)."""
+    iu = torch.triu_indices(dim, dim)
+    pos = torch.empty(dim, dim, dtype=torch.long)
+    pos[iu[0], iu[1]] = torch.arange(iu.shape[1])
+    pos[iu[1], iu[0]] = torch.arange(iu.shape[1])
+    return pos.flatten().to(device)
+
+
+def unpack_symmetric(packed: torch.Tensor, dim: int, gather_idx: torch.Tensor) -> torch.Tensor:
+    """(n, dim*(dim+1)/2) packed upper triangles -> (n, dim, dim) symmetric matrices (one gather)."""
+    return packed.index_select(1, gather_idx).view(packed.shape[0], dim, dim)
 
 
 class GaussianAccumulator:
@@ -58,6 +63,7 @@ class GaussianAccumulator:
         self.n_positions = n_positions
         self.chunk = chunk
         self.flat_idx = triu_flat_index(dim, device=device)
+        self.gather_idx = symmetric_gather_index(dim, device=device)
         self.shift: torch.Tensor | None = None
         self.sum = torch.zeros(n_positions, dim, dtype=torch.float64, device=device)
         self.sum_outer: list[torch.Tensor | None] = [
@@ -90,7 +96,7 @@ class GaussianAccumulator:
             self.sum_outer[ci] = None
         e = s + packed.shape[0]
         m = self.sum[s:e] / self.n
-        so = unpack_symmetric(packed, self.dim, self.flat_idx)
+        so = unpack_symmetric(packed, self.dim, self.gather_idx)
         return (so - self.n * m.unsqueeze(2) * m.unsqueeze(1)) / (self.n - 1)
 
     def covariance(self) -> torch.Tensor:
@@ -137,17 +143,20 @@ class Padim:
         self.grid = (int(size[0]), int(size[1]))
         return emb.flatten(2).transpose(1, 2).contiguous().float()  # (B, P, d)
 
+    def embed_batched(self, images: torch.Tensor) -> torch.Tensor:
+        """:meth:`embed` with the backbone run on sub-batches of ``max_backbone_batch``."""
+        return torch.cat([self.embed(sub) for sub in images.split(self.max_backbone_batch)])
+
     def fit(self, loader, step: Callable[[int], None] | None = None) -> None:
         """Streaming fit over a loader of (images, idx); ``step(n_done)`` after each batch."""
         acc: GaussianAccumulator | None = None
         done = 0
         for images, _ in loader:
-            for sub in images.split(self.max_backbone_batch):
-                emb = self.embed(sub)
-                if acc is None:
-                    acc = GaussianAccumulator(emb.shape[1], emb.shape[2], device=emb.device)
-                acc.update(emb)
-                del emb
+            emb = self.embed_batched(images)
+            if acc is None:
+                acc = GaussianAccumulator(emb.shape[1], emb.shape[2], device=emb.device)
+            acc.update(emb)  # one rank-B update per loader batch: packing cost amortised
+            del emb
             done += images.shape[0]
             if step:
                 step(done)
@@ -159,6 +168,7 @@ class Padim:
         d = acc.dim
         self.mean = acc.mean().float()
         self.flat_idx = acc.flat_idx
+        self.gather_idx = acc.gather_idx
         self.chunk = acc.chunk
         eye = torch.eye(d, dtype=torch.float64, device=acc.sum.device)
         # (P, d(d+1)/2) packed upper triangles, float32
@@ -183,7 +193,7 @@ class Padim:
 
     def inverse_covariance(self, start: int, stop: int) -> torch.Tensor:
         """Full (stop-start, d, d) float32 inverse covariances of a range of positions."""
-        return unpack_symmetric(self.inv_cov[start:stop], self.dim, self.flat_idx)
+        return unpack_symmetric(self.inv_cov[start:stop], self.dim, self.gather_idx)
 
     def mahalanobis(self, emb: torch.Tensor) -> torch.Tensor:
         """(B, P, d) -> distances (B, P); positions processed in chunks."""
@@ -200,12 +210,12 @@ class Padim:
         """Anomaly maps (B, image_size, image_size) float32, each image independent."""
         if self.mean is None:
             raise RuntimeError("PaDiM is not fitted")
-        if images.shape[0] > self.max_backbone_batch:
-            return np.concatenate([self.predict(sub) for sub in images.split(self.max_backbone_batch)])
         with torch.inference_mode():
-            emb = self.embed(images)
-            dist = self.mahalanobis(emb).reshape(-1, 1, *self.grid)
-            maps = F.interpolate(dist, size=(self.image_size, self.image_size), mode="bilinear",
-                                 align_corners=False)
-            maps = gaussian_blur(maps, BLUR_SIGMA)
-        return maps[:, 0].float().cpu().numpy()
+            # one Mahalanobis pass for the whole batch: inverse matrices unpacked once per batch
+            dist = self.mahalanobis(self.embed_batched(images)).reshape(-1, 1, *self.grid)
+            out = []
+            for d in dist.split(self.max_backbone_batch):
+                maps = F.interpolate(d, size=(self.image_size, self.image_size), mode="bilinear",
+                                     align_corners=False)
+                out.append(gaussian_blur(maps, BLUR_SIGMA)[:, 0].float().cpu().numpy())
+        return np.concatenate(out)

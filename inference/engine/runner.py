@@ -170,6 +170,9 @@ def _run(train, test, config: BenchmarkConfig, progress, should_cancel, artifact
     prog = _Progress(progress, should_cancel, _STAGES)
     prog("setup", 0.0)
     seed_everything(config.seed)
+    on_cuda = str(config.device).startswith("cuda") or (config.device == "auto" and torch.cuda.is_available())
+    if on_cuda:
+        torch.cuda.reset_peak_memory_stats()
 
     val_idx, test_idx = split_validation_test(test, config.val_fraction, config.seed)
     backbone = Backbone(
@@ -206,10 +209,7 @@ def _run(train, test, config: BenchmarkConfig, progress, should_cancel, artifact
     model_memory_mb = model.memory_bytes() / 2**20
     model_info = model.describe() if hasattr(model, "describe") else {}
     del model, backbone
-    if torch.cuda.is_available():
-        cuda_peak_mb = torch.cuda.max_memory_allocated() / 2**20
-    else:
-        cuda_peak_mb = None
+    cuda_peak_mb = torch.cuda.max_memory_allocated() / 2**20 if on_cuda else None
 
     # ---- metrics --------------------------------------------------------------------------
     masks = load_masks(test, size)
@@ -299,7 +299,10 @@ def _run(train, test, config: BenchmarkConfig, progress, should_cancel, artifact
             "inference_ms_per_image": 1000.0 * inference_seconds / len(test),
             "total_seconds": total_seconds,
         },
-        "peak_memory_mb": peak_rss_mb(),
+        # process peak RSS (ru_maxrss: since process start, so it includes earlier work of
+        # a long-lived worker) + CUDA peak allocated during this run when on GPU
+        "peak_memory_mb": peak_rss_mb() + (cuda_peak_mb or 0.0),
+        "peak_rss_mb": peak_rss_mb(),
         "cuda_peak_memory_mb": cuda_peak_mb,
         "model_memory_mb": model_memory_mb,
         "n_train": len(train),

@@ -82,7 +82,7 @@ def test_artifacts_written(padim_run):
 
 def _strip(report):
     r = copy.deepcopy(report)
-    for k in ("timing", "peak_memory_mb", "cuda_peak_memory_mb"):
+    for k in ("timing", "peak_memory_mb", "peak_rss_mb", "cuda_peak_memory_mb"):
         r.pop(k)
     return r
 
