@@ -81,7 +81,9 @@ def launch(request):
         form["dataset"] = datasets[0].pk
     context = {
         "datasets": datasets, "form": form, "problems": problems,
-        "categories": Label.Category.choices, "models": ModelName.choices,
+        "categories": Label.Category.choices,
+        "models": [(value, label if runs.model_available(value) else f"{label} (not available yet)")
+                   for value, label in ModelName.choices],
         "techniques": Technique.choices, "backbones": runs.BACKBONES, "devices": runs.DEVICES,
     }
     return render(request, "inference/launch.html", context, status=400 if problems else 200)
