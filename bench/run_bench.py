@@ -243,6 +243,10 @@ def markdown(results: dict, meta: dict) -> str:
         if m == "cflow" and ea and eb:
             parts.append(f"seconds per epoch {(sum(ea) / len(ea)) / (sum(eb) / len(eb)):.2f}")
         lines.append(f"- **{m}**: " + ", ".join(parts))
+    if meta.get("merged_from"):
+        mf = meta["merged_from"]
+        lines += ["", f"Runs {', '.join(mf['runs_kept'])} are from the earlier run {mf['date']} (same machine, same "
+                  "settings); the others were re-run at the date above."]
     lines += ["", meta.get("notes", "")]
     return "\n".join(lines) + "\n"
 
@@ -260,6 +264,7 @@ def main(argv=None) -> int:
     ap.add_argument("--anomalib-python", default="/work/bench-venv/bin/python")
     ap.add_argument("--runs", default=",".join(RUNS), help="comma-separated subset of " + ",".join(RUNS))
     ap.add_argument("--out", default=str(REPO / "bench" / "results"))
+    ap.add_argument("--merge", help="earlier results JSON: keep its runs that are not re-run now")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--worker-out", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -281,7 +286,12 @@ def main(argv=None) -> int:
         "loadavg_start": " ".join(f"{x:.1f}" for x in os.getloadavg()),
         "our_cflow_epochs_max": args.epochs, "our_cflow_lr": args.lr, "anomalib_cflow_epochs": args.anomalib_epochs,
     }
-    results = {}
+    results: dict = {}
+    if args.merge:
+        old = json.loads(Path(args.merge).read_text())
+        results.update(old["results"])
+        meta["merged_from"] = {"file": Path(args.merge).name, "date": old["meta"]["date"],
+                               "runs_kept": [r for r in old["results"] if r not in args.runs.split(",")]}
     for name in args.runs.split(","):
         print(f"running {name} ...", file=sys.stderr, flush=True)
         results[name] = _run_worker(name, args)

@@ -72,37 +72,43 @@ def trapezoid_area(x: np.ndarray, y: np.ndarray, x_max: float) -> float:
 
 
 def pro_curve(maps: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """FPR and PRO at every distinct score (descending thresholds), with (0,0) and (1,1) added."""
+    """FPR and PRO at every distinct score (descending thresholds), with (0,0) and (1,1) added.
+
+    Memory-lean: one descending sort of all scores; normal pixels are counted with an
+    int32 cumulative sum, and the per-region weights 1 / (region size * n_regions)
+    are accumulated over the (few) anomalous pixels only.
+    """
     _check(maps, masks)
     structure = np.ones((3, 3), dtype=int)
-    # Per-pixel contribution to PRO: 1/(region size * number of regions) inside a region.
-    pro_w = np.zeros(maps.shape, dtype=np.float64)
+    weights = np.zeros(maps.shape, dtype=np.float32)  # per anomalous pixel: 1/region size
     n_regions = 0
     for i in range(len(masks)):
         if not masks[i].any():
             continue
         labeled, n = ndimage.label(masks[i], structure=structure)
-        if n == 0:
-            continue
         counts = np.bincount(labeled.ravel(), minlength=n + 1).astype(np.float64)
-        n_regions += n
         w = np.zeros(n + 1)
         w[1:] = 1.0 / counts[1:]
-        pro_w[i] = w[labeled]
-    normal = ~masks
-    n_normal = int(normal.sum())
+        weights[i] = w[labeled]
+        n_regions += n
+    flat_mask = masks.ravel()
+    n_normal = int(flat_mask.size - np.count_nonzero(flat_mask))
     if n_regions == 0 or n_normal == 0:
         raise ValueError("AUPRO needs both anomalous regions and normal pixels")
-    pro_w /= n_regions
-    fpr_w = normal.astype(np.float64) / n_normal
     scores = maps.ravel()
-    order = np.argsort(scores, kind="stable")[::-1]
+    order = np.argsort(scores, kind="stable")[::-1].astype(np.int32 if scores.size < 2**31 else np.int64)
     s_sorted = scores[order]
-    fprs = np.cumsum(fpr_w.ravel()[order])
-    pros = np.cumsum(pro_w.ravel()[order])
-    # Keep the last index of each run of equal scores (threshold = that score, ">=").
-    last = np.r_[s_sorted[1:] != s_sorted[:-1], True]
-    fprs, pros = np.clip(fprs[last], 0, 1), np.clip(pros[last], 0, 1)
+    # last index of each run of equal scores (threshold = that score, ">=")
+    ends = np.flatnonzero(np.r_[s_sorted[1:] != s_sorted[:-1], True])
+    del s_sorted
+    m_sorted = flat_mask[order]
+    anom_pos = np.flatnonzero(m_sorted)  # sorted positions of anomalous pixels
+    pro_cum = np.cumsum(weights.ravel()[order[anom_pos]].astype(np.float64)) / n_regions
+    del order, weights
+    n_anom_upto = np.searchsorted(anom_pos, ends, side="right")  # anomalous pixels at or above
+    pros = np.where(n_anom_upto > 0, pro_cum[np.maximum(n_anom_upto - 1, 0)], 0.0)
+    fprs = (ends + 1 - n_anom_upto) / n_normal
+    fprs, pros = np.clip(fprs, 0, 1), np.clip(pros, 0, 1)
     return np.r_[0.0, fprs, 1.0], np.r_[0.0, pros, 1.0]
 
 
