@@ -120,7 +120,9 @@ def worker_anomalib(model: str, args) -> dict:
     else:
         m = Cflow(**common)
     # inject the same ImageNet weights our engine uses into anomalib's timm feature extractor
-    fe = m.model.feature_extractor.feature_extractor
+    # Padim's TimmFeatureExtractor is model.feature_extractor, Cflow's is model.encoder
+    extractor = m.model.feature_extractor if model == "padim" else m.model.encoder
+    fe = extractor.feature_extractor
     sd = lite0_timm_state_dict()
     fe.load_state_dict({k: sd[k] for k in fe.state_dict()}, strict=True)
 

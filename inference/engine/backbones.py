@@ -177,6 +177,7 @@ class Backbone(nn.Module):
         weights: str = "pretrained",
         weights_path: str | None = None,
         device: str | torch.device = "auto",
+        optimize: bool = True,
     ):
         super().__init__()
         import timm
@@ -223,6 +224,11 @@ class Backbone(nn.Module):
         self.to(self.device)
         # channels_last is ~1.6x faster for these convs on CPU (and fine on CUDA)
         self.model.to(memory_format=torch.channels_last)
+        # On CPU the frozen network is traced once per input size and optimised for
+        # inference (BatchNorm folded into the convolutions, oneDNN fusions): ~1.5-1.9x
+        # faster, outputs equal to eager within float32 rounding (~1e-4).
+        self.optimize = optimize and self.device.type == "cpu"
+        self._traced: dict[tuple[int, int], torch.jit.ScriptModule] = {}
 
     @staticmethod
     def _resolve_layers(layers, default, module_names) -> tuple[int, ...]:
@@ -246,4 +252,22 @@ class Backbone(nn.Module):
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         with torch.inference_mode():
             x = x.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-            return [f.contiguous() for f in self.model(x)]
+            return [f.contiguous() for f in self._runner(x)(x)]
+
+    def _runner(self, x: torch.Tensor):
+        if not self.optimize:
+            return self.model
+        key = tuple(x.shape[-2:])
+        if key not in self._traced:
+            import warnings
+
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    with torch.no_grad():
+                        traced = torch.jit.trace(self.model, x[:1], check_trace=False, strict=False)
+                        self._traced[key] = torch.jit.optimize_for_inference(torch.jit.freeze(traced.eval()))
+            except Exception:  # pragma: no cover - tracing is an optimisation only
+                self.optimize = False
+                return self.model
+        return self._traced[key]
