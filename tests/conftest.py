@@ -153,7 +153,13 @@ def celery_worker_process(transactional_db, settings, tmp_path):
 
     def stop(sig=15):
         if process.poll() is None:
-            os.killpg(process.pid, sig)
+            if sig == 9:
+                os.killpg(process.pid, 9)
+            else:
+                # Warm shutdown: the signal to the main process only, which stops its pool children
+                # itself. (TERM to the whole group killed the children under it and left the main
+                # process waiting for them until the 20 s timeout below.)
+                process.send_signal(sig)
             try:
                 process.wait(timeout=20)
             except subprocess.TimeoutExpired:
