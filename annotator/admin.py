@@ -7,7 +7,17 @@ from django.template.response import TemplateResponse
 from django.urls import path
 from django.utils.html import format_html, format_html_join
 
-from annotator.models import Dataset, Image, Label, LabelHistory, Product, User
+from annotator.models import (
+    Claim,
+    Dataset,
+    Image,
+    Label,
+    LabelHistory,
+    Product,
+    ReviewDecision,
+    Skip,
+    User,
+)
 from annotator.services.importing import ImportFailed, import_zip
 
 # At most this many problems are listed after a failed upload (the rest are counted).
@@ -147,4 +157,34 @@ class LabelHistoryAdmin(admin.ModelAdmin):
         return False
 
     def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(Claim)
+class ClaimAdmin(admin.ModelAdmin):
+    """Who is working on what; deleting a claim releases the image at once."""
+
+    list_display = ("image", "annotator", "claimed_at")
+    list_filter = ("annotator",)
+    raw_id_fields = ("image",)
+
+
+@admin.register(Skip)
+class SkipAdmin(admin.ModelAdmin):
+    list_display = ("image", "annotator", "skipped_at")
+    list_filter = ("annotator",)
+    raw_id_fields = ("image",)
+
+
+@admin.register(ReviewDecision)
+class ReviewDecisionAdmin(admin.ModelAdmin):
+    """Read-only here: decisions are made on the review page so they reach the label history."""
+
+    list_display = ("image", "reviewer", "background", "category", "decided_at")
+    list_filter = ("category", "background", "reviewer")
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
         return False
