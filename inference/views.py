@@ -89,6 +89,10 @@ def launch(request):
     return render(request, "inference/launch.html", context, status=400 if problems else 200)
 
 
+CURVE_NAMES = {"roc": "Pixel ROC", "pr": "Pixel precision–recall", "pro": "PRO (per-region overlap)",
+               "iou_vs_threshold": "IoU vs threshold (validation)"}
+
+
 def _file_url(run, part, relpath):
     if not relpath:
         return None
@@ -105,7 +109,7 @@ def _part_context(run, part):
             entry["heatmap_url"] = _file_url(run, part, entry["heatmap"])
             entry["predicted_url"] = _file_url(run, part, entry["predicted"])
     curves = [
-        {"name": Path(c).stem.replace("_", " "), "url": _file_url(run, part, c)}
+        {"name": CURVE_NAMES.get(Path(c).stem, Path(c).stem.replace("_", " ")), "url": _file_url(run, part, c)}
         for c in report.get("curve_files") or []
     ]
     split = s.get("split") or {}

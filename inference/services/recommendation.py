@@ -79,7 +79,7 @@ def recommend(product: Product) -> dict:
                 reason += f" Only {MODEL_LABELS[best['model']]} has been run; a {MODEL_LABELS[missing[0]]} run would confirm the choice."
         result.update(source="runs", model=best["model"], technique=best["technique"], reason=reason,
                       best=best, runner_up=runner, evidence=found[:10])
-        return result
+        return _labelled(result)
     surface_share = mix.get("surface", 0) / labelled if labelled else 0.0
     if labelled and surface_share > SURFACE_DOMINANT:
         model = "cflow"
@@ -94,4 +94,10 @@ def recommend(product: Product) -> dict:
                   "no training loop, strong on structural defects and contamination. Threshold: the IoU curve "
                   "(the threshold that maximizes mean IoU on a validation half). Run a benchmark to confirm.")
     result.update(source="advice", model=model, technique="iou_curve", reason=reason, best=None)
+    return _labelled(result)
+
+
+def _labelled(result: dict) -> dict:
+    result["model_label"] = MODEL_LABELS.get(result["model"], result["model"])
+    result["technique_label"] = TECHNIQUE_LABELS.get(result["technique"], result["technique"])
     return result
