@@ -31,10 +31,10 @@ class BenchmarkRunSerializer(serializers.ModelSerializer):
                   "created_by", "created_at", "started_at", "finished_at", "heartbeat_at",
                   "duration_seconds", "retry_of", "parts", "urls"]
 
-    def get_created_by(self, run):
+    def get_created_by(self, run) -> str | None:
         return run.created_by.username if run.created_by else None
 
-    def get_urls(self, run):
+    def get_urls(self, run) -> dict[str, str]:
         return {
             "self": reverse("api-benchmark-run", args=[run.pk]),
             "page": reverse("benchmark-detail", args=[run.pk]),
@@ -51,7 +51,7 @@ class BenchmarkRunDetailSerializer(BenchmarkRunSerializer):
 
     artifacts = serializers.SerializerMethodField()
 
-    def get_artifacts(self, run):
+    def get_artifacts(self, run) -> list[str]:
         """URLs of the artifact files (served to logged-in users only)."""
         root = run.artifacts_root
         if not root.is_dir():
@@ -66,13 +66,13 @@ class LaunchSerializer(serializers.Serializer):
     dataset = serializers.IntegerField()
     products = serializers.ListField(child=serializers.IntegerField(), allow_empty=False)
     categories = serializers.ListField(
-        child=serializers.ChoiceField(choices=Label.Category.values), required=False, default=list
+        child=serializers.ChoiceField(choices=Label.Category.choices), required=False, default=list
     )
     background = serializers.CharField(required=False, allow_null=True, allow_blank=True, default=None,
                                        help_text="yes, no or any (default)")
-    model = serializers.ChoiceField(choices=ModelName.values, default=ModelName.PADIM)
+    model = serializers.ChoiceField(choices=ModelName.choices, default=ModelName.PADIM)
     techniques = serializers.ListField(
-        child=serializers.ChoiceField(choices=Technique.values), required=False, default=list
+        child=serializers.ChoiceField(choices=Technique.choices), required=False, default=list
     )
     seed = serializers.IntegerField(required=False, default=0)
     config = serializers.DictField(required=False, default=dict,

@@ -168,6 +168,12 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # One schema name per choice set, wherever a serializer uses it.
+    "ENUM_NAME_OVERRIDES": {
+        "DefectCategoryEnum": "annotator.models.Label.Category",
+        "BenchmarkModelEnum": "inference.models.ModelName",
+        "ThresholdTechniqueEnum": "inference.models.Technique",
+    },
 }
 
 # --- Celery -------------------------------------------------------------------------------

@@ -82,8 +82,7 @@ def launch(request):
     context = {
         "datasets": datasets, "form": form, "problems": problems,
         "categories": Label.Category.choices,
-        "models": [(value, label if runs.model_available(value) else f"{label} (not available yet)")
-                   for value, label in ModelName.choices],
+        "models": ModelName.choices,
         "techniques": Technique.choices, "backbones": runs.BACKBONES, "devices": runs.DEVICES,
     }
     return render(request, "inference/launch.html", context, status=400 if problems else 200)

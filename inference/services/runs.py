@@ -179,18 +179,9 @@ def parse_background(value) -> bool | None:
     raise LaunchRefused([f"Background must be yes, no or any, not {value!r}."])
 
 
-def model_available(model: str) -> bool:
-    """Whether the engine ships this model yet (``inference/engine/<model>.py``)."""
-    import importlib.util
-
-    return importlib.util.find_spec(f"inference.engine.{model}") is not None
-
-
 def clean_config(model: str, config: dict | None) -> dict:
     if model not in ModelName.values:
         raise LaunchRefused([f"Unknown model {model!r}; expected one of {', '.join(ModelName.values)}."])
-    if not model_available(model):
-        raise LaunchRefused([f"{ModelName(model).label} is not available in this version of the engine yet."])
     cleaned = dict(DEFAULT_CONFIG)
     problems = []
     for key, value in (config or {}).items():

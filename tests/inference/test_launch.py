@@ -66,10 +66,6 @@ def test_refusals_say_why(bench_demo, admin_account, annotator_account):
     assert "Setting image_size must lie between 32 and 1024" in _refusal(
         launch_run, admin_account, bench_demo, [fabric], config={"image_size": 5})
     assert "Unknown model" in _refusal(launch_run, admin_account, bench_demo, [fabric], model="yolo")
-    from inference.services import runs as runs_service
-
-    if not runs_service.model_available("cflow"):
-        assert "CFLOW is not available" in _refusal(launch_run, admin_account, bench_demo, [fabric], model="cflow")
     assert "Unknown category" in _refusal(launch_run, admin_account, bench_demo, [fabric], categories=["dents"])
 
 
