@@ -194,14 +194,16 @@ def _run_worker(name: str, args) -> dict:
            "--data", str(args.data), "--image-size", str(args.image_size), "--epochs", str(args.epochs),
            "--anomalib-epochs", str(args.anomalib_epochs), "--threads", str(args.threads), "--lr", str(args.lr)]
     env = dict(os.environ, PYTHONPATH=str(REPO))
+    started = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H%MZ")
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
-        return {"error": proc.stderr[-4000:], "wall_seconds": wall}
+        return {"error": proc.stderr[-4000:], "wall_seconds": wall, "started_at": started}
     res = json.loads(Path(out_path).read_text())
     os.unlink(out_path)
     res["wall_seconds"] = wall
+    res["started_at"] = started
     return res
 
 
@@ -245,10 +247,10 @@ def markdown(results: dict, meta: dict) -> str:
         if m == "cflow" and ea and eb:
             parts.append(f"seconds per epoch {(sum(ea) / len(ea)) / (sum(eb) / len(eb)):.2f}")
         lines.append(f"- **{m}**: " + ", ".join(parts))
-    if meta.get("merged_from"):
-        mf = meta["merged_from"]
-        lines += ["", f"Runs {', '.join(mf['runs_kept'])} are from the earlier run {mf['date']} (same machine, same "
-                  "settings); the others were re-run at the date above."]
+    starts = {n: r.get("started_at") for n, r in results.items() if r.get("started_at")}
+    if len(set(starts.values())) > 1:
+        lines += ["", "Runs were merged from several invocations of this script (same machine, same settings); "
+                  "start times (UTC): " + ", ".join(f"{n} {t}" for n, t in starts.items()) + "."]
     lines += ["", meta.get("notes", "")]
     return "\n".join(lines) + "\n"
 
@@ -267,6 +269,7 @@ def main(argv=None) -> int:
     ap.add_argument("--runs", default=",".join(RUNS), help="comma-separated subset of " + ",".join(RUNS))
     ap.add_argument("--out", default=str(REPO / "bench" / "results"))
     ap.add_argument("--merge", help="earlier results JSON: keep its runs that are not re-run now")
+    ap.add_argument("--render", help="only re-render the Markdown of this results JSON")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--worker-out", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -278,6 +281,10 @@ def main(argv=None) -> int:
         Path(args.worker_out).write_text(json.dumps(res, default=float))
         return 0
 
+    if args.render:
+        doc = json.loads(Path(args.render).read_text())
+        Path(args.render).with_suffix(".md").write_text(markdown(doc["results"], doc["meta"]))
+        return 0
     if not Path(args.data).is_dir():
         print(f"data folder not found: {args.data}", file=sys.stderr)
         return 2
@@ -291,6 +298,8 @@ def main(argv=None) -> int:
     results: dict = {}
     if args.merge:
         old = json.loads(Path(args.merge).read_text())
+        for r in old["results"].values():
+            r.setdefault("started_at", old["meta"]["date"])
         results.update(old["results"])
         meta["merged_from"] = {"file": Path(args.merge).name, "date": old["meta"]["date"],
                                "runs_kept": [r for r in old["results"] if r not in args.runs.split(",")]}
