@@ -54,6 +54,8 @@ def test_map_does_not_depend_on_batch_mates(fitted):
     alone = model.predict(x[2:3])[0]
     with_others = model.predict(torch.cat([x[4:5], x[2:3], x[0:1]]))[1]
     assert together.shape == (5, 64, 64) and np.isfinite(together).all()
-    np.testing.assert_allclose(alone, together[2], rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(alone, with_others, rtol=1e-5, atol=1e-6)
+    # the decoders score each image on its own: bit-identical; the CNN backbone may pick a
+    # different convolution algorithm for another batch size, hence the float32-rounding tolerance
+    np.testing.assert_allclose(alone, together[2], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(alone, with_others, rtol=1e-5, atol=1e-5)
     assert not np.allclose(together[0], together[2])  # images do differ
