@@ -5,36 +5,15 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import generics, status
 from rest_framework.exceptions import PermissionDenied, ValidationError
-from rest_framework.permissions import BasePermission, IsAuthenticated
+from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from annotator.models import Dataset, Product
 from api import benchmark_serializers as s
+from api.permissions import IsAdminRole, ReadAnyWriteAdmin
 from inference.models import BenchmarkRun
 from inference.services import recommendation, runs
-
-
-class IsAdminRole(BasePermission):
-    """Admins only (the labelling API's api.permissions.IsAdminRole, kept local to avoid coupling)."""
-
-    message = "This needs the admin role."
-
-    def has_permission(self, request, view):
-        user = request.user
-        return bool(user and user.is_authenticated and user.is_admin_role)
-
-
-class ReadAnyWriteAdmin(BasePermission):
-    """Any logged-in user reads runs; only admins launch, cancel or retry."""
-
-    message = "Launching, cancelling and retrying benchmarks needs the admin role."
-
-    def has_permission(self, request, view):
-        user = request.user
-        if not (user and user.is_authenticated):
-            return False
-        return request.method in ("GET", "HEAD", "OPTIONS") or user.is_admin_role
 
 
 def _refused(error: runs.LaunchRefused) -> Response:

@@ -35,3 +35,15 @@ class IsLabelOwnerOrReviewer(BasePermission):
         if obj.annotator_id == request.user.pk:
             return True
         return request.method in ("GET", "HEAD", "OPTIONS") and request.user.is_reviewer_role
+
+
+class ReadAnyWriteAdmin(BasePermission):
+    """Any logged-in user reads runs; only admins launch, cancel or retry."""
+
+    message = "Launching, cancelling and retrying benchmarks needs the admin role."
+
+    def has_permission(self, request, view):
+        user = request.user
+        if not (user and user.is_authenticated):
+            return False
+        return request.method in ("GET", "HEAD", "OPTIONS") or user.is_admin_role

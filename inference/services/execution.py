@@ -209,7 +209,7 @@ def execute_product_run(part_id: int, *, task_id: str | None = None, finalize: b
             train, test, config,
             progress=reporter.progress, should_cancel=reporter.should_cancel, artifacts_dir=root,
         )
-        report = _relative_artifacts(json.loads(json.dumps(report, default=_json_default)), root)
+        report = _relative_artifacts(report, root)  # the engine's report is plain JSON data
         report["product"] = part.product.name
         report["curve_files"] = sorted(p.relative_to(root).as_posix() for p in (root / "curves").glob("*.png")) if (root / "curves").is_dir() else []
         (root / "report.json").write_text(json.dumps(report, indent=2))
@@ -232,21 +232,6 @@ def execute_product_run(part_id: int, *, task_id: str | None = None, finalize: b
     if finalize:
         finalize_run(run.pk)
     return ProductRun.objects.filter(pk=part.pk).values_list("status", flat=True).first()
-
-
-def _json_default(value):
-    try:
-        import numpy as np
-
-        if isinstance(value, np.generic):
-            return value.item()
-        if isinstance(value, np.ndarray):
-            return value.tolist()
-    except ImportError:  # pragma: no cover
-        pass
-    if isinstance(value, Path):
-        return str(value)
-    return str(value)
 
 
 def finalize_run(run_id: int) -> str | None:
