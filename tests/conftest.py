@@ -47,8 +47,10 @@ def pytest_report_header(config):
     from django.conf import settings
 
     db = settings.DATABASES["default"]
+    test_name = (db.get("TEST") or {}).get("NAME") or f"test_{db['NAME']}"
     return [
-        f"defectbench database: {db['ENGINE'].rsplit('.', 1)[-1]} {db.get('HOST') or ''} {db['NAME']}",
+        f"defectbench database: {db['ENGINE'].rsplit('.', 1)[-1]} {db.get('HOST') or 'local file'}"
+        f" (test database {test_name})",
         f"defectbench celery broker: {settings.CELERY_BROKER_URL}",
     ]
 
