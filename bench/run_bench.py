@@ -261,7 +261,7 @@ def main(argv=None) -> int:
     ap.add_argument("--image-size", type=int, default=256)
     ap.add_argument("--epochs", type=int, default=10, help="our CFLOW epochs (early stopping on validation)")
     ap.add_argument("--lr", type=float, default=2e-3,
-                    help="our CFLOW learning rate (fiber batch 1024; the engine default 2e-4 converges slowly)")
+                    help="our CFLOW learning rate (the engine default)")
     ap.add_argument("--anomalib-epochs", type=int, default=1, help="anomalib Cflow epochs")
     ap.add_argument("--threads", type=int, default=0, help="torch threads in every worker (0 = torch default)")
     ap.add_argument("--python", default=sys.executable, help="interpreter with the app's requirements")

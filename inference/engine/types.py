@@ -36,7 +36,9 @@ class BenchmarkConfig:
     seed: int = 0
     n_features: int = 100  # PaDiM channel subset
     epochs: int = 10  # CFLOW
-    learning_rate: float = 2e-4
+    # CFLOW's Adam step. With fiber batches of ~1024 positions 2e-4 (anomalib's per-64 default)
+    # converges too slowly; 2e-3 reaches pixel AUROC 0.988 on bottle in 3 epochs (bench/).
+    learning_rate: float = 2e-3
     batch_size: int = 16
     early_stopping_patience: int = 3
     val_fraction: float = 0.5
