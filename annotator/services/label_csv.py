@@ -11,18 +11,19 @@ Annotators (role annotator) only ever export their own labels; reviewers and adm
 
 Import format
 -------------
-Header ``image_path,background,defect_category`` (``category`` is accepted for the last).
-``image_path`` is matched by path suffix against the dataset's images (``product/path`` and
-``path``), so paths relative to the dataset folder or to its parent both work.
-``background``: yes/no (also true/false, 1/0, with/without).
+See ``annotator.label_format`` (shared with the benchmark CLI): header
+``image_path,background,defect_category``, paths matched by suffix against the dataset's images
+(``product/path`` and ``path``). Here only anomalous test images may be labelled, each once.
 """
 import csv
-import io
-from collections import Counter, defaultdict
+from collections import Counter
 from dataclasses import dataclass, field
 
 from django.db import transaction
 
+from annotator.label_format import (  # noqa: F401 - BACKGROUND_VALUES and RowError re-exported
+    BACKGROUND_VALUES, RowError, SuffixIndex, count_rows, match_rows, parse_label_csv, path_parts,
+)
 from annotator.models import Dataset, Image, Label, ReviewDecision, User
 from annotator.services.labels import save_label
 
@@ -130,21 +131,23 @@ def export_lines(dataset: Dataset, variant: str, user: User | None = None):
 
 
 # --- import --------------------------------------------------------------------------------
-BACKGROUND_VALUES = {
-    "yes": True, "y": True, "true": True, "1": True, "with": True,
-    "no": False, "n": False, "false": False, "0": False, "without": False,
-}
-MIN_SUFFIX_PARTS = 3  # e.g. test/broken_large/000.png: file name alone is ambiguous
+class ImageIndex:
+    """Match CSV paths to a dataset's images by path suffix (``product/path`` and ``path``)."""
 
+    def __init__(self, dataset: Dataset):
+        self.images: dict[int, Image] = {}
+        candidates: dict[int, list[tuple[str, ...]]] = {}
+        for image in Image.objects.filter(product__dataset=dataset).select_related("product"):
+            self.images[image.pk] = image
+            parts = path_parts(image.path)
+            candidates[image.pk] = [parts]
+            if not parts or parts[0] != image.product.name:
+                candidates[image.pk].append((image.product.name, *parts))
+        self.suffixes = SuffixIndex(candidates)
 
-@dataclass
-class RowError:
-    line: int
-    image_path: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"line {self.line}: {self.image_path or '-'}: {self.message}" if self.line else self.message
+    def find(self, path: str) -> tuple[Image | None, str]:
+        pk, why = self.suffixes.find(path)
+        return (None, why) if pk is None else (self.images[pk], "")
 
 
 @dataclass
@@ -188,48 +191,8 @@ class ImportReport:
         )
 
 
-def _normalise(path: str) -> tuple[str, ...]:
-    parts = [p for p in path.strip().replace("\\", "/").split("/") if p not in ("", ".")]
-    return tuple(parts)
-
-
-class ImageIndex:
-    """Match CSV paths to a dataset's images by path suffix."""
-
-    def __init__(self, dataset: Dataset):
-        self.by_suffix: dict[tuple[str, ...], set[int]] = defaultdict(set)
-        self.images: dict[int, Image] = {}
-        for image in Image.objects.filter(product__dataset=dataset).select_related("product"):
-            self.images[image.pk] = image
-            parts = _normalise(image.path)
-            candidates = {parts}
-            if not parts or parts[0] != image.product.name:
-                candidates.add((image.product.name, *parts))
-            for full in candidates:
-                for k in range(1, len(full) + 1):
-                    self.by_suffix[full[-k:]].add(image.pk)
-
-    def find(self, path: str) -> tuple[Image | None, str]:
-        parts = _normalise(path)
-        if not parts:
-            return None, "empty image path"
-        minimum = min(MIN_SUFFIX_PARTS, len(parts))
-        for k in range(len(parts), minimum - 1, -1):
-            found = self.by_suffix.get(parts[-k:])
-            if found:
-                if len(found) > 1:
-                    return None, f"ambiguous image path (matches {len(found)} images)"
-                return self.images[next(iter(found))], ""
-        return None, "unknown image (no image of this dataset has this path)"
-
-
-def _decode(data: bytes | str) -> str:
-    if isinstance(data, str):
-        return data
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as error:
-        raise ValueError(f"The file is not UTF-8 text ({error.reason} at byte {error.start}).") from None
+def _labellable(image: Image) -> bool:
+    return image.split == Image.Split.TEST and image.is_anomalous
 
 
 def import_labels(
@@ -238,68 +201,17 @@ def import_labels(
     """Check every row, then (unless ``dry_run`` or any error) save all labels in one transaction."""
     annotator = annotator or importer
     report = ImportReport(dataset=dataset.name, annotator=annotator.username, dry_run=dry_run)
-    try:
-        text = _decode(data)
-    except ValueError as error:
-        report.errors.append(RowError(0, "", str(error)))
+    rows, errors = parse_label_csv(data)
+    report.rows = count_rows(rows, errors)
+    report.errors.extend(errors)
+    if errors and not rows:
         return report
-    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
-    try:
-        header = next(reader, None)
-    except csv.Error as error:
-        report.errors.append(RowError(1, "", f"malformed CSV: {error}"))
-        return report
-    if not header:
-        report.errors.append(RowError(0, "", "The file is empty: expected the header image_path,background,defect_category."))
-        return report
-    columns = [h.strip().lower() for h in header]
-    if "category" in columns and "defect_category" not in columns:
-        columns[columns.index("category")] = "defect_category"
-    missing = [c for c in ("image_path", "background", "defect_category") if c not in columns]
-    if missing:
-        report.errors.append(RowError(1, "", f"missing header column(s): {', '.join(missing)} "
-                                             f"(expected image_path,background,defect_category)"))
-        return report
-    at = {name: columns.index(name) for name in ("image_path", "background", "defect_category")}
-    index = ImageIndex(dataset)
-    seen: dict[int, int] = {}
-    planned: list[tuple[Image, bool, str]] = []
-    line = 1
-    try:
-        for row in reader:
-            line = reader.line_num
-            if not any(cell.strip() for cell in row):
-                continue
-            report.rows += 1
-            if len(row) != len(columns):
-                report.errors.append(RowError(line, row[0] if row else "", f"expected {len(columns)} columns, found {len(row)}"))
-                continue
-            path = row[at["image_path"]].strip()
-            raw_bg = row[at["background"]].strip().lower()
-            category = row[at["defect_category"]].strip().lower()
-            problems = []
-            if raw_bg not in BACKGROUND_VALUES:
-                problems.append(f"bad background value {row[at['background']]!r} (expected yes or no)")
-            if category not in Label.Category.values:
-                problems.append(f"bad category {row[at['defect_category']]!r} (expected one of {', '.join(Label.Category.values)})")
-            image, why = index.find(path)
-            if image is None:
-                problems.append(why)
-            elif not (image.split == Image.Split.TEST and image.is_anomalous):
-                problems.append("not an anomalous test image (only those are labelled)")
-            elif image.pk in seen:
-                problems.append(f"duplicate row: the same image is already on line {seen[image.pk]}")
-            if problems:
-                report.errors.extend(RowError(line, path, message) for message in problems)
-                continue
-            seen[image.pk] = line
-            planned.append((image, BACKGROUND_VALUES[raw_bg], category))
-    except csv.Error as error:
-        report.errors.append(RowError(line + 1, "", f"malformed CSV: {error}"))
-    if report.rows == 0 and not report.errors:
-        report.errors.append(RowError(0, "", "The file has a header but no rows."))
+    matches, errors = match_rows(rows, ImageIndex(dataset).find, _labellable)
+    report.errors.extend(errors)
     if report.errors:
+        report.errors.sort(key=lambda error: error.line)
         return report
+    planned = [(image, row.background, row.category) for row, image in matches]
     existing = {
         label.image_id: (label.background, label.category)
         for label in Label.objects.filter(annotator=annotator, image_id__in=[p[0].pk for p in planned])

@@ -3,15 +3,15 @@
     python manage.py benchmark --data-root ../shared/data/mvtec_ad --product bottle --model padim \
         --labels ../shared/data/labels/mvtec_bottle_reference.csv --output report.json
 
-The folder is read with ``annotator.layouts.scan_dataset``. The optional label CSV
-(``image_path,background,defect_category``, paths relative to the dataset's parent such as
+The folder is read with ``annotator.layouts.scan_dataset``. The optional label CSV (the format of
+``annotator.label_format``: ``image_path,background,defect_category``, paths such as
 ``bottle/test/broken_large/000.png``) is matched to the images by path suffix, so the per-category
-and per-background breakdowns get filled. A progress bar goes to stderr; Ctrl-C cancels cleanly
-(the engine stops at its next batch and nothing is written); a second Ctrl-C aborts at once.
+and per-background breakdowns get filled; a CSV with any bad row is refused, with its errors.
+A progress bar goes to stderr; Ctrl-C cancels cleanly (the engine stops at its next batch and
+nothing is written); a second Ctrl-C aborts at once.
 """
 from __future__ import annotations
 
-import csv
 import json
 import signal
 import sys
@@ -19,46 +19,52 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-CATEGORIES = ("structural", "surface", "contamination", "combined")
+from annotator.label_format import SuffixIndex, match_rows, parse_label_csv
+
 TECHNIQUES = ("iou_curve", "f1", "roc", "normal_fpr", "normal_max")
+MAX_LISTED_ERRORS = 20
 
 
-def parse_bool(text: str) -> bool | None:
-    value = (text or "").strip().lower()
-    if value in {"yes", "y", "true", "1"}:
-        return True
-    if value in {"no", "n", "false", "0"}:
-        return False
-    return None
+def match_label(image_path, labels: dict):
+    """The value in ``labels`` (``{csv image path: label}``) whose path ends ``image_path``, or None."""
+    key, _ = SuffixIndex({path: [path] for path in labels}).find(Path(image_path).as_posix())
+    return None if key is None else labels[key]
 
 
-def read_labels(path: Path) -> dict[str, tuple[bool | None, str | None]]:
-    """``{relative posix path: (background, category)}`` from a label CSV."""
-    labels = {}
-    with open(path, newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle)
-        missing = {"image_path", "background", "defect_category"} - set(reader.fieldnames or [])
-        if missing:
-            raise CommandError(f"{path}: missing column(s) {', '.join(sorted(missing))}.")
-        for line, row in enumerate(reader, start=2):
-            rel = (row["image_path"] or "").strip().replace("\\", "/").lstrip("./")
-            if not rel:
-                continue
-            category = (row["defect_category"] or "").strip().lower() or None
-            if category is not None and category not in CATEGORIES:
-                raise CommandError(f"{path}:{line}: unknown defect category {category!r}.")
-            labels[rel] = (parse_bool(row["background"]), category)
-    return labels
+def read_scan_labels(path: Path, scan, product: str) -> dict[Path, tuple[bool, str]]:
+    """``{image_path: (background, category)}`` for ``product``'s images from a label CSV.
 
-
-def match_label(image_path: Path, labels: dict) -> tuple[bool | None, str | None] | None:
-    """The label whose path is the longest suffix of ``image_path``."""
-    parts = Path(image_path).as_posix().split("/")
-    for n in range(len(parts), 0, -1):
-        found = labels.get("/".join(parts[-n:]))
-        if found is not None:
-            return found
-    return None
+    The CSV may cover other products of the scanned folder (their rows are checked, then
+    skipped). Like ``import_labels``, any row error, unknown or ambiguous path, label on an image
+    that is not an anomalous test image, or second row for one image refuses the whole file.
+    """
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise CommandError(f"--labels {path}: {error.strerror or error}.")
+    rows, errors = parse_label_csv(data)
+    images = {image.image_path: image for image in scan.images}
+    index = SuffixIndex({
+        image_path: [image_path.relative_to(base).as_posix() for base in (scan.root.parent, scan.root)]
+        for image_path in images
+    })
+    matches, match_errors = match_rows(
+        rows, index.find, lambda image_path: images[image_path].split == "test" and images[image_path].is_anomalous,
+    )
+    errors += match_errors
+    if errors:
+        errors.sort(key=lambda error: error.line)
+        listed = [f"  {error}" for error in errors[:MAX_LISTED_ERRORS]]
+        if len(errors) > MAX_LISTED_ERRORS:
+            listed.append(f"  ... and {len(errors) - MAX_LISTED_ERRORS} more")
+        if match_errors and len(scan.products) == 1:
+            listed.append(f"(image paths are matched by suffix against the images under {scan.root} only; "
+                          "for a CSV that covers other products, give --data-root the folder that holds them all)")
+        raise CommandError(f"--labels {path}: {len(errors)} error(s), nothing benchmarked:\n" + "\n".join(listed))
+    return {
+        image_path: (row.background, row.category)
+        for row, image_path in matches if images[image_path].product == product
+    }
 
 
 class _Cancel:
@@ -131,15 +137,10 @@ class Command(BaseCommand):
             raise CommandError(
                 f"No images of product {options['product']!r} under {root} (products found: {', '.join(products) or 'none'})."
             )
-        labels = read_labels(options["labels"]) if options["labels"] else {}
-        train, test, matched = [], [], 0
+        labels = read_scan_labels(options["labels"], scan, options["product"]) if options["labels"] else {}
+        train, test = [], []
         for image in images:
-            background, category = None, None
-            if labels and image.is_anomalous:
-                found = match_label(image.image_path, labels)
-                if found is not None:
-                    background, category = found
-                    matched += 1
+            background, category = labels.get(image.image_path, (None, None))
             sample = Sample(
                 image_path=str(image.image_path),
                 mask_path=str(image.mask_path) if image.mask_path else None,
@@ -154,7 +155,7 @@ class Command(BaseCommand):
         n_anomalous = sum(s.is_anomalous for s in test)
         self.stderr.write(
             f"{options['product']}: {len(train)} train, {len(test) - n_anomalous} good test, {n_anomalous} anomalous test"
-            + (f" ({matched} labelled from {options['labels'].name})" if labels else "")
+            + (f" ({len(labels)} labelled from {options['labels'].name})" if options["labels"] else "")
         )
         if not train:
             raise CommandError("No defect-free training images: the model learns normality from them.")
