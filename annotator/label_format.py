@@ -87,8 +87,7 @@ def _row(line: int, row: list[str], at: dict[str, int], width: int) -> LabelRow 
     if background is None:
         problems.append(f"bad background value {raw_background!r} (expected yes or no)")
     if category not in CATEGORIES:
-        problems.append(f"bad category {raw_category!r} "
-                        f"(unknown defect category {raw_category!r}; expected one of {', '.join(CATEGORIES)})")
+        problems.append(f"unknown defect category {raw_category!r} (expected one of {', '.join(CATEGORIES)})")
     if problems:
         return [RowError(line, path, message) for message in problems]
     return LabelRow(line, path, background, category)
@@ -148,14 +147,18 @@ class SuffixIndex(Generic[K]):
     Built from ``{key: [candidate paths]}`` (strings or part tuples; an image may be known by
     several, e.g. relative to the dataset folder and to its parent). ``find(path)`` takes the
     longest suffix of ``path`` (at least ``MIN_SUFFIX_PARTS`` parts, or all of a shorter path)
-    that ends some candidate: it must name exactly one key.
+    that ends some candidate: it must name exactly one key. One path must end the other: a path
+    with leading folders beyond a candidate (``capsule/test/crack/000.png``) never matches a
+    candidate that has other folders there (``hazelnut/test/crack/000.png``).
     """
 
     def __init__(self, candidates: Mapping[K, Iterable[str | Sequence[str]]]):
         self.by_suffix: dict[tuple[str, ...], set[K]] = defaultdict(set)
+        self.by_full_path: dict[tuple[str, ...], set[K]] = defaultdict(set)
         for key, paths in candidates.items():
             for path in paths:
                 parts = path_parts(path) if isinstance(path, str) else tuple(path)
+                self.by_full_path[parts].add(key)
                 for k in range(1, len(parts) + 1):
                     self.by_suffix[parts[-k:]].add(key)
 
@@ -166,7 +169,8 @@ class SuffixIndex(Generic[K]):
             return None, "empty image path"
         minimum = min(MIN_SUFFIX_PARTS, len(parts))
         for k in range(len(parts), minimum - 1, -1):
-            found = self.by_suffix.get(parts[-k:])
+            # All of ``path`` ends a candidate, or part of it is a whole candidate.
+            found = self.by_suffix.get(parts) if k == len(parts) else self.by_full_path.get(parts[-k:])
             if found:
                 if len(found) > 1:
                     return None, f"ambiguous image path (matches {len(found)} images)"

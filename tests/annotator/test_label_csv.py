@@ -103,7 +103,7 @@ def test_import_reports_every_bad_row_and_changes_nothing(dataset, admin_account
     messages = {(e.line, e.message.split(" (")[0].split(":")[0]) for e in report.errors}
     assert messages == {
         (3, "bad background value 'maybe'"),
-        (4, "bad category 'scratchy'"),
+        (4, "unknown defect category 'scratchy'"),
         (5, "unknown image"),
         (6, "duplicate row"),
         (7, "not an anomalous test image"),

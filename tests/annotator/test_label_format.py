@@ -52,10 +52,9 @@ def test_reports_every_bad_row():
     assert rows == [LabelRow(6, "a/b/3.png", False, "surface")]
     assert messages(errors) == [
         (2, "bad background value 'maybe' (expected yes or no)"),
-        (3, "bad category 'scratchy' (unknown defect category 'scratchy'; "
-            "expected one of structural, surface, contamination, combined)"),
+        (3, "unknown defect category 'scratchy' (expected one of structural, surface, contamination, combined)"),
         (4, "bad background value '?' (expected yes or no)"),
-        (4, "bad category '??' (unknown defect category '??'; expected one of structural, surface, contamination, combined)"),
+        (4, "unknown defect category '??' (expected one of structural, surface, contamination, combined)"),
         (5, "expected 3 columns, found 2"),
     ]
     assert [e.image_path for e in errors] == ["a/b/0.png", "a/b/1.png", "a/b/2.png", "a/b/2.png", "too"]
@@ -128,6 +127,9 @@ def test_suffix_index_finds(index, path, key):
     ("x/test/crack/000.png", "unknown image (no image of this dataset has this path)"),
     # a file name alone matching is not enough for a longer path
     ("elsewhere/broken_large/001.png", "unknown image (no image of this dataset has this path)"),
+    # another product's image with the same tail never lands on this dataset's image
+    ("capsule/test/broken_large/001.png", "unknown image (no image of this dataset has this path)"),
+    ("mvtec_ad/hazelnut/test/good/000.png", "unknown image (no image of this dataset has this path)"),
 ])
 def test_suffix_index_refuses(index, path, why):
     assert index.find(path) == (None, why)
