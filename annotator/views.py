@@ -10,7 +10,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods
 
-from annotator.models import Dataset, Image, Label, LabelHistory, Product, ReviewDecision, User
+from annotator.models import Dataset, Image, Label, LabelHistory, Product, User
 from annotator.services import agreement, label_csv, queue, review
 from annotator.services.display import display_file
 

@@ -1,5 +1,4 @@
 """Benchmark pages (thin: the rules live in inference.services). Every page needs login."""
-import json
 from pathlib import Path
 
 from django.contrib import messages

@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 
 from django.db import transaction
 
-from annotator.label_format import (  # noqa: F401 - BACKGROUND_VALUES and RowError re-exported
-    BACKGROUND_VALUES, RowError, SuffixIndex, count_rows, match_rows, parse_label_csv, path_parts,
+from annotator.label_format import (
+    RowError, SuffixIndex, count_rows, match_rows, parse_label_csv, path_parts,
 )
 from annotator.models import Dataset, Image, Label, ReviewDecision, User
 from annotator.services.labels import save_label

@@ -70,12 +70,6 @@ def test_cli_errors(demo_folder, tmp_path):
                      "--labels", str(bad), "--output", str(tmp_path / "r.json"))
 
 
-def test_label_matching_by_path_suffix():
-    labels = {"bottle/test/broken_large/000.png": (True, "structural")}
-    assert command_module.match_label("/data/mvtec_ad/bottle/test/broken_large/000.png", labels) == (True, "structural")
-    assert command_module.match_label("/data/mvtec_ad/bottle/test/broken_large/001.png", labels) is None
-
-
 @pytest.mark.real_data
 def test_cli_real_bottle_padim(real_bottle_root, real_labels_csv, tmp_path):
     out = tmp_path / "bottle.json"

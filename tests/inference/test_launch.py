@@ -5,7 +5,7 @@ import pytest
 from django.core.exceptions import PermissionDenied
 from django.utils import timezone
 
-from annotator.models import Image, Label
+from annotator.models import Label
 from inference.models import BenchmarkRun, ProductRun, RunSample, Status
 from inference.services.runs import LaunchRefused, cancel_run, launch_run, mark_stale_runs, retry_run, subset_counts
 from tests.inference.conftest import SMALL

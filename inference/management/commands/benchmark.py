@@ -25,12 +25,6 @@ TECHNIQUES = ("iou_curve", "f1", "roc", "normal_fpr", "normal_max")
 MAX_LISTED_ERRORS = 20
 
 
-def match_label(image_path, labels: dict):
-    """The value in ``labels`` (``{csv image path: label}``) whose path ends ``image_path``, or None."""
-    key, _ = SuffixIndex({path: [path] for path in labels}).find(Path(image_path).as_posix())
-    return None if key is None else labels[key]
-
-
 def read_scan_labels(path: Path, scan, product: str) -> dict[Path, tuple[bool, str]]:
     """``{image_path: (background, category)}`` for ``product``'s images from a label CSV.
 
@@ -189,7 +183,7 @@ class Command(BaseCommand):
         report["product"] = options["product"]
         output = Path(options["output"])
         output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(json.dumps(report, indent=2, default=_json_default))
+        output.write_text(json.dumps(report, indent=2))  # the engine's report is plain JSON data
         free = report.get("test_threshold_free") or report.get("threshold_free") or {}
         self.stdout.write(
             f"Wrote {output}: image AUROC {_fmt(free.get('image_auroc'))}, pixel AUROC {_fmt(free.get('pixel_auroc'))}, "
@@ -205,16 +199,3 @@ def _main_thread() -> bool:
 
 def _fmt(value) -> str:
     return f"{value:.3f}" if isinstance(value, (int, float)) else "—"
-
-
-def _json_default(value):
-    try:
-        import numpy as np
-
-        if isinstance(value, np.generic):
-            return value.item()
-        if isinstance(value, np.ndarray):
-            return value.tolist()
-    except ImportError:  # pragma: no cover
-        pass
-    return str(value)
