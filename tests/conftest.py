@@ -216,6 +216,11 @@ def browser_page(live_server):
         page.set_default_timeout(20_000)
         yield page
         browser.close()
+        # ORM calls the test made while Playwright's loop was set up opened connections of their
+        # own context; close them here or PostgreSQL refuses to drop the test database at the end.
+        from django.db import connections
+
+        connections.close_all()
 
 
 @pytest.fixture
