@@ -127,22 +127,37 @@ def _subset_report(maps, masks, labels, idx, thresholds) -> dict:
 
 
 def _breakdowns(test, test_idx, maps, masks, labels, thresholds) -> tuple[dict, dict, dict]:
-    good = [i for i in test_idx if not labels[i]]
+    """Metrics per defect type, category and background value.
 
-    def subset(pred) -> list[int]:
-        return sorted(good + [i for i in test_idx if labels[i] and pred(test[i])])
+    Each subset is the defect-free images plus that subset's anomalous images. Threshold-free
+    metrics are given on the test part and (``whole_folder_threshold_free``) on the whole test
+    folder, so a small subset whose images all fell in the validation part (a single "combined"
+    image, say) still gets an entry; its test-part metrics are then empty, with a ``note``.
+    """
+    all_idx = list(range(len(test)))
+    test_set = set(test_idx)
 
-    by_type = {}
-    for dt in sorted({test[i].defect_type for i in test_idx if labels[i]}):
-        by_type[dt] = _subset_report(maps, masks, labels, subset(lambda s, dt=dt: s.defect_type == dt), thresholds)
-    by_cat = {}
-    cats = {test[i].category for i in test_idx if labels[i] and test[i].category is not None}
-    for c in [c for c in CATEGORIES if c in cats] + sorted(cats - set(CATEGORIES)):
-        by_cat[c] = _subset_report(maps, masks, labels, subset(lambda s, c=c: s.category == c), thresholds)
-    by_bg = {}
-    for b in (True, False):
-        if any(labels[i] and test[i].background is b for i in test_idx):
-            by_bg[str(b)] = _subset_report(maps, masks, labels, subset(lambda s, b=b: s.background is b), thresholds)
+    def report(pred) -> dict:
+        in_test = sorted(i for i in test_idx if not labels[i] or pred(test[i]))
+        whole = [i for i in all_idx if not labels[i] or pred(test[i])]
+        n_anomalous_test = sum(1 for i in in_test if labels[i])
+        if n_anomalous_test:
+            entry = _subset_report(maps, masks, labels, in_test, thresholds)
+        else:
+            n_val = sum(1 for i in whole if labels[i] and i not in test_set)
+            entry = {"threshold_free": {}, "inference": {}, "n_images": 0, "n_anomalous": 0,
+                     "note": f"all {n_val} anomalous image(s) of this subset are in the validation part"}
+        entry["whole_folder_threshold_free"] = metrics.threshold_free(maps[whole], masks[whole])
+        return entry
+
+    anomalous = [test[i] for i in all_idx if labels[i]]
+    by_type = {dt: report(lambda s, dt=dt: s.defect_type == dt)
+               for dt in sorted({s.defect_type for s in anomalous})}
+    cats = {s.category for s in anomalous if s.category is not None}
+    by_cat = {c: report(lambda s, c=c: s.category == c)
+              for c in [c for c in CATEGORIES if c in cats] + sorted(cats - set(CATEGORIES))}
+    by_bg = {str(b): report(lambda s, b=b: s.background is b)
+             for b in (True, False) if any(s.background is b for s in anomalous)}
     return by_type, by_cat, by_bg
 
 

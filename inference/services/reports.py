@@ -104,6 +104,8 @@ def subset_tables(summary_report: dict, key: str) -> list[dict]:
             "subset": names.get(subset, subset) if key == "by_background" else subset,
             "n_images": block.get("n_images"),
             "threshold_free": block.get("threshold_free") or {},
+            "whole_folder_threshold_free": block.get("whole_folder_threshold_free") or {},
+            "note": block.get("note", ""),
             "rows": technique_rows(block.get("inference")),
         })
     return tables

@@ -158,3 +158,30 @@ def test_text_progress_bar():
     bar("done", 1.0)
     text = out.getvalue()
     assert "\r[#####.....]  50.0% fit" in text and "100.0%" in text and text.endswith("\n")
+
+
+def test_breakdown_of_a_subset_wholly_in_the_validation_part():
+    """A category whose only image fell in the validation part still gets whole-folder numbers."""
+    import numpy as np
+
+    from inference.engine.runner import _breakdowns
+    from inference.engine.types import Sample
+
+    def sample(key, defect_type, category=None):
+        return Sample(image_path=key, mask_path=None if defect_type == "good" else key + "_mask",
+                      defect_type=defect_type, category=category, background=True, key=key)
+
+    test = [sample("g0", "good"), sample("g1", "good"), sample("s0", "hole", "structural"),
+            sample("s1", "hole", "structural"), sample("c0", "mixed", "combined")]
+    labels = np.array([False, False, True, True, True])
+    masks = np.zeros((5, 8, 8), dtype=bool)
+    masks[2:, 2:5, 2:5] = True
+    maps = np.random.default_rng(0).random((5, 8, 8)).astype(np.float32) + 2 * masks
+    by_type, by_cat, by_bg = _breakdowns(test, [0, 2], maps, masks, labels, {"f1": 1.5})
+
+    assert by_cat["structural"]["n_images"] == 2 and set(by_cat["structural"]["inference"]) == {"f1"}
+    combined = by_cat["combined"]
+    assert combined["n_images"] == 0 and combined["inference"] == {}
+    assert combined["note"] == "all 1 anomalous image(s) of this subset are in the validation part"
+    assert combined["whole_folder_threshold_free"]["image_auroc"] == 1.0  # c0 against g0 and g1
+    assert set(by_type) == {"hole", "mixed"} and set(by_bg) == {"True"}
