@@ -248,9 +248,12 @@ def markdown(results: dict, meta: dict) -> str:
             parts.append(f"seconds per epoch {(sum(ea) / len(ea)) / (sum(eb) / len(eb)):.2f}")
         lines.append(f"- **{m}**: " + ", ".join(parts))
     starts = {n: r.get("started_at") for n, r in results.items() if r.get("started_at")}
-    if len(set(starts.values())) > 1:
+    if meta.get("merged_from"):
         lines += ["", "Runs were merged from several invocations of this script (same machine, same settings); "
                   "start times (UTC): " + ", ".join(f"{n} {t}" for n, t in starts.items()) + "."]
+    else:
+        lines += ["", "All runs come from one invocation, back to back; start times (UTC): "
+                  + ", ".join(f"{n} {t}" for n, t in starts.items()) + "."]
     lines += ["", meta.get("notes", "")]
     return "\n".join(lines) + "\n"
 
