@@ -3,8 +3,9 @@
 Without results the advice follows the product's labelled defect mix: PaDiM with the IoU-curve
 threshold (fast, robust, good at structural defects and contamination), CFLOW when surface
 defects dominate (its normalizing flow models fine texture better). Once the product has
-succeeded runs, they win: the model + technique with the best test IoU is recommended and the
-runner-up named.
+succeeded runs, they win: the model + technique with the best IoU on the runs' validation parts
+is recommended and the runner-up named. The choice is made on validation data only, like the
+thresholds themselves; the test-part IoU is shown as the held-out estimate of what to expect.
 """
 from __future__ import annotations
 
@@ -27,29 +28,39 @@ def defect_mix(product: Product) -> tuple[Counter, int]:
     return mix, len(ids) - len(labels)
 
 
+def _number(value) -> bool:
+    return isinstance(value, Number) and not isinstance(value, bool)
+
+
 def candidates(product: Product) -> list[dict]:
-    """Every (run, model, technique) with a numeric test IoU on this product, best first."""
+    """Every (run, model, technique) with a validation and a test IoU on this product, best first.
+
+    Ranked by validation IoU; on a tie the earlier run comes first.
+    """
     found = []
     parts = ProductRun.objects.filter(product=product, status=Status.SUCCEEDED).select_related("run")
     for part in parts:
         report = part.report or {}
+        validation = report.get("validation_inference") or {}
         for technique, values in (report.get("inference") or {}).items():
             iou = (values or {}).get("iou")
-            if not isinstance(iou, Number) or isinstance(iou, bool):
+            validation_iou = (validation.get(technique) or {}).get("iou")
+            if not (_number(iou) and _number(validation_iou)):
                 continue
             free = report.get("test_threshold_free") or report.get("threshold_free") or {}
             found.append({
-                "run": part.run_id, "model": part.run.model, "technique": technique, "iou": iou,
+                "run": part.run_id, "model": part.run.model, "technique": technique,
+                "validation_iou": validation_iou, "iou": iou,
                 "dice": values.get("dice"), "fpr": values.get("fpr"),
                 "image_auroc": free.get("image_auroc"), "subset": part.run.subset_description(),
             })
-    found.sort(key=lambda c: (-c["iou"], c["run"]))
+    found.sort(key=lambda c: (-c["validation_iou"], c["run"]))
     return found
 
 
 def _describe(c: dict) -> str:
     return (f"{MODEL_LABELS.get(c['model'], c['model'])} with the {TECHNIQUE_LABELS.get(c['technique'], c['technique'])} "
-            f"threshold (test IoU {c['iou']:.3f}, run {c['run']})")
+            f"threshold (validation IoU {c['validation_iou']:.3f}, held-out test IoU {c['iou']:.3f}, run {c['run']})")
 
 
 def recommend(product: Product) -> dict:
