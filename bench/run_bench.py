@@ -43,16 +43,11 @@ def _peak_rss_mb() -> float:
 
 def _samples(root: Path):
     sys.path.insert(0, str(REPO))
-    from inference.engine.types import Sample
+    from annotator.layouts import scan_dataset  # Django-free, like the engine
+    from inference.engine.types import samples_from_scan
 
-    train = [Sample(str(p), None, "good", key=str(p.relative_to(root)))
-             for p in sorted((root / "train" / "good").glob("*.png"))]
-    test = []
-    for d in sorted(p for p in (root / "test").iterdir() if p.is_dir()):
-        for p in sorted(d.glob("*.png")):
-            mask = None if d.name == "good" else str(root / "ground_truth" / d.name / f"{p.stem}_mask.png")
-            test.append(Sample(str(p), mask, d.name, key=str(p.relative_to(root))))
-    return train, test
+    scan = scan_dataset(root, layout="mvtec")
+    return samples_from_scan(scan.images, key=scan.relative)
 
 
 # ---------------------------------------------------------------------------------------------

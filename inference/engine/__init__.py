@@ -5,7 +5,7 @@ Public API (a contract with the Django side)::
     from inference.engine import Sample, BenchmarkConfig, BenchmarkCancelled, run_benchmark
 """
 
-from .types import BenchmarkCancelled, BenchmarkConfig, Sample
+from .types import BenchmarkCancelled, BenchmarkConfig, Sample, samples_from_scan
 
 
 def run_benchmark(train, test, config, progress=None, should_cancel=None, artifacts_dir=None) -> dict:
@@ -18,4 +18,4 @@ def run_benchmark(train, test, config, progress=None, should_cancel=None, artifa
     return _run(train, test, config, progress=progress, should_cancel=should_cancel, artifacts_dir=artifacts_dir)
 
 
-__all__ = ["Sample", "BenchmarkConfig", "BenchmarkCancelled", "run_benchmark"]
+__all__ = ["Sample", "BenchmarkConfig", "BenchmarkCancelled", "run_benchmark", "samples_from_scan"]

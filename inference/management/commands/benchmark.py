@@ -114,7 +114,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         from annotator.layouts import UnknownLayoutError, scan_dataset
-        from inference.engine import BenchmarkCancelled, BenchmarkConfig, Sample, run_benchmark
+        from inference.engine import BenchmarkCancelled, BenchmarkConfig, run_benchmark, samples_from_scan
 
         root = Path(options["data_root"]).expanduser().resolve()
         if not root.is_dir():
@@ -132,20 +132,7 @@ class Command(BaseCommand):
                 f"No images of product {options['product']!r} under {root} (products found: {', '.join(products) or 'none'})."
             )
         labels = read_scan_labels(options["labels"], scan, options["product"]) if options["labels"] else {}
-        train, test = [], []
-        for image in images:
-            background, category = labels.get(image.image_path, (None, None))
-            sample = Sample(
-                image_path=str(image.image_path),
-                mask_path=str(image.mask_path) if image.mask_path else None,
-                defect_type=image.defect_type if image.is_anomalous else "good",
-                category=category, background=background,
-                key=scan.relative(image.image_path),
-            )
-            if image.split == "train" and not image.is_anomalous:
-                train.append(sample)
-            elif image.split == "test":
-                test.append(sample)
+        train, test = samples_from_scan(images, key=scan.relative, labels=labels)
         n_anomalous = sum(s.is_anomalous for s in test)
         self.stderr.write(
             f"{options['product']}: {len(train)} train, {len(test) - n_anomalous} good test, {n_anomalous} anomalous test"

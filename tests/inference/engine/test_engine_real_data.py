@@ -10,20 +10,17 @@ from pathlib import Path
 
 import pytest
 
-from inference.engine import BenchmarkConfig, Sample, run_benchmark
+from inference.engine import BenchmarkConfig, Sample, run_benchmark, samples_from_scan
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 BOTTLE = REPO_ROOT.parent / "shared" / "data" / "mvtec_ad" / "bottle"
 
 
 def bottle_samples(root: Path) -> tuple[list[Sample], list[Sample]]:
-    train = [Sample(str(p), None, "good", key=str(p.relative_to(root))) for p in sorted((root / "train" / "good").glob("*.png"))]
-    test = []
-    for d in sorted(p for p in (root / "test").iterdir() if p.is_dir()):
-        for p in sorted(d.glob("*.png")):
-            mask = None if d.name == "good" else str(root / "ground_truth" / d.name / f"{p.stem}_mask.png")
-            test.append(Sample(str(p), mask, d.name, key=str(p.relative_to(root))))
-    return train, test
+    from annotator.layouts import scan_dataset  # Django-free
+
+    scan = scan_dataset(root, layout="mvtec")
+    return samples_from_scan(scan.images, key=scan.relative)
 
 
 @pytest.fixture(scope="module")
