@@ -25,7 +25,7 @@ from annotator.label_format import (
     RowError, SuffixIndex, count_rows, match_rows, parse_label_csv, path_parts,
 )
 from annotator.models import Dataset, Image, Label, ReviewDecision, User
-from annotator.services.labels import save_label
+from annotator.services.labels import resolve_label, save_label
 
 EXPORT_VARIANTS = ("images", "annotations")
 IMAGE_COLUMNS = [
@@ -81,13 +81,13 @@ def _grouped(dataset: Dataset, user: User | None):
 
 def _final(image, group, decisions):
     decision = decisions.get(image.pk)
-    if decision is not None:
-        return decision.background, decision.category, "review", decision.decided_at
-    values = {(label.background, label.category) for label in group}
-    if len(values) == 1:
-        background, category = next(iter(values))
-        return background, category, "single" if len(group) == 1 else "unanimous", None
-    return None, "", "unresolved", None
+    resolved = resolve_label(
+        [(label.background, label.category) for label in group],
+        (decision.background, decision.category) if decision is not None else None,
+    )
+    if resolved is None:
+        return None, "", "unresolved", None
+    return resolved.background, resolved.category, resolved.source, decision.decided_at if decision else None
 
 
 def image_rows(dataset: Dataset, user: User | None = None):

@@ -68,30 +68,39 @@ class EffectiveLabel(NamedTuple):
     source: str  # "single", "unanimous" (several annotators agree) or "review" (a reviewer decided)
 
 
-def effective_labels(image_ids) -> dict[int, EffectiveLabel]:
-    """The label each image counts with in exports and benchmarks.
+def resolve_label(
+    values: list[tuple[bool, str]], decision: tuple[bool, str] | None = None
+) -> EffectiveLabel | None:
+    """The rule for one image: a reviewer's decision wins; otherwise the annotators' label when
+    they all agree (one label, or several identical ones); None while they disagree."""
+    if decision is not None:
+        return EffectiveLabel(decision[0], decision[1], "review")
+    if values and len(set(values)) == 1:
+        background, category = values[0]
+        return EffectiveLabel(background, category, "single" if len(values) == 1 else "unanimous")
+    return None
 
-    A reviewer's decision wins (source "review"). Otherwise an image gets an entry when its
-    annotators agree (one label, or several identical ones). Images whose annotators disagree get
-    none until a reviewer decides.
+
+def effective_labels(image_ids) -> dict[int, EffectiveLabel]:
+    """The label each image counts with in exports and benchmarks (see ``resolve_label``).
+
+    Images whose annotators disagree get no entry until a reviewer decides.
     """
     image_ids = list(image_ids)
-    by_image: dict[int, set[tuple[bool, str]]] = defaultdict(set)
-    counts: dict[int, int] = defaultdict(int)
+    values: dict[int, list[tuple[bool, str]]] = defaultdict(list)
     for image_id, background, category in Label.objects.filter(image_id__in=image_ids).values_list(
         "image_id", "background", "category"
     ):
-        by_image[image_id].add((background, category))
-        counts[image_id] += 1
+        values[image_id].append((background, category))
+    decisions = {
+        image_id: (background, category)
+        for image_id, background, category in ReviewDecision.objects.filter(
+            image_id__in=image_ids
+        ).values_list("image_id", "background", "category")
+    }
     result = {}
-    for image_id, values in by_image.items():
-        if len(values) == 1:
-            background, category = next(iter(values))
-            result[image_id] = EffectiveLabel(
-                background, category, "single" if counts[image_id] == 1 else "unanimous"
-            )
-    for image_id, background, category in ReviewDecision.objects.filter(
-        image_id__in=image_ids
-    ).values_list("image_id", "background", "category"):
-        result[image_id] = EffectiveLabel(background, category, "review")
+    for image_id in values.keys() | decisions.keys():
+        resolved = resolve_label(values.get(image_id, []), decisions.get(image_id))
+        if resolved is not None:
+            result[image_id] = resolved
     return result

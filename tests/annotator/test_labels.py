@@ -40,3 +40,16 @@ def test_effective_label_review_overrides_annotators(image, make_user, reviewer_
     assert effective_labels([image.pk]) == {}
     review.decide(image=image, reviewer=reviewer_account, background=False, category="structural")
     assert effective_labels([image.pk])[image.pk] == (False, "structural", "review")
+
+
+def test_resolve_label_rule():
+    from annotator.services.labels import EffectiveLabel, resolve_label
+
+    assert resolve_label([(True, "surface")]) == EffectiveLabel(True, "surface", "single")
+    assert resolve_label([(True, "surface")] * 2) == EffectiveLabel(True, "surface", "unanimous")
+    assert resolve_label([(True, "surface"), (True, "structural")]) is None
+    assert resolve_label([(True, "surface"), (True, "structural")], (False, "combined")) == EffectiveLabel(
+        False, "combined", "review"
+    )
+    assert resolve_label([], (True, "structural")) == EffectiveLabel(True, "structural", "review")
+    assert resolve_label([]) is None
