@@ -41,9 +41,13 @@ def _mean_tree(items: list):
 
 
 def best_technique(summary_report: dict) -> str | None:
-    """The technique with the best test IoU in one (product or aggregate) summary."""
+    """The technique with the best validation IoU in one (product or aggregate) summary.
+
+    Chosen on the validation part, like the engine's own ``recommended_technique``: picking it
+    by test IoU would make the test figures an optimistic estimate.
+    """
     best, best_iou = None, None
-    for name, values in (summary_report.get("inference") or {}).items():
+    for name, values in (summary_report.get("validation_inference") or {}).items():
         iou = (values or {}).get("iou")
         if _is_number(iou) and (best_iou is None or iou > best_iou):
             best, best_iou = name, iou
@@ -63,7 +67,8 @@ def aggregate_metrics(reports: dict[str, dict]) -> dict:
     else:
         values = list(products.values())
         aggregate = {}
-        for key in ("threshold_free", "test_threshold_free", "inference", "by_category", "by_background", "by_defect_type"):
+        for key in ("threshold_free", "test_threshold_free", "inference", "validation_inference",
+                    "by_category", "by_background", "by_defect_type"):
             aggregate[key] = _mean_tree([v.get(key) for v in values]) or {}
         aggregate["timing"] = {
             k: sum(v.get("timing", {}).get(k) or 0 for v in values)

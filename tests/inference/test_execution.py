@@ -186,3 +186,18 @@ def test_cancelled_before_start_is_not_run(bench_demo, admin_account, monkeypatc
     BenchmarkRun.objects.filter(pk=run.pk).update(cancel_requested=True)
     assert execute_product_run(run.product_runs.get().pk, finalize=True) == Status.CANCELLED
     assert BenchmarkRun.objects.get(pk=run.pk).status == Status.CANCELLED
+
+
+def test_best_technique_is_chosen_on_validation_not_test():
+    from inference.services.reports import aggregate_metrics, best_technique
+
+    report = {
+        "inference": {"f1": {"iou": 0.9}, "roc": {"iou": 0.5}},
+        "validation_inference": {"f1": {"iou": 0.4}, "roc": {"iou": 0.6}},
+    }
+    assert best_technique(report) == "roc"
+    other = {"inference": {"f1": {"iou": 0.9}, "roc": {"iou": 0.5}},
+             "validation_inference": {"f1": {"iou": 0.5}, "roc": {"iou": 0.6}}}
+    aggregate = aggregate_metrics({"a": report, "b": other})["aggregate"]
+    assert aggregate["recommended_technique"] == "roc"
+    assert aggregate["validation_inference"]["f1"]["iou"] == pytest.approx(0.45)
