@@ -156,3 +156,23 @@ def test_redis_visibility_timeout_exceeds_the_hard_time_limit(settings):
     assert tasks.run_product.time_limit == settings.BENCHMARK_HARD_TIME_LIMIT
     if settings.CELERY_BROKER_URL.startswith("redis"):
         assert settings.CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"] > settings.BENCHMARK_HARD_TIME_LIMIT
+
+
+def test_web_technique_lists_match_the_engine():
+    """The web side names techniques without importing the engine's strategies (scikit-learn at
+    start-up); these lists must say what the engine does."""
+    import numpy as np
+
+    from inference.engine.thresholds import TECHNIQUES, ThresholdError, fit_threshold
+    from inference.models import TECHNIQUES_NEEDING_ANOMALOUS, Technique
+
+    assert Technique.values == list(TECHNIQUES)
+    good_only_maps = np.random.default_rng(0).random((3, 8, 8)).astype(np.float32)
+    good_only_masks = np.zeros((3, 8, 8), dtype=bool)
+    refused = set()
+    for name in TECHNIQUES:
+        try:
+            fit_threshold(name, good_only_maps, good_only_masks)
+        except ThresholdError:
+            refused.add(name)
+    assert refused == set(TECHNIQUES_NEEDING_ANOMALOUS)

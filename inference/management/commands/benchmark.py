@@ -20,8 +20,11 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 
 from annotator.label_format import SuffixIndex, match_rows, parse_label_csv
+from inference.engine.types import BenchmarkConfig
 
-TECHNIQUES = ("iou_curve", "f1", "roc", "normal_fpr", "normal_max")
+# Every technique the engine ships (its default); no torch import at start-up.
+TECHNIQUES = BenchmarkConfig().techniques
+
 MAX_LISTED_ERRORS = 20
 
 
