@@ -10,9 +10,10 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods
 
-from annotator.models import Dataset, Image, Label, LabelHistory, Product, User
+from annotator.models import Dataset, Image, Label, Product, User
 from annotator.services import agreement, label_csv, queue, review
 from annotator.services.display import display_file
+from annotator.services.labels import visible_history
 
 
 @require_GET
@@ -164,15 +165,10 @@ def review_page(request):
 @require_GET
 def history_page(request):
     """Every label change (annotators: the history of their own labels), newest first."""
-    entries = LabelHistory.objects.select_related("annotator", "changed_by", "image__product__dataset").order_by(
-        "-changed_at", "-id"
-    )
-    if not request.user.is_reviewer_role:
-        entries = entries.filter(annotator=request.user)
     image = None
     if request.GET.get("image", "").isdigit():
         image = get_object_or_404(Image, pk=int(request.GET["image"]))
-        entries = entries.filter(image=image)
+    entries = visible_history(request.user, image)
     page = Paginator(entries, 100).get_page(request.GET.get("page"))
     return render(request, "annotator/history.html", {"page": page, "image": image})
 

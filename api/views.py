@@ -16,11 +16,11 @@ from rest_framework.views import APIView
 from annotator.models import Dataset, Image, Label, LabelHistory, Product
 from annotator.services import agreement, label_csv, queue, review
 from annotator.services.display import DISPLAY_SIZES
-from annotator.services.labels import delete_label
+from annotator.services.labels import delete_label, visible_history
+from annotator.services.workspace import workspace_data
 from api import serializers as s
 from api.permissions import IsAdminRole, IsLabelOwnerOrReviewer, IsReviewerRole
 
-REFERENCE_LIMIT = 24
 
 
 def _int_param(request, name):
@@ -31,36 +31,6 @@ def _int_param(request, name):
         return int(value)
     except ValueError:
         raise ValidationError({name: "Expected an integer."})
-
-
-def history_for(user, image=None):
-    entries = LabelHistory.objects.select_related("annotator", "changed_by", "image").order_by("-changed_at", "-id")
-    if image is not None:
-        entries = entries.filter(image=image)
-    if not user.is_reviewer_role:
-        entries = entries.filter(annotator=user)
-    return entries
-
-
-def workspace_data(image: Image, user) -> dict:
-    product = image.product
-    references = Image.objects.filter(product=product, split=Image.Split.TRAIN, is_anomalous=False)[:REFERENCE_LIMIT]
-    my_label = Label.objects.filter(image=image, annotator=user).select_related("annotator").first()
-    labelled_ids = list(
-        Label.objects.filter(annotator=user, image__product=product).order_by("created_at", "id")
-        .values_list("image_id", flat=True)
-    )
-    return {
-        "image": image,
-        "product": product,
-        "references": list(references),
-        "my_label": my_label,
-        "history": list(history_for(user, image)[:50]),
-        "progress_user": queue.user_progress(user, product).as_dict(),
-        "progress_product": queue.product_progress(product).as_dict(),
-        "labelled_ids": labelled_ids,
-        "upcoming": queue.peek(user, product=product, exclude={image.pk}),
-    }
 
 
 class DatasetViewSet(viewsets.ReadOnlyModelViewSet):
@@ -316,4 +286,4 @@ class HistoryViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
         if getattr(self, "swagger_fake_view", False):
             return LabelHistory.objects.none()
         image = _int_param(self.request, "image")
-        return history_for(self.request.user, get_object_or_404(Image, pk=image) if image else None)
+        return visible_history(self.request.user, get_object_or_404(Image, pk=image) if image else None)

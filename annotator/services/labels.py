@@ -104,3 +104,15 @@ def effective_labels(image_ids) -> dict[int, EffectiveLabel]:
         if resolved is not None:
             result[image_id] = resolved
     return result
+
+
+def visible_history(user: User, image: Image | None = None):
+    """Label changes newest first; annotators see only the history of their own labels."""
+    entries = LabelHistory.objects.select_related("annotator", "changed_by", "image__product__dataset").order_by(
+        "-changed_at", "-id"
+    )
+    if image is not None:
+        entries = entries.filter(image=image)
+    if not user.is_reviewer_role:
+        entries = entries.filter(annotator=user)
+    return entries
