@@ -2,20 +2,16 @@
 from pathlib import Path
 
 from django.contrib import messages
-from django.core.exceptions import PermissionDenied
 from django.http import FileResponse, Http404, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods
 
 from annotator.models import Dataset, Label, Product
+from annotator.views import role_required
+from inference.engine.types import BenchmarkConfig
 from inference.models import BenchmarkRun, ModelName, Status, Technique
 from inference.services import recommendation, reports, runs
-
-
-def _admin_only(request):
-    if not request.user.is_admin_role:
-        raise PermissionDenied("Only admins launch benchmarks.")
 
 
 @require_GET
@@ -26,16 +22,19 @@ def run_list(request):
 
 
 def _form_defaults():
+    """The launch form starts from the engine's own defaults."""
+    engine = BenchmarkConfig()
     return {
-        "dataset": None, "products": [], "categories": [], "background": "any", "model": "padim",
-        "techniques": [t.value for t in Technique], "seed": 0, "backbone": "tf_efficientnet_lite0",
-        "image_size": 256, "epochs": 10, "n_features": 100, "batch_size": 16, "device": "auto",
+        "dataset": None, "products": [], "categories": [], "background": "any", "model": engine.model,
+        "techniques": list(engine.techniques), "seed": engine.seed, "backbone": engine.backbone,
+        "image_size": engine.image_size, "epochs": engine.epochs, "n_features": engine.n_features,
+        "batch_size": engine.batch_size, "device": engine.device,
     }
 
 
 @require_http_methods(["GET", "POST"])
+@role_required("admin")
 def launch(request):
-    _admin_only(request)
     form = _form_defaults()
     problems = []
     if request.method == "GET" and request.GET.get("dataset"):

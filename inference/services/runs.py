@@ -29,6 +29,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from annotator.models import Dataset, Image, Label, Product
+from inference.engine.types import BenchmarkConfig
 from annotator.services.labels import effective_labels
 from inference.models import (
     ACTIVE_STATUSES,
@@ -57,7 +58,8 @@ CONFIG_FIELDS = {
     "device": (str, None, None),
     "pretrained": (bool, None, None),
 }
-DEFAULT_CONFIG = {"backbone": "tf_efficientnet_lite0", "image_size": 256, "epochs": 10}
+# Recorded on every run so its settings page says what ran; the values are the engine's defaults.
+DEFAULT_CONFIG = {key: getattr(BenchmarkConfig(), key) for key in ("backbone", "image_size", "epochs")}
 BACKBONES = ["tf_efficientnet_lite0", "resnet18", "wide_resnet50_2"]
 DEVICES = ["auto", "cpu", "cuda"]
 
