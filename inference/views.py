@@ -107,7 +107,7 @@ def _part_context(run, part):
             entry["predicted_url"] = _file_url(run, part, entry["predicted"])
     curves = [
         {"name": CURVE_NAMES.get(Path(c).stem, Path(c).stem.replace("_", " ")), "url": _file_url(run, part, c)}
-        for c in report.get("curve_files") or []
+        for c in sorted((report.get("curves") or {}).values())  # paths relative to the part's folder
     ]
     split = s.get("split") or {}
     return {

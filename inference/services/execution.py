@@ -123,20 +123,6 @@ class _Reporter:
         return self.cancelled
 
 
-def _relative_artifacts(value, root: Path):
-    """Turn absolute artifact paths inside ``root`` into paths relative to it (recursively)."""
-    if isinstance(value, dict):
-        return {k: _relative_artifacts(v, root) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_relative_artifacts(v, root) for v in value]
-    if isinstance(value, str) and value.startswith(os.sep):
-        try:
-            return Path(value).resolve().relative_to(root.resolve()).as_posix()
-        except ValueError:
-            return value
-    return value
-
-
 def _claim(part_id: int, task_id: str | None) -> ProductRun | None:
     """Mark the part running (restarting a redelivered one); None when there is nothing to do."""
     now = timezone.now()
@@ -209,9 +195,7 @@ def execute_product_run(part_id: int, *, task_id: str | None = None, finalize: b
             train, test, config,
             progress=reporter.progress, should_cancel=reporter.should_cancel, artifacts_dir=root,
         )
-        report = _relative_artifacts(report, root)  # the engine's report is plain JSON data
         report["product"] = part.product.name
-        report["curve_files"] = sorted(p.relative_to(root).as_posix() for p in (root / "curves").glob("*.png")) if (root / "curves").is_dir() else []
         (root / "report.json").write_text(json.dumps(report, indent=2))
         _finish_part(part.pk, Status.SUCCEEDED, report=report, stage="done")
     except BenchmarkCancelled:

@@ -43,7 +43,7 @@ def test_run_metrics_artifacts_snapshot_page_and_recommendation(finished_run, be
     root = part.artifacts_root
     assert root.is_relative_to(run.artifacts_root)
     assert (root / "report.json").is_file() and list((root / "images").glob("*.png"))
-    assert part.report["curve_files"] and all((root / c).is_file() for c in part.report["curve_files"])
+    assert part.report["curves"] and all((root / c).is_file() for c in part.report["curves"].values())
     overlay = part.report["per_image"][0]["artifacts"]["overlay"]
     assert not overlay.startswith("/") and (root / overlay).is_file()
 
