@@ -12,9 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.metrics import precision_recall_curve, roc_curve
-
-from .metrics import counts_at_thresholds
+from .metrics import RankedPixels, counts_at_thresholds
 
 
 class ThresholdError(ValueError):
@@ -90,40 +88,49 @@ class IoUCurve:
         return float(thr[best[-1]])
 
 
+def _counts_at_anomalous_scores(name: str, maps: np.ndarray, masks: np.ndarray):
+    """(thresholds descending, TP, FP, number of anomalous pixels) over all validation pixels, exact."""
+    _need_anomalous(name, masks)
+    ranked = RankedPixels(maps, masks)
+    thresholds, tp, fp = ranked.counts()
+    return thresholds, tp, fp, ranked.n_anomalous, ranked.n_normal
+
+
 @dataclass(frozen=True)
 class F1Max:
     """``f1``: the threshold with the maximum pixel F1 on the validation precision-recall curve.
 
-    Uses :func:`sklearn.metrics.precision_recall_curve` over all validation
-    pixels (exact, every distinct score). Needs anomalous validation images.
+    Exact over every distinct validation score: F1 = 2 TP / (TP + FP + P) only
+    improves when the threshold rises to the next anomalous pixel's score (same TP,
+    no more FP), so the maximum is at one of the anomalous scores, where it is
+    evaluated (:meth:`metrics.RankedPixels.counts`). On ties the highest threshold
+    wins. Needs anomalous validation images.
     """
 
     name: str = "f1"
 
     def fit(self, maps: np.ndarray, masks: np.ndarray, **_) -> float:
-        _need_anomalous(self.name, masks)
-        prec, rec, thr = precision_recall_curve(masks.ravel(), maps.ravel())
-        prec, rec = prec[:-1], rec[:-1]
-        f1 = 2 * prec * rec / np.maximum(prec + rec, 1e-12)
-        return float(thr[int(np.argmax(f1))])
+        thresholds, tp, fp, n_pos, _ = _counts_at_anomalous_scores(self.name, maps, masks)
+        f1 = 2 * tp / (tp + fp + n_pos)
+        return float(thresholds[int(np.argmax(f1))])  # descending: argmax = highest of the ties
 
 
 @dataclass(frozen=True)
 class RocYouden:
     """``roc``: Youden's J statistic (TPR - FPR) maximised on the validation pixel ROC curve.
 
-    Uses :func:`sklearn.metrics.roc_curve` over all validation pixels. Needs
-    anomalous validation images (and normal pixels, which they always have).
+    Exact over every distinct validation score, evaluated at the anomalous
+    pixels' scores where the maximum lies (the same argument as for ``f1``). On ties
+    the highest threshold wins. Needs anomalous validation images (and normal
+    pixels, which they always have).
     """
 
     name: str = "roc"
 
     def fit(self, maps: np.ndarray, masks: np.ndarray, **_) -> float:
-        _need_anomalous(self.name, masks)
-        fpr, tpr, thr = roc_curve(masks.ravel(), maps.ravel(), drop_intermediate=True)
-        j = tpr - fpr
-        j[~np.isfinite(thr)] = -np.inf  # sklearn's first threshold is +inf
-        return float(thr[int(np.argmax(j))])
+        thresholds, tp, fp, n_pos, n_neg = _counts_at_anomalous_scores(self.name, maps, masks)
+        j = tp / n_pos - fp / max(n_neg, 1)
+        return float(thresholds[int(np.argmax(j))])
 
 
 @dataclass(frozen=True)

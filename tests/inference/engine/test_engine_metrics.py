@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 from scipy import ndimage
-from sklearn.metrics import roc_auc_score
+from sklearn.metrics import precision_recall_curve, roc_auc_score, roc_curve
 
 from inference.engine import metrics
 
@@ -27,6 +27,32 @@ def test_aurocs_match_sklearn():
     assert metrics.image_auroc(scores, np.zeros(4, bool)) is None
 
 
+def test_aurocs_with_ties_match_sklearn():
+    maps, masks = _random_case(seed=5)
+    maps = np.round(maps, 1)  # many normal/anomalous ties: each counts one half
+    assert metrics.pixel_auroc(maps, masks) == pytest.approx(roc_auc_score(masks.ravel(), maps.ravel()), abs=1e-12)
+    assert metrics.RankedPixels(maps, np.zeros_like(masks)).auroc() is None
+
+
+def test_ranked_roc_and_pr_curves_match_sklearn():
+    maps, masks = _random_case(seed=2)
+    maps = np.round(maps, 2)
+    ranked = metrics.RankedPixels(maps, masks)
+    fpr, tpr = ranked.roc_curve()
+    assert np.trapezoid(tpr, fpr) == pytest.approx(roc_auc_score(masks.ravel(), maps.ravel()), abs=1e-12)
+    sk_fpr, sk_tpr, _ = roc_curve(masks.ravel(), maps.ravel())
+    # every vertex of scikit-learn's ROC curve lies on ours
+    for x, y in zip(sk_fpr, sk_tpr):
+        assert np.isclose(np.interp(x, fpr, tpr, left=0), y) or any(np.isclose(fpr, x) & np.isclose(tpr, y))
+    rec, prec = ranked.pr_curve()
+    sk_prec, sk_rec, sk_thr = precision_recall_curve(masks.ravel(), maps.ravel())
+    thresholds, _, _ = ranked.counts()
+    for t, p, r in zip(sk_thr, sk_prec, sk_rec):
+        if t in set(thresholds.tolist()):
+            k = int(np.flatnonzero(thresholds == t)[0])
+            assert (rec[k], prec[k]) == pytest.approx((r, p))
+
+
 def test_aupro_perfect_detector_is_one():
     _, masks = _random_case()
     assert metrics.aupro(masks.astype(np.float32), masks) == pytest.approx(1.0)
@@ -44,26 +70,49 @@ def test_aupro_hand_case():
     masks = np.array([[[True, True, False, False]]])
     maps = np.array([[[0.9, 0.5, 0.7, 0.1]]], np.float32)
     fpr, pro = metrics.pro_curve(maps, masks)
-    np.testing.assert_allclose(fpr, [0, 0, 0.5, 0.5, 1, 1])
-    np.testing.assert_allclose(pro, [0, 0.5, 0.5, 1, 1, 1])
+    points = set(zip(fpr.tolist(), pro.tolist()))
+    assert points == {(0, 0), (0, 0.5), (0.5, 0.5), (0.5, 1), (1, 1)}
+    assert np.all(np.diff(fpr) >= 0) and np.all(np.diff(pro) >= 0)
     assert metrics.aupro(maps, masks) == pytest.approx(0.5)
 
 
-def test_pro_curve_matches_definition():
-    maps, masks = _random_case(seed=3)
-    maps = np.round(maps, 2)  # create ties
-    fpr, pro = metrics.pro_curve(maps, masks)
+def _pro_curve_by_definition(maps, masks):
+    """FPR and PRO at every distinct score, straight from the definition (small inputs only)."""
     regions = []
     for i in range(len(masks)):
         lab, n = ndimage.label(masks[i], structure=np.ones((3, 3)))
         regions += [(i, lab == r) for r in range(1, n + 1)]
     normal = ~masks
-    for k, t in enumerate(np.unique(maps)[::-1]):
+    fprs, pros = [0.0], [0.0]
+    for t in np.unique(maps)[::-1]:
         pred = maps >= t
-        exp_fpr = (pred & normal).sum() / normal.sum()
-        exp_pro = np.mean([pred[i][reg].mean() for i, reg in regions])
-        assert fpr[k + 1] == pytest.approx(exp_fpr)
-        assert pro[k + 1] == pytest.approx(exp_pro)
+        fprs.append((pred & normal).sum() / normal.sum())
+        pros.append(np.mean([pred[i][reg].mean() for i, reg in regions]))
+    return np.array(fprs + [1.0]), np.array(pros + [1.0])
+
+
+@pytest.mark.parametrize("seed,decimals", [(3, 2), (4, 1), (6, 6)])
+def test_pro_curve_matches_definition(seed, decimals):
+    maps, masks = _random_case(seed=seed)
+    maps = np.round(maps, decimals)  # ties between normal and anomalous scores
+    fpr, pro = metrics.pro_curve(maps, masks)
+    ref_fpr, ref_pro = _pro_curve_by_definition(maps, masks)
+    for limit in (0.05, 0.3, 1.0):
+        assert metrics.trapezoid_area(fpr, pro, limit) == pytest.approx(
+            metrics.trapezoid_area(ref_fpr, ref_pro, limit), abs=1e-12)
+    # every point of the definition's curve lies on ours
+    for x, y in zip(ref_fpr, ref_pro):
+        on_vertex = np.any(np.isclose(fpr, x) & np.isclose(pro, y))
+        assert on_vertex or np.isclose(np.interp(x, fpr, pro), y)
+
+
+def test_threshold_free_ranks_once_and_agrees_with_the_single_metrics():
+    maps, masks = _random_case(seed=7)
+    tf = metrics.threshold_free(maps, masks)
+    assert tf["pixel_auroc"] == metrics.pixel_auroc(maps, masks)
+    assert tf["aupro"] == metrics.aupro(maps, masks)
+    good = metrics.threshold_free(maps[[0, 3]], masks[[0, 3]])
+    assert good == {"image_auroc": None, "pixel_auroc": None, "aupro": None}
 
 
 def test_trapezoid_interpolates_at_limit():

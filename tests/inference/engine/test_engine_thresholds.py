@@ -92,3 +92,29 @@ def test_normal_techniques_need_good_images_only(name):
 def test_unknown_technique():
     with pytest.raises(KeyError):
         fit_threshold("otsu", np.zeros((1, 2, 2)), np.zeros((1, 2, 2), bool))
+
+
+@pytest.mark.parametrize("decimals", [1, 2, 6])
+def test_f1_and_roc_reach_the_best_value_over_every_distinct_score(decimals):
+    """Brute force over every distinct score: no threshold beats the fitted one (ties included)."""
+    rng = np.random.default_rng(decimals)
+    masks = np.zeros((5, 12, 12), bool)
+    masks[1, 2:6, 2:7] = True
+    masks[3, 7:11, 1:4] = True
+    maps = np.round(rng.random(masks.shape) * 0.8 + masks * 0.4 * rng.random(masks.shape), decimals)
+    maps = maps.astype(np.float32)
+
+    def f1(t):
+        m = metrics.threshold_metrics(maps, masks, t)
+        return m["dice"] or 0.0
+
+    def youden(t):
+        m = metrics.threshold_metrics(maps, masks, t)
+        return (m["recall"] or 0.0) - m["fpr"]
+
+    candidates = np.unique(maps).tolist()
+    for name, value in (("f1", f1), ("roc", youden)):
+        t = fit_threshold(name, maps, masks)
+        assert value(t) == pytest.approx(max(value(c) for c in candidates), abs=1e-12)
+        # the highest threshold among equally good ones
+        assert all(value(c) < value(t) - 1e-12 for c in candidates if c > t)
