@@ -24,7 +24,7 @@ def save_image_artifacts(
 ) -> dict:
     """Heat-map overlay and predicted mask for one image; returns paths relative to out_dir.parent."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    rgb = (load_image(image_path, image_size) * 255).astype(np.uint8)
+    rgb = load_image(image_path, image_size)
     norm = np.clip((amap - lo) / (hi - lo), 0, 1) if hi > lo else np.zeros_like(amap)
     heat = _colormap(norm)
     overlay = (0.55 * rgb + 0.45 * heat).astype(np.uint8)
@@ -58,16 +58,14 @@ def save_curves(
     thresholds: dict[str, float],
 ) -> dict:
     """ROC, PR and PRO curves (test part) and IoU-vs-threshold (validation part) as PNGs."""
-    from sklearn.metrics import precision_recall_curve, roc_curve
-
     from .thresholds import IoUCurve, ThresholdError
 
     curves_dir.mkdir(parents=True, exist_ok=True)
     out: dict[str, str] = {}
     root = curves_dir.parent
-    y, s = test_masks.ravel(), test_maps.ravel()
-    if y.any() and not y.all():
-        fpr, tpr, _ = roc_curve(y, s)
+    ranked = metrics.RankedPixels(test_maps, test_masks)
+    if ranked.both_classes:
+        fpr, tpr = ranked.roc_curve()
         fig, ax = _figure()
         ax.plot(*_thin(fpr, tpr))
         ax.plot([0, 1], [0, 1], "k--", lw=0.5)
@@ -75,14 +73,14 @@ def save_curves(
         fig.savefig(curves_dir / "roc.png")
         out["roc"] = str((curves_dir / "roc.png").relative_to(root))
 
-        prec, rec, _ = precision_recall_curve(y, s)
+        rec, prec = ranked.pr_curve()
         fig, ax = _figure()
         ax.plot(*_thin(rec, prec))
         ax.set(xlabel="recall", ylabel="precision", title="Pixel precision-recall (test part)")
         fig.savefig(curves_dir / "pr.png")
         out["pr"] = str((curves_dir / "pr.png").relative_to(root))
 
-        fprs, pros = metrics.pro_curve(test_maps, test_masks)
+        fprs, pros = ranked.pro_curve()
         keep = fprs <= metrics.AUPRO_FPR_LIMIT
         fig, ax = _figure()
         ax.plot(*_thin(fprs[keep], pros[keep]))

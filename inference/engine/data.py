@@ -19,11 +19,16 @@ class ImageLoadError(RuntimeError):
 
 
 def load_image(path: str, image_size: int) -> np.ndarray:
-    """RGB image resized (bilinear) to ``image_size``², as float32 HxWx3 in [0, 1]."""
+    """RGB image resized (bilinear) to ``image_size``², as uint8 HxWx3.
+
+    Pixels stay uint8 until the backbone normalises them (:meth:`Backbone.forward`):
+    a batch of them is a quarter of its float32 size.
+    """
     try:
         with Image.open(path) as im:
-            im = im.convert("RGB").resize((image_size, image_size), Image.BILINEAR)
-            arr = np.asarray(im, dtype=np.float32) / 255.0
+            if im.mode != "RGB":  # convert() copies even an RGB image: skip it then
+                im = im.convert("RGB")
+            arr = np.asarray(im.resize((image_size, image_size), Image.BILINEAR), dtype=np.uint8)
     except Exception as exc:  # PIL raises many types (OSError, SyntaxError, ...)
         raise ImageLoadError(f"cannot read image file {path!r}: {exc}") from exc
     return arr
@@ -43,26 +48,23 @@ def load_mask(path: str | None, image_size: int) -> np.ndarray:
 
 
 class ImageDataset(Dataset):
-    """Images as normalised CHW float tensors (mean/std given by the backbone)."""
+    """Images as uint8 CHW tensors (the backbone normalises them with its own mean/std)."""
 
-    def __init__(self, samples: Sequence[Sample], image_size: int, mean, std):
+    def __init__(self, samples: Sequence[Sample], image_size: int):
         self.samples = list(samples)
         self.image_size = image_size
-        self.mean = np.asarray(mean, dtype=np.float32).reshape(1, 1, 3)
-        self.std = np.asarray(std, dtype=np.float32).reshape(1, 1, 3)
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def __getitem__(self, idx: int) -> tuple[torch.Tensor, int]:
         img = load_image(self.samples[idx].image_path, self.image_size)
-        img = (img - self.mean) / self.std
         return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))), idx
 
 
-def make_loader(samples, image_size, mean, std, batch_size, num_workers=0) -> DataLoader:
-    ds = ImageDataset(samples, image_size, mean, std)
-    return DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+def make_loader(samples, image_size, batch_size, num_workers=0) -> DataLoader:
+    return DataLoader(ImageDataset(samples, image_size), batch_size=batch_size, shuffle=False,
+                      num_workers=num_workers)
 
 
 def load_masks(samples: Sequence[Sample], image_size: int) -> np.ndarray:

@@ -195,17 +195,16 @@ def _run(train, test, config: BenchmarkConfig, progress, should_cancel, artifact
         weights_path=config.weights_path, device=config.device,
     )
     model = build_model(config, backbone)
-    mean, std = backbone.mean, backbone.std
     size = config.image_size
     labels = np.array([s.is_anomalous for s in test], dtype=bool)
     prog("setup", 1.0)
 
     # ---- fit -------------------------------------------------------------------------------
     t_fit = time.perf_counter()
-    train_loader = make_loader(train, size, mean, std, config.batch_size, config.num_workers)
+    train_loader = make_loader(train, size, config.batch_size, config.num_workers)
     if config.model == "cflow":
         val_good = [test[i] for i in val_idx if not labels[i]]
-        val_loader = make_loader(val_good, size, mean, std, config.batch_size, config.num_workers) if val_good else None
+        val_loader = make_loader(val_good, size, config.batch_size, config.num_workers) if val_good else None
         model.fit(train_loader, val_loader, step=lambda f: prog("fit", f))
     else:
         n_train = len(train)
@@ -216,7 +215,7 @@ def _run(train, test, config: BenchmarkConfig, progress, should_cancel, artifact
     t_inf = time.perf_counter()
     maps = np.empty((len(test), size, size), dtype=np.float32)
     done = 0
-    for images, idx in make_loader(test, size, mean, std, config.batch_size, config.num_workers):
+    for images, idx in make_loader(test, size, config.batch_size, config.num_workers):
         maps[idx.numpy()] = model.predict(images)
         done += len(idx)
         prog("inference", done / len(test))

@@ -89,3 +89,22 @@ def test_layer_selection_and_errors():
         Backbone(layers=("nope",), weights="random", device="cpu")
     with pytest.raises(ValueError, match="unknown backbone"):
         Backbone("vgg16", weights="random")
+
+
+def test_lite0_features_equal_the_full_timm_model_without_the_unused_blocks(lite0_pair):
+    """The stride-32 blocks after the deepest requested layer are dropped; features are unchanged."""
+    import timm
+
+    _, mapped, _ = lite0_pair
+    bb = Backbone(weights="pretrained", device="cpu")
+    full = timm.create_model("tf_efficientnet_lite0", pretrained=False, features_only=True, out_indices=(1, 2, 3))
+    full.load_state_dict({k: mapped[k] for k in full.state_dict()})
+    full.eval()
+    assert len(bb.model.blocks) == 5 < len(full.blocks) == 7  # blocks.4 (stride 16) is the deepest used
+    x = torch.randn(2, 3, 96, 96, generator=torch.Generator().manual_seed(3))
+    with torch.inference_mode():
+        expected = full(x)
+    for got, want in zip(bb(x), expected, strict=True):
+        torch.testing.assert_close(got, want)
+    deepest = Backbone(layers=("blocks.6",), weights="random", device="cpu")
+    assert len(deepest.model.blocks) == 7

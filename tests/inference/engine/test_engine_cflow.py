@@ -35,7 +35,7 @@ def fitted(synthetic):
     bb = Backbone(weights="random", layers=cfg.layers, device="cpu")
     model = Cflow(bb, cfg)
     val = [s for s in test if s.defect_type == "good"][:2]
-    model.fit(make_loader(train, 64, bb.mean, bb.std, 4), make_loader(val, 64, bb.mean, bb.std, 4))
+    model.fit(make_loader(train, 64, 4), make_loader(val, 64, 4))
     return model, test, bb
 
 
@@ -49,7 +49,7 @@ def test_training_history_and_validation_early_stopping(fitted):
 
 def test_map_does_not_depend_on_batch_mates(fitted):
     model, test, bb = fitted
-    x, _ = next(iter(make_loader(test[:5], 64, bb.mean, bb.std, 5)))
+    x, _ = next(iter(make_loader(test[:5], 64, 5)))
     together = model.predict(x)
     alone = model.predict(x[2:3])[0]
     with_others = model.predict(torch.cat([x[4:5], x[2:3], x[0:1]]))[1]
