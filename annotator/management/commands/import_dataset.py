@@ -1,26 +1,11 @@
 """``manage.py import_dataset PATH [--layout auto|mvtec|btad|folder] [--name NAME]``."""
-import time
+import sys
 
 from django.core.management.base import BaseCommand, CommandError
 
 from annotator.layouts import LAYOUTS
 from annotator.services.importing import ImportFailed, import_dataset
-
-
-def stderr_progress(label: str, stream):
-    """A ``progress(done, total)`` callback drawing one ``\\r``-updated line on ``stream``
-    (a command's ``self.stderr``), at most five updates a second."""
-    state = {"last": 0.0}
-
-    def progress(done: int, total: int) -> None:
-        now = time.monotonic()
-        if done < total and now - state["last"] < 0.2:
-            return
-        state["last"] = now
-        stream.write(f"\r{label}: {done}/{total} files", ending="\n" if done >= total else "")
-        stream.flush()
-
-    return progress
+from inference.engine.cli_progress import file_progress
 
 
 class Command(BaseCommand):
@@ -37,7 +22,7 @@ class Command(BaseCommand):
     def handle(self, *args, path, layout, name, **options):
         try:
             report = import_dataset(
-                path, layout=layout, name=name, progress=stderr_progress("Checking images", self.stderr)
+                path, layout=layout, name=name, progress=file_progress("checking images", options.get("stderr") or sys.stderr)
             )
         except ImportFailed as error:
             raise CommandError(str(error)) from None

@@ -9,14 +9,15 @@ The demo dataset is generated into ``VAR_DIR/datasets/demo`` unless already ther
 """
 import os
 import secrets
+import sys
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
-from annotator.management.commands.import_dataset import stderr_progress
 from annotator.services.demo import generate_demo_dataset
 from annotator.services.importing import ImportFailed, import_dataset
+from inference.engine.cli_progress import file_progress
 
 DEMO_USERS = (
     # username, role, superuser/staff, password variable
@@ -58,7 +59,7 @@ class Command(BaseCommand):
             self.stdout.write(f"Demo dataset generated in {root}")
         try:
             report = import_dataset(
-                root, progress=stderr_progress("Checking demo images", self.stderr)
+                root, progress=file_progress("checking demo images", options.get("stderr") or sys.stderr)
             )
         except ImportFailed as error:
             raise CommandError(str(error)) from None

@@ -82,15 +82,9 @@ class _Cancel:
 
 
 def progress_bar():
-    try:
-        from inference.engine.cli_progress import TextProgressBar
+    from inference.engine.cli_progress import TextProgressBar
 
-        return TextProgressBar(stream=sys.stderr)
-    except ImportError:  # pragma: no cover - the engine ships one
-        def draw(stage, fraction):
-            sys.stderr.write(f"\r{fraction * 100:5.1f}% {stage:<30}")
-            sys.stderr.flush()
-        return draw
+    return TextProgressBar(stream=sys.stderr)
 
 
 class Command(BaseCommand):

@@ -151,13 +151,28 @@ def test_invalid_inputs(synthetic):
         run_benchmark(train, test, BenchmarkConfig(techniques=("otsu",), **CFG))
 
 
-def test_text_progress_bar():
+def test_text_progress_bar_redraws_one_line_on_a_terminal():
     out = io.StringIO()
-    bar = TextProgressBar(width=10, stream=out, min_interval=0)
+    bar = TextProgressBar(width=10, stream=out, min_interval=0, interactive=True)
     bar("fit", 0.5)
     bar("done", 1.0)
     text = out.getvalue()
     assert "\r[#####.....]  50.0% fit" in text and "100.0%" in text and text.endswith("\n")
+    assert text.count("\n") == 1
+
+
+def test_text_progress_bar_writes_whole_lines_elsewhere():
+    out = io.StringIO()  # not a terminal, like a CI log
+    bar = TextProgressBar(width=10, stream=out)
+    for k in range(101):
+        bar("fit", k / 200, f"{k}/200 images")
+    bar("inference", 0.7)
+    bar("done", 1.0)
+    lines = out.getvalue().splitlines()
+    assert "\r" not in out.getvalue()
+    assert lines[0] == "[..........]   0.0% fit 0/200 images"
+    assert len(lines) == 6 + 2  # fit at 0 %, 10 %, ..., 50 %, then one per new stage
+    assert lines[-1].startswith("[##########] 100.0% done")
 
 
 def test_breakdown_of_a_subset_wholly_in_the_validation_part():
