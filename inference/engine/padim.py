@@ -14,7 +14,7 @@
   chunk of positions at a time, and written back as float32 packed upper triangles
   into the same buffer: a fitted model is that one (P, d(d+1)/2) tensor plus the means
   (83 MB for MVTec's 4096 positions x 100 features, a quarter of a dense float64
-  (P, d, d) tensor), and fitting needs only a few MB more.
+  (P, d, d) tensor); the statistics need only a few MB beyond it.
 * Score: Mahalanobis distance per position (batched matmul), bilinearly upsampled
   to the image size, Gaussian blur sigma = 4; image score = max of the map.
 """
@@ -143,7 +143,7 @@ class Padim:
             offset += c
         self.channel_indices = idx.tolist()
         self.mean: torch.Tensor | None = None  # (P, d) float32
-        self.inv_cov: torch.Tensor | None = None  # (P, d, d) float32
+        self.inv_cov: torch.Tensor | None = None  # (P, d(d+1)/2) float32, packed upper triangles
         self.grid: tuple[int, int] | None = None
         # How many images go through the backbone at once, and how many images' embeddings are
         # held together (one statistics update at fit, one Mahalanobis pass at inference, each
@@ -156,7 +156,7 @@ class Padim:
         self.embedding_batch = 8 if on_cpu else 32
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) normalised images -> embeddings (B, P, d) float32."""
+        """(B, 3, H, W) images (uint8 pixels or normalised floats) -> embeddings (B, P, d) float32."""
         feats = self.backbone(images)
         size = feats[0].shape[-2:]
         parts = []
