@@ -25,6 +25,10 @@ def test_launch_watch_progress_and_read_results(bench_demo, celery_worker_proces
     assert page.is_disabled("#launch-button")
     page.check("input[name=background][value=yes]")
     page.wait_for_selector("#subset-counts >> text=4 structural, 4 contamination, 4 combined images match")
+    # CFLOW for a few epochs: a run long enough (some seconds) for the page's one-second polls to
+    # see the bar move; a PaDiM run on this small demo ends within a poll or two.
+    page.select_option("#id_model", "cflow")
+    page.fill("input[name=epochs]", "4")
     page.fill("input[name=image_size]", "96")
     page.fill("input[name=batch_size]", "4")
     page.screenshot(path=str(test_output_dir / "launch.png"), full_page=True)
@@ -32,6 +36,7 @@ def test_launch_watch_progress_and_read_results(bench_demo, celery_worker_proces
     page.wait_for_url("**/benchmarks/*/")
     run = BenchmarkRun.objects.latest("pk")
     assert run.config["image_size"] == 96 and run.categories == ["structural", "contamination", "combined"]
+    assert (run.model, run.config["epochs"]) == ("cflow", 4)
 
     # Watch the progress bar move until the page reloads with the results.
     widths = []
