@@ -57,8 +57,8 @@ def _drop_unused_tail(model: nn.Module) -> nn.Module:
     """Remove the blocks after the deepest requested feature from an EfficientNet feature model.
 
     timm's ``EfficientNetFeatures`` runs every block even when the requested features
-    end earlier (for the default strides 4/8/16, the stride-32 blocks would be computed
-    and thrown away: about a fifth of the forward time). Its forward loop collects
+    end earlier: for the default strides 4/8/16 of Lite0 the stride-32 blocks hold 76 % of
+    the weights and about 5 % of the forward time, all thrown away. Its forward loop collects
     ``features`` after block ``i`` when ``i + 1`` is a requested stage, so the blocks
     up to the deepest requested stage are kept. Other feature wrappers (ResNets use
     timm's ``FeatureListNet``) already stop at their last requested layer.
@@ -216,11 +216,11 @@ class Backbone(nn.Module):
                                       out_indices=self.out_indices)
         elif name == "tf_efficientnet_lite0":
             sd = lite0_timm_state_dict(weights_path)
-            # Built on the meta device, trimmed, then given the loaded tensors themselves
-            # (assign=True): no second copy of the weights is ever allocated.
+            # Built on the meta device, then given the loaded tensors themselves (assign=True):
+            # no second copy of the weights is ever allocated.
             with torch.device("meta"):
-                model = _drop_unused_tail(timm.create_model(spec.timm_name, pretrained=False, features_only=True,
-                                                            out_indices=self.out_indices))
+                model = timm.create_model(spec.timm_name, pretrained=False, features_only=True,
+                                          out_indices=self.out_indices)
             own = model.state_dict()
             missing = [k for k in own if k not in sd]
             if missing:
