@@ -26,10 +26,11 @@ migrate: venv
 run: migrate
 	$(PY) manage.py setup_demo
 	@set -m; \
+	log=$${DEFECTBENCH_VAR_DIR:-var}/worker.log; \
 	$(VENV)/bin/celery -A config worker --loglevel=INFO --concurrency=1 --pool=prefork \
-	  --logfile=var/worker.log & worker=$$!; \
+	  --logfile=$$log & worker=$$!; \
 	trap 'kill -TERM $$worker 2>/dev/null; wait $$worker 2>/dev/null' EXIT INT TERM; \
-	echo "Celery worker started (pid $$worker, log var/worker.log)"; \
+	echo "Celery worker started (pid $$worker, log $$log)"; \
 	echo "DefectBench is running at http://$(HOST):$(PORT)/  (Ctrl-C stops web server and worker)"; \
 	$(PY) manage.py runserver --noreload $(HOST):$(PORT)
 
