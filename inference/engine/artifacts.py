@@ -81,9 +81,13 @@ def save_curves(
         out["pr"] = str((curves_dir / "pr.png").relative_to(root))
 
         fprs, pros = ranked.pro_curve()
-        keep = fprs <= metrics.AUPRO_FPR_LIMIT
+        limit = metrics.AUPRO_FPR_LIMIT
+        keep = fprs <= limit
+        # the curve's vertices sit at anomalous scores only: draw it on to the limit, as integrated
+        xs = np.r_[fprs[keep], limit]
+        ys = np.r_[pros[keep], np.interp(limit, fprs, pros)]
         fig, ax = _figure()
-        ax.plot(*_thin(fprs[keep], pros[keep]))
+        ax.plot(*_thin(xs, ys))
         ax.set(xlabel="false-positive rate", ylabel="per-region overlap", title="PRO curve (test part, FPR ≤ 0.3)")
         fig.savefig(curves_dir / "pro.png")
         out["pro"] = str((curves_dir / "pro.png").relative_to(root))
