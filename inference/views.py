@@ -128,7 +128,7 @@ def _part_context(run, part):
         "by_category": reports.subset_tables(s, "by_category"),
         "by_background": reports.subset_tables(s, "by_background"),
         "by_defect_type": reports.subset_tables(s, "by_defect_type"),
-        "repeats": s.get("repeats"),
+        "repeats": s.get("repeats"), "repeat_rows": reports.repeat_rows(s),
         "gallery": gallery, "curves": [c for c in curves if c["key"] != "few_shot"],
     })
     return context

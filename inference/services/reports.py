@@ -156,6 +156,26 @@ def few_shot_rows(report: dict) -> list[dict]:
     return rows
 
 
+REPEAT_LABELS = {"test_part.image_auroc": "Image AUROC (test part)", "test_part.pixel_auroc": "Pixel AUROC (test part)",
+                 "test_part.aupro": "AUPRO (test part)", "chosen_technique.iou": "Test IoU of the chosen technique",
+                 "image_decision.accuracy": "Image decision accuracy"}
+
+
+def repeat_rows(report: dict) -> list[dict]:
+    """The repeated splits' mean ± spread, labelled for people (the report's keys are dotted paths)."""
+    rows = []
+    for key, value in ((report.get("repeats") or {}).get("metrics") or {}).items():
+        if key.startswith("techniques."):
+            technique = key.split(".")[1]
+            label = f"Test IoU · {TECHNIQUE_SHORT.get(technique, technique)}"
+        else:
+            label = REPEAT_LABELS.get(key, key)
+        rows.append({"key": key, "label": label, **value})
+    order = list(REPEAT_LABELS)
+    rows.sort(key=lambda r: (order.index(r["key"]) if r["key"] in order else len(order), r["label"]))
+    return rows
+
+
 CSV_COLUMNS = ["run", "model", "product", "subset", "n_anomalous_test", "technique", "threshold", "cv_iou_mean",
                *[f"{k}{suffix}" for k in SEGMENTATION_KEYS for suffix in ("", "_low", "_high")],
                *[f"{k}{suffix}" for k in THRESHOLD_FREE_KEYS for suffix in ("", "_low", "_high")]]
