@@ -193,7 +193,8 @@ def compare(request):
     ids = []
     for value in request.GET.getlist("runs"):
         ids += [int(v) for v in value.split(",") if v.strip().isdigit()]
-    chosen = list(BenchmarkRun.objects.filter(pk__in=ids).select_related("dataset", "created_by").order_by("pk"))
+    chosen = list(BenchmarkRun.objects.filter(pk__in=ids).select_related("dataset", "created_by")
+                  .prefetch_related("product_runs").order_by("pk"))
     context = {
         "comparison": reports.comparison(chosen) if len(chosen) >= 2 else None,
         "chosen": chosen,

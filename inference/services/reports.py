@@ -294,7 +294,42 @@ def comparison(runs: list[BenchmarkRun]) -> dict:
             values = [((c["agg"].get("techniques") or {}).get(t) or {}).get(key) for c in columns]
             technique_rows_.append({"technique": t, "metric": key, "values": values,
                                     "best": _best_index(values, lower=key == "fpr")})
-    return {"runs": runs, "free_rows": free_rows, "technique_rows": technique_rows_}
+    return {"runs": runs, "free_rows": free_rows, "technique_rows": technique_rows_, **paired_comparison(runs)}
+
+
+def paired_comparison(runs: list[BenchmarkRun]) -> dict:
+    """Each run's chosen technique against the first run's, paired on the same test images.
+
+    Only for runs of one product each, on the same evidence (test images and labels, image size,
+    backbone: :func:`recommendation.evidence_key`); otherwise ``paired_note`` says why not.
+    """
+    from inference.engine.evaluation import paired_difference
+    from inference.services.recommendation import evidence_key
+
+    reports = []
+    for run in runs:
+        parts = [p for p in run.product_runs.all() if p.report]
+        if len(parts) != 1 or not is_current(parts[0].report):
+            return {"paired": [], "paired_note": "Paired differences need runs of one product each, made by this version."}
+        reports.append(parts[0].report)
+    if len({evidence_key(r) for r in reports}) != 1:
+        return {"paired": [], "paired_note": "Not compared pairwise: the runs do not share the same test images, "
+                                             "labels, image size and backbone."}
+    first = reports[0]
+    chosen_first = first["selection"]["chosen"]
+    base = {e["key"]: e for e in first["per_image"]}
+    paired = []
+    for run, report in zip(runs[1:], reports[1:]):
+        chosen = report["selection"]["chosen"]
+        other = {e["key"]: e for e in report["per_image"]}
+        keys = sorted(set(base) & set(other))
+        if not (chosen and chosen_first):
+            continue
+        diff = paired_difference([other[k]["counts"][chosen] for k in keys], [base[k]["counts"][chosen_first] for k in keys],
+                                 [base[k]["anomalous"] for k in keys], seed=first["bootstrap"]["seed"])
+        paired.append({"run": run, "technique": chosen, "difference": diff.__dict__,
+                       "distinguishable": diff.low is not None and not (diff.low <= 0.0 <= diff.high)})
+    return {"paired": paired, "paired_note": "", "paired_base": runs[0], "paired_base_technique": chosen_first}
 
 
 def _best_index(values, lower=False):
