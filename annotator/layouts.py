@@ -167,6 +167,9 @@ def _product_folders(root: Path, layout: str | None = None) -> tuple[str, list[P
     if not root.is_dir():
         raise UnknownLayoutError(f"{root} is not a folder.")
     own = _product_layout(root)
+    if own == "folder" and not _names(root) & {"anomalous", "defect", "masks", "test_good"} \
+            and _beside_candidates(root, DEFAULT_MASK_SUFFIXES, None):
+        return "beside", [root]  # good/ beside folders of images with their masks
     if own is not None:
         return own, [root]
     found: dict[str, list[Path]] = {}
