@@ -550,12 +550,14 @@ def _plan_extraction(archive: zipfile.ZipFile, target: Path) -> list[tuple[zipfi
     return plan
 
 
-def _extract(archive: zipfile.ZipFile, plan, target: Path) -> None:
+def _extract(archive: zipfile.ZipFile, plan, target: Path, progress: Progress | None = None) -> None:
     """Extract ``plan``, counting real bytes (declared sizes may lie)."""
     limit = settings.DEFECTBENCH_MAX_UNPACKED_BYTES
     written = 0
     target.mkdir(parents=True, exist_ok=True)
-    for info, destination in plan:
+    for number, (info, destination) in enumerate(plan):
+        if progress:
+            progress(number, len(plan))
         destination.parent.mkdir(parents=True, exist_ok=True)
         with archive.open(info) as source, open(destination, "wb") as sink:
             while chunk := source.read(_CHUNK):
@@ -567,6 +569,87 @@ def _extract(archive: zipfile.ZipFile, plan, target: Path) -> None:
                 sink.write(chunk)
 
 
+def save_upload(uploaded_file) -> tuple[Path, str]:
+    """Stream an uploaded zip to ``MEDIA_ROOT/uploads/<uuid>.zip``; (its path, the file's name).
+
+    ImportFailed (nothing kept) when it is above DEFECTBENCH_MAX_UPLOAD_BYTES.
+    """
+    file_name = Path(getattr(uploaded_file, "name", "") or "upload.zip").name
+    max_upload = settings.DEFECTBENCH_MAX_UPLOAD_BYTES
+    size = getattr(uploaded_file, "size", None)
+    if size is not None and size > max_upload:
+        raise ImportFailed([f"{file_name}: {size:,} bytes, more than the upload limit of {max_upload:,} bytes"])
+    zip_path = Path(settings.MEDIA_ROOT) / "uploads" / f"{uuid.uuid4().hex}.zip"
+    zip_path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        received = 0
+        with open(zip_path, "wb") as sink:
+            chunks = uploaded_file.chunks() if hasattr(uploaded_file, "chunks") else iter(
+                lambda: uploaded_file.read(_CHUNK), b""
+            )
+            for chunk in chunks:
+                received += len(chunk)
+                if received > max_upload:
+                    raise ImportFailed([f"{file_name}: more than the upload limit of {max_upload:,} bytes"])
+                sink.write(chunk)
+    except BaseException:
+        zip_path.unlink(missing_ok=True)
+        raise
+    return zip_path, file_name
+
+
+def check_upload_name(name: str) -> None:
+    if Dataset.objects.filter(name=name).exists():
+        existing = Dataset.objects.get(name=name)
+        raise ImportFailed(
+            [f"A dataset named '{name}' already exists (at {existing.root}); choose another name."]
+        )
+
+
+def import_saved_zip(
+    zip_path: Path,
+    file_name: str,
+    *,
+    layout: str = "auto",
+    name: str | None = None,
+    created_by=None,
+    progress: Progress | None = None,
+    stage: Callable[[str], None] | None = None,
+    skip_invalid: bool = False,
+) -> ImportReport:
+    """Import a zip saved by ``save_upload`` (see ``import_zip``); the zip is left in place.
+
+    ``stage(name)`` is told when unpacking and checking start; ``progress(done, total)`` counts
+    the unpacked files, then the checked images, and may raise ImportCancelled.
+    """
+    name = (name or "").strip() or Path(file_name).stem or "upload"
+    if layout not in ("auto", *LAYOUTS):
+        raise ImportFailed([f"Unknown layout {layout!r}; expected auto, {', '.join(LAYOUTS)}."])
+    check_upload_name(name)
+    extracted = Path(settings.MEDIA_ROOT) / "datasets" / uuid.uuid4().hex
+    try:
+        target = extracted / _safe_folder_name(name)
+        try:
+            with zipfile.ZipFile(zip_path) as archive:
+                plan = _plan_extraction(archive, target)
+                if not plan:
+                    raise ImportFailed([f"{file_name}: the zip is empty"])
+                if stage:
+                    stage("unpacking")
+                _extract(archive, plan, target, progress)
+        except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError) as error:
+            raise ImportFailed([f"{file_name}: not a readable zip file ({error})"]) from None
+        except NotImplementedError as error:  # e.g. an unsupported compression method
+            raise ImportFailed([f"{file_name}: {error}"]) from None
+        if stage:
+            stage("checking images")
+        return import_dataset(target, layout=layout, name=name, created_by=created_by, progress=progress,
+                              skip_invalid=skip_invalid)
+    except BaseException:
+        shutil.rmtree(extracted, ignore_errors=True)
+        raise
+
+
 def import_zip(
     uploaded_file,
     *,
@@ -574,6 +657,7 @@ def import_zip(
     name: str | None = None,
     created_by=None,
     progress: Progress | None = None,
+    skip_invalid: bool = False,
 ) -> ImportReport:
     """Import a dataset uploaded as a zip file (a Django UploadedFile or any file object with a name).
 
@@ -591,42 +675,10 @@ def import_zip(
     size = getattr(uploaded_file, "size", None)
     if size is not None and size > max_upload:
         raise ImportFailed([f"{file_name}: {size:,} bytes, more than the upload limit of {max_upload:,} bytes"])
-    if Dataset.objects.filter(name=name).exists():
-        existing = Dataset.objects.get(name=name)
-        raise ImportFailed(
-            [f"A dataset named '{name}' already exists (at {existing.root}); choose another name."]
-        )
-
-    media = Path(settings.MEDIA_ROOT)
-    key = uuid.uuid4().hex
-    zip_path = media / "uploads" / f"{key}.zip"
-    extracted = media / "datasets" / key
-    zip_path.parent.mkdir(parents=True, exist_ok=True)
+    check_upload_name(name)
+    zip_path, file_name = save_upload(uploaded_file)
     try:
-        received = 0
-        with open(zip_path, "wb") as sink:
-            chunks = uploaded_file.chunks() if hasattr(uploaded_file, "chunks") else iter(
-                lambda: uploaded_file.read(_CHUNK), b""
-            )
-            for chunk in chunks:
-                received += len(chunk)
-                if received > max_upload:
-                    raise ImportFailed([f"{file_name}: more than the upload limit of {max_upload:,} bytes"])
-                sink.write(chunk)
-        target = extracted / _safe_folder_name(name)
-        try:
-            with zipfile.ZipFile(zip_path) as archive:
-                plan = _plan_extraction(archive, target)
-                if not plan:
-                    raise ImportFailed([f"{file_name}: the zip is empty"])
-                _extract(archive, plan, target)
-        except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError) as error:
-            raise ImportFailed([f"{file_name}: not a readable zip file ({error})"]) from None
-        except NotImplementedError as error:  # e.g. an unsupported compression method
-            raise ImportFailed([f"{file_name}: {error}"]) from None
-        return import_dataset(target, layout=layout, name=name, created_by=created_by, progress=progress)
-    except BaseException:
-        shutil.rmtree(extracted, ignore_errors=True)
-        raise
+        return import_saved_zip(zip_path, file_name, layout=layout, name=name, created_by=created_by,
+                                progress=progress, skip_invalid=skip_invalid)
     finally:
         zip_path.unlink(missing_ok=True)
