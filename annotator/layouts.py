@@ -4,8 +4,8 @@ No Django here: the ML engine's command line uses this module too. Nothing is op
 ``scan_dataset`` only walks folders and pairs images with their masks. Checking that the files
 are real images is the importer's job (``annotator.services.image_checks``).
 
-Three layouts are understood. ``root`` may be one product folder or a folder of product folders
-(the product name is always the product folder's name).
+Five layouts are understood. For mvtec, btad and folder ``root`` may be one product folder or a
+folder of product folders (the product name is always the product folder's name).
 
 ``mvtec`` (MVTec AD)::
 
@@ -33,6 +33,30 @@ Three layouts are understood. ``root`` may be one product folder or a folder of 
   image (the 5th, 10th, 15th, ...) goes to test, the rest to train, so the split never changes
   between imports. Anomalous images are always test images; their defect type is the folder
   name (``anomalous`` or ``defect``).
+
+``beside`` (masks next to their images; the folder given is one product)::
+
+    <product>/**/<stem>.<ext>                  any nested folders
+    <product>/**/<stem>_mask.<ext>             its mask (_label, _gt too; ``mask_suffix`` sets one;
+                                               ``mask_ext`` a mask extension, the stem may then be
+                                               the image's own)
+    <product>/**/good/<stem>.<ext>             defect-free, no mask (ok/, normal/; ``good_folders``)
+
+  An image with a mask is anomalous when its mask has a defect pixel (decided after decoding,
+  ``resolve_images``), defect type ``defect``; otherwise defect-free. No split is given.
+
+``manifest`` (a CSV or JSON-lines file; its folder is the dataset root)::
+
+    image,mask,split,defect_type,product       only image is required; paths relative to the
+                                               manifest, inside its folder
+
+  Problems name the manifest line. An empty defect_type with a mask: anomalous when the mask has
+  a defect pixel; a defect type of good/ok/normal: defect-free; any other: anomalous (mask
+  required). An empty split is made by ``resolve_images``.
+
+``auto`` tries mvtec, btad and folder, then beside; a manifest file given is a manifest. When
+nothing matches, the refusal counts the images, candidate masks and folders found and names the
+closest layout.
 
 Accepted image types: .png .jpg .jpeg .bmp .tif .tiff (any letter case). Hidden files and
 folders (starting with ``.``), ``__MACOSX``, ``Thumbs.db``/``desktop.ini``, licence/readme files

@@ -7,8 +7,17 @@ Rules a user notices:
   ``Dataset.root`` is the resolved folder given, ``Image.path`` / ``Image.mask_path`` are relative
   to it with forward slashes. Nothing is copied.
 * Every file is checked before anything is written (readable and fully decodable, below the
-  pixel limit, anomalous images with a mask of the same size that is binary and not empty). Any
-  problem: nothing is imported and ``ImportFailed`` lists one message per problem.
+  pixel limit, anomalous images with a mask of the same size that a mask rule of
+  ``inference.engine.pixels`` reads and that is not empty). Any problem: nothing is imported and
+  ``ImportFailed`` lists one message per problem.
+* ``skip_invalid``: every valid image is imported instead, and the problems (CSV ``path,problem``)
+  are kept in ``Dataset.problem_report`` (shown in the admin). Images with the content of another
+  image of their product are imported once, in either mode, and reported (and listed there too).
+* Anomaly and split left open by the layout (beside, manifest) are decided by
+  ``layouts.resolve_images``: anomalous when the mask has a defect pixel, a seeded split of the
+  defect-free images (seed, test share and the beside/mask options are kept in
+  ``Dataset.import_options`` for re-imports). The summary reports the split made, how many masks
+  each mask rule converted, and JPEG masks (lossy edges).
 * Everything is written in one transaction. Re-importing the same folder is idempotent: the
   dataset is found by its root, unchanged images are left alone (reported "unchanged"), images
   whose checksum, size, split, defect type or mask changed are updated (reported "updated"), new
