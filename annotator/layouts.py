@@ -54,7 +54,8 @@ folder of product folders (the product name is always the product folder's name)
   a defect pixel; a defect type of good/ok/normal: defect-free; any other: anomalous (mask
   required). An empty split is made by ``resolve_images``.
 
-``auto`` tries mvtec, btad and folder, then beside; a manifest file given is a manifest. When
+``auto`` reads a manifest file given, or a folder's own manifest.csv / manifest.jsonl; otherwise
+it tries mvtec, btad and folder, then beside. When
 nothing matches, the refusal counts the images, candidate masks and folders found and names the
 closest layout.
 
@@ -618,6 +619,8 @@ def scan_dataset(root: Path, layout: str = "auto", *, mask_suffix: str | None = 
     mask_ext = _normal_ext(mask_ext)
     if layout not in ("auto", *LAYOUTS):
         raise UnknownLayoutError(f"Unknown layout {layout!r}; expected auto, {', '.join(LAYOUTS)}.")
+    if layout == "auto" and root.is_dir() and find_manifest(root) is not None:
+        layout = "manifest"  # a folder holding manifest.csv (e.g. an uploaded zip) is read by it
     if root.is_file() or layout == "manifest":
         if layout not in ("auto", "manifest"):
             raise UnknownLayoutError(f"{root} is a file; only the manifest layout reads a file.")

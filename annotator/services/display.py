@@ -10,7 +10,7 @@ import numpy as np
 from django.conf import settings
 from PIL import Image as PILImage
 
-from inference.engine.pixels import decode_image, decode_mask, orientation_of
+from inference.engine.pixels import MASK_THRESHOLD, decode_image, decode_mask, orientation_of
 
 from annotator.models import Image
 
@@ -39,13 +39,17 @@ def display_file(image: Image, *, kind: str, size: int | None) -> Path:
         raise ValueError(f"Display size must be one of {DISPLAY_SIZES}.")
     if not Path(source).is_file():
         raise FileNotFoundError(f"{source} is missing.")
-    key = hashlib.sha256(f"{image.checksum}:{kind}:{source}:{size or 'full'}:v2".encode()).hexdigest()[:32]
+    options = image.product.dataset.import_options
+    key = hashlib.sha256(
+        f"{image.checksum}:{kind}:{source}:{size or 'full'}:{options.get('mask_threshold')}:v2".encode()
+    ).hexdigest()[:32]
     target = cache_dir() / key[:2] / f"{key}.png"
     if target.exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     if kind == "mask":
-        decoded = decode_mask(source, orientation=orientation_of(image.file_path))
+        threshold = image.product.dataset.import_options.get("mask_threshold") or MASK_THRESHOLD
+        decoded = decode_mask(source, orientation=orientation_of(image.file_path), threshold=threshold)
         picture = PILImage.fromarray(decoded.defect.astype(np.uint8) * 255, "L")
     else:
         picture = decode_image(source)

@@ -357,3 +357,13 @@ def test_real_kolektorsdd_imports_as_it_comes(settings, real_kolektor_root, layo
     call_command("import_dataset", str(real_kolektor_root), stdout=io.StringIO(), stderr=io.StringIO())
     assert sorted(Image.objects.values_list("path", "split")) == first_split  # deterministic
     print(f"kolektorsdd import: {seconds:.1f} s")
+
+
+def test_a_zip_like_folder_with_its_own_manifest_is_read_by_it(data_root):
+    folder = data_root / "listed"
+    write_png(folder / "pics" / "a.png", shade=1)
+    write_png(folder / "pics" / "b.png", shade=2)
+    write_mask(folder / "pics" / "b.seg.png")
+    (folder / "manifest.csv").write_text("image,mask\npics/a.png,\npics/b.png,pics/b.seg.png\n")
+    report = import_dataset(folder)
+    assert report.layout == "manifest" and report.products["listed"].anomalous == 1
