@@ -367,3 +367,9 @@ def test_a_zip_like_folder_with_its_own_manifest_is_read_by_it(data_root):
     (folder / "manifest.csv").write_text("image,mask\npics/a.png,\npics/b.png,pics/b.seg.png\n")
     report = import_dataset(folder)
     assert report.layout == "manifest" and report.products["listed"].anomalous == 1
+
+
+def test_the_model_choices_are_the_layouts():
+    from annotator.layouts import LAYOUTS
+
+    assert tuple(Dataset.Layout.values) == LAYOUTS
