@@ -12,6 +12,7 @@ from django.db import models
 from django.utils import timezone
 
 from annotator.models import Dataset, Image, Label, Product
+from inference.engine.thresholds import NEEDS_ANOMALOUS
 
 
 class Status(models.TextChoices):
@@ -37,10 +38,12 @@ class Technique(models.TextChoices):
     ROC = "roc", "ROC (Youden J)"
     NORMAL_FPR = "normal_fpr", "Normal-image FPR target"
     NORMAL_MAX = "normal_max", "Max score on normal images"
+    SYNTHETIC = "synthetic", "IoU curve on synthetic anomalies (no labels)"
 
 
-# Techniques that fit their threshold on anomalous images (the others use good images only).
-TECHNIQUES_NEEDING_ANOMALOUS = ("iou_curve", "f1", "roc")
+# Techniques that fit their threshold on anomalous images (the others need no labelled defect):
+# the engine's strategies say which.
+TECHNIQUES_NEEDING_ANOMALOUS = NEEDS_ANOMALOUS
 
 
 class BenchmarkRun(models.Model):

@@ -9,7 +9,7 @@ from django.views.decorators.http import require_GET, require_http_methods
 
 from annotator.models import Dataset, Label, Product
 from annotator.views import role_required
-from inference.engine.types import BenchmarkConfig
+from inference.engine.types import MAX_REPEATS, BenchmarkConfig
 from inference.models import BenchmarkRun, ModelName, Status, Technique
 from inference.services import recommendation, reports, runs
 
@@ -28,7 +28,7 @@ def _form_defaults():
         "dataset": None, "products": [], "categories": [], "background": "any", "model": engine.model,
         "techniques": list(engine.techniques), "seed": engine.seed, "backbone": engine.backbone,
         "image_size": engine.image_size, "epochs": engine.epochs, "n_features": engine.n_features,
-        "batch_size": engine.batch_size, "device": engine.device,
+        "batch_size": engine.batch_size, "device": engine.device, "repeats": engine.repeats,
     }
 
 
@@ -51,14 +51,15 @@ def launch(request):
             "techniques": post.getlist("techniques"),
             "seed": post.get("seed", "0"),
         })
-        for key in ("backbone", "image_size", "epochs", "n_features", "batch_size", "device"):
+        for key in ("backbone", "image_size", "epochs", "n_features", "batch_size", "device", "repeats"):
             form[key] = post.get(key, form[key])
         dataset = Dataset.objects.filter(pk=form["dataset"]).first()
         if dataset is None:
             problems = ["Pick a dataset."]
         else:
             products = list(Product.objects.filter(dataset=dataset, pk__in=form["products"]))
-            config = {k: form[k] for k in ("backbone", "image_size", "epochs", "n_features", "batch_size", "device")}
+            config = {k: form[k] for k in ("backbone", "image_size", "epochs", "n_features", "batch_size", "device",
+                                           "repeats")}
             if form["model"] != "cflow":
                 config.pop("epochs", None)
             else:
@@ -82,12 +83,14 @@ def launch(request):
         "categories": Label.Category.choices,
         "models": ModelName.choices,
         "techniques": Technique.choices, "backbones": runs.BACKBONES, "devices": runs.DEVICES,
+        "max_repeats": MAX_REPEATS,
     }
     return render(request, "inference/launch.html", context, status=400 if problems else 200)
 
 
 CURVE_NAMES = {"roc": "Pixel ROC", "pr": "Pixel precision–recall", "pro": "PRO (per-region overlap)",
-               "iou_vs_threshold": "IoU vs threshold (validation)"}
+               "iou_vs_threshold": "IoU vs threshold (validation)",
+               "few_shot": "Anomalous images labelled → expected test IoU"}
 
 
 def _file_url(run, part, relpath):
@@ -100,25 +103,35 @@ def _file_url(run, part, relpath):
 def _part_context(run, part):
     report = part.report or {}
     s = reports.summary(report)
+    curves = [
+        {"name": CURVE_NAMES.get(Path(c).stem, Path(c).stem.replace("_", " ")), "url": _file_url(run, part, c),
+         "key": key}
+        for key, c in sorted((report.get("curves") or {}).items())  # paths relative to the part's folder
+    ]
+    context = {"part": part, "summary": s, "current": reports.is_current(report),
+               "recommendation": recommendation.recommend(part.product)}
+    if not context["current"]:
+        return context
     gallery = reports.gallery(part)
     for group in ("worst", "best", "good"):
         for entry in gallery[group]:
             entry["heatmap_url"] = _file_url(run, part, entry["heatmap"])
             entry["predicted_url"] = _file_url(run, part, entry["predicted"])
-    curves = [
-        {"name": CURVE_NAMES.get(Path(c).stem, Path(c).stem.replace("_", " ")), "url": _file_url(run, part, c)}
-        for c in sorted((report.get("curves") or {}).values())  # paths relative to the part's folder
-    ]
-    split = s.get("split") or {}
-    return {
-        "part": part, "summary": s, "n_test_part": len(split.get("test") or []),
-        "n_val_part": len(split.get("validation") or []), "free": s.get("test_threshold_free") or s.get("threshold_free") or {},
-        "rows": reports.technique_rows(s.get("inference")),
+    split = s["split"]
+    context.update({
+        "n_test_part": len(split["test"]), "n_val_part": len(split["validation"]),
+        "free": s["test_part"], "whole": s["whole_folder"],
+        "rows": reports.technique_rows(s),
+        "selection": s["selection"], "decision": s["image_decision"],
+        "few_shot": s["few_shot"], "few_shot_rows": reports.few_shot_rows(s),
+        "few_shot_chart": next((c for c in curves if c["key"] == "few_shot"), None),
         "by_category": reports.subset_tables(s, "by_category"),
         "by_background": reports.subset_tables(s, "by_background"),
-        "gallery": gallery, "curves": curves,
-        "recommendation": recommendation.recommend(part.product),
-    }
+        "by_defect_type": reports.subset_tables(s, "by_defect_type"),
+        "repeats": s.get("repeats"),
+        "gallery": gallery, "curves": [c for c in curves if c["key"] != "few_shot"],
+    })
+    return context
 
 
 @require_GET
@@ -135,10 +148,8 @@ def run_detail(request, pk):
         "all_parts": parts,
         "multi": len(parts) > 1,
         "agg": agg,
-        "agg_free": agg.get("test_threshold_free") or agg.get("threshold_free") or {},
-        "agg_rows": reports.technique_rows(agg.get("inference")),
-        "agg_by_category": reports.subset_tables(agg, "by_category"),
-        "agg_by_background": reports.subset_tables(agg, "by_background"),
+        "agg_free": agg.get("test_part") or {},
+        "agg_rows": reports.aggregate_rows(agg),
         "other_runs": BenchmarkRun.objects.filter(status=Status.SUCCEEDED).exclude(pk=run.pk)[:20],
     }
     return render(request, "inference/run_detail.html", context)

@@ -105,3 +105,36 @@ def save_curves(
     except ThresholdError:
         pass
     return out
+
+
+def save_few_shot_chart(curves_dir: Path, few_shot) -> dict:
+    """'Anomalous images labelled -> expected test IoU' per technique (the few-shot study), as a PNG."""
+    curves_dir.mkdir(parents=True, exist_ok=True)
+    fig, ax = _figure()
+    drawn = False
+    for k, curve in enumerate(few_shot.curves):
+        pts = [p for p in curve.points if p.iou_mean is not None]
+        if not pts:
+            continue
+        drawn = True
+        n = np.array([p.n_anomalous for p in pts], dtype=float)
+        mean = np.array([p.iou_mean for p in pts])
+        if curve.needs_anomalous:
+            ax.fill_between(n, [p.iou_low for p in pts], [p.iou_high for p in pts], color=f"C{k}", alpha=0.15)
+            ax.plot(n, mean, "o-", color=f"C{k}", label=curve.technique, ms=3)
+        else:  # label-free: the same threshold whatever n is
+            ax.plot(n, mean, "--", color=f"C{k}", label=f"{curve.technique} (no labels needed)")
+    if not drawn:
+        return {}
+    ax.set_xscale("symlog", linthresh=1)
+    ticks = [0, *few_shot.n_values]
+    ax.set_xticks(ticks, [str(t) for t in ticks])
+    ax.minorticks_off()
+    ax.set(xlabel="anomalous validation images the threshold is fitted on",
+           ylabel="test IoU (mean, 95 % of draws)", title="How many anomalous images are needed?")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    path = curves_dir / "few_shot.png"
+    fig.savefig(path)
+    return {"few_shot": str(path.relative_to(curves_dir.parent))}

@@ -21,13 +21,18 @@
   without improvement. Without defect-free validation images every epoch runs and
   the last weights are kept.
 * Test-time score, per image independently: per layer the per-dimension
-  log-likelihood ``l = log p / C``; the map is ``sum_layers upsample(1 - exp(l - M_layer))``
-  (bilinear to the image size), ``M_layer`` being a per-layer constant fixed after
-  training (the highest ``l`` of that layer on the validation pass of the kept
-  epoch, or on the last training epoch without validation images). anomalib
-  instead subtracts each layer's max over the current *batch* (their issue #169),
-  which makes an image's map depend on its batch mates; fixed constants do not.
-  Image score = max of the map.
+  log-likelihood ``l = log p / C``; the paper's map is
+  ``sum_layers upsample(1 - exp(l - M_layer))`` (bilinear to the image size),
+  ``M_layer`` being a per-layer constant fixed after training (the highest ``l`` of
+  that layer on the validation pass of the kept epoch, or on the last training epoch
+  without validation images). anomalib instead subtracts each layer's max over the
+  current *batch* (their issue #169), which makes an image's map depend on its batch
+  mates; fixed constants do not. In float32 ``1 - exp(d)`` is exactly 1.0 for every
+  ``d < -17``, so most anomalous scores collapse into one value; the map here is
+  ``-log(sum_layers upsample(exp(l - M_layer)))``, computed in float64 with a
+  per-image shift (a log-sum-exp), a strictly decreasing function of
+  ``sum_layers upsample(exp(...))`` and so ranking every pixel exactly as the paper's
+  score does, without the saturation. Image score = max of the map.
 """
 
 from __future__ import annotations
@@ -83,6 +88,23 @@ def make_decoder(n_features: int, condition_vector: int, coupling_blocks: int, c
             affine_clamping=clamp_alpha, global_affine_type="SOFTPLUS", permute_soft=False,
         )
     return inn
+
+
+def log_sum_exp_score(shifted: list[torch.Tensor], size: int) -> torch.Tensor:
+    """``-log(sum_k upsample(exp(d_k)))`` (S, S) float64 for per-layer maps ``d_k`` (1, 1, h, w).
+
+    Bilinear upsampling is linear, so it commutes with a common factor: every layer is
+    shifted by the image's highest ``d`` before ``exp`` (no underflow for any pixel within
+    ~700 nats of it) and the shift added back after the log. Pixels further below than
+    that saturate at the largest finite score instead of +inf.
+    """
+    top = max(float(d.max()) for d in shifted)
+    total = None
+    for d in shifted:
+        up = F.interpolate(torch.exp(d - top), size=(size, size), mode="bilinear", align_corners=False)
+        total = up if total is None else total + up
+    tiny = torch.finfo(torch.float64).tiny
+    return -(top + torch.log(total.clamp_min(tiny)))[0, 0]
 
 
 def log_likelihood_per_dim(decoder: nn.Module, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
@@ -232,14 +254,13 @@ class Cflow:
         with torch.inference_mode():
             feats = self.backbone(images)
             for b in range(images.shape[0]):
-                total = torch.zeros(1, 1, size, size, device=self.device)
+                shifted = []  # per layer: l - M_layer, float64, (1, 1, h, w)
                 for k, f in enumerate(feats):
                     c, h, w = f.shape[1:]
                     fib = self._standardise(k, f[b].permute(1, 2, 0).reshape(-1, c))
                     lp = log_likelihood_per_dim(self.decoders[k], fib, self._positions(h, w))
-                    prob = torch.exp(lp.double() - self.reference_logp[k]).float().reshape(1, 1, h, w)
-                    total += F.interpolate(1.0 - prob, size=(size, size), mode="bilinear", align_corners=False)
-                out[b] = total[0, 0].cpu().numpy()
+                    shifted.append((lp.double() - self.reference_logp[k]).reshape(1, 1, h, w))
+                out[b] = log_sum_exp_score(shifted, size).cpu().numpy()
         return out
 
     def memory_bytes(self) -> int:

@@ -1,9 +1,7 @@
-"""Image loading and the validation/test split of the benchmark protocol."""
+"""Image loading for the engine (the validation/test split lives in :mod:`.split`)."""
 
 from __future__ import annotations
 
-import random
-from collections import defaultdict
 from collections.abc import Sequence
 
 import numpy as np
@@ -78,48 +76,6 @@ def load_masks(samples: Sequence[Sample], image_size: int) -> np.ndarray:
     return out
 
 
-def split_validation_test(
-    test: Sequence[Sample], val_fraction: float, seed: int
-) -> tuple[list[int], list[int]]:
-    """Stratified, seeded split of the test folder into validation and test parts.
-
-    Within every defect type (``good`` included) the images are sorted by key,
-    shuffled with ``random.Random(seed)`` and the first ``round(n*val_fraction)``
-    go to validation. With ``n >= 2`` each part gets at least one image of the type,
-    so every defect type is represented on both sides. Returns index lists into
-    ``test`` (validation, test), each in the original order.
-    """
-    if not 0.0 < val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
-    rng = random.Random(seed)
-    groups: dict[str, list[int]] = defaultdict(list)
-    for i, s in enumerate(test):
-        groups[s.defect_type].append(i)
-    val: list[int] = []
-    for dtype in sorted(groups):
-        idx = sorted(groups[dtype], key=lambda i: (test[i].report_key, i))
-        rng.shuffle(idx)
-        n = len(idx)
-        k = int(round(n * val_fraction))
-        if n >= 2:
-            k = min(max(k, 1), n - 1)
-        val.extend(idx[:k])
-    val_set = set(val)
-    val_idx = [i for i in range(len(test)) if i in val_set]
-    test_idx = [i for i in range(len(test)) if i not in val_set]
-    return val_idx, test_idx
-
-
-def split_summary(test: Sequence[Sample], val_idx, test_idx) -> dict:
-    def counts(idx):
-        c: dict[str, int] = defaultdict(int)
-        for i in idx:
-            c[test[i].defect_type] += 1
-        return dict(sorted(c.items()))
-
-    return {
-        "validation_counts": counts(val_idx),
-        "test_counts": counts(test_idx),
-        "validation": [test[i].report_key for i in val_idx],
-        "test": [test[i].report_key for i in test_idx],
-    }
+# The split is re-exported here for older imports; it lives in a torch-free module so the web
+# process (launch checks) can use it without importing torch.
+from .split import split_problems, split_summary, split_validation_test  # noqa: E402,F401

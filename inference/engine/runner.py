@@ -1,22 +1,26 @@
-"""``run_benchmark``: the protocol, end to end, returning a JSON-serialisable report.
+"""``run_benchmark``: the protocol, end to end, returning the report as plain JSON.
 
 Protocol
 --------
 1. The model is fitted on ``train`` (defect-free images only).
 2. ``test`` (good and anomalous) is split into a validation part and a test part,
-   stratified by defect type and seeded (:func:`data.split_validation_test`).
-   CFLOW's early stopping and every threshold technique use the validation part only.
-3. Threshold-free metrics are reported on the whole test folder (comparable to
-   published numbers) and on the test part; threshold-dependent metrics on the
-   test part only, for each technique's validation-fitted threshold.
-4. ``recommended_technique`` = the technique with the highest dataset-level IoU on
-   the VALIDATION part (never the test part, to avoid leakage). Note that
-   ``iou_curve`` is itself tuned on validation IoU, so it is favoured by design.
+   stratified by defect type and seeded (:func:`split.split_validation_test`; with two
+   anomalous images or more, each part gets at least one). CFLOW's early stopping, every
+   threshold, the image threshold and the choice of technique use the validation part only.
+3. The recommended technique is chosen by cross-fitting inside the validation part
+   (:func:`evaluation.cross_fitted_selection`): each technique is fitted on some folds and
+   scored on the held-out one. (The in-sample validation IoU would always favour ``f1``,
+   which maximises pooled Dice on exactly those pixels.) Every technique is then fitted on the
+   whole validation part and measured on the test part, with 95 % bootstrap intervals.
+4. Threshold-free metrics are reported on the whole test folder (comparable with published
+   numbers) and, with intervals, on the test part; breakdowns per defect type, category and
+   background measure each subset's own anomalous test images; the few-shot study measures
+   the test IoU with only n anomalous validation images; ``repeats`` repeats steps 2-4 on
+   other seeds. The report's structure: :mod:`.report`.
 """
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -26,15 +30,35 @@ import torch
 
 from . import metrics
 from .backbones import Backbone
+from . import evaluation
 from .common import peak_rss_mb, seed_everything
-from .data import load_masks, make_loader, split_summary, split_validation_test
-from .thresholds import TECHNIQUES, ThresholdError, fit_threshold
-from .types import BenchmarkCancelled, BenchmarkConfig, Sample
+from .data import load_image, load_masks, make_loader
+from .report import (
+    SCHEMA_VERSION,
+    BenchmarkReport,
+    Bootstrap,
+    Breakdowns,
+    Comparability,
+    Estimate,
+    ImageDecision,
+    MeanSpread,
+    PerImage,
+    Repeats,
+    Segmentation,
+    Split,
+    SubsetReport,
+    TechniqueResult,
+    ThresholdFree,
+    Timing,
+)
+from .split import split_problems, split_summary, split_validation_test
+from .thresholds import TECHNIQUES, ThresholdError
+from .types import MAX_REPEATS, BenchmarkCancelled, BenchmarkConfig, Sample
 
 CATEGORIES = ("structural", "surface", "contamination", "combined")
 
 # Share of the overall progress given to each stage (sums to 1).
-_STAGES = {"setup": 0.03, "fit": 0.55, "inference": 0.25, "metrics": 0.12, "artifacts": 0.05}
+_STAGES = {"setup": 0.03, "fit": 0.5, "inference": 0.22, "metrics": 0.2, "artifacts": 0.05}
 
 
 class _Progress:
@@ -69,22 +93,6 @@ class _Progress:
             self.callback("done", 1.0)
 
 
-def _clean(obj):
-    """Make the report JSON-serialisable (numpy scalars -> Python, NaN/inf -> None)."""
-    if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
-    if isinstance(obj, (np.bool_, bool)):
-        return bool(obj)
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (np.floating, float)):
-        f = float(obj)
-        return f if math.isfinite(f) else None
-    return obj
-
-
 def build_model(config: BenchmarkConfig, backbone: Backbone):
     if config.model == "padim":
         from .padim import Padim
@@ -111,54 +119,11 @@ def _validate(train: Sequence[Sample], test: Sequence[Sample], config: Benchmark
     keys = [s.report_key for s in test]
     if len(set(keys)) != len(keys):
         raise ValueError("test sample keys must be unique")
-
-
-def _subset_report(maps, masks, labels, idx, thresholds) -> dict:
-    sub_maps, sub_masks = maps[idx], masks[idx]
-    tf = metrics.threshold_free(sub_maps, sub_masks) if len(idx) else {}
-    inf = {}
-    for name, thr in thresholds.items():
-        if isinstance(thr, dict):  # technique failed to fit
-            inf[name] = thr
-        else:
-            inf[name] = metrics.threshold_metrics(sub_maps, sub_masks, thr, labels[idx])
-    return {"threshold_free": tf, "inference": inf, "n_images": int(len(idx)),
-            "n_anomalous": int(labels[idx].sum())}
-
-
-def _breakdowns(test, test_idx, maps, masks, labels, thresholds) -> tuple[dict, dict, dict]:
-    """Metrics per defect type, category and background value.
-
-    Each subset is the defect-free images plus that subset's anomalous images. Threshold-free
-    metrics are given on the test part and (``whole_folder_threshold_free``) on the whole test
-    folder, so a small subset whose images all fell in the validation part (a single "combined"
-    image, say) still gets an entry; its test-part metrics are then empty, with a ``note``.
-    """
-    all_idx = list(range(len(test)))
-    test_set = set(test_idx)
-
-    def report(pred) -> dict:
-        in_test = sorted(i for i in test_idx if not labels[i] or pred(test[i]))
-        whole = [i for i in all_idx if not labels[i] or pred(test[i])]
-        n_anomalous_test = sum(1 for i in in_test if labels[i])
-        if n_anomalous_test:
-            entry = _subset_report(maps, masks, labels, in_test, thresholds)
-        else:
-            n_val = sum(1 for i in whole if labels[i] and i not in test_set)
-            entry = {"threshold_free": {}, "inference": {}, "n_images": 0, "n_anomalous": 0,
-                     "note": f"all {n_val} anomalous image(s) of this subset are in the validation part"}
-        entry["whole_folder_threshold_free"] = metrics.threshold_free(maps[whole], masks[whole])
-        return entry
-
-    anomalous = [test[i] for i in all_idx if labels[i]]
-    by_type = {dt: report(lambda s, dt=dt: s.defect_type == dt)
-               for dt in sorted({s.defect_type for s in anomalous})}
-    cats = {s.category for s in anomalous if s.category is not None}
-    by_cat = {c: report(lambda s, c=c: s.category == c)
-              for c in [c for c in CATEGORIES if c in cats] + sorted(cats - set(CATEGORIES))}
-    by_bg = {str(b): report(lambda s, b=b: s.background is b)
-             for b in (True, False) if any(s.background is b for s in anomalous)}
-    return by_type, by_cat, by_bg
+    if not 1 <= int(config.repeats) <= MAX_REPEATS:
+        raise ValueError(f"repeats must be between 1 and {MAX_REPEATS}, got {config.repeats}")
+    problems = split_problems(test)
+    if problems:
+        raise ValueError("the test images cannot be split into validation and test parts: " + " ".join(problems))
 
 
 def run_benchmark(
@@ -179,6 +144,176 @@ def run_benchmark(
         torch.set_num_threads(old_threads)
 
 
+def _fit_and_map(model, train, test, val_idx, labels, syn_images, config, prog, fit_share) -> dict:
+    """Fit ``model`` (CFLOW's early stopping on the defect-free validation images only), then map
+    every test-folder image and every synthetic image, each independently."""
+    size = config.image_size
+    t_fit = time.perf_counter()
+    train_loader = make_loader(train, size, config.batch_size, config.num_workers)
+    lo, width = fit_share
+    if config.model == "cflow":
+        val_good = [test[i] for i in val_idx if not labels[i]]
+        val_loader = make_loader(val_good, size, config.batch_size, config.num_workers) if val_good else None
+        model.fit(train_loader, val_loader, step=lambda f: prog("fit", lo + width * f))
+    else:
+        n_train = len(train)
+        model.fit(train_loader, step=lambda n: prog("fit", lo + width * n / n_train))
+    fit_seconds = time.perf_counter() - t_fit
+
+    t_inf = time.perf_counter()
+    maps = np.empty((len(test), size, size), dtype=np.float32)
+    total = len(test) + (len(syn_images) if syn_images is not None else 0)
+    done = 0
+    for images, idx in make_loader(test, size, config.batch_size, config.num_workers):
+        maps[idx.numpy()] = model.predict(images)
+        done += len(idx)
+        prog("inference", lo + width * done / total)
+    inference_seconds = time.perf_counter() - t_inf
+    syn_maps = None
+    if syn_images is not None and len(syn_images):
+        syn_maps = np.empty((len(syn_images), size, size), dtype=np.float32)
+        for start in range(0, len(syn_images), config.batch_size):
+            chunk = syn_images[start:start + config.batch_size]
+            syn_maps[start:start + len(chunk)] = model.predict(
+                torch.from_numpy(np.ascontiguousarray(chunk.transpose(0, 3, 1, 2))))
+            done += len(chunk)
+            prog("inference", lo + width * done / total)
+    return {"maps": maps, "synthetic_maps": syn_maps, "fit_seconds": fit_seconds,
+            "inference_seconds": inference_seconds}
+
+
+def _technique_results(val: evaluation.ValidationData, maps, masks, labels, ti, config, resampler):
+    """Every technique fitted on the whole validation part, measured on the test part."""
+    thresholds: dict[str, float] = {}
+    results: dict[str, TechniqueResult] = {}
+    test_counts: dict[str, evaluation.PixelCounts] = {}
+    all_val = np.arange(len(val.maps))
+    for name in config.techniques:
+        try:
+            thr = val.fit(name, all_val, config.normal_fpr_target)
+        except ThresholdError as exc:
+            results[name] = TechniqueResult(name, None, evaluation.failure_of(exc), None, None)
+            continue
+        thresholds[name] = thr
+        v = evaluation.PixelCounts.at(val.maps, val.masks, thr)
+        c = evaluation.PixelCounts.at(maps[ti], masks[ti], thr)
+        test_counts[name] = c
+        test = (evaluation.segmentation_estimates(c, labels[ti], resampler) if resampler is not None else None)
+        results[name] = TechniqueResult(name, thr, None, evaluation.segmentation(v, val.anomalous), test)
+    return thresholds, results, test_counts
+
+
+def _image_decision(scores, labels, vi, ti, resampler) -> ImageDecision:
+    try:
+        thr = evaluation.fit_image_threshold(scores[vi], labels[vi])
+    except ThresholdError as exc:
+        return ImageDecision(evaluation.IMAGE_RULE, None, evaluation.failure_of(exc), None, None)
+    test = (evaluation.image_estimates(scores[ti], labels[ti], thr, resampler) if resampler is not None else None)
+    return ImageDecision(evaluation.IMAGE_RULE, thr, None,
+                         evaluation.image_classification(scores[vi], labels[vi], thr), test)
+
+
+def _breakdowns(test, vi, ti, maps, masks, labels, test_counts) -> Breakdowns:
+    """Per defect type, category and background value (see :class:`report.SubsetReport`)."""
+    good_all = [i for i in range(len(test)) if not labels[i]]
+    good_test = [i for i in ti if not labels[i]]
+    val_set = set(vi)
+    pos_in_test = {i: n for n, i in enumerate(ti)}
+
+    def report(pred) -> SubsetReport:
+        members = [i for i in range(len(test)) if labels[i] and pred(test[i])]
+        in_test = [i for i in members if i not in val_set]
+        whole = sorted(good_all + members)
+        entry_tf = None
+        segmentation: dict[str, Segmentation | None] = {}
+        note = ""
+        if in_test:
+            idx = sorted(good_test + in_test)
+            entry_tf = ThresholdFree(**metrics.threshold_free(maps[idx], masks[idx]))
+            rows = [pos_in_test[i] for i in in_test]
+            for name, c in test_counts.items():
+                segmentation[name] = evaluation.segmentation(c.take(rows), np.ones(len(rows), bool))
+        else:
+            note = f"all {len(members)} anomalous image(s) of this subset are in the validation part"
+        return SubsetReport(
+            n_anomalous_test=len(in_test), n_anomalous_validation=len(members) - len(in_test),
+            threshold_free=entry_tf, whole_folder=ThresholdFree(**metrics.threshold_free(maps[whole], masks[whole])),
+            segmentation=segmentation, note=note,
+        )
+
+    anomalous = [test[i] for i in range(len(test)) if labels[i]]
+    by_type = {dt: report(lambda s, dt=dt: s.defect_type == dt) for dt in sorted({s.defect_type for s in anomalous})}
+    cats = {s.category for s in anomalous if s.category is not None}
+    by_cat = {c: report(lambda s, c=c: s.category == c)
+              for c in [c for c in CATEGORIES if c in cats] + sorted(cats - set(CATEGORIES))}
+    by_bg = {str(b): report(lambda s, b=b: s.background is b)
+             for b in (True, False) if any(s.background is b for s in anomalous)}
+    return Breakdowns(by_type, by_cat, by_bg)
+
+
+def _evaluate(test, maps, masks, labels, syn, config, seed, full: bool, prog=None) -> dict:
+    """The protocol's evaluation of one validation/test split of the computed maps.
+
+    ``full``: with bootstrap intervals, few-shot study and breakdowns (the reported split);
+    without (the extra splits of ``repeats``): point values only.
+    """
+    step = (lambda f: prog("metrics", f)) if (prog is not None and full) else (lambda f: None)
+    val_idx, test_idx = split_validation_test(test, config.val_fraction, seed)
+    vi, ti = np.array(val_idx, dtype=int), np.array(test_idx, dtype=int)
+    syn_kwargs = {}
+    if syn is not None:
+        syn_maps, syn_masks, syn_source = syn
+        pos_in_val = {int(i): n for n, i in enumerate(vi)}
+        keep = np.array([int(s) in pos_in_val for s in syn_source], dtype=bool)
+        syn_kwargs = dict(synthetic_maps=syn_maps[keep], synthetic_masks=syn_masks[keep],
+                          synthetic_source=np.array([pos_in_val[int(s)] for s in syn_source[keep]], dtype=int))
+    val = evaluation.ValidationData(maps[vi], masks[vi], labels[vi], **syn_kwargs)
+    keys = [test[i].report_key for i in vi]
+    resampler = evaluation.Resampler(labels[ti], seed) if full else None
+    thresholds, techniques, test_counts = _technique_results(val, maps, masks, labels, ti, config, resampler)
+    step(0.2)
+    selection = evaluation.cross_fitted_selection(val, keys, config.techniques, config.normal_fpr_target, seed)
+    if selection.chosen is None:  # nothing could be cross-fitted: fall back to the validation part itself
+        fitted = {k: r.validation.iou for k, r in techniques.items() if r.validation and r.validation.iou is not None}
+        if fitted:
+            selection.chosen = max(fitted, key=fitted.get)
+            selection.rule += "; no technique could be cross-fitted, so the highest IoU on the whole validation part"
+    step(0.35)
+    scores = metrics.image_scores(maps)
+    decision = _image_decision(scores, labels, vi, ti, resampler)
+    out = {"val_idx": val_idx, "test_idx": test_idx, "vi": vi, "ti": ti, "thresholds": thresholds,
+           "techniques": techniques, "test_counts": test_counts, "selection": selection,
+           "image_decision": decision, "scores": scores}
+    if not full:
+        out["test_part"] = metrics.threshold_free(maps[ti], masks[ti])
+        return out
+    out["test_part"] = evaluation.threshold_free_estimates(maps[ti], masks[ti], labels[ti], resampler)
+    step(0.55)
+    out["few_shot"] = evaluation.few_shot_study(val, maps[ti], masks[ti], config.techniques,
+                                                config.normal_fpr_target, seed)
+    step(0.7)
+    out["breakdowns"] = _breakdowns(test, val_idx, test_idx, maps, masks, labels, test_counts)
+    step(1.0)
+    return out
+
+
+def _repeat_metrics(ev: dict) -> dict[str, float | None]:
+    """The numbers a repeated split is summarised by (mean and spread over the splits)."""
+    tp = ev["test_part"]
+    row = {f"test_part.{k}": (v.value if isinstance(v, Estimate) else v)
+           for k, v in (tp.items() if isinstance(tp, dict) else vars(tp).items())}
+    for name, r in ev["techniques"].items():
+        c = ev["test_counts"].get(name)
+        row[f"techniques.{name}.iou"] = (evaluation.segmentation_stats(c, c.pos > 0)["iou"] if c else None)
+    chosen = ev["selection"].chosen
+    row["chosen_technique.iou"] = row.get(f"techniques.{chosen}.iou") if chosen else None
+    d = ev["image_decision"]
+    if d.threshold is not None:
+        stats = evaluation.image_stats(ev["scores"][ev["ti"]], ev["labels_ti"], d.threshold)
+        row["image_decision.accuracy"] = stats["accuracy"]
+    return {k: (float(v) if v is not None and np.isfinite(v) else None) for k, v in row.items()}
+
+
 def _run(train, test, config: BenchmarkConfig, progress, should_cancel, artifacts_dir) -> dict:
     t_start = time.perf_counter()
     _validate(train, test, config)
@@ -188,139 +323,153 @@ def _run(train, test, config: BenchmarkConfig, progress, should_cancel, artifact
     on_cuda = str(config.device).startswith("cuda") or (config.device == "auto" and torch.cuda.is_available())
     if on_cuda:
         torch.cuda.reset_peak_memory_stats()
-
+    repeats = max(1, int(config.repeats))
+    seeds = [config.seed + r for r in range(repeats)]
+    labels = np.array([s.is_anomalous for s in test], dtype=bool)  # the dataset's word, never the resized mask
     val_idx, test_idx = split_validation_test(test, config.val_fraction, config.seed)
     backbone = Backbone(
         config.backbone, layers=config.layers, weights="pretrained" if config.pretrained else "random",
         weights_path=config.weights_path, device=config.device,
     )
-    model = build_model(config, backbone)
     size = config.image_size
-    labels = np.array([s.is_anomalous for s in test], dtype=bool)
+    syn_images = syn_masks = syn_source = None
+    if "synthetic" in config.techniques:
+        good = [i for i in range(len(test)) if not labels[i]]
+        if good:
+            base = np.stack([load_image(test[i].image_path, size) for i in good])
+            syn_images, syn_masks, source = evaluation.cut_paste(base, config.seed)
+            syn_source = np.array(good, dtype=int)[source]
     prog("setup", 1.0)
 
-    # ---- fit -------------------------------------------------------------------------------
-    t_fit = time.perf_counter()
-    train_loader = make_loader(train, size, config.batch_size, config.num_workers)
-    if config.model == "cflow":
-        val_good = [test[i] for i in val_idx if not labels[i]]
-        val_loader = make_loader(val_good, size, config.batch_size, config.num_workers) if val_good else None
-        model.fit(train_loader, val_loader, step=lambda f: prog("fit", f))
-    else:
-        n_train = len(train)
-        model.fit(train_loader, step=lambda n: prog("fit", n / n_train))
-    fit_seconds = time.perf_counter() - t_fit
-
-    # ---- inference (every test-folder image, each independently) --------------------------
-    t_inf = time.perf_counter()
-    maps = np.empty((len(test), size, size), dtype=np.float32)
-    done = 0
-    for images, idx in make_loader(test, size, config.batch_size, config.num_workers):
-        maps[idx.numpy()] = model.predict(images)
-        done += len(idx)
-        prog("inference", done / len(test))
-    inference_seconds = time.perf_counter() - t_inf
-    model_memory_mb = model.memory_bytes() / 2**20
-    model_info = model.describe() if hasattr(model, "describe") else {}
-    del model, backbone
+    # ---- fit + maps. A model that looks at validation images while fitting (CFLOW's early
+    # stopping) is refitted for every repeated split; the others are split-independent.
+    refit = config.model == "cflow"
+    fits = repeats if refit else 1
+    mapped = []
+    for r in range(fits):
+        seed_everything(seeds[r])
+        model = build_model(config, backbone)
+        vi_r = split_validation_test(test, config.val_fraction, seeds[r])[0] if r else val_idx
+        mapped.append(_fit_and_map(model, train, test, vi_r, labels, syn_images, config, prog, (r / fits, 1 / fits)))
+        if r == 0:
+            model_memory_mb = model.memory_bytes() / 2**20
+            model_info = model.describe() if hasattr(model, "describe") else {}
+        del model
+    del backbone
     cuda_peak_mb = torch.cuda.max_memory_allocated() / 2**20 if on_cuda else None
+    first = mapped[0]
+    maps = first["maps"]
 
-    # ---- metrics --------------------------------------------------------------------------
+    # ---- evaluation ----------------------------------------------------------------------------
+    t_eval = time.perf_counter()
     masks = load_masks(test, size)
-    prog("metrics", 0.05)
-    vi, ti = np.array(val_idx, dtype=int), np.array(test_idx, dtype=int)
-    whole = metrics.threshold_free(maps, masks)
-    prog("metrics", 0.25)
-    test_tf = metrics.threshold_free(maps[ti], masks[ti])
-    prog("metrics", 0.4)
-    val_maps, val_masks = maps[vi], masks[vi]
-    thresholds: dict[str, float | dict] = {}
-    for name in config.techniques:
-        try:
-            thresholds[name] = fit_threshold(name, val_maps, val_masks, config.normal_fpr_target)
-        except ThresholdError as exc:
-            thresholds[name] = {"error": str(exc)}
-    prog("metrics", 0.55)
-    inference, val_inference = {}, {}
-    for name, thr in thresholds.items():
-        if isinstance(thr, dict):
-            inference[name] = thr
-            continue
-        inference[name] = metrics.threshold_metrics(maps[ti], masks[ti], thr, labels[ti])
-        val_inference[name] = metrics.threshold_metrics(val_maps, val_masks, thr, labels[vi])
-    fitted = {k: v for k, v in val_inference.items() if v.get("iou") is not None}
-    recommended = max(fitted, key=lambda k: fitted[k]["iou"]) if fitted else None
-    prog("metrics", 0.65)
-    by_type, by_cat, by_bg = _breakdowns(test, test_idx, maps, masks, labels, thresholds)
-    prog("metrics", 1.0)
+    syn = (first["synthetic_maps"], syn_masks, syn_source) if first["synthetic_maps"] is not None else None
+    ev = _evaluate(test, maps, masks, labels, syn, config, config.seed, full=True, prog=prog)
+    vi, ti = ev["vi"], ev["ti"]
+    repeat_block = None
+    if repeats > 1:
+        rows, chosen = [], []
+        for r, seed in enumerate(seeds):
+            if r == 0:
+                e = ev
+            else:
+                m = mapped[r if refit else 0]
+                s = (m["synthetic_maps"], syn_masks, syn_source) if m["synthetic_maps"] is not None else None
+                e = _evaluate(test, m["maps"], masks, labels, s, config, seed, full=False)
+            e["labels_ti"] = labels[e["ti"]]
+            rows.append(_repeat_metrics(e))
+            chosen.append(e["selection"].chosen)
+        names = sorted({k for row in rows for k in row})
+        repeat_block = Repeats(
+            seeds=seeds, chosen=chosen,
+            metrics={k: MeanSpread(*evaluation.mean_spread([row.get(k) for row in rows])) for k in names},
+            note=("the model was refitted for every split (its early stopping uses validation images)" if refit
+                  else "one fitted model; only the validation/test split changes"),
+        )
+    evaluation_seconds = time.perf_counter() - t_eval
 
-    # ---- per image + artifacts ------------------------------------------------------------
-    scores = metrics.image_scores(maps)
-    per_image = []
-    art_tech = recommended or ("iou_curve" if not isinstance(thresholds.get("iou_curve", {}), dict) else None)
-    art_thr = thresholds[art_tech] if art_tech else None
+    # ---- per image + artifacts ------------------------------------------------------------------
+    thresholds = ev["thresholds"]
+    recommended = ev["selection"].chosen
+    art_tech = recommended if recommended in thresholds else next(iter(thresholds), None)
+    art_thr = thresholds.get(art_tech) if art_tech else None
+    scores = ev["scores"]
+    decision = ev["image_decision"]
     curves = {}
     if artifacts_dir is not None:
-        from .artifacts import save_curves
+        from .artifacts import save_curves, save_few_shot_chart
 
         adir = Path(artifacts_dir)
         # colour scale shared by all overlays: validation scores' 1st..99.9th percentile
         lo, hi = (float(v) for v in np.percentile(maps[vi] if len(vi) else maps, [1, 99.9]))
-        curves = save_curves(adir / "curves", maps[ti], masks[ti], val_maps, val_masks,
-                             {k: v for k, v in thresholds.items() if not isinstance(v, dict)})
-    for n, i in enumerate(test_idx):
+        curves = save_curves(adir / "curves", maps[ti], masks[ti], maps[vi], masks[vi], thresholds)
+        curves.update(save_few_shot_chart(adir / "curves", ev["few_shot"]))
+    per_image = []
+    for n, i in enumerate(ti):
         s = test[i]
-        entry = {
-            "key": s.report_key, "defect_type": s.defect_type, "category": s.category,
-            "background": s.background, "score": float(scores[i]),
-            "iou": {name: (metrics.per_image_iou(maps[i], masks[i], thr) if not isinstance(thr, dict) else None)
-                    for name, thr in thresholds.items()},
-            "predicted_anomalous": {name: bool(scores[i] >= thr) for name, thr in thresholds.items()
-                                    if not isinstance(thr, dict)},
-        }
+        counts = {name: [int(c.tp[n]), int(c.fp[n]), int(c.pos[n] - c.tp[n])] for name, c in ev["test_counts"].items()}
+        entry = PerImage(
+            key=s.report_key, defect_type=s.defect_type, category=s.category, background=s.background,
+            anomalous=bool(labels[i]), score=float(scores[i]),
+            predicted_anomalous=bool(scores[i] >= decision.threshold) if decision.threshold is not None else None,
+            iou={name: (metrics.per_image_iou(maps[i], masks[i], thresholds[name]) if name in thresholds else None)
+                 for name in config.techniques},
+            counts=counts, artifacts=None,
+        )
         if artifacts_dir is not None:
             from .artifacts import save_image_artifacts
 
             thr = art_thr if art_thr is not None else float(np.inf)
-            entry["artifacts"] = save_image_artifacts(
+            entry.artifacts = save_image_artifacts(
                 Path(artifacts_dir) / "images", f"{n:04d}", s.image_path, maps[i], thr, lo, hi, size)
-            prog("artifacts", (n + 1) / len(test_idx))
+            prog("artifacts", (n + 1) / len(ti))
         per_image.append(entry)
 
-    total_seconds = time.perf_counter() - t_start
-    report = {
-        "config": config.to_dict(),
-        "device": str(torch.device(config.device) if config.device != "auto"
-                      else ("cuda" if torch.cuda.is_available() else "cpu")),
-        "model_info": model_info,
-        "threshold_free": whole,
-        "test_threshold_free": test_tf,
-        "thresholds": {k: (v if not isinstance(v, dict) else None) for k, v in thresholds.items()},
-        "inference": inference,
-        "validation_inference": val_inference,
-        "recommended_technique": recommended,
-        "recommended_technique_rule": "highest dataset-level IoU on the validation part",
-        "artifact_technique": art_tech,
-        "by_defect_type": by_type,
-        "by_category": by_cat,
-        "by_background": by_bg,
-        "split": {"val_fraction": config.val_fraction, "seed": config.seed,
-                  **split_summary(test, val_idx, test_idx)},
-        "per_image": per_image,
-        "curves": curves,
-        "timing": {
-            "fit_seconds": fit_seconds,
-            "inference_ms_per_image": 1000.0 * inference_seconds / len(test),
-            "total_seconds": total_seconds,
-        },
+    test_entries = [(test[i].report_key, test[i].defect_type, test[i].category, test[i].background)
+                    for i in ti]
+    device = str(torch.device(config.device) if config.device != "auto"
+                 else ("cuda" if torch.cuda.is_available() else "cpu"))
+    report = BenchmarkReport(
+        schema_version=SCHEMA_VERSION,
+        config=config.to_dict(),
+        device=device,
+        threads=torch.get_num_threads(),
+        model_info=model_info,
+        split=Split(val_fraction=config.val_fraction, seed=config.seed,
+                    **split_summary(test, ev["val_idx"], ev["test_idx"])),
+        comparability=Comparability(
+            test_images_digest=evaluation.test_images_digest(test_entries), image_size=size,
+            backbone=config.backbone, seed=config.seed, val_fraction=config.val_fraction),
+        whole_folder=ThresholdFree(**metrics.threshold_free(maps, masks)),
+        test_part=ev["test_part"],
+        techniques=ev["techniques"],
+        selection=ev["selection"],
+        recommended_technique=recommended,
+        image_decision=decision,
+        few_shot=ev["few_shot"],
+        breakdowns=ev["breakdowns"],
+        bootstrap=Bootstrap(resamples=evaluation.RESAMPLES, seed=config.seed, confidence=evaluation.CONFIDENCE,
+                            method="percentile bootstrap over test images, resampled within the anomalous and "
+                                   "the defect-free images separately"),
+        repeats=repeat_block,
+        per_image=per_image,
+        artifact_technique=art_tech,
+        curves=curves,
+        timing=Timing(
+            fit_seconds=first["fit_seconds"],
+            inference_ms_per_image=1000.0 * first["inference_seconds"] / len(test),
+            evaluation_seconds=evaluation_seconds,
+            total_seconds=time.perf_counter() - t_start,
+        ),
         # process peak RSS (ru_maxrss: since process start, so it includes earlier work of
         # a long-lived worker) + CUDA peak allocated during this run when on GPU
-        "peak_memory_mb": peak_rss_mb() + (cuda_peak_mb or 0.0),
-        "peak_rss_mb": peak_rss_mb(),
-        "cuda_peak_memory_mb": cuda_peak_mb,
-        "model_memory_mb": model_memory_mb,
-        "n_train": len(train),
-        "n_test": len(test),
-    }
+        peak_memory_mb=peak_rss_mb() + (cuda_peak_mb or 0.0),
+        peak_rss_mb=peak_rss_mb(),
+        cuda_peak_memory_mb=cuda_peak_mb,
+        model_memory_mb=model_memory_mb,
+        n_train=len(train),
+        n_test=len(test),
+        source={},
+    )
     prog.finish()
-    return _clean(report)
+    return report.to_json()

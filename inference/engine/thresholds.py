@@ -1,10 +1,15 @@
 """Threshold techniques: turn anomaly maps into binary masks.
 
 Each technique is fitted on the VALIDATION part only (maps + masks of the
-validation images) and returns one scalar threshold; a pixel is predicted
-anomalous when its score is ``>= threshold``. ``TECHNIQUES`` maps the public
-names to the strategy objects. Techniques that need anomalous (or defect-free)
-validation images raise :class:`ThresholdError` with a clear message.
+validation images, and which images are anomalous) and returns one scalar
+threshold; a pixel is predicted anomalous when its score is ``>= threshold``.
+``TECHNIQUES`` maps the public names to the strategy objects. Techniques that need
+anomalous (or defect-free) validation images raise :class:`ThresholdError` with a
+clear message.
+
+Which images are defect-free comes from the image labels (the dataset's folders),
+never from the resized masks: a thin defect can vanish when its mask is resized, and
+its image must still not count as defect-free for ``normal_fpr`` / ``normal_max``.
 """
 
 from __future__ import annotations
@@ -19,20 +24,23 @@ class ThresholdError(ValueError):
     """The technique cannot be fitted on the given validation data."""
 
 
-def _anomalous(masks: np.ndarray) -> np.ndarray:
+def _anomalous(masks: np.ndarray, labels: np.ndarray | None = None) -> np.ndarray:
+    """Per image: anomalous by its label when given, else by its (resized) mask."""
+    if labels is not None:
+        return np.asarray(labels, dtype=bool)
     return masks.reshape(len(masks), -1).any(axis=1)
 
 
 def _need_anomalous(name: str, masks: np.ndarray) -> None:
-    if not _anomalous(masks).any():
+    if not masks.any():
         raise ThresholdError(
             f"threshold technique {name!r} needs anomalous images in the validation part, "
             "but it has none"
         )
 
 
-def _need_normal_images(name: str, masks: np.ndarray) -> np.ndarray:
-    good = ~_anomalous(masks)
+def _need_normal_images(name: str, masks: np.ndarray, labels: np.ndarray | None) -> np.ndarray:
+    good = ~_anomalous(masks, labels)
     if not good.any():
         raise ThresholdError(
             f"threshold technique {name!r} needs defect-free images in the validation part, "
@@ -70,6 +78,7 @@ class IoUCurve:
     """
 
     name: str = "iou_curve"
+    needs_anomalous: bool = True
 
     def curve(self, maps: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         _need_anomalous(self.name, masks)
@@ -108,6 +117,7 @@ class F1Max:
     """
 
     name: str = "f1"
+    needs_anomalous: bool = True
 
     def fit(self, maps: np.ndarray, masks: np.ndarray, **_) -> float:
         thresholds, tp, fp, n_pos, _ = _counts_at_anomalous_scores(self.name, maps, masks)
@@ -126,6 +136,7 @@ class RocYouden:
     """
 
     name: str = "roc"
+    needs_anomalous: bool = True
 
     def fit(self, maps: np.ndarray, masks: np.ndarray, **_) -> float:
         thresholds, tp, fp, n_pos, n_neg = _counts_at_anomalous_scores(self.name, maps, masks)
@@ -143,9 +154,10 @@ class NormalFPR:
     """
 
     name: str = "normal_fpr"
+    needs_anomalous: bool = False
 
-    def fit(self, maps: np.ndarray, masks: np.ndarray, target: float = 0.01, **_) -> float:
-        good = _need_normal_images(self.name, masks)
+    def fit(self, maps: np.ndarray, masks: np.ndarray, target: float = 0.01, labels=None, **_) -> float:
+        good = _need_normal_images(self.name, masks, labels)
         if not 0.0 <= target < 1.0:
             raise ThresholdError(f"normal_fpr target must be in [0, 1), got {target}")
         px = maps[good].ravel()
@@ -166,10 +178,31 @@ class NormalMax:
     """
 
     name: str = "normal_max"
+    needs_anomalous: bool = False
+
+    def fit(self, maps: np.ndarray, masks: np.ndarray, labels=None, **_) -> float:
+        good = _need_normal_images(self.name, masks, labels)
+        return _next_up(maps[good].max())
+
+
+@dataclass(frozen=True)
+class SyntheticAnomalies:
+    """``synthetic``: the IoU-curve rule fitted on synthetic anomalies instead of labelled ones.
+
+    The maps given are those of the defect-free validation images plus synthetic defects
+    pasted into them (:func:`evaluation.cut_paste`, run through the model by the runner), so
+    a product with no labelled anomalous image still gets a localisation threshold: the
+    label-free baseline of the few-shot study. Needs no anomalous image.
+    """
+
+    name: str = "synthetic"
+    needs_anomalous: bool = False
 
     def fit(self, maps: np.ndarray, masks: np.ndarray, **_) -> float:
-        good = _need_normal_images(self.name, masks)
-        return _next_up(maps[good].max())
+        if not masks.any():
+            raise ThresholdError("threshold technique 'synthetic' needs defect-free validation images to paste "
+                                 "synthetic anomalies into, but it has none")
+        return IoUCurve().fit(maps, masks)
 
 
 TECHNIQUES = {
@@ -178,11 +211,18 @@ TECHNIQUES = {
     "roc": RocYouden(),
     "normal_fpr": NormalFPR(),
     "normal_max": NormalMax(),
+    "synthetic": SyntheticAnomalies(),
 }
+NEEDS_ANOMALOUS = tuple(name for name, technique in TECHNIQUES.items() if technique.needs_anomalous)
 
 
-def fit_threshold(name: str, maps: np.ndarray, masks: np.ndarray, normal_fpr_target: float = 0.01) -> float:
-    """Fit technique ``name`` on validation maps/masks; raises ThresholdError or KeyError."""
+def fit_threshold(name: str, maps: np.ndarray, masks: np.ndarray, normal_fpr_target: float = 0.01,
+                  labels: np.ndarray | None = None) -> float:
+    """Fit technique ``name`` on validation maps/masks; raises ThresholdError or KeyError.
+
+    ``labels`` (True = anomalous image) says which images are defect-free; without it the
+    masks decide (an image with an empty resized mask then counts as defect-free).
+    """
     if name not in TECHNIQUES:
         raise KeyError(f"unknown threshold technique {name!r}; known: {sorted(TECHNIQUES)}")
-    return TECHNIQUES[name].fit(maps, masks, target=normal_fpr_target)
+    return TECHNIQUES[name].fit(maps, masks, target=normal_fpr_target, labels=labels)

@@ -50,6 +50,10 @@ def samples_from_scan(images, *, key=str, labels=None) -> tuple[list[Sample], li
     return train, test
 
 
+# Most validation/test splits one run may be evaluated on (``BenchmarkConfig.repeats``).
+MAX_REPEATS = 20
+
+
 @dataclass
 class BenchmarkConfig:
     """Settings of one benchmark run; every field ends up in the report."""
@@ -67,7 +71,9 @@ class BenchmarkConfig:
     batch_size: int = 16
     early_stopping_patience: int = 3
     val_fraction: float = 0.5
-    techniques: tuple = ("iou_curve", "f1", "roc", "normal_fpr", "normal_max")
+    techniques: tuple = ("iou_curve", "f1", "roc", "normal_fpr", "normal_max", "synthetic")
+    # Evaluate on this many validation/test splits (seeds seed, seed+1, ...): mean and spread.
+    repeats: int = 1
     normal_fpr_target: float = 0.01
     device: str = "auto"
     pretrained: bool = True  # False = random weights (tests only)

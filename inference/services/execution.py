@@ -195,7 +195,7 @@ def execute_product_run(part_id: int, *, task_id: str | None = None, finalize: b
             train, test, config,
             progress=reporter.progress, should_cancel=reporter.should_cancel, artifacts_dir=root,
         )
-        report["product"] = part.product.name
+        report["source"] = {"dataset": part.run.dataset.name, "product": part.product.name}
         (root / "report.json").write_text(json.dumps(report, indent=2))
         _finish_part(part.pk, Status.SUCCEEDED, report=report, stage="done")
     except BenchmarkCancelled:

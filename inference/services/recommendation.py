@@ -3,19 +3,25 @@
 Without results the advice follows the product's labelled defect mix: PaDiM with the IoU-curve
 threshold (fast, robust, good at structural defects and contamination), CFLOW when surface
 defects dominate (its normalizing flow models fine texture better). Once the product has
-succeeded runs, they win: the model + technique with the best IoU on the runs' validation parts
-is recommended and the runner-up named. The choice is made on validation data only, like the
-thresholds themselves; the test-part IoU is shown as the held-out estimate of what to expect.
+succeeded runs, they win, compared on comparable evidence only (the same test images and
+labels, image size and backbone; other runs are listed with the reason): the model + technique
+with the best cross-validated IoU on the runs' validation parts is recommended and the runner-up
+named, with their paired test-IoU difference and its interval, and how many anomalous images
+the few-shot study says the threshold needs. The choice is made on validation data only, like
+the thresholds themselves; the test-part IoU is the held-out estimate of what to expect.
 """
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from numbers import Number
 
 from annotator.models import Product
 from annotator.services.labels import effective_labels
 from inference.models import ProductRun, Status
-from inference.services.reports import TECHNIQUE_LABELS
+from inference.engine.evaluation import paired_difference
+from inference.engine.report import Estimate
+from inference.services.reports import TECHNIQUE_LABELS, is_current
 
 MODEL_LABELS = {"padim": "PaDiM", "cflow": "CFLOW"}
 SURFACE_DOMINANT = 0.5
@@ -32,35 +38,98 @@ def _number(value) -> bool:
     return isinstance(value, Number) and not isinstance(value, bool)
 
 
-def candidates(product: Product) -> list[dict]:
-    """Every (run, model, technique) with a validation and a test IoU on this product, best first.
+def evidence_key(report: dict) -> tuple:
+    """Runs compare only on the same test images with the same labels (digest), size and backbone."""
+    c = report["comparability"]
+    return (c["test_images_digest"], c["image_size"], c["backbone"])
 
-    Ranked by validation IoU; on a tie the earlier run comes first.
+
+def _why_not_compared(key: tuple, chosen: tuple) -> str:
+    reasons = []
+    if key[0] != chosen[0]:
+        reasons.append("other test images (label subset, labels or split differ)")
+    if key[1] != chosen[1]:
+        reasons.append(f"image size {key[1]} px, not {chosen[1]} px")
+    if key[2] != chosen[2]:
+        reasons.append(f"backbone {key[2]}, not {chosen[2]}")
+    return "; ".join(reasons)
+
+
+def candidates(product: Product) -> tuple[list[dict], list[dict]]:
+    """(candidates on one body of comparable evidence, best first; runs left out with the reason).
+
+    Every succeeded run of the product with a current report is grouped by its evidence key;
+    the group with the most models compared (then the most runs, then the newest) is used. Within it every
+    (run, technique) with a cross-validated IoU is a candidate, ranked by it (validation data
+    only; on a tie the earlier run first); the test IoU with its interval is the held-out
+    estimate of what to expect.
     """
-    found = []
-    parts = ProductRun.objects.filter(product=product, status=Status.SUCCEEDED).select_related("run")
+    parts = (ProductRun.objects.filter(product=product, status=Status.SUCCEEDED)
+             .select_related("run").order_by("run_id"))
+    groups: dict[tuple, list] = {}
+    excluded = []
     for part in parts:
         report = part.report or {}
-        validation = report.get("validation_inference") or {}
-        for technique, values in (report.get("inference") or {}).items():
-            iou = (values or {}).get("iou")
-            validation_iou = (validation.get(technique) or {}).get("iou")
-            if not (_number(iou) and _number(validation_iou)):
+        if not is_current(report):
+            excluded.append({"run": part.run_id, "reason": "made by an older version of DefectBench (retry it)"})
+            continue
+        groups.setdefault(evidence_key(report), []).append(part)
+    if not groups:
+        return [], excluded
+    chosen_key = max(groups, key=lambda k: (len({p.run.model for p in groups[k]}), len(groups[k]),
+                                            max(p.run_id for p in groups[k])))
+    for key, members in groups.items():
+        if key != chosen_key:
+            excluded += [{"run": p.run_id, "reason": _why_not_compared(key, chosen_key)} for p in members]
+    found = []
+    for part in groups[chosen_key]:
+        report = part.report
+        for entry in report["selection"]["entries"]:
+            result = report["techniques"].get(entry["technique"]) or {}
+            if entry["cv_iou_mean"] is None or result.get("failure"):
                 continue
-            free = report.get("test_threshold_free") or report.get("threshold_free") or {}
+            test = result["test"]
             found.append({
-                "run": part.run_id, "model": part.run.model, "technique": technique,
-                "validation_iou": validation_iou, "iou": iou,
-                "dice": values.get("dice"), "fpr": values.get("fpr"),
-                "image_auroc": free.get("image_auroc"), "subset": part.run.subset_description(),
+                "run": part.run_id, "part": part, "model": part.run.model, "technique": entry["technique"],
+                "cv_iou": entry["cv_iou_mean"], "cv_iou_std": entry["cv_iou_std"],
+                "iou": test["iou"], "dice": test["dice"], "good_image_fpr": test["good_image_fpr"],
+                "image_auroc": report["test_part"]["image_auroc"], "subset": part.run.subset_description(),
+                "enough": _few_shot_enough(report, entry["technique"]),
+                "n_available": report["few_shot"]["n_available"],
             })
-    found.sort(key=lambda c: (-c["validation_iou"], c["run"]))
-    return found
+    found.sort(key=lambda c: (-c["cv_iou"], c["run"]))
+    excluded.sort(key=lambda e: e["run"])
+    return found, excluded
+
+
+def _few_shot_enough(report: dict, technique: str):
+    curve = next((c for c in report["few_shot"]["curves"] if c["technique"] == technique), None)
+    if curve is None or not curve["needs_anomalous"]:
+        return 0 if curve is not None else None
+    return curve["enough"]
+
+
+def paired(best: dict, other: dict) -> Estimate:
+    """Test IoU of ``best`` minus ``other`` on the same test images, with a paired bootstrap interval."""
+    a = {e["key"]: e for e in best["part"].report["per_image"]}
+    b = {e["key"]: e for e in other["part"].report["per_image"]}
+    keys = sorted(set(a) & set(b))
+    return paired_difference(
+        [a[k]["counts"][best["technique"]] for k in keys], [b[k]["counts"][other["technique"]] for k in keys],
+        [a[k]["anomalous"] for k in keys], seed=best["part"].report["bootstrap"]["seed"],
+    )
+
+
+def _fmt_est(e: dict) -> str:
+    text = f"{e['value']:.3f}"
+    if e.get("low") is not None:
+        text += f" [{e['low']:.3f}, {e['high']:.3f}]"
+    return text
 
 
 def _describe(c: dict) -> str:
     return (f"{MODEL_LABELS.get(c['model'], c['model'])} with the {TECHNIQUE_LABELS.get(c['technique'], c['technique'])} "
-            f"threshold (validation IoU {c['validation_iou']:.3f}, held-out test IoU {c['iou']:.3f}, run {c['run']})")
+            f"threshold (cross-validated IoU {c['cv_iou']:.3f}, held-out test IoU {_fmt_est(c['iou'])}, run {c['run']})")
 
 
 def recommend(product: Product) -> dict:
@@ -75,21 +144,39 @@ def recommend(product: Product) -> dict:
         "runner_up": None,
         "evidence": [],
     }
-    found = candidates(product)
+    found, excluded = candidates(product)
+    result["excluded"] = excluded
     if found:
         best = found[0]
         # Runner-up: the best candidate that differs in model or technique.
         runner = next((c for c in found[1:] if (c["model"], c["technique"]) != (best["model"], best["technique"])), None)
         reason = f"Best measured on {product.name}: {_describe(best)}."
+        difference = None
         if runner:
             reason += f" Runner-up: {_describe(runner)}."
+            difference = paired(best, runner)
+            if difference.value is not None and difference.low is not None:
+                distinguishable = not (difference.low <= 0.0 <= difference.high)
+                reason += (f" Paired on the same test images, the test IoU differs by {difference.value:+.3f} "
+                           f"[{difference.low:+.3f}, {difference.high:+.3f}]: "
+                           + ("the winner is distinguishably better." if distinguishable and difference.value > 0
+                              else "not distinguishable; either choice is supported by the evidence."))
+        if best["enough"] is not None:
+            reason += (f" The few-shot study says {best['enough']} of the {best['n_available']} anomalous validation "
+                       "images were enough to fit this threshold (test IoU within 0.02 of using all)."
+                       if best["enough"] else " This threshold needs no labelled anomalous image.")
         other_models = {c["model"] for c in found}
         if len(other_models) == 1:
             missing = [m for m in MODEL_LABELS if m not in other_models]
             if missing:
                 reason += f" Only {MODEL_LABELS[best['model']]} has been run; a {MODEL_LABELS[missing[0]]} run would confirm the choice."
+        if excluded:
+            reason += f" {len(excluded)} run(s) were not compared (see below)."
+        for c in found:
+            c.pop("part", None)
         result.update(source="runs", model=best["model"], technique=best["technique"], reason=reason,
-                      best=best, runner_up=runner, evidence=found[:10])
+                      best=best, runner_up=runner, evidence=found[:10],
+                      difference=dataclasses.asdict(difference) if difference else None)
         return _labelled(result)
     surface_share = mix.get("surface", 0) / labelled if labelled else 0.0
     if labelled and surface_share > SURFACE_DOMINANT:

@@ -1,18 +1,29 @@
-"""Turning engine reports into what pages, downloads and comparisons show."""
+"""Turning engine reports into what pages, downloads and comparisons show.
+
+The engine's report is typed (``inference/engine/report.py``, schema in ``report.schema.json``);
+everything here reads its names. A report made before the current schema (``schema_version``)
+is not reinterpreted: pages say so and offer a retry.
+"""
 from __future__ import annotations
 
 import csv
 import io
 from numbers import Number
 
+from inference.engine.report import SCHEMA_VERSION
 from inference.models import BenchmarkRun, Technique
 
 THRESHOLD_FREE_KEYS = ("image_auroc", "pixel_auroc", "aupro")
-TECHNIQUE_KEYS = ("threshold", "iou", "mean_image_iou", "dice", "precision", "recall", "fpr", "image_accuracy")
+SEGMENTATION_KEYS = ("iou", "dice", "precision", "recall", "fpr", "good_image_fpr", "mean_image_iou")
+IMAGE_KEYS = ("accuracy", "precision", "recall", "fpr")
 TECHNIQUE_LABELS = dict(Technique.choices)
 TECHNIQUE_SHORT = {"iou_curve": "IoU curve", "f1": "Max F1", "roc": "ROC (Youden)",
-                   "normal_fpr": "Normal FPR", "normal_max": "Normal max"}
+                   "normal_fpr": "Normal FPR", "normal_max": "Normal max", "synthetic": "Synthetic"}
 SUMMARY_SKIP = ("per_image",)
+
+
+def is_current(report: dict | None) -> bool:
+    return bool(report) and report.get("schema_version") == SCHEMA_VERSION
 
 
 def summary(report: dict) -> dict:
@@ -24,128 +35,161 @@ def _is_number(v) -> bool:
     return isinstance(v, Number) and not isinstance(v, bool)
 
 
-def _mean_tree(items: list):
-    """Mean of numeric leaves across several same-shaped dicts (missing/None ignored)."""
-    present = [i for i in items if i is not None]
-    if not present:
-        return None
-    if all(isinstance(i, dict) for i in present):
-        keys = []
-        for item in present:
-            keys += [k for k in item if k not in keys]
-        return {k: _mean_tree([item.get(k) for item in present]) for k in keys}
-    numbers = [i for i in present if _is_number(i)]
-    if numbers and len(numbers) == len(present):
-        return sum(numbers) / len(numbers)
-    return present[0] if all(i == present[0] for i in present) else None
-
-
-def best_technique(summary_report: dict) -> str | None:
-    """The technique with the best validation IoU in one (product or aggregate) summary.
-
-    Chosen on the validation part, like the engine's own ``recommended_technique``: picking it
-    by test IoU would make the test figures an optimistic estimate.
-    """
-    best, best_iou = None, None
-    for name, values in (summary_report.get("validation_inference") or {}).items():
-        iou = (values or {}).get("iou")
-        if _is_number(iou) and (best_iou is None or iou > best_iou):
-            best, best_iou = name, iou
-    return best
+def _mean(values) -> float | None:
+    numbers = [v for v in values if _is_number(v)]
+    return sum(numbers) / len(numbers) if numbers and len(numbers) == len(values) else None
 
 
 def aggregate_metrics(reports: dict[str, dict]) -> dict:
     """``{"products": {name: summary}, "aggregate": ..., "n_products": n}``.
 
-    With several products the aggregate is the unweighted mean over products of every metric
-    (threshold-free, per technique, per category and background); timings are summed.
+    The aggregate is the unweighted mean over products of the test-part numbers. A technique
+    enters the aggregate only when it was fitted on every product: averaging it over the
+    products where it happened to work would compare it on easier evidence than the others.
+    Its row then names the products it failed on. The recommended technique is the one with
+    the best mean cross-validated IoU (validation data only); timings are summed.
     """
     products = {name: summary(r) for name, r in reports.items()}
-    if len(products) == 1:
-        aggregate = dict(next(iter(products.values())))
-        aggregate["method"] = "single product"
-    else:
-        values = list(products.values())
-        aggregate = {}
-        for key in ("threshold_free", "test_threshold_free", "inference", "validation_inference",
-                    "by_category", "by_background", "by_defect_type"):
-            aggregate[key] = _mean_tree([v.get(key) for v in values]) or {}
-        aggregate["timing"] = {
-            k: sum(v.get("timing", {}).get(k) or 0 for v in values)
-            for k in ("fit_seconds", "total_seconds")
-        }
-        aggregate["timing"]["inference_ms_per_image"] = _mean_tree(
-            [v.get("timing", {}).get("inference_ms_per_image") for v in values]
-        )
-        aggregate["peak_memory_mb"] = max((v.get("peak_memory_mb") or 0) for v in values)
-        aggregate["device"] = _mean_tree([v.get("device") for v in values])
-        aggregate["method"] = f"mean over {len(values)} products"
-        aggregate["recommended_technique"] = best_technique(aggregate)
+    values = [p for p in products.values() if is_current(p)]
+    aggregate: dict = {"method": "single product" if len(products) == 1 else f"mean over {len(products)} products",
+                       "n_products": len(products)}
+    if len(values) != len(products) or not values:
+        aggregate["note"] = "made by an older version of DefectBench: no aggregate"
+        return {"products": products, "aggregate": aggregate, "n_products": len(products)}
+    aggregate["whole_folder"] = {k: _mean([v["whole_folder"][k] for v in values]) for k in THRESHOLD_FREE_KEYS}
+    aggregate["test_part"] = {k: _mean([v["test_part"][k]["value"] for v in values]) for k in THRESHOLD_FREE_KEYS}
+    names = []
+    for v in values:
+        names += [t for t in v["techniques"] if t not in names]
+    techniques, cv = {}, {}
+    for name in names:
+        failed = [p for p, v in products.items() if (v["techniques"].get(name) or {}).get("failure")
+                  or name not in v["techniques"]]
+        if failed:
+            techniques[name] = {"failure": f"not fitted on {', '.join(sorted(failed))}: left out of the mean"}
+            continue
+        techniques[name] = {k: _mean([v["techniques"][name]["test"][k]["value"] for v in values])
+                            for k in SEGMENTATION_KEYS}
+        techniques[name]["threshold"] = None  # one per product
+        entries = [next((e for e in v["selection"]["entries"] if e["technique"] == name), {}) for v in values]
+        cv[name] = _mean([e.get("cv_iou_mean") for e in entries])
+        techniques[name]["cv_iou_mean"] = cv[name]
+    scored = {k: x for k, x in cv.items() if x is not None}
+    aggregate["techniques"] = techniques
+    aggregate["recommended_technique"] = max(scored, key=scored.get) if scored else None
+    aggregate["timing"] = {k: sum(v["timing"][k] for v in values)
+                           for k in ("fit_seconds", "evaluation_seconds", "total_seconds")}
+    aggregate["timing"]["inference_ms_per_image"] = _mean([v["timing"]["inference_ms_per_image"] for v in values])
+    aggregate["peak_memory_mb"] = max(v["peak_memory_mb"] for v in values)
+    devices = {v["device"] for v in values}
+    aggregate["device"] = devices.pop() if len(devices) == 1 else "mixed"
+    aggregate["threads"] = max(v.get("threads") or 0 for v in values)
     return {"products": products, "aggregate": aggregate, "n_products": len(products)}
 
 
-def technique_rows(block: dict | None) -> list[dict]:
-    """Rows for a technique x metrics table from an ``inference`` block."""
+def technique_rows(report: dict) -> list[dict]:
+    """Rows of the technique table: test-part metrics with intervals, the cross-fitted score."""
+    entries = {e["technique"]: e for e in (report.get("selection") or {}).get("entries", [])}
+    chosen = (report.get("selection") or {}).get("chosen")
     rows = []
-    for name, values in (block or {}).items():
-        values = values or {}
+    for name, result in (report.get("techniques") or {}).items():
+        failure = result.get("failure")
+        entry = entries.get(name, {})
         rows.append({
             "technique": name,
             "label": TECHNIQUE_SHORT.get(name, name),
             "description": TECHNIQUE_LABELS.get(name, name),
-            "error": values.get("error"),
-            **{k: values.get(k) for k in TECHNIQUE_KEYS},
+            "error": failure["message"] if failure else None,
+            "threshold": result.get("threshold"),
+            "chosen": name == chosen,
+            "cv_iou_mean": entry.get("cv_iou_mean"),
+            "cv_iou_std": entry.get("cv_iou_std"),
+            "cv_failure": (entry.get("failure") or {}).get("message"),
+            **{k: (result.get("test") or {}).get(k) or {} for k in SEGMENTATION_KEYS},
         })
     return rows
 
 
-def subset_tables(summary_report: dict, key: str) -> list[dict]:
-    """One table per subset value of ``by_category`` / ``by_background``."""
+def aggregate_rows(aggregate: dict) -> list[dict]:
+    rows = []
+    for name, values in (aggregate.get("techniques") or {}).items():
+        rows.append({
+            "technique": name, "label": TECHNIQUE_SHORT.get(name, name),
+            "description": TECHNIQUE_LABELS.get(name, name), "error": values.get("failure"),
+            "chosen": name == aggregate.get("recommended_technique"), "cv_iou_mean": values.get("cv_iou_mean"),
+            **{k: {"value": values.get(k)} for k in SEGMENTATION_KEYS},
+        })
+    return rows
+
+
+def subset_tables(report: dict, key: str) -> list[dict]:
+    """One table per value of ``by_category`` / ``by_background`` / ``by_defect_type``."""
     tables = []
     names = {"True": "with background", "False": "without background"}
-    for subset, block in (summary_report.get(key) or {}).items():
-        block = block or {}
+    for subset, block in ((report.get("breakdowns") or {}).get(key) or {}).items():
+        rows = []
+        for name, seg in (block.get("segmentation") or {}).items():
+            rows.append({"technique": name, "label": TECHNIQUE_SHORT.get(name, name), **(seg or {})})
         tables.append({
             "subset": names.get(subset, subset) if key == "by_background" else subset,
-            "n_images": block.get("n_images"),
+            "n_anomalous_test": block.get("n_anomalous_test"),
+            "n_anomalous_validation": block.get("n_anomalous_validation"),
             "threshold_free": block.get("threshold_free") or {},
-            "whole_folder_threshold_free": block.get("whole_folder_threshold_free") or {},
+            "whole_folder": block.get("whole_folder") or {},
             "note": block.get("note", ""),
-            "rows": technique_rows(block.get("inference")),
+            "rows": rows,
         })
     return tables
 
 
-CSV_COLUMNS = ["run", "model", "product", "subset", "n_images", "technique", *TECHNIQUE_KEYS, *THRESHOLD_FREE_KEYS]
+def few_shot_rows(report: dict) -> list[dict]:
+    """The few-shot study as a table (the chart is a PNG among the curves)."""
+    few = report.get("few_shot") or {}
+    rows = []
+    for curve in few.get("curves", []):
+        rows.append({
+            "technique": curve["technique"], "label": TECHNIQUE_SHORT.get(curve["technique"], curve["technique"]),
+            "needs_anomalous": curve["needs_anomalous"], "enough": curve["enough"],
+            "points": {p["n_anomalous"]: p for p in curve["points"]},
+            "error": (curve.get("failure") or {}).get("message"),
+        })
+    return rows
 
 
-def _csv_rows(run: BenchmarkRun, scope: str, s: dict):
-    def rows_for(subset, block, n_images):
-        free = (block or {}).get("test_threshold_free") or (block or {}).get("threshold_free") or {}
-        for name, values in ((block or {}).get("inference") or {"-": {}}).items():
-            values = values or {}
-            yield [run.pk, run.model, scope, subset, n_images, name,
-                   *[values.get(k, values.get("error") if k == "threshold" else None) for k in TECHNIQUE_KEYS],
-                   *[free.get(k) for k in THRESHOLD_FREE_KEYS]]
+CSV_COLUMNS = ["run", "model", "product", "subset", "n_anomalous_test", "technique", "threshold", "cv_iou_mean",
+               *[f"{k}{suffix}" for k in SEGMENTATION_KEYS for suffix in ("", "_low", "_high")],
+               *[f"{k}{suffix}" for k in THRESHOLD_FREE_KEYS for suffix in ("", "_low", "_high")]]
 
-    yield from rows_for("all", s, len((s.get("split") or {}).get("test") or []) or None)
-    for key, prefix in (("by_category", "category"), ("by_background", "background")):
-        for subset, block in (s.get(key) or {}).items():
-            subset = {"True": "yes", "False": "no"}.get(subset, subset) if prefix == "background" else subset
-            yield from rows_for(f"{prefix}:{subset}", block, (block or {}).get("n_images"))
+
+def _csv_rows(run: BenchmarkRun, product: str, s: dict):
+    free = s["test_part"]
+    free_cells = [free[k].get(part) for k in THRESHOLD_FREE_KEYS for part in ("value", "low", "high")]
+    n_test = sum(1 for key in (s.get("split") or {}).get("test", []))
+    for row in technique_rows(s):
+        cells = [row[k].get(part) for k in SEGMENTATION_KEYS for part in ("value", "low", "high")]
+        yield [run.pk, run.model, product, "all", n_test, row["technique"],
+               row["threshold"] if not row["error"] else row["error"], row["cv_iou_mean"], *cells, *free_cells]
+    for key, prefix in (("by_defect_type", "defect_type"), ("by_category", "category"),
+                        ("by_background", "background")):
+        for subset, block in (s["breakdowns"].get(key) or {}).items():
+            label = {"True": "yes", "False": "no"}.get(subset, subset) if prefix == "background" else subset
+            tf = block.get("threshold_free") or {}
+            for name, seg in (block.get("segmentation") or {}).items():
+                seg = seg or {}
+                cells = [seg.get(k) if part == "" else None for k in SEGMENTATION_KEYS for part in ("", "_low", "_high")]
+                yield [run.pk, run.model, product, f"{prefix}:{label}", block.get("n_anomalous_test"), name, None,
+                       None, *cells, *[tf.get(k) if part == "" else None for k in THRESHOLD_FREE_KEYS
+                                       for part in ("", "_low", "_high")]]
 
 
 def run_csv(run: BenchmarkRun) -> str:
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(CSV_COLUMNS)
-    metrics = run.metrics or {}
-    if metrics.get("n_products", 0) > 1:
-        for row in _csv_rows(run, "aggregate", metrics.get("aggregate") or {}):
-            writer.writerow(row)
-    for name, s in (metrics.get("products") or {}).items():
-        for row in _csv_rows(run, name, s):
-            writer.writerow(row)
+    for name, s in ((run.metrics or {}).get("products") or {}).items():
+        if is_current(s):
+            for row in _csv_rows(run, name, s):
+                writer.writerow(row)
     return out.getvalue()
 
 
@@ -184,12 +228,10 @@ def gallery(part, limit: int = 12) -> dict:
     The IoU shown is the one of the technique whose threshold drew the predicted masks.
     """
     report = part.report or {}
-    technique = report.get("artifact_technique") or report.get("recommended_technique") or best_technique(report)
+    technique = report.get("artifact_technique")
     entries = []
     for entry in report.get("per_image") or []:
-        iou = entry.get("iou")
-        if isinstance(iou, dict):
-            iou = iou.get(technique) if technique else None
+        iou = (entry.get("iou") or {}).get(technique) if technique else None
         artifacts = entry.get("artifacts") or {}
         key = str(entry.get("key", ""))
         entries.append({
@@ -199,9 +241,10 @@ def gallery(part, limit: int = 12) -> dict:
             "category": entry.get("category"),
             "score": entry.get("score"),
             "iou": iou if _is_number(iou) else None,
-            "heatmap": artifacts.get("overlay") or artifacts.get("heatmap"),
-            "predicted": artifacts.get("mask") or artifacts.get("predicted_mask"),
-            "anomalous": (entry.get("defect_type") or "good") != "good",
+            "predicted_anomalous": entry.get("predicted_anomalous"),
+            "heatmap": artifacts.get("overlay"),
+            "predicted": artifacts.get("mask"),
+            "anomalous": bool(entry.get("anomalous")),
         })
     anomalous = [e for e in entries if e["anomalous"] and e["iou"] is not None]
     anomalous.sort(key=lambda e: (e["iou"], e["key"]))
@@ -213,22 +256,22 @@ def gallery(part, limit: int = 12) -> dict:
 
 
 def comparison(runs: list[BenchmarkRun]) -> dict:
-    """Side-by-side rows: threshold-free metrics and every technique's metrics per run."""
+    """Side-by-side rows: test-part threshold-free metrics and every technique's metrics per run."""
     columns = []
     for run in runs:
         agg = (run.metrics or {}).get("aggregate") or {}
         columns.append({"run": run, "agg": agg})
     free_rows = []
     for key in THRESHOLD_FREE_KEYS:
-        values = [((c["agg"].get("test_threshold_free") or c["agg"].get("threshold_free") or {}).get(key)) for c in columns]
+        values = [(c["agg"].get("test_part") or {}).get(key) for c in columns]
         free_rows.append({"metric": key, "values": values, "best": _best_index(values)})
     techniques = []
     for c in columns:
-        techniques += [t for t in (c["agg"].get("inference") or {}) if t not in techniques]
+        techniques += [t for t in (c["agg"].get("techniques") or {}) if t not in techniques]
     technique_rows_ = []
     for t in techniques:
         for key in ("iou", "dice", "precision", "recall", "fpr"):
-            values = [((c["agg"].get("inference") or {}).get(t) or {}).get(key) for c in columns]
+            values = [((c["agg"].get("techniques") or {}).get(t) or {}).get(key) for c in columns]
             technique_rows_.append({"technique": t, "metric": key, "values": values,
                                     "best": _best_index(values, lower=key == "fpr")})
     return {"runs": runs, "free_rows": free_rows, "technique_rows": technique_rows_}

@@ -29,11 +29,12 @@ from django.db import transaction
 from django.utils import timezone
 
 from annotator.models import Dataset, Image, Label, Product
-from inference.engine.types import BenchmarkConfig
+from inference.engine.split import split_problems
+from inference.engine.types import MAX_REPEATS, BenchmarkConfig
+from inference.engine.types import Sample as EngineSample
 from annotator.services.labels import effective_labels
 from inference.models import (
     ACTIVE_STATUSES,
-    TECHNIQUES_NEEDING_ANOMALOUS,
     BenchmarkRun,
     ModelName,
     ProductRun,
@@ -57,6 +58,7 @@ CONFIG_FIELDS = {
     "normal_fpr_target": (float, 0.0001, 0.5),
     "device": (str, None, None),
     "pretrained": (bool, None, None),
+    "repeats": (int, 1, MAX_REPEATS),
 }
 # Recorded on every run so its settings page says what ran; the values are the engine's defaults.
 DEFAULT_CONFIG = {key: getattr(BenchmarkConfig(), key) for key in ("backbone", "image_size", "epochs")}
@@ -138,24 +140,14 @@ def problems_of(selection: ProductSelection, categories, background, techniques)
         problems.append(
             f"{name} has no defect-free training images: the model learns what normal looks like from them."
         )
-    if len(selection.test_good) < 2:
-        problems.append(
-            f"{name} has {len(selection.test_good)} defect-free test image(s); at least 2 are needed "
-            "(image AUROC and the normal-based thresholds need them, on both sides of the validation split)."
-        )
-    needing = [t for t in techniques if t in TECHNIQUES_NEEDING_ANOMALOUS]
-    n = len(selection.anomalous)
+    # The engine's own check of its validation/test split: refused here exactly when the run would fail.
+    test = [EngineSample("", None, "good") for _ in selection.test_good]
+    test += [EngineSample("", None, image.defect_type or "anomalous") for image, _ in selection.anomalous]
     subset = _subset_text(categories, background)
-    if n == 0:
-        problems.append(
-            f"No anomalous images of {name} match the subset ({subset}): there is nothing to localize"
-            + (f", and the {', '.join(needing)} threshold(s) are fitted on anomalous images." if needing else ".")
-        )
-    elif n < 2 and needing:
-        problems.append(
-            f"Only 1 anomalous image of {name} matches the subset ({subset}); the {', '.join(needing)} "
-            "threshold(s) need at least 2 (one in the validation half to fit on, one to test on)."
-        )
+    if not selection.anomalous:
+        problems.append(f"No anomalous images of {name} match the subset ({subset}): there is nothing to localize.")
+        test += [EngineSample("", None, "anomalous")] * 2  # the defect-free side is still checked
+    problems += [f"{name} ({subset}): {problem}" for problem in split_problems(test)]
     return problems
 
 

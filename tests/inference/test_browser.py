@@ -31,12 +31,13 @@ def test_launch_watch_progress_and_read_results(bench_demo, celery_worker_proces
     page.fill("input[name=epochs]", "4")
     page.fill("input[name=image_size]", "96")
     page.fill("input[name=batch_size]", "4")
+    page.fill("input[name=repeats]", "2")  # two validation/test splits: CFLOW is refitted for each
     page.screenshot(path=str(test_output_dir / "launch.png"), full_page=True)
     page.click("#launch-button")
     page.wait_for_url("**/benchmarks/*/")
     run = BenchmarkRun.objects.latest("pk")
     assert run.config["image_size"] == 96 and run.categories == ["structural", "contamination", "combined"]
-    assert (run.model, run.config["epochs"]) == ("cflow", 4)
+    assert (run.model, run.config["epochs"], run.config["repeats"]) == ("cflow", 4, 2)
 
     # Watch the progress bar move until the page reloads with the results.
     widths = []
@@ -64,12 +65,33 @@ def test_launch_watch_progress_and_read_results(bench_demo, celery_worker_proces
                      "structural", "with background", "Worst IoU", "Best IoU", "Recommendation for widget"):
         assert expected.lower() in text, expected
     # Every image on the page (curves, heat maps, predicted and true masks) loads.
-    page.wait_for_function(
-        "() => [...document.querySelectorAll('#results img')].every(i => i.complete && i.naturalWidth > 0)"
-    )
+    # The gallery and curves load lazily: scroll through the page as a reader would.
+    for img in page.query_selector_all("#results img"):
+        img.scroll_into_view_if_needed()
+    try:
+        page.wait_for_function(
+            "() => [...document.querySelectorAll('#results img')].every(i => i.complete && i.naturalWidth > 0)"
+        )
+    except PlaywrightError:
+        broken = page.eval_on_selector_all(
+            "#results img", "els => els.filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.src)")
+        raise AssertionError(f"images that did not load: {broken}")
     assert page.eval_on_selector_all("#results .gallery img", "els => els.length") >= 6
     assert page.eval_on_selector_all("#results .curves img", "els => els.length") >= 3
+    # The decision, read as a line manager would: intervals on the test numbers, how the technique
+    # was chosen, what the image decision catches, and how many anomalous images it took.
+    assert page.eval_on_selector_all("#results .kpis .ci", "els => els.length") >= 3
+    chosen = page.locator("#results .technique-table tr.best")
+    assert chosen.count() == 1 and "chosen" in chosen.inner_text()
+    assert "Cross-validated IoU" in page.inner_text("#results .technique-table thead")
+    assert "selection: highest mean iou on held-out validation folds" in text
+    for expected in ("Image decision", "Recall (defects caught)", "How many anomalous images does it take?",
+                     "Repeated splits", "no labels"):
+        assert expected.lower() in text, expected
+    assert page.eval_on_selector("#results img.few-shot-chart", "i => i.naturalWidth") > 0
+    assert page.eval_on_selector_all("#results .few-shot-table tbody tr", "els => els.length") == 6
     page.screenshot(path=str(test_output_dir / "results.png"), full_page=True)
+    page.locator("#results .few-shot").first.screenshot(path=str(test_output_dir / "few_shot.png"))
 
     # The console lists it as succeeded with a full bar.
     page.goto(f"{live_server.url}/benchmarks/")

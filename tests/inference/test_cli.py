@@ -27,17 +27,23 @@ def test_cli_on_demo_folder_writes_report(demo_folder, tmp_path, capsys):
         "--output", str(out), "--artifacts", str(artifacts),
     )
     report = json.loads(out.read_text())
-    for key in ("config", "threshold_free", "test_threshold_free", "inference", "by_category", "by_background",
-                "by_defect_type", "split", "per_image", "timing", "peak_memory_mb", "device", "recommended_technique"):
-        assert key in report, key
+    import jsonschema
+
+    from inference.engine.report import json_schema
+
+    jsonschema.validate(report, json_schema())
     assert report["config"]["model"] == "padim" and report["config"]["image_size"] == 64
-    assert report["product"] == "widget"
-    assert set(report["by_category"]) == CATEGORIES  # the CSV's labels reached the engine
-    assert set(report["by_background"]) == {"True"}
-    assert 0.5 < report["threshold_free"]["image_auroc"] <= 1.0
-    assert any((artifacts / "images").glob("*_overlay.png")) and any((artifacts / "curves").glob("*.png"))
+    assert report["config"]["num_threads"] == 1 and report["threads"] == 1  # --threads defaults to 1
+    assert report["source"]["product"] == "widget"
+    assert set(report["breakdowns"]["by_category"]) == CATEGORIES  # the CSV's labels reached the engine
+    assert set(report["breakdowns"]["by_background"]) == {"True"}
+    assert 0.5 < report["whole_folder"]["image_auroc"] <= 1.0
+    assert any((artifacts / "images").glob("*_overlay.png")) and (artifacts / "curves" / "few_shot.png").is_file()
     captured = capsys.readouterr()
     assert "100.0%" in captured.err and "Wrote" in captured.out  # progress bar on stderr
+    # what a person reads: the numbers with intervals and how the technique was chosen
+    assert "Test part (95 % intervals): image AUROC" in captured.out
+    assert f"Technique chosen by cross-fitting ({report['selection']['method']}): {report['selection']['chosen']}" in captured.out
 
 
 def test_cli_ctrl_c_cancels_cleanly(demo_folder, tmp_path, monkeypatch):
@@ -68,6 +74,10 @@ def test_cli_errors(demo_folder, tmp_path):
     with pytest.raises(CommandError, match="unknown defect category 'dent'"):
         call_command("benchmark", "--data-root", str(demo_folder), "--product", "widget", "--model", "padim",
                      "--labels", str(bad), "--output", str(tmp_path / "r.json"))
+    with pytest.raises(CommandError, match="--repeats must be between 1 and 20"):
+        call_command("benchmark", "--data-root", str(demo_folder), "--product", "widget", "--model", "padim",
+                     "--repeats", "0", "--output", str(tmp_path / "r.json"))
+    assert not (tmp_path / "r.json").exists()
 
 
 @pytest.mark.real_data
@@ -78,13 +88,14 @@ def test_cli_real_bottle_padim(real_bottle_root, real_labels_csv, tmp_path):
         "--image-size", "256", "--labels", str(real_labels_csv), "--output", str(out),
     )
     report = json.loads(out.read_text())
-    assert {"structural", "contamination", "combined"} <= set(report["by_category"])
+    by_category = report["breakdowns"]["by_category"]
+    assert {"structural", "contamination", "combined"} <= set(by_category)
     # The single "combined" image (broken_small/001.png) lands in the validation part with seed 0:
     # no test-part metrics for it, but whole-folder threshold-free ones.
-    combined = report["by_category"]["combined"]
-    assert combined["whole_folder_threshold_free"]["image_auroc"] >= 0.9
-    assert combined["n_images"] == 0 and "validation part" in combined["note"]
-    assert report["threshold_free"]["image_auroc"] >= 0.99
+    combined = by_category["combined"]
+    assert combined["whole_folder"]["image_auroc"] >= 0.9
+    assert combined["n_anomalous_test"] == 0 and "validation part" in combined["note"]
+    assert report["whole_folder"]["image_auroc"] >= 0.99
     assert report["n_train"] == 209 and report["n_test"] == 83
 
 

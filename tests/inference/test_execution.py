@@ -33,12 +33,13 @@ def test_run_metrics_artifacts_snapshot_page_and_recommendation(finished_run, be
     assert run.started_at and run.finished_at and run.finished_at >= run.started_at
     agg = run.metrics["aggregate"]
     for key in ("image_auroc", "pixel_auroc", "aupro"):
-        assert 0.0 <= agg["threshold_free"][key] <= 1.0
-    assert agg["threshold_free"]["image_auroc"] > 0.7  # the demo's defects are easy to see
-    assert set(agg["inference"]) == {"iou_curve", "f1", "roc", "normal_fpr", "normal_max"}
-    assert {"structural", "surface", "contamination", "combined"} <= set(agg["by_category"])
-    assert set(agg["by_background"]) == {"True"}
+        assert 0.0 <= agg["whole_folder"][key] <= 1.0
+    assert agg["whole_folder"]["image_auroc"] > 0.7  # the demo's defects are easy to see
+    assert set(agg["techniques"]) == {"iou_curve", "f1", "roc", "normal_fpr", "normal_max", "synthetic"}
     part = run.product_runs.get()
+    breakdowns = part.report["breakdowns"]
+    assert {"structural", "surface", "contamination", "combined"} <= set(breakdowns["by_category"])
+    assert set(breakdowns["by_background"]) == {"True"}
     assert part.attempts == 1 and len(part.report["per_image"]) > 0
     root = part.artifacts_root
     assert root.is_relative_to(run.artifacts_root)
@@ -65,7 +66,8 @@ def _results_page_downloads_and_files(run, client, annotator_account):
     client.force_login(annotator_account)
     html = client.get(page_url).content.decode()
     for text in ("Image AUROC", "IoU curve", "Per defect category", "structural", "with background",
-                 "Worst IoU", "Recommendation for widget"):
+                 "Worst IoU", "Recommendation for widget", "Cross-validated IoU", "How many anomalous images",
+                 "Image decision", "95 % bootstrap interval"):
         assert text in html, text
 
     data = json.loads(client.get(reverse("benchmark-download", args=[run.pk, "json"])).content)
@@ -78,7 +80,7 @@ def _results_page_downloads_and_files(run, client, annotator_account):
     rel = f"{part.artifacts_root.relative_to(run.artifacts_root).as_posix()}/report.json"
     url = reverse("benchmark-file", args=[run.pk, rel])
     response = client.get(url)
-    assert response.status_code == 200 and b"threshold_free" in b"".join(response.streaming_content)
+    assert response.status_code == 200 and b"test_part" in b"".join(response.streaming_content)
     for evil in ("../../../../etc/passwd", "%2e%2e/%2e%2e/secret", "/etc/passwd"):
         assert client.get(f"/benchmarks/{run.pk}/files/{evil}").status_code == 404
     client.logout()
@@ -93,9 +95,31 @@ def _recommendation_prefers_measured_results(finished_run, bench_demo):
     # is reported as the held-out estimate.
     summary = finished_run.metrics["aggregate"]
     assert rec["technique"] == summary["recommended_technique"]
-    assert rec["best"]["iou"] == pytest.approx(summary["inference"][rec["technique"]]["iou"])
-    assert "validation IoU" in rec["reason"] and "held-out test IoU" in rec["reason"]
-    assert "Runner-up" in rec["reason"]
+    assert rec["best"]["iou"]["value"] == pytest.approx(summary["techniques"][rec["technique"]]["iou"])
+    assert "cross-validated IoU" in rec["reason"] and "held-out test IoU" in rec["reason"]
+    assert "Runner-up" in rec["reason"] and "Paired on the same test images" in rec["reason"]
+    low, high = rec["difference"]["low"], rec["difference"]["high"]
+    assert low <= rec["difference"]["value"] <= high
+    assert rec["excluded"] == []
+
+
+def test_recommendation_compares_only_runs_on_the_same_evidence(bench_demo, admin_account):
+    """Runs at another image size, or on another label subset, are listed as not compared, with why."""
+    widget = bench_demo.products.get(name="widget")
+    runs = [launch_run(admin_account, bench_demo, [widget], model="padim", config={**SMALL, **extra}, seed=1,
+                       categories=categories, techniques=["iou_curve", "normal_max"])
+            for extra, categories in (({}, []), ({}, []), ({"image_size": 96}, []), ({}, ["structural", "combined"]))]
+    for run in runs:
+        assert execute_product_run(run.product_runs.get().pk, finalize=True) == Status.SUCCEEDED
+    rec = recommendation.recommend(widget)
+    assert {c["run"] for c in rec["evidence"]} == {runs[0].pk, runs[1].pk}
+    reasons = {e["run"]: e["reason"] for e in rec["excluded"]}
+    assert "image size 96 px, not 64 px" in reasons[runs[2].pk]
+    assert "other test images" in reasons[runs[3].pk]
+    assert "2 run(s) were not compared" in rec["reason"]
+    # the same model, seed and images twice: the paired difference of the two identical runs is 0
+    same = [c for c in rec["evidence"] if c["technique"] == rec["technique"]]
+    assert len(same) == 2 and same[0]["iou"] == same[1]["iou"]
 
 
 def test_starting_advice_without_runs(bench_demo):
@@ -130,8 +154,10 @@ def test_multi_product_run_aggregates_and_compares(bench_demo, admin_account, cl
     assert finalize_run(run.pk) == Status.SUCCEEDED
     run = BenchmarkRun.objects.get(pk=run.pk)
     assert run.metrics["n_products"] == 2 and set(run.metrics["products"]) == {"widget", "fabric"}
-    assert set(run.metrics["aggregate"]["by_category"]) == {"structural", "contamination"}
-    assert set(run.metrics["aggregate"]["inference"]) == {"iou_curve", "normal_max"}
+    fabric = run.metrics["products"]["fabric"]["breakdowns"]
+    assert set(fabric["by_category"]) <= {"structural", "contamination"}
+    assert set(run.metrics["aggregate"]["techniques"]) == {"iou_curve", "normal_max"}
+    _aggregate_leaves_out_a_technique_that_failed_somewhere(run)
     # A finished part is never redone.
     assert execute_product_run(parts[0].pk) == Status.SUCCEEDED
     assert run.product_runs.get(pk=parts[0].pk).attempts == 1
@@ -139,7 +165,7 @@ def test_multi_product_run_aggregates_and_compares(bench_demo, admin_account, cl
     # Side by side with another run (a copy with one metric changed stands in for a second run).
     other = BenchmarkRun.objects.get(pk=run.pk)
     other.pk, other.id = None, None
-    other.metrics["aggregate"]["threshold_free"]["image_auroc"] = 0.5
+    other.metrics["aggregate"]["test_part"]["image_auroc"] = 0.5
     other.save()
     client.force_login(admin_account)
     html = client.get(f"/benchmarks/compare/?runs={run.pk}&runs={other.pk}").content.decode()
@@ -188,16 +214,18 @@ def test_cancelled_before_start_is_not_run(bench_demo, admin_account, monkeypatc
     assert BenchmarkRun.objects.get(pk=run.pk).status == Status.CANCELLED
 
 
-def test_best_technique_is_chosen_on_validation_not_test():
-    from inference.services.reports import aggregate_metrics, best_technique
+def _aggregate_leaves_out_a_technique_that_failed_somewhere(run):
+    """A technique that failed on one product is not averaged over the others (that would
+    compare it on easier evidence); its row names the product instead."""
+    import copy
 
-    report = {
-        "inference": {"f1": {"iou": 0.9}, "roc": {"iou": 0.5}},
-        "validation_inference": {"f1": {"iou": 0.4}, "roc": {"iou": 0.6}},
-    }
-    assert best_technique(report) == "roc"
-    other = {"inference": {"f1": {"iou": 0.9}, "roc": {"iou": 0.5}},
-             "validation_inference": {"f1": {"iou": 0.5}, "roc": {"iou": 0.6}}}
-    aggregate = aggregate_metrics({"a": report, "b": other})["aggregate"]
-    assert aggregate["recommended_technique"] == "roc"
-    assert aggregate["validation_inference"]["f1"]["iou"] == pytest.approx(0.45)
+    from inference.services.reports import aggregate_metrics
+
+    reports = {name: copy.deepcopy(r) for name, r in run.metrics["products"].items()}
+    reports["fabric"]["techniques"]["iou_curve"].update(
+        failure={"reason": "no_anomalous_validation_images", "message": "no anomalous image"}, test=None)
+    aggregate = aggregate_metrics(reports)["aggregate"]
+    assert aggregate["techniques"]["iou_curve"] == {"failure": "not fitted on fabric: left out of the mean"}
+    assert aggregate["techniques"]["normal_max"]["iou"] == pytest.approx(
+        sum(r["techniques"]["normal_max"]["test"]["iou"]["value"] for r in reports.values()) / 2)
+    assert aggregate["recommended_technique"] == "normal_max"

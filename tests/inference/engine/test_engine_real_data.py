@@ -34,12 +34,25 @@ def bottle():
 
 @pytest.mark.real_data
 def test_padim_bottle_reaches_published_quality(bottle):
+    """Also the decision protocol on real data: seeds 0-4 as repeated splits of one fitted model."""
     train, test = bottle
     assert len(train) == 209 and len(test) == 83
-    report = run_benchmark(train, test, BenchmarkConfig(model="padim", image_size=256, device="cpu"))
-    tf = report["threshold_free"]
+    report = run_benchmark(train, test, BenchmarkConfig(model="padim", image_size=256, device="cpu",
+                                                        num_threads=1, repeats=5))
+    tf = report["whole_folder"]
     assert tf["image_auroc"] >= 0.995, tf
     assert tf["pixel_auroc"] >= 0.978, tf
     assert tf["aupro"] >= 0.92, tf
+    for name, estimate in report["test_part"].items():
+        assert estimate["low"] <= estimate["value"] <= estimate["high"], name
+    chosen = report["selection"]["chosen"]
+    assert chosen == report["recommended_technique"]
+    assert report["techniques"][chosen]["test"]["iou"]["value"] > 0.45
+    # the in-sample rule always picked f1; cross-fitting does not, across the five splits
+    assert report["repeats"]["seeds"] == [0, 1, 2, 3, 4]
+    assert set(report["repeats"]["chosen"]) != {"f1"}, report["repeats"]["chosen"]
+    curves = {c["technique"]: c for c in report["few_shot"]["curves"]}
+    assert report["few_shot"]["n_available"] == 31 and curves["iou_curve"]["enough"] <= 31
+    assert curves["synthetic"]["points"][0]["n_anomalous"] == 0  # the label-free baseline
     assert report["model_info"]["strides"] == [4, 8, 16] and report["model_info"]["n_features"] == 100
     assert "efficientnet-lite0" in report["model_info"]["weights"]

@@ -12,8 +12,7 @@ from inference.engine.cli_progress import TextProgressBar
 from inference.engine.data import ImageLoadError, split_validation_test
 
 CFG = dict(image_size=64, pretrained=False, n_features=20, batch_size=4, device="cpu")
-TECHS = ("iou_curve", "f1", "roc", "normal_fpr", "normal_max")
-METRIC_KEYS = {"threshold", "iou", "mean_image_iou", "dice", "precision", "recall", "fpr", "image_accuracy"}
+TECHS = ("iou_curve", "f1", "roc", "normal_fpr", "normal_max", "synthetic")
 
 
 @pytest.fixture(scope="module")
@@ -27,28 +26,32 @@ def padim_run(synthetic, tmp_path_factory):
 
 
 def test_report_contract(padim_run, synthetic):
+    """The report is plain JSON and valid against the committed schema; test numbers carry intervals."""
+    import jsonschema
+
+    from inference.engine.report import json_schema
+
     report, _, _ = padim_run
-    json.dumps(report)  # JSON-serialisable
-    for key in ("config", "threshold_free", "test_threshold_free", "inference", "by_category", "by_background",
-                "by_defect_type", "split", "per_image", "timing", "peak_memory_mb", "model_memory_mb", "device",
-                "recommended_technique"):
-        assert key in report, key
-    for part in ("threshold_free", "test_threshold_free"):
+    json.dumps(report)
+    jsonschema.validate(report, json_schema())
+    for part in ("whole_folder",):
         assert set(report[part]) == {"image_auroc", "pixel_auroc", "aupro"}
-        assert all(0.0 <= v <= 1.0 for v in report[part].values())
-    assert set(report["inference"]) == set(TECHS)
-    for m in report["inference"].values():
-        assert METRIC_KEYS <= set(m)
-    assert set(report["timing"]) >= {"fit_seconds", "inference_ms_per_image", "total_seconds"}
-    assert report["recommended_technique"] in TECHS
-    assert report["device"] == "cpu" and report["model_memory_mb"] > 0 and report["peak_memory_mb"] > 0
-    assert set(report["by_defect_type"]) == {"spot", "bar"}
-    assert set(report["by_category"]) == {"structural", "surface"}
-    assert set(report["by_background"]) == {"True", "False"}
-    for sub in report["by_defect_type"].values():
-        assert {"threshold_free", "inference", "n_images"} <= set(sub)
-        assert sub["threshold_free"]["image_auroc"] is not None  # good images included
-        assert set(sub["inference"]) == set(TECHS)
+    for name, estimate in report["test_part"].items():
+        assert estimate["low"] <= estimate["value"] <= estimate["high"], name
+    assert set(report["techniques"]) == set(TECHS)
+    for result in report["techniques"].values():
+        assert result["failure"] is None
+        for key, estimate in result["test"].items():
+            assert estimate["low"] is None or estimate["low"] <= estimate["high"], key
+    assert report["recommended_technique"] == report["selection"]["chosen"] in TECHS
+    assert report["device"] == "cpu" and report["threads"] >= 1 and report["model_memory_mb"] > 0
+    breakdowns = report["breakdowns"]
+    assert set(breakdowns["by_defect_type"]) == {"spot", "bar"}
+    assert set(breakdowns["by_category"]) == {"structural", "surface"}
+    assert set(breakdowns["by_background"]) == {"True", "False"}
+    for sub in breakdowns["by_defect_type"].values():
+        assert sub["threshold_free"]["image_auroc"] is not None  # against the good test images
+        assert set(sub["segmentation"]) == set(TECHS)
 
 
 def test_split_is_stratified_and_reported(padim_run, synthetic):
@@ -72,7 +75,7 @@ def test_progress_monotone_and_complete(padim_run):
 
 def test_artifacts_written(padim_run):
     report, _, art = padim_run
-    for name in ("roc", "pr", "pro", "iou_vs_threshold"):
+    for name in ("roc", "pr", "pro", "iou_vs_threshold", "few_shot"):
         assert (Path(art) / report["curves"][name]).is_file()
     for entry in report["per_image"]:
         assert (Path(art) / entry["artifacts"]["overlay"]).is_file()
@@ -92,7 +95,7 @@ def test_deterministic_for_fixed_seed(padim_run, synthetic):
     again = run_benchmark(train, test, BenchmarkConfig(**CFG))
     first = _strip(padim_run[0])
     for e in first["per_image"]:
-        e.pop("artifacts")
+        e["artifacts"] = None
     first.pop("curves")
     again.pop("curves")
     assert first == _strip(again)
@@ -108,7 +111,7 @@ def test_cflow_deterministic_and_batch_independent(synthetic):
     # batch size changes neither training (cached features) nor any image's map
     for x, y in zip(a["per_image"], b["per_image"]):
         assert x["score"] == pytest.approx(y["score"], rel=1e-5)
-    assert _strip(a)["threshold_free"] == _strip(run_benchmark(train, test, cfg))["threshold_free"]
+    assert _strip(a)["whole_folder"] == _strip(run_benchmark(train, test, cfg))["whole_folder"]
 
 
 def test_cancellation(synthetic):
@@ -123,16 +126,25 @@ def test_cancellation(synthetic):
         run_benchmark(train, test, BenchmarkConfig(**CFG), should_cancel=cancel)
 
 
-def test_technique_without_anomalous_validation_images(synthetic):
+def test_fewer_than_two_anomalous_images_are_refused_with_the_reason(synthetic):
     train, test = synthetic
-    # one anomalous image only: the stratified split puts it in the test part
     subset = [s for s in test if s.defect_type == "good"] + [s for s in test if s.defect_type == "spot"][:1]
+    with pytest.raises(ValueError, match="1 anomalous test image.*at least 2 are needed"):
+        run_benchmark(train, subset, BenchmarkConfig(**CFG))
+
+
+def test_two_anomalous_images_of_two_types_fit_every_technique(synthetic):
+    """Each defect type has one image: both used to land in the test part, and three techniques failed."""
+    train, test = synthetic
+    subset = [s for s in test if s.defect_type == "good"] + [test[4], test[8]]
     report = run_benchmark(train, subset, BenchmarkConfig(**CFG))
-    for name in ("iou_curve", "f1", "roc"):
-        assert "anomalous" in report["inference"][name]["error"]
-    for name in ("normal_fpr", "normal_max"):
-        assert report["inference"][name]["iou"] is not None
-    assert report["recommended_technique"] in ("normal_fpr", "normal_max")
+    assert report["split"]["validation_counts"]["good"] == 2
+    assert sum(v for k, v in report["split"]["validation_counts"].items() if k != "good") == 1
+    assert all(r["failure"] is None for r in report["techniques"].values())
+    # one anomalous validation image: the anomalous-image techniques cannot be cross-fitted
+    entries = {e["technique"]: e for e in report["selection"]["entries"]}
+    assert entries["f1"]["failure"]["reason"] == "too_few_anomalous_validation_images"
+    assert entries["normal_max"]["cv_iou_mean"] is not None
 
 
 def test_corrupt_image_named_in_error(synthetic, tmp_path):
@@ -175,28 +187,62 @@ def test_text_progress_bar_writes_whole_lines_elsewhere():
     assert lines[-1].startswith("[##########] 100.0% done")
 
 
+def _sample(key, defect_type, category=None):
+    return Sample(image_path=key, mask_path=None if defect_type == "good" else key + "_mask",
+                  defect_type=defect_type, category=category, background=True, key=key)
+
+
+def _breakdown_case(n_other: int):
+    """2 good + 2 'hole' (structural) + n_other 'dirt' (contamination) test images, as maps and masks."""
+    import numpy as np
+
+    from inference.engine.evaluation import PixelCounts
+
+    test = [_sample("g0", "good"), _sample("g1", "good"), _sample("h0", "hole", "structural"),
+            _sample("h1", "hole", "structural")] + [_sample(f"d{k}", "dirt", "contamination") for k in range(n_other)]
+    n = len(test)
+    labels = np.array([s.is_anomalous for s in test])
+    masks = np.zeros((n, 8, 8), dtype=bool)
+    masks[2:, 2:5, 2:5] = True
+    maps = np.random.default_rng(0).random((n, 8, 8)).astype(np.float32)
+    maps[2:4] += 2 * masks[2:4]
+    maps[4:, 0, :] = 5.0  # every 'dirt' image has false positives
+    ti = list(range(n))
+    counts = {"f1": PixelCounts.at(maps, masks, 1.5)}
+    return test, ti, maps, masks, labels, counts
+
+
+def test_subset_metrics_do_not_move_when_another_subset_grows():
+    from inference.engine.runner import _breakdowns
+
+    small = _breakdowns(*_breakdown_case(1)[:1], [], *_breakdown_case(1)[1:])
+    test, ti, maps, masks, labels, counts = _breakdown_case(20)
+    large = _breakdowns(test, [], ti, maps, masks, labels, counts)
+    assert small.by_category["structural"].segmentation == large.by_category["structural"].segmentation
+    assert large.by_category["structural"].segmentation["f1"].iou == 1.0  # its own pixels only
+    assert large.by_category["contamination"].segmentation["f1"].iou < 0.5
+
+
 def test_breakdown_of_a_subset_wholly_in_the_validation_part():
     """A category whose only image fell in the validation part still gets whole-folder numbers."""
     import numpy as np
 
+    from inference.engine.evaluation import PixelCounts
     from inference.engine.runner import _breakdowns
-    from inference.engine.types import Sample
 
-    def sample(key, defect_type, category=None):
-        return Sample(image_path=key, mask_path=None if defect_type == "good" else key + "_mask",
-                      defect_type=defect_type, category=category, background=True, key=key)
-
-    test = [sample("g0", "good"), sample("g1", "good"), sample("s0", "hole", "structural"),
-            sample("s1", "hole", "structural"), sample("c0", "mixed", "combined")]
+    test = [_sample("g0", "good"), _sample("g1", "good"), _sample("s0", "hole", "structural"),
+            _sample("s1", "hole", "structural"), _sample("c0", "mixed", "combined")]
     labels = np.array([False, False, True, True, True])
     masks = np.zeros((5, 8, 8), dtype=bool)
     masks[2:, 2:5, 2:5] = True
     maps = np.random.default_rng(0).random((5, 8, 8)).astype(np.float32) + 2 * masks
-    by_type, by_cat, by_bg = _breakdowns(test, [0, 2], maps, masks, labels, {"f1": 1.5})
+    ti = [1, 3]
+    counts = {"f1": PixelCounts.at(maps[ti], masks[ti], 1.5)}
+    b = _breakdowns(test, [0, 2, 4], ti, maps, masks, labels, counts)
 
-    assert by_cat["structural"]["n_images"] == 2 and set(by_cat["structural"]["inference"]) == {"f1"}
-    combined = by_cat["combined"]
-    assert combined["n_images"] == 0 and combined["inference"] == {}
-    assert combined["note"] == "all 1 anomalous image(s) of this subset are in the validation part"
-    assert combined["whole_folder_threshold_free"]["image_auroc"] == 1.0  # c0 against g0 and g1
-    assert set(by_type) == {"hole", "mixed"} and set(by_bg) == {"True"}
+    assert b.by_category["structural"].n_anomalous_test == 1 and set(b.by_category["structural"].segmentation) == {"f1"}
+    combined = b.by_category["combined"]
+    assert combined.n_anomalous_test == 0 and combined.segmentation == {}
+    assert combined.note == "all 1 anomalous image(s) of this subset are in the validation part"
+    assert combined.whole_folder.image_auroc == 1.0  # c0 against g0 and g1
+    assert set(b.by_defect_type) == {"hole", "mixed"} and set(b.by_background) == {"True"}

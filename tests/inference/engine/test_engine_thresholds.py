@@ -19,7 +19,7 @@ def _separable(seed=0):
 
 
 def test_registry_names_and_docstrings():
-    assert set(TECHNIQUES) == {"iou_curve", "f1", "roc", "normal_fpr", "normal_max"}
+    assert set(TECHNIQUES) == {"iou_curve", "f1", "roc", "normal_fpr", "normal_max", "synthetic"}
     for t in TECHNIQUES.values():
         assert t.__doc__ and len(t.__doc__) > 40
 

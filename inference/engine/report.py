@@ -1,0 +1,398 @@
+"""The engine's report: one typed structure, one meaning per key.
+
+``run_benchmark`` builds a :class:`BenchmarkReport` and returns it as plain JSON (``to_json``);
+the Django side stores that JSON and every consumer (results page, CSV/JSON downloads,
+recommendation, CLI, bench) reads these names. ``report.schema.json`` beside this file is the
+JSON schema generated from these classes (:func:`json_schema`); a test holds the two equal and
+validates real reports against it. Bump :data:`SCHEMA_VERSION` when a meaning changes.
+
+Vocabulary
+----------
+* *whole folder*: every image of the product's test folder (comparable with published numbers).
+* *validation part* / *test part*: the seeded, stratified halves of the test folder
+  (:func:`inference.engine.split.split_validation_test`). Everything fitted or chosen
+  (thresholds, the technique, early stopping) uses the validation part; every number with an
+  interval is measured on the test part.
+* :class:`Estimate`: a test-part number with its 95 % stratified percentile bootstrap
+  interval over test images (``low``/``high``; None where a resample cannot define it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+SCHEMA_VERSION = 2
+
+FailureReason = Literal[
+    "no_anomalous_validation_images",
+    "no_defect_free_validation_images",
+    "too_few_anomalous_validation_images",
+    "invalid_setting",
+]
+
+
+@dataclass
+class FitFailure:
+    """Why a threshold (or a cross-fitted score) could not be fitted."""
+
+    reason: FailureReason
+    message: str
+
+
+@dataclass
+class Estimate:
+    """A test-part number and its 95 % bootstrap interval."""
+
+    value: float | None
+    low: float | None = None
+    high: float | None = None
+
+
+@dataclass
+class ThresholdFree:
+    image_auroc: float | None
+    pixel_auroc: float | None
+    aupro: float | None
+
+
+@dataclass
+class ThresholdFreeEstimates:
+    image_auroc: Estimate
+    pixel_auroc: Estimate
+    aupro: Estimate
+
+
+@dataclass
+class Segmentation:
+    """Pixel metrics pooled over a set of images (``mean_image_iou``: mean over its anomalous ones)."""
+
+    iou: float | None
+    dice: float | None
+    precision: float | None
+    recall: float | None
+    fpr: float | None
+    mean_image_iou: float | None
+
+
+@dataclass
+class SegmentationEstimates:
+    """Test-part pixel metrics of one threshold, with intervals.
+
+    ``fpr``: share of all normal test pixels predicted anomalous; ``good_image_fpr``: share of
+    the pixels of the defect-free test images predicted anomalous (what a clean part costs).
+    """
+
+    iou: Estimate
+    dice: Estimate
+    precision: Estimate
+    recall: Estimate
+    fpr: Estimate
+    mean_image_iou: Estimate
+    good_image_fpr: Estimate
+
+
+@dataclass
+class TechniqueResult:
+    """One threshold technique: fitted on the whole validation part, measured on the test part."""
+
+    technique: str
+    threshold: float | None
+    failure: FitFailure | None
+    validation: Segmentation | None
+    test: SegmentationEstimates | None
+
+
+@dataclass
+class ImageClassification:
+    precision: float | None
+    recall: float | None
+    accuracy: float | None
+    fpr: float | None
+
+
+@dataclass
+class ImageClassificationEstimates:
+    precision: Estimate
+    recall: Estimate
+    accuracy: Estimate
+    fpr: Estimate
+
+
+@dataclass
+class ImageDecision:
+    """Good or defective per image: the image score (map maximum) against its own threshold.
+
+    Fitted on the validation part's image scores, separately from the pixel thresholds (those
+    segment; this one sorts parts).
+    """
+
+    rule: str
+    threshold: float | None
+    failure: FitFailure | None
+    validation: ImageClassification | None
+    test: ImageClassificationEstimates | None
+
+
+@dataclass
+class SelectionEntry:
+    technique: str
+    cv_iou_mean: float | None
+    cv_iou_std: float | None
+    folds_scored: int
+    failure: FitFailure | None
+
+
+@dataclass
+class Selection:
+    """How the recommended technique was chosen: cross-fitting inside the validation part."""
+
+    method: str
+    n_folds: int
+    rule: str
+    chosen: str | None
+    entries: list[SelectionEntry]
+
+
+@dataclass
+class FewShotPoint:
+    n_anomalous: int
+    iou_mean: float | None
+    iou_low: float | None
+    iou_high: float | None
+    draws: int
+
+
+@dataclass
+class FewShotCurve:
+    technique: str
+    needs_anomalous: bool
+    points: list[FewShotPoint]
+    # smallest n whose mean test IoU is within ``FewShot.tolerance`` of using all; None if none is
+    enough: int | None
+    failure: FitFailure | None
+
+
+@dataclass
+class FewShot:
+    """Test IoU when each threshold is fitted on only n anomalous validation images.
+
+    Every defect-free validation image is always used; the n anomalous ones are drawn at random
+    (``draws`` seeded draws per n, interval = 2.5th..97.5th percentile of the draws). Thresholds
+    are picked among the ``candidates`` validation-score quantiles the IoU curve uses.
+    """
+
+    draws: int
+    candidates: int
+    tolerance: float
+    n_values: list[int]
+    n_available: int
+    curves: list[FewShotCurve]
+
+
+@dataclass
+class SubsetReport:
+    """One category / defect type / background value.
+
+    ``segmentation`` is measured on the subset's anomalous TEST images only (pooled over their
+    pixels), so a subset's numbers do not move when another subset grows; the defect-free
+    images' false positives are reported once per run (``good_image_fpr`` in each technique).
+    ``threshold_free``: the subset's anomalous test images against every defect-free test
+    image (AUROC does not depend on the class ratio); ``whole_folder``: the same on the whole
+    test folder, so a subset whose anomalous images all fell in the validation part still
+    has numbers.
+    """
+
+    n_anomalous_test: int
+    n_anomalous_validation: int
+    threshold_free: ThresholdFree | None
+    whole_folder: ThresholdFree
+    segmentation: dict[str, Segmentation | None]
+    note: str
+
+
+@dataclass
+class Breakdowns:
+    by_defect_type: dict[str, SubsetReport]
+    by_category: dict[str, SubsetReport]
+    by_background: dict[str, SubsetReport]
+
+
+@dataclass
+class Split:
+    val_fraction: float
+    seed: int
+    validation_counts: dict[str, int]
+    test_counts: dict[str, int]
+    validation: list[str]
+    test: list[str]
+
+
+@dataclass
+class Bootstrap:
+    resamples: int
+    seed: int
+    confidence: float
+    method: str
+
+
+@dataclass
+class MeanSpread:
+    mean: float | None
+    std: float | None
+    n: int
+
+
+@dataclass
+class Repeats:
+    """The evaluation repeated on ``seeds`` (other validation/test splits of the same test folder)."""
+
+    seeds: list[int]
+    chosen: list[str | None]
+    metrics: dict[str, MeanSpread]
+    note: str
+
+
+@dataclass
+class Comparability:
+    """What two runs must share to be compared on the same evidence (the recommendation checks it)."""
+
+    test_images_digest: str
+    image_size: int
+    backbone: str
+    seed: int
+    val_fraction: float
+
+
+@dataclass
+class PerImage:
+    key: str
+    defect_type: str
+    category: str | None
+    background: bool | None
+    anomalous: bool
+    score: float
+    predicted_anomalous: bool | None  # image decision
+    iou: dict[str, float | None]
+    # per technique [TP, FP, FN] pixels: paired comparisons between runs resample these
+    counts: dict[str, list[int]]
+    artifacts: dict[str, str] | None
+
+
+@dataclass
+class Timing:
+    fit_seconds: float
+    inference_ms_per_image: float
+    evaluation_seconds: float
+    total_seconds: float
+
+
+@dataclass
+class BenchmarkReport:
+    schema_version: int
+    config: dict[str, typing.Any]
+    device: str
+    threads: int
+    model_info: dict[str, typing.Any]
+    split: Split
+    comparability: Comparability
+    whole_folder: ThresholdFree
+    test_part: ThresholdFreeEstimates
+    techniques: dict[str, TechniqueResult]
+    selection: Selection
+    recommended_technique: str | None
+    image_decision: ImageDecision
+    few_shot: FewShot
+    breakdowns: Breakdowns
+    bootstrap: Bootstrap
+    repeats: Repeats | None
+    per_image: list[PerImage]
+    artifact_technique: str | None
+    curves: dict[str, str]
+    timing: Timing
+    peak_memory_mb: float
+    peak_rss_mb: float
+    cuda_peak_memory_mb: float | None
+    model_memory_mb: float
+    n_train: int
+    n_test: int
+    # where the images came from, filled by the caller (CLI: data_root, product)
+    source: dict[str, str]
+
+    def to_json(self) -> dict:
+        return clean_json(dataclasses.asdict(self))
+
+
+def clean_json(obj):
+    """Plain JSON values: numpy scalars to Python, NaN/inf to None."""
+    if isinstance(obj, dict):
+        return {str(k): clean_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [clean_json(v) for v in obj]
+    if isinstance(obj, (np.bool_, bool)):
+        return bool(obj)
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, (np.floating, float)):
+        f = float(obj)
+        return f if math.isfinite(f) else None
+    return obj
+
+
+# ---- JSON schema, generated from the classes above ---------------------------------------------
+def _schema_of(tp, defs: dict) -> dict:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is typing.Any:
+        return {}
+    if origin in (typing.Union, types.UnionType):
+        options = [_schema_of(a, defs) for a in args]
+        return {"anyOf": options}
+    if tp is type(None):
+        return {"type": "null"}
+    if origin is Literal:
+        return {"enum": list(args)}
+    if origin is list:
+        return {"type": "array", "items": _schema_of(args[0], defs)}
+    if origin is dict:
+        return {"type": "object", "additionalProperties": _schema_of(args[1], defs)}
+    if tp is bool:
+        return {"type": "boolean"}
+    if tp is int:
+        return {"type": "integer"}
+    if tp is float:
+        return {"type": "number"}
+    if tp is str:
+        return {"type": "string"}
+    if dataclasses.is_dataclass(tp):
+        name = tp.__name__
+        if name not in defs:
+            defs[name] = {}  # placeholder against recursion
+            hints = typing.get_type_hints(tp)
+            props = {f.name: _schema_of(hints[f.name], defs) for f in dataclasses.fields(tp)}
+            entry = {"type": "object", "properties": props, "required": sorted(props),
+                     "additionalProperties": False}
+            doc = (tp.__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")
+            if doc and not doc.startswith(f"{name}("):
+                entry["description"] = " ".join(doc.split())
+            defs[name] = entry
+        return {"$ref": f"#/$defs/{name}"}
+    raise TypeError(f"no JSON schema for {tp!r}")
+
+
+def json_schema() -> dict:
+    """The JSON schema of :meth:`BenchmarkReport.to_json` (committed as report.schema.json)."""
+    defs: dict = {}
+    root = _schema_of(BenchmarkReport, defs)
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": f"DefectBench engine report, schema version {SCHEMA_VERSION}",
+        **root,
+        "$defs": dict(sorted(defs.items())),
+    }
