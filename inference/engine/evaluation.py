@@ -261,7 +261,7 @@ def _areas_to_limit(x: np.ndarray, y: np.ndarray, limit: float) -> np.ndarray:
 
 
 def threshold_free_estimates(maps, masks, anomalous, resampler: Resampler) -> ThresholdFreeEstimates:
-    point = metrics.threshold_free(maps, masks)
+    point = metrics.threshold_free(maps, masks, anomalous)
     ranks = PixelRanks(maps, masks)
     scores = metrics.image_scores(maps)
     w = resampler.weights

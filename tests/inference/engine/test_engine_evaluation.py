@@ -213,3 +213,11 @@ def test_failures_are_typed():
     failure = evaluation.failure_of(exc)
     assert failure.reason == "no_anomalous_validation_images" and "f1" in failure.message
     assert math.isnan(evaluation._ratio(1, 0))
+
+
+def test_image_auroc_counts_an_anomalous_image_whose_mask_vanished_as_anomalous():
+    maps, masks, labels = _maps(3, 3)
+    masks[0] = False  # its thin defect vanished when the mask was resized; the folder still says defective
+    maps[0] -= 10.0  # and the model missed it: image AUROC must pay for that
+    assert metrics.threshold_free(maps, masks, labels)["image_auroc"] < 1.0
+    assert metrics.threshold_free(maps, masks)["image_auroc"] == 1.0  # the mask-based reading hid the miss
