@@ -20,11 +20,22 @@ def env_bool(name: str, default: bool) -> bool:
     return value.strip().lower() in {"1", "true", "yes", "on"}
 
 
-def env_list(name: str, default: list[str]) -> list[str]:
+def env_list(name: str, default: list[str], separator: str = ",") -> list[str]:
+    """A list from the environment: comma-separated (hosts, origins); folders use os.pathsep."""
     value = os.environ.get(name)
     if value is None:
         return default
-    return [item for item in value.split(os.pathsep) if item]
+    return [item.strip() for item in value.split(separator) if item.strip()]
+
+
+def env_int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    if value is None or not value.strip():
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise RuntimeError(f"{name} must be an integer, not {value!r}.") from None
 
 
 DEBUG = env_bool("DJANGO_DEBUG", True)
@@ -35,6 +46,17 @@ if not SECRET_KEY:
     SECRET_KEY = "dev-only-insecure-key-never-use-in-production"
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", "testserver"])
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
+
+# --- HTTPS (production behind TLS; see the README's production section) --------------------
+SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", False)
+SESSION_COOKIE_SECURE = env_bool("DJANGO_SECURE_COOKIES", False)
+CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+SECURE_HSTS_SECONDS = env_int("DJANGO_SECURE_HSTS_SECONDS", 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("DJANGO_SECURE_HSTS_PRELOAD", False)
+if env_bool("DJANGO_BEHIND_TLS_PROXY", False):
+    # The proxy terminates TLS and says so in X-Forwarded-Proto (set it there, strip it from clients).
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -137,6 +159,7 @@ DEFECTBENCH_DATA_ROOTS = [
     for p in env_list(
         "DEFECTBENCH_DATA_ROOTS",
         [str(BASE_DIR.parent / "shared" / "data"), str(VAR_DIR / "datasets"), str(MEDIA_ROOT)],
+        separator=os.pathsep,
     )
 ]
 # Images above this many pixels are refused (decompression-bomb guard, also Pillow's limit).
@@ -146,6 +169,8 @@ DEFECTBENCH_MAX_UPLOAD_BYTES = int(os.environ.get("DEFECTBENCH_MAX_UPLOAD_BYTES"
 DEFECTBENCH_MAX_UNPACKED_BYTES = int(
     os.environ.get("DEFECTBENCH_MAX_UNPACKED_BYTES", 8 * 1024**3)
 )
+# An annotator's claim on an image lapses after this many seconds (the queue hands it on).
+DEFECTBENCH_CLAIM_TIMEOUT_SECONDS = env_int("DEFECTBENCH_CLAIM_TIMEOUT_SECONDS", 600)
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024**2
 FILE_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024**2
 
