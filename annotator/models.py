@@ -6,6 +6,8 @@ from django.contrib.auth.models import AbstractUser
 from django.core.exceptions import ValidationError
 from django.db import models
 
+from annotator.paths import validate_data_root, validate_relative_path
+
 
 class User(AbstractUser):
     class Role(models.TextChoices):
@@ -34,7 +36,7 @@ class Dataset(models.Model):
     name = models.CharField(max_length=200, unique=True)
     layout = models.CharField(max_length=16, choices=Layout.choices)
     # Absolute path of the folder the images are referenced in (never copied).
-    root = models.CharField(max_length=1024, unique=True)
+    root = models.CharField(max_length=1024, unique=True, validators=[validate_data_root])
     # How many different annotators must label each anomalous image.
     label_overlap = models.PositiveSmallIntegerField(default=1)
     created_by = models.ForeignKey(
@@ -88,8 +90,8 @@ class Image(models.Model):
     # The dataset's own defect type ("good", "broken_large", "ko", ...).
     defect_type = models.CharField(max_length=100)
     # Paths relative to the dataset root, with forward slashes.
-    path = models.CharField(max_length=1024)
-    mask_path = models.CharField(max_length=1024, blank=True, default="")
+    path = models.CharField(max_length=1024, validators=[validate_relative_path])
+    mask_path = models.CharField(max_length=1024, blank=True, default="", validators=[validate_relative_path])
     width = models.PositiveIntegerField()
     height = models.PositiveIntegerField()
     checksum = models.CharField(max_length=64, help_text="SHA-256 of the image file")

@@ -5,14 +5,15 @@ from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db.models import Count, Q
-from django.http import FileResponse, Http404, HttpResponseBadRequest, StreamingHttpResponse
+from django.http import FileResponse, Http404, HttpResponseBadRequest, HttpResponseNotFound, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods
 
 from annotator.models import Dataset, Image, Label, Product, User
 from annotator.services import agreement, label_csv, queue, review
-from annotator.services.display import display_file
+from annotator.paths import UnsafeFile
+from annotator.services.display import UnreadableImage, display_file
 from annotator.services.labels import visible_history
 
 
@@ -62,8 +63,11 @@ def image_file(request, pk: int, kind: str):
         path = display_file(image, kind=kind, size=int(size) if size else None)
     except ValueError as error:
         return HttpResponseBadRequest(str(error))
-    except FileNotFoundError:
-        raise Http404("No such file.")
+    except (FileNotFoundError, UnsafeFile):
+        # A file outside the data roots is answered like a missing one: nothing about it leaks.
+        raise Http404("The file is missing from the dataset folder.")
+    except UnreadableImage as error:
+        return HttpResponseNotFound(str(error), content_type="text/plain; charset=utf-8")
     if not path.is_file():
         raise Http404("The file is missing from the dataset folder.")
     response = FileResponse(path.open("rb"))

@@ -10,6 +10,11 @@ from django.conf import settings
 from PIL import Image as PILImage
 
 from annotator.models import Image
+from annotator.paths import UnsafeFile, servable_file
+
+
+class UnreadableImage(Exception):
+    """The file is no longer an image Pillow can read (corrupted or replaced after import)."""
 
 # The only sizes the UI asks for; anything else is refused so the cache cannot be flooded.
 DISPLAY_SIZES = (128, 256, 512, 1024)
@@ -24,11 +29,14 @@ def display_file(image: Image, *, kind: str, size: int | None) -> Path:
     """Path of the file to send for ``image`` (``kind`` is "image" or "mask").
 
     ``size`` None means the original file. Masks are resized with nearest-neighbour so they stay
-    binary; images with Lanczos.
+    binary; images with Lanczos. The stored path is resolved now and must still be a file inside
+    the data roots (``UnsafeFile`` otherwise: a symlink or an edited path pointing elsewhere);
+    ``UnreadableImage`` when a display copy is asked of a file Pillow cannot read.
     """
-    source = image.file_path if kind == "image" else image.mask_file_path
-    if source is None:
+    relative = image.path if kind == "image" else image.mask_path
+    if not relative:
         raise FileNotFoundError(f"Image {image.pk} has no mask.")
+    source = servable_file(image.product.dataset.root, relative)
     if size is None:
         return source
     if size not in DISPLAY_SIZES:
@@ -38,14 +46,18 @@ def display_file(image: Image, *, kind: str, size: int | None) -> Path:
     if target.exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    with PILImage.open(source) as opened:
-        picture = opened.convert("L" if kind == "mask" else "RGB")
-        picture.thumbnail(
-            (size, size),
-            PILImage.Resampling.NEAREST if kind == "mask" else PILImage.Resampling.LANCZOS,
-        )
-        # Write then rename so a concurrent reader never sees a half-written file.
-        partial = target.with_suffix(f".{id(picture)}.tmp")
-        picture.save(partial, format="PNG", optimize=False)
-        partial.replace(target)
+    try:
+        with PILImage.open(source) as opened:
+            picture = opened.convert("L" if kind == "mask" else "RGB")
+            picture.thumbnail(
+                (size, size),
+                PILImage.Resampling.NEAREST if kind == "mask" else PILImage.Resampling.LANCZOS,
+            )
+    except (OSError, ValueError, PILImage.DecompressionBombError) as error:
+        # UnidentifiedImageError is an OSError; truncated files raise OSError on load.
+        raise UnreadableImage(f"{relative} is not a readable image ({type(error).__name__}).") from None
+    # Write then rename so a concurrent reader never sees a half-written file.
+    partial = target.with_suffix(f".{id(picture)}.tmp")
+    picture.save(partial, format="PNG", optimize=False)
+    partial.replace(target)
     return target

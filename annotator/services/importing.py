@@ -42,6 +42,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 
 from annotator.layouts import LAYOUTS, ScanResult, UnknownLayoutError, scan_dataset
+from annotator.paths import data_roots, inside_data_roots  # noqa: F401 (re-exported)
 from annotator.models import Dataset, Image, Product
 from annotator.services.image_checks import CheckedFile, check_many
 
@@ -128,15 +129,6 @@ class ImportReport:
 
 
 # --- Paths --------------------------------------------------------------------------------
-
-
-def data_roots() -> list[Path]:
-    return [Path(root).resolve() for root in settings.DEFECTBENCH_DATA_ROOTS]
-
-
-def inside_data_roots(path: Path) -> bool:
-    resolved = Path(path).resolve()
-    return any(resolved == root or resolved.is_relative_to(root) for root in data_roots())
 
 
 def resolve_dataset_root(path) -> Path:
