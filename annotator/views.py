@@ -269,6 +269,6 @@ def import_labels_page(request, pk: int):
         elif name and annotator is None:
             messages.error(request, f"No user named {name!r}.")
         else:
-            report = label_csv.import_labels(upload.read(), dataset=dataset, importer=request.user,
+            report = label_csv.import_labels(upload, dataset=dataset, importer=request.user,
                                              annotator=annotator, dry_run=request.POST.get("apply") != "1")
     return render(request, "annotator/import_labels.html", {"dataset": dataset, "report": report})

@@ -3,6 +3,7 @@ from django.urls import reverse
 from rest_framework import serializers
 
 from annotator.models import Label
+from inference.services import runs
 from inference.models import BenchmarkRun, ModelName, ProductRun, Technique
 
 
@@ -74,7 +75,7 @@ class LaunchSerializer(serializers.Serializer):
     techniques = serializers.ListField(
         child=serializers.ChoiceField(choices=Technique.choices), required=False, default=list
     )
-    seed = serializers.IntegerField(required=False, default=0)
+    seed = serializers.IntegerField(required=False, default=0, min_value=0, max_value=runs.SEED_MAX)
     config = serializers.DictField(required=False, default=dict,
                                    help_text="backbone, image_size, epochs, n_features, batch_size, ...")
 

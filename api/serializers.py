@@ -132,4 +132,5 @@ class LabelImportReportSerializer(serializers.Serializer):
     unchanged = serializers.IntegerField()
     categories = serializers.DictField(child=serializers.IntegerField())
     background = serializers.DictField(child=serializers.IntegerField())
+    error_count = serializers.IntegerField(help_text="all errors found; at most 100 are listed")
     errors = ImportErrorSerializer(many=True)

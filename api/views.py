@@ -269,7 +269,7 @@ class LabelImportView(APIView):
             annotator = get_user_model().objects.filter(username=data["annotator"]).first()
             if annotator is None:
                 raise ValidationError({"annotator": "No such user."})
-        report = label_csv.import_labels(data["file"].read(), dataset=data["dataset"], importer=request.user,
+        report = label_csv.import_labels(data["file"], dataset=data["dataset"], importer=request.user,
                                          annotator=annotator, dry_run=data["dry_run"])
         return Response(report.as_dict(), status=status.HTTP_200_OK if report.ok else status.HTTP_400_BAD_REQUEST)
 

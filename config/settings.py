@@ -171,6 +171,8 @@ DEFECTBENCH_MAX_UNPACKED_BYTES = int(
 )
 # An annotator's claim on an image lapses after this many seconds (the queue hands it on).
 DEFECTBENCH_CLAIM_TIMEOUT_SECONDS = env_int("DEFECTBENCH_CLAIM_TIMEOUT_SECONDS", 600)
+# Largest label CSV accepted for import (about 200 000 rows); larger files are refused unread.
+DEFECTBENCH_MAX_LABEL_CSV_BYTES = env_int("DEFECTBENCH_MAX_LABEL_CSV_BYTES", 10 * 1024**2)
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024**2
 FILE_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024**2
 

@@ -5,6 +5,7 @@ import csv
 import io
 from numbers import Number
 
+from annotator.services.label_csv import safe_cell
 from inference.models import BenchmarkRun, Technique
 
 THRESHOLD_FREE_KEYS = ("image_auroc", "pixel_auroc", "aupro")
@@ -144,7 +145,7 @@ def run_csv(run: BenchmarkRun) -> str:
         for row in _csv_rows(run, "aggregate", metrics.get("aggregate") or {}):
             writer.writerow(row)
     for name, s in (metrics.get("products") or {}).items():
-        for row in _csv_rows(run, name, s):
+        for row in _csv_rows(run, safe_cell(name), s):  # a product name is user text: no live formulas
             writer.writerow(row)
     return out.getvalue()
 

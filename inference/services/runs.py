@@ -181,6 +181,33 @@ def parse_background(value) -> bool | None:
     raise LaunchRefused([f"Background must be yes, no or any, not {value!r}."])
 
 
+# The seed is stored in an IntegerField (32-bit signed on PostgreSQL) and fed to numpy/torch.
+SEED_MAX = 2**31 - 1
+
+
+def _whole_number(value) -> int:
+    """An int from an int, an integral float (256.0) or its text; 256.7 or "256.7" is refused, not cut."""
+    if isinstance(value, bool):
+        raise TypeError("a boolean is not a number")
+    if isinstance(value, float):
+        if not value.is_integer():
+            raise ValueError(value)
+        return int(value)
+    if isinstance(value, int):
+        return value
+    return int(str(value).strip())
+
+
+def clean_seed(seed) -> int:
+    try:
+        seed = _whole_number(seed)
+    except (TypeError, ValueError, OverflowError):
+        raise LaunchRefused([f"Seed must be a whole number, not {seed!r}."]) from None
+    if not 0 <= seed <= SEED_MAX:
+        raise LaunchRefused([f"Seed must lie between 0 and {SEED_MAX}, not {seed}."])
+    return seed
+
+
 def clean_config(model: str, config: dict | None) -> dict:
     if model not in ModelName.values:
         raise LaunchRefused([f"Unknown model {model!r}; expected one of {', '.join(ModelName.values)}."])
@@ -196,15 +223,19 @@ def clean_config(model: str, config: dict | None) -> dict:
         try:
             if kind is bool:
                 value = value if isinstance(value, bool) else str(value).lower() in {"1", "true", "yes", "on"}
+            elif kind is int:
+                value = _whole_number(value)
             else:
                 value = kind(value)
-        except (TypeError, ValueError):
-            problems.append(f"Setting {key} must be a {kind.__name__}, not {value!r}.")
+        except (TypeError, ValueError, OverflowError):
+            problems.append(f"Setting {key} must be a {'whole number' if kind is int else kind.__name__}, not {value!r}.")
             continue
         if low is not None and not (low <= value <= high):
             problems.append(f"Setting {key} must lie between {low} and {high}, not {value}.")
             continue
         cleaned[key] = value
+    if cleaned.get("backbone") not in BACKBONES:
+        problems.append(f"Backbone must be one of {', '.join(BACKBONES)}, not {cleaned.get('backbone')!r}.")
     if cleaned.get("device") and cleaned["device"] not in DEVICES:
         problems.append(f"Device must be one of {', '.join(DEVICES)}.")
     if problems:
@@ -284,10 +315,7 @@ def launch_run(
     background = parse_background(background)
     techniques = _clean_choice_list(techniques, Technique.values, "technique") if techniques else list(DEFAULT_TECHNIQUES)
     config = clean_config(model, {**(config or {}), **settings_kwargs})
-    try:
-        seed = int(seed)
-    except (TypeError, ValueError):
-        raise LaunchRefused([f"Seed must be an integer, not {seed!r}."])
+    seed = clean_seed(seed)
 
     selections = [select_images(p, categories, background) for p in products]
     problems = [msg for sel in selections for msg in problems_of(sel, categories, background, techniques)]

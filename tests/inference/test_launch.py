@@ -176,3 +176,38 @@ def test_web_technique_lists_match_the_engine():
         except ThresholdError:
             refused.add(name)
     assert refused == set(TECHNIQUES_NEEDING_ANOMALOUS)
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"seed": 2**31}, "seed"),
+    ({"seed": 2**63}, "seed"),
+    ({"seed": -1}, "seed"),
+    ({"config": {**SMALL, "backbone": "../../etc/passwd"}}, "Backbone must be one of"),
+    ({"config": {**SMALL, "image_size": 256.7}}, "Setting image_size must be a whole number"),
+    ({"config": {**SMALL, "image_size": "256.7"}}, "Setting image_size must be a whole number"),
+])
+def test_api_refuses_bad_settings_with_a_message_and_creates_nothing(bench_demo, admin_api, change, message):
+    widget = bench_demo.products.get(name="widget")
+    body = {"dataset": bench_demo.pk, "products": [widget.pk], "model": "padim", "config": SMALL, **change}
+    response = admin_api.post("/api/benchmarks/runs/", body, format="json")
+    assert response.status_code == 400, response.content
+    assert message in response.content.decode()
+    assert BenchmarkRun.objects.count() == 0
+
+
+@pytest.mark.parametrize("seed", [2**31, "99999999999999999999", "1.5"])
+def test_launch_page_refuses_an_out_of_range_seed(bench_demo, client, admin_account, seed):
+    widget = bench_demo.products.get(name="widget")
+    client.force_login(admin_account)
+    response = client.post("/benchmarks/new/", {"dataset": bench_demo.pk, "products": [widget.pk], "model": "padim",
+                                                "seed": seed, "image_size": 64})
+    assert response.status_code == 400
+    assert "Seed must" in response.content.decode()
+    assert BenchmarkRun.objects.count() == 0
+
+
+def test_an_integral_float_image_size_is_accepted(bench_demo, admin_account, django_capture_on_commit_callbacks):
+    widget = bench_demo.products.get(name="widget")
+    with django_capture_on_commit_callbacks(execute=False):
+        run = launch_run(admin_account, bench_demo, [widget], config={**SMALL, "image_size": 64.0}, seed=2**31 - 1)
+    assert run.config["image_size"] == 64 and run.seed == 2**31 - 1
