@@ -50,6 +50,21 @@ class Dataset(models.Model):
     def __str__(self) -> str:
         return self.name
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._saved_overlap = self.label_overlap
+
+    def save(self, *args, **kwargs):
+        super().save(*args, **kwargs)
+        if self.label_overlap != self._saved_overlap:
+            # Keep the queue's precomputed "still needs labels" flag in step with the new overlap.
+            Image.objects.filter(product__dataset=self).update(
+                needs_labels=models.ExpressionWrapper(
+                    models.Q(label_count__lt=self.label_overlap), output_field=models.BooleanField()
+                )
+            )
+            self._saved_overlap = self.label_overlap
+
     @property
     def root_path(self) -> Path:
         return Path(self.root)
@@ -96,13 +111,24 @@ class Image(models.Model):
     height = models.PositiveIntegerField()
     checksum = models.CharField(max_length=64, help_text="SHA-256 of the image file")
     created_at = models.DateTimeField(auto_now_add=True)
+    # Kept by annotator.services.labels on every label change (and by Dataset.save when the
+    # overlap changes) so the queue finds an open image with one indexed query at any size.
+    label_count = models.PositiveIntegerField(default=0, editable=False)
+    needs_labels = models.BooleanField(default=True, editable=False)
 
     class Meta:
         ordering = ["product", "split", "defect_type", "path"]
         constraints = [
             models.UniqueConstraint(fields=["product", "path"], name="unique_image_path_per_product")
         ]
-        indexes = [models.Index(fields=["product", "split", "is_anomalous"])]
+        indexes = [
+            models.Index(fields=["product", "split", "is_anomalous"]),
+            # The queue's walk: the product's anomalous test images still short of labels, in order.
+            models.Index(
+                fields=["product", "defect_type", "path"], name="image_queue_open",
+                condition=models.Q(split="test", is_anomalous=True, needs_labels=True),
+            ),
+        ]
 
     def __str__(self) -> str:
         return self.path
@@ -182,7 +208,8 @@ class Claim(models.Model):
     """An annotator is working on an image: the queue hands it to nobody else while it is fresh.
 
     A claim older than ``DEFECTBENCH_CLAIM_TIMEOUT_SECONDS`` (default 600) counts as abandoned and
-    no longer holds the image; submitting a label removes the claim.
+    no longer holds the image; submitting a label removes the claim. An annotator holds at most
+    one claim (the database refuses a second).
     """
 
     image = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="claims")
@@ -194,9 +221,10 @@ class Claim(models.Model):
     class Meta:
         ordering = ["claimed_at", "id"]
         constraints = [
-            models.UniqueConstraint(fields=["image", "annotator"], name="one_claim_per_annotator")
+            # One image at a time: a new claim replaces the annotator's previous one.
+            models.UniqueConstraint(fields=["annotator"], name="one_claim_per_annotator_at_a_time")
         ]
-        indexes = [models.Index(fields=["claimed_at"])]
+        indexes = [models.Index(fields=["image", "claimed_at"]), models.Index(fields=["claimed_at"])]
 
     def __str__(self) -> str:
         return f"{self.image} claimed by {self.annotator}"

@@ -101,13 +101,18 @@ def role_required(role: str):
     return decorator
 
 
-@require_GET
+@require_http_methods(["GET", "POST"])
 def label_start(request, pk: int):
-    """Claim the next image of a dataset (or ``?product=``) and open the workspace on it."""
+    """GET: the start page of a dataset's (or ``?product=``) queue; it changes nothing.
+    POST: claim the next image and open the workspace on it."""
     dataset = get_object_or_404(Dataset, pk=pk)
     product = None
     if request.GET.get("product", "").isdigit():
         product = get_object_or_404(Product, pk=int(request.GET["product"]), dataset=dataset)
+    if request.method == "GET":
+        if not queue.has_work(request.user, dataset=dataset, product=product):
+            return render(request, "annotator/queue_done.html", {"dataset": dataset, "product": product})
+        return render(request, "annotator/queue_start.html", {"dataset": dataset, "product": product})
     image = queue.next_image(request.user, dataset=dataset, product=product)
     if image is None:
         return render(request, "annotator/queue_done.html", {"dataset": dataset, "product": product})
@@ -154,9 +159,13 @@ def review_page(request):
         if background not in ("yes", "no") or category not in Label.Category.values:
             messages.error(request, "Choose a background and a category.")
         else:
-            review.decide(image=image, reviewer=request.user, background=background == "yes",
-                          category=category, note=request.POST.get("note", ""))
-            messages.success(request, f"Final label of {image.path} saved.")
+            try:
+                review.decide(image=image, reviewer=request.user, background=background == "yes",
+                              category=category, note=request.POST.get("note", ""))
+            except review.NotReviewable as error:
+                messages.error(request, str(error))
+            else:
+                messages.success(request, f"Final label of {image.path} saved.")
         return redirect(request.get_full_path())
     show_decided = request.GET.get("decided") == "1"
     items = review.review_items(dataset=dataset, include_decided=show_decided)

@@ -87,6 +87,12 @@ class NextImageRequestSerializer(serializers.Serializer):
     dataset = serializers.PrimaryKeyRelatedField(queryset=Dataset.objects.all(), required=False, allow_null=True)
     product = serializers.PrimaryKeyRelatedField(queryset=Product.objects.all(), required=False, allow_null=True)
 
+    def validate(self, attrs):
+        dataset, product = attrs.get("dataset"), attrs.get("product")
+        if dataset is not None and product is not None and product.dataset_id != dataset.pk:
+            raise serializers.ValidationError({"product": f"Product {product.pk} is not a product of dataset {dataset.pk}."})
+        return attrs
+
 
 class SkipRequestSerializer(serializers.Serializer):
     image = serializers.PrimaryKeyRelatedField(queryset=Image.objects.all())

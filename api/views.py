@@ -190,7 +190,10 @@ class SkipView(APIView):
         """Skip an image: it is released, and offered to the caller again only when nothing else is left."""
         serializer = s.SkipRequestSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        queue.skip_image(request.user, serializer.validated_data["image"])
+        try:
+            queue.skip_image(request.user, serializer.validated_data["image"])
+        except queue.QueueError as error:
+            raise ValidationError({"image": str(error)})
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -218,7 +221,10 @@ class ReviewDecisionView(APIView):
         image = get_object_or_404(Image, pk=image_id)
         serializer = s.ReviewDecisionSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        decision = review.decide(image=image, reviewer=request.user, **serializer.validated_data)
+        try:
+            decision = review.decide(image=image, reviewer=request.user, **serializer.validated_data)
+        except review.NotReviewable as error:
+            raise ValidationError({"image": str(error)})
         return Response(s.ReviewDecisionSerializer(decision).data)
 
 

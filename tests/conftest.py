@@ -62,6 +62,16 @@ def _isolated_media(settings, tmp_path):
     settings.MEDIA_ROOT.mkdir()
 
 
+@pytest.fixture(autouse=True)
+def _fresh_cache():
+    """Cached figures (queue progress) of one test never show in another."""
+    from django.core.cache import cache
+
+    cache.clear()
+    yield
+    cache.clear()
+
+
 @pytest.fixture
 def make_user(db, django_user_model):
     def make(username: str, role: str = "annotator", password: str = "pass-for-tests", **extra):

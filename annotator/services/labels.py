@@ -7,6 +7,14 @@ from django.db import transaction
 from annotator.models import Image, Label, LabelHistory, ReviewDecision, User
 
 
+def recount_labels(image: Image) -> None:
+    """Refresh the image's label count and "still needs labels" flag (the queue's index reads them)."""
+    n = Label.objects.filter(image_id=image.pk).count()
+    overlap = Image.objects.filter(pk=image.pk).values_list("product__dataset__label_overlap", flat=True).first()
+    if overlap is not None:
+        Image.objects.filter(pk=image.pk).update(label_count=n, needs_labels=n < overlap)
+
+
 def _snapshot(label: Label | None) -> dict | None:
     if label is None:
         return None
@@ -36,6 +44,8 @@ def save_label(
     if before == after:
         return label
     label.save()
+    if before is None:
+        recount_labels(image)
     LabelHistory.objects.create(
         image=image,
         annotator=annotator,
@@ -59,7 +69,9 @@ def delete_label(*, label: Label, changed_by: User, source: str = "workspace") -
         after=None,
         source=source,
     )
+    image = label.image
     label.delete()
+    recount_labels(image)
 
 
 class EffectiveLabel(NamedTuple):

@@ -48,6 +48,10 @@ def _snapshot(decision: ReviewDecision | None) -> dict | None:
     return {"background": decision.background, "category": decision.category}
 
 
+class NotReviewable(ValueError):
+    """Only anomalous test images carry labels, so only they get a final label."""
+
+
 @transaction.atomic
 def decide(*, image: Image, reviewer: User, background: bool, category: str, note: str = "") -> ReviewDecision:
     """Set (or change) the final label of ``image``; recorded in the label history (source "review")."""
@@ -55,6 +59,8 @@ def decide(*, image: Image, reviewer: User, background: bool, category: str, not
         raise PermissionError("Only reviewers and admins decide final labels.")
     if category not in Label.Category.values:
         raise ValueError(f"Unknown defect category {category!r}; expected one of {Label.Category.values}.")
+    if not (image.split == Image.Split.TEST and image.is_anomalous):
+        raise NotReviewable(f"{image.path} is not an anomalous test image; only those get a final label.")
     decision = ReviewDecision.objects.select_for_update().filter(image=image).first()
     before = _snapshot(decision)
     if decision is None:
