@@ -254,6 +254,15 @@ BENCHMARK_SOFT_TIME_LIMIT = int(os.environ.get("DEFECTBENCH_BENCHMARK_SOFT_TIME_
 BENCHMARK_HARD_TIME_LIMIT = BENCHMARK_SOFT_TIME_LIMIT + 120
 BENCHMARK_HEARTBEAT_SECONDS = float(os.environ.get("DEFECTBENCH_BENCHMARK_HEARTBEAT_SECONDS", 2))
 BENCHMARK_STALE_SECONDS = int(os.environ.get("DEFECTBENCH_BENCHMARK_STALE_SECONDS", 60))
+# Celery beat runs the periodic work; readers never write. ``make run`` embeds beat in its worker
+# (``--beat``); docker-compose runs it as its own service.
+CELERY_BEAT_SCHEDULE = {
+    "mark-stale-benchmark-runs": {
+        "task": "inference.mark_stale_runs",
+        "schedule": float(max(5, BENCHMARK_STALE_SECONDS // 3)),
+    },
+}
+CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         **globals().get("CELERY_BROKER_TRANSPORT_OPTIONS", {}),

@@ -16,7 +16,6 @@ from inference.services import recommendation, reports, runs
 
 @require_GET
 def run_list(request):
-    runs.mark_stale_runs()
     queryset = BenchmarkRun.objects.select_related("dataset", "created_by").prefetch_related("product_runs__product")[:200]
     return render(request, "inference/run_list.html", {"runs": queryset})
 
@@ -123,7 +122,6 @@ def _part_context(run, part):
 
 @require_GET
 def run_detail(request, pk):
-    runs.mark_stale_runs()
     run = get_object_or_404(
         BenchmarkRun.objects.select_related("dataset", "created_by").prefetch_related("product_runs__product"), pk=pk
     )
@@ -195,7 +193,6 @@ def compare(request):
 @require_GET
 def product_benchmarks(request, pk):
     product = get_object_or_404(Product.objects.select_related("dataset"), pk=pk)
-    runs.mark_stale_runs()
     product_runs = (
         BenchmarkRun.objects.filter(product_runs__product=product).select_related("created_by").distinct()[:50]
     )

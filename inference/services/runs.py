@@ -11,8 +11,8 @@ Worker loss is handled in two layers:
   Redis after ``visibility_timeout`` when the whole worker dies). A redelivered task finds its
   part still "running" and restarts it cleanly (artifacts wiped, ``attempts`` + 1).
 * Every running task beats a heartbeat into its rows every ``BENCHMARK_HEARTBEAT_SECONDS``.
-  ``mark_stale_runs`` (called whenever the runs console, a results page or the runs API is
-  read) marks parts and runs whose heartbeat is older than ``BENCHMARK_STALE_SECONDS`` as failed
+  ``mark_stale_runs`` (a periodic Celery beat task, ``inference.mark_stale_runs``; pages and
+  the API only read) marks parts and runs whose heartbeat is older than ``BENCHMARK_STALE_SECONDS`` as failed
   ("worker lost"). A failed part is final: a message redelivered later does not redo it; the
   retry button launches a fresh run with the same settings.
 """

@@ -201,3 +201,25 @@ def test_best_technique_is_chosen_on_validation_not_test():
     aggregate = aggregate_metrics({"a": report, "b": other})["aggregate"]
     assert aggregate["recommended_technique"] == "roc"
     assert aggregate["validation_inference"]["f1"]["iou"] == pytest.approx(0.45)
+
+
+def test_a_database_error_when_saving_results_says_so(bench_demo, admin_account, monkeypatch):
+    from django.db import OperationalError
+
+    import inference.engine
+    from inference.services import execution
+
+    monkeypatch.setattr(inference.engine, "run_benchmark", lambda *a, **k: {"threshold_free": {}})
+    real_finish = execution._finish_part
+
+    def finish(part_id, status, **kwargs):
+        if status == Status.SUCCEEDED:
+            raise OperationalError("server closed the connection unexpectedly")
+        return real_finish(part_id, status, **kwargs)
+
+    monkeypatch.setattr(execution, "_finish_part", finish)
+    run = launch_run(admin_account, bench_demo, [bench_demo.products.get(name="widget")], config=SMALL)
+    assert execute_product_run(run.product_runs.get().pk, finalize=True) == Status.FAILED
+    run.refresh_from_db()
+    assert "Database error while saving the results" in run.error and "server closed" in run.error
+    assert "Worker lost" not in run.error
