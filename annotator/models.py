@@ -115,6 +115,8 @@ class Image(models.Model):
     # overlap changes) so the queue finds an open image with one indexed query at any size.
     label_count = models.PositiveIntegerField(default=0, editable=False)
     needs_labels = models.BooleanField(default=True, editable=False)
+    # Its annotators gave different labels (background or category): a reviewer should settle it.
+    disagrees = models.BooleanField(default=False, editable=False)
 
     class Meta:
         ordering = ["product", "split", "defect_type", "path"]
@@ -128,6 +130,7 @@ class Image(models.Model):
                 fields=["product", "defect_type", "path"], name="image_queue_open",
                 condition=models.Q(split="test", is_anomalous=True, needs_labels=True),
             ),
+            models.Index(fields=["product", "path"], name="image_disagrees", condition=models.Q(disagrees=True)),
         ]
 
     def __str__(self) -> str:

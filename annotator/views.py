@@ -168,10 +168,12 @@ def review_page(request):
                 messages.success(request, f"Final label of {image.path} saved.")
         return redirect(request.get_full_path())
     show_decided = request.GET.get("decided") == "1"
-    items = review.review_items(dataset=dataset, include_decided=show_decided)
+    page = Paginator(review.disagreements(dataset=dataset, include_decided=show_decided), 25).get_page(
+        request.GET.get("page")
+    )
     return render(request, "annotator/review.html", {
-        "items": items, "dataset": dataset, "datasets": Dataset.objects.all(), "show_decided": show_decided,
-        "categories": Label.Category.choices,
+        "items": review.items_for(page), "page": page, "dataset": dataset, "datasets": Dataset.objects.all(),
+        "show_decided": show_decided, "categories": Label.Category.choices,
     })
 
 
@@ -239,7 +241,7 @@ def dashboard(request, pk: int):
         "annotators": stats["per_annotator"],
         "agreement": stats,
         "pair_rows": pair_rows,
-        "open_disagreements": len(review.review_items(dataset=dataset)),
+        "open_disagreements": review.disagreements(dataset=dataset).count(),
     })
 
 

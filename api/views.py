@@ -5,7 +5,7 @@ from django.shortcuts import get_object_or_404, redirect
 from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
-from rest_framework import mixins, status, viewsets
+from rest_framework import generics, mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import PermissionDenied, ValidationError
 from rest_framework.parsers import FormParser, MultiPartParser
@@ -197,19 +197,26 @@ class SkipView(APIView):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
-class ReviewListView(APIView):
-    permission_classes = [IsAuthenticated, IsReviewerRole]
+@extend_schema(parameters=[OpenApiParameter("dataset", int), OpenApiParameter("include_decided", bool)])
+class ReviewListView(generics.ListAPIView):
+    """Images whose annotators disagree, with every label and who gave it (paginated)."""
 
-    @extend_schema(parameters=[OpenApiParameter("dataset", int), OpenApiParameter("include_decided", bool)],
-                   responses=s.ReviewItemSerializer(many=True))
-    def get(self, request):
-        """Images whose annotators disagree, with every label and who gave it."""
-        dataset = _int_param(request, "dataset")
-        items = review.review_items(
+    permission_classes = [IsAuthenticated, IsReviewerRole]
+    serializer_class = s.ReviewItemSerializer
+    queryset = Image.objects.none()
+
+    def get_queryset(self):
+        if getattr(self, "swagger_fake_view", False):
+            return Image.objects.none()
+        dataset = _int_param(self.request, "dataset")
+        return review.disagreements(
             dataset=get_object_or_404(Dataset, pk=dataset) if dataset else None,
-            include_decided=request.query_params.get("include_decided") in ("1", "true"),
+            include_decided=self.request.query_params.get("include_decided") in ("1", "true"),
         )
-        return Response(s.ReviewItemSerializer(items, many=True).data)
+
+    def list(self, request, *args, **kwargs):
+        page = self.paginate_queryset(self.get_queryset())
+        return self.get_paginated_response(self.get_serializer(review.items_for(page), many=True).data)
 
 
 class ReviewDecisionView(APIView):

@@ -14,6 +14,11 @@ def fill_counters_and_keep_newest_claim(apps, schema_editor):
         Label.objects.filter(image=models.OuterRef("pk")).values("image").annotate(n=models.Count("id")).values("n")
     )
     Image.objects.update(label_count=models.functions.Coalesce(counts, 0))
+    for image_id in Label.objects.values("image_id").annotate(
+        n=models.Count("id"), n_bg=models.Count("id", filter=models.Q(background=True)),
+        low=models.Min("category"), high=models.Max("category"),
+    ).filter(models.Q(n_bg__gt=0, n_bg__lt=models.F("n")) | ~models.Q(low=models.F("high"))).values_list("image_id", flat=True):
+        Image.objects.filter(pk=image_id).update(disagrees=True)
     for dataset in Dataset.objects.all():
         Image.objects.filter(product__dataset=dataset).update(
             needs_labels=models.ExpressionWrapper(
@@ -47,6 +52,11 @@ class Migration(migrations.Migration):
             name='needs_labels',
             field=models.BooleanField(default=True, editable=False),
         ),
+        migrations.AddField(
+            model_name='image',
+            name='disagrees',
+            field=models.BooleanField(default=False, editable=False),
+        ),
         migrations.RunPython(fill_counters_and_keep_newest_claim, migrations.RunPython.noop),
         migrations.AddIndex(
             model_name='claim',
@@ -55,6 +65,10 @@ class Migration(migrations.Migration):
         migrations.AddIndex(
             model_name='image',
             index=models.Index(condition=models.Q(('is_anomalous', True), ('needs_labels', True), ('split', 'test')), fields=['product', 'defect_type', 'path'], name='image_queue_open'),
+        ),
+        migrations.AddIndex(
+            model_name='image',
+            index=models.Index(condition=models.Q(('disagrees', True)), fields=['product', 'path'], name='image_disagrees'),
         ),
         migrations.AddConstraint(
             model_name='claim',

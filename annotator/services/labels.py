@@ -8,11 +8,14 @@ from annotator.models import Image, Label, LabelHistory, ReviewDecision, User
 
 
 def recount_labels(image: Image) -> None:
-    """Refresh the image's label count and "still needs labels" flag (the queue's index reads them)."""
-    n = Label.objects.filter(image_id=image.pk).count()
+    """Refresh the image's label count, "still needs labels" and "annotators disagree" flags
+    (the queue and the review list read them through partial indexes)."""
+    labels = Label.objects.filter(image_id=image.pk)
+    n = labels.count()
+    disagrees = n > 1 and labels.values("background", "category").distinct().count() > 1
     overlap = Image.objects.filter(pk=image.pk).values_list("product__dataset__label_overlap", flat=True).first()
     if overlap is not None:
-        Image.objects.filter(pk=image.pk).update(label_count=n, needs_labels=n < overlap)
+        Image.objects.filter(pk=image.pk).update(label_count=n, needs_labels=n < overlap, disagrees=disagrees)
 
 
 def _snapshot(label: Label | None) -> dict | None:
@@ -44,8 +47,7 @@ def save_label(
     if before == after:
         return label
     label.save()
-    if before is None:
-        recount_labels(image)
+    recount_labels(image)
     LabelHistory.objects.create(
         image=image,
         annotator=annotator,

@@ -3,6 +3,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from django.db import transaction
+from django.db.models import Count
 
 from annotator.models import Image, Label, LabelHistory, ReviewDecision, User
 
@@ -18,28 +19,36 @@ class ReviewItem:
         return len({(label.background, label.category) for label in self.labels}) > 1
 
 
-def review_items(*, dataset=None, include_decided: bool = False) -> list[ReviewItem]:
-    """Images whose annotators disagree (on background or category), with each label and who gave it.
+def disagreements(*, dataset=None, include_decided: bool = False):
+    """Images whose annotators disagree (on background or category), in review order, as a queryset.
 
-    Decided images are left out unless ``include_decided``.
+    Decided images are left out unless ``include_decided``. It reads the ``disagrees`` flag kept
+    on each image (partial index), so a page costs the same with 100 or 100 000 labels.
     """
-    labels = Label.objects.select_related("annotator", "image__product__dataset").order_by(
-        "image__product__name", "image__path", "annotator__username"
-    )
+    images = Image.objects.filter(disagrees=True, split=Image.Split.TEST, is_anomalous=True)
     if dataset is not None:
-        labels = labels.filter(image__product__dataset=dataset)
-    by_image: dict[int, ReviewItem] = {}
+        images = images.filter(product__dataset=dataset)
+    if not include_decided:
+        images = images.filter(review_decision__isnull=True)
+    return images.select_related("product__dataset").order_by("product__dataset__name", "product__name", "path")
+
+
+def items_for(images) -> list[ReviewItem]:
+    """One ReviewItem per image (a page of ``disagreements``), with each label and who gave it."""
+    by_image = {image.pk: ReviewItem(image=image) for image in images}
+    labels = Label.objects.filter(image_id__in=list(by_image)).select_related("annotator").order_by(
+        "annotator__username"
+    )
     for label in labels:
-        item = by_image.setdefault(label.image_id, ReviewItem(image=label.image))
-        item.labels.append(label)
-    decisions = ReviewDecision.objects.filter(image_id__in=list(by_image)).select_related("reviewer")
-    for decision in decisions:
+        by_image[label.image_id].labels.append(label)
+    for decision in ReviewDecision.objects.filter(image_id__in=list(by_image)).select_related("reviewer"):
         by_image[decision.image_id].decision = decision
-    return [
-        item
-        for item in by_image.values()
-        if item.disagrees and (include_decided or item.decision is None)
-    ]
+    return list(by_image.values())
+
+
+def review_items(*, dataset=None, include_decided: bool = False) -> list[ReviewItem]:
+    """Every disagreement as a ReviewItem (small datasets and tests; pages use ``disagreements``)."""
+    return items_for(disagreements(dataset=dataset, include_decided=include_decided))
 
 
 def _snapshot(decision: ReviewDecision | None) -> dict | None:
@@ -85,8 +94,7 @@ def decide(*, image: Image, reviewer: User, background: bool, category: str, not
 
 
 def counts_by_dataset() -> dict[int, int]:
-    """Number of undecided disagreements per dataset id (for navigation badges)."""
-    result: dict[int, int] = defaultdict(int)
-    for item in review_items():
-        result[item.image.product.dataset_id] += 1
-    return dict(result)
+    """Number of undecided disagreements per dataset id (for navigation badges), counted in SQL."""
+    return dict(
+        disagreements().order_by().values_list("product__dataset").annotate(n=Count("pk"))
+    )

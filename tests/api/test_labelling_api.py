@@ -92,12 +92,12 @@ def test_review_agreement_export_import(dataset, make_user, reviewer_account, ad
         assert a.post("/api/labels/", {"image": image.pk, "background": True, "category": cat_a}, format="json").status_code == 201
         assert b.post("/api/labels/", {"image": image.pk, "background": True, "category": cat_b}, format="json").status_code == 201
     reviewer = client_for(reviewer_account)
-    items = reviewer.get(f"/api/review/?dataset={dataset.pk}").data
+    items = reviewer.get(f"/api/review/?dataset={dataset.pk}").data["results"]
     assert [item["image"]["id"] for item in items] == [images[1].pk]
     assert {(l["annotator"], l["category"]) for l in items[0]["labels"]} == {("alice", "surface"), ("bob", "structural")}
     response = reviewer.post(f"/api/review/{images[1].pk}/", {"background": True, "category": "structural"}, format="json")
     assert response.status_code == 200 and response.data["reviewer"] == reviewer_account.username
-    assert reviewer.get(f"/api/review/?dataset={dataset.pk}").data == []
+    assert reviewer.get(f"/api/review/?dataset={dataset.pk}").data["results"] == []
 
     stats = reviewer.get(f"/api/agreement/?dataset={dataset.pk}").data
     category = stats["fields"]["category"]["pairs"][0]
