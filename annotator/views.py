@@ -206,14 +206,7 @@ def dashboard(request, pk: int):
     labels = Label.objects.filter(image__product__dataset=dataset)
     category_counts = dict(labels.values_list("category").annotate(n=Count("id")))
     background_counts = {("yes" if k else "no"): v for k, v in labels.values_list("background").annotate(n=Count("id"))}
-    from annotator.services.labels import effective_labels
-
-    effective = effective_labels(
-        queue.labellable_images(dataset=dataset).values_list("pk", flat=True)
-    ).values()
-    final_categories: dict[str, int] = {}
-    for label in effective:
-        final_categories[label.category] = final_categories.get(label.category, 0) + 1
+    final_categories = review.final_category_counts(dataset)
     total_images = queue.labellable_images(dataset=dataset).count()
     stats = agreement.dataset_agreement(dataset)
     category_names = dict(Label.Category.choices)

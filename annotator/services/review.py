@@ -93,6 +93,21 @@ def decide(*, image: Image, reviewer: User, background: bool, category: str, not
     return decision
 
 
+def final_category_counts(dataset) -> dict[str, int]:
+    """Images per final category (as ``labels.resolve_label`` decides), counted in SQL: a reviewer's
+    decision, else the category of images whose annotators all agree (``disagrees`` is false)."""
+    counts: dict[str, int] = defaultdict(int)
+    decided = ReviewDecision.objects.filter(image__product__dataset=dataset).order_by()
+    for category, n in decided.values_list("category").annotate(n=Count("pk")):
+        counts[category] += n
+    agreed = Label.objects.filter(
+        image__product__dataset=dataset, image__disagrees=False, image__review_decision__isnull=True
+    ).order_by()
+    for category, n in agreed.values_list("category").annotate(n=Count("image_id", distinct=True)):
+        counts[category] += n
+    return dict(counts)
+
+
 def counts_by_dataset() -> dict[int, int]:
     """Number of undecided disagreements per dataset id (for navigation badges), counted in SQL."""
     return dict(
