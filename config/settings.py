@@ -115,7 +115,10 @@ TEMPLATES = [
 # real Celery worker process started by a test can open the same database.
 DATABASES = {
     "default": dj_database_url.config(
-        default=f"sqlite:///{VAR_DIR / 'db.sqlite3'}", conn_max_age=0
+        default=f"sqlite:///{VAR_DIR / 'db.sqlite3'}",
+        # Persistent connections save a PostgreSQL connect per request (production: e.g. 60).
+        conn_max_age=env_int("DJANGO_DB_CONN_MAX_AGE", 0),
+        conn_health_checks=True,
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":

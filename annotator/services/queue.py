@@ -163,15 +163,16 @@ def _claim_next(user: User, products: list[Product], *, skipped: bool) -> tuple[
                 images = images.exclude(pk__in=tried)
             if connection.features.has_select_for_update_skip_locked:
                 # Rows another transaction holds are passed over, not waited for.
-                image = images.select_for_update(skip_locked=True, of=("self",)).first()
+                image = images.select_related("product__dataset").select_for_update(
+                    skip_locked=True, of=("self",)
+                ).first()
             else:
-                image = images.first()
+                image = images.select_related("product__dataset").first()
             if image is None:
                 # Could a locked row have hidden an open image? Only if the plain query sees one.
                 if connection.features.has_select_for_update_skip_locked and images.exists():
                     saw_locked = True
                 break
-            image = Image.objects.select_related("product__dataset").get(pk=image.pk)
             if not _open_for(image, user):  # re-read after the lock: committed claims count now
                 tried.append(image.pk)
                 continue
