@@ -269,3 +269,23 @@ class ReviewDecision(models.Model):
 
     def __str__(self) -> str:
         return f"{self.image}: {self.category} (review by {self.reviewer})"
+
+
+class DatasetStatistics(models.Model):
+    """A snapshot of a dataset's label statistics (agreement, distributions, progress).
+
+    Written only by the periodic task ``annotator.refresh_statistics`` (Celery beat), read by the
+    dashboard and the agreement API, so reviewers' pages cost the same with 100 or 100 000 labels.
+    ``history_mark`` is the newest label-history id the snapshot has seen.
+    """
+
+    dataset = models.OneToOneField(Dataset, on_delete=models.CASCADE, related_name="statistics")
+    computed_at = models.DateTimeField()
+    history_mark = models.BigIntegerField(default=0)
+    data = models.JSONField()
+
+    class Meta:
+        verbose_name_plural = "dataset statistics"
+
+    def __str__(self) -> str:
+        return f"statistics of {self.dataset} at {self.computed_at:%Y-%m-%d %H:%M:%S}"

@@ -8,10 +8,11 @@ from django.db.models import Count, Q
 from django.http import FileResponse, Http404, HttpResponseBadRequest, HttpResponseNotFound, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
+from django.utils.dateparse import parse_datetime
 from django.views.decorators.http import require_GET, require_http_methods
 
 from annotator.models import Dataset, Image, Label, Product, User
-from annotator.services import agreement, label_csv, queue, review
+from annotator.services import agreement, label_csv, queue, review, statistics
 from annotator.paths import UnsafeFile
 from annotator.services.display import UnreadableImage, display_file
 from annotator.services.labels import visible_history
@@ -199,16 +200,16 @@ def _bars(counts: dict, order: list, labels: dict) -> list[dict]:
 def dashboard(request, pk: int):
     """Progress per product, label distribution (category, background), annotators' progress, agreement."""
     dataset = get_object_or_404(Dataset, pk=pk)
+    snapshot = statistics.current(dataset)
     products = []
     for product in dataset.products.all():
-        progress = queue.product_progress(product)
+        figures = snapshot["products"].get(str(product.pk))
+        progress = queue.Progress(figures["done"], figures["total"]) if figures else queue.product_progress(product)
         products.append({"product": product, "progress": progress})
-    labels = Label.objects.filter(image__product__dataset=dataset)
-    category_counts = dict(labels.values_list("category").annotate(n=Count("id")))
-    background_counts = {("yes" if k else "no"): v for k, v in labels.values_list("background").annotate(n=Count("id"))}
-    final_categories = review.final_category_counts(dataset)
-    total_images = queue.labellable_images(dataset=dataset).count()
-    stats = agreement.dataset_agreement(dataset)
+    category_counts, background_counts = snapshot["category_counts"], snapshot["background_counts"]
+    final_categories = snapshot["final_categories"]
+    total_images = sum(p["progress"].total for p in products)
+    stats = snapshot["agreement"]
     category_names = dict(Label.Category.choices)
     pair_rows = []
     for index, pair in enumerate(stats["fields"]["overall"]["pairs"]):
@@ -235,6 +236,7 @@ def dashboard(request, pk: int):
         "agreement": stats,
         "pair_rows": pair_rows,
         "open_disagreements": review.disagreements(dataset=dataset).count(),
+        "computed_at": parse_datetime(snapshot["computed_at"]),
     })
 
 

@@ -14,7 +14,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from annotator.models import Dataset, Image, Label, LabelHistory, Product
-from annotator.services import agreement, label_csv, queue, review
+from annotator.services import agreement, label_csv, queue, review, statistics
 from annotator.services.display import DISPLAY_SIZES
 from annotator.services.labels import delete_label, visible_history
 from annotator.services.workspace import workspace_data
@@ -241,9 +241,11 @@ class AgreementView(APIView):
     @extend_schema(parameters=[OpenApiParameter("dataset", int, required=True)], responses=OpenApiTypes.OBJECT)
     def get(self, request):
         """Cohen's kappa per annotator pair with confusion matrices, Fleiss' kappa, Krippendorff's
-        alpha (per field and overall), per-annotator counts and speed."""
+        alpha (per field and overall), per-annotator counts and speed, as of ``computed_at`` (a
+        snapshot renewed every few seconds while labels change)."""
         dataset = get_object_or_404(Dataset, pk=_int_param(request, "dataset") or 0)
-        return Response(agreement.dataset_agreement(dataset))
+        snapshot = statistics.current(dataset)
+        return Response({**snapshot["agreement"], "computed_at": snapshot["computed_at"]})
 
 
 class ExportView(APIView):

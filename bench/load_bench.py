@@ -2,7 +2,8 @@
 
 It builds a 100 000-image dataset in its own PostgreSQL database, with 100 000 labels already
 given (50 000 images labelled twice, some disagreeing, so the reviewer pages have real work),
-starts gunicorn on 127.0.0.1 with DEBUG off, then for ``--seconds`` runs
+starts gunicorn on 127.0.0.1 with DEBUG off and a Celery worker with beat (it renews the
+reviewer statistics snapshot every 15 s), then for ``--seconds`` runs
 
 * 8 annotators, each a loop of ``POST /api/queue/next/`` then ``POST /api/labels/`` (token auth),
 * 2 reviewers, each a loop over the dashboard, ``/api/agreement/``, ``/review/`` and
@@ -316,7 +317,7 @@ def main():
     sys.path.insert(0, str(REPO))
     admin_sql(args.pg, f'DROP DATABASE IF EXISTS "{args.database}"')
     admin_sql(args.pg, f'CREATE DATABASE "{args.database}"')
-    server = None
+    server = beat = None
     try:
         manage = [sys.executable, str(REPO / "manage.py")]
         subprocess.run([*manage, "migrate", "--no-input", "-v", "0"], cwd=REPO, env=env, check=True)
@@ -330,6 +331,16 @@ def main():
         from django.db import connections
 
         connections.close_all()
+        # The first statistics snapshot (what beat's first tick does); beat renews it during the load.
+        from annotator.services import statistics
+
+        statistics.refresh()
+        connections.close_all()
+        celery = Path(sys.executable).with_name("celery")
+        beat = subprocess.Popen([str(celery), "-A", "config", "worker", "--beat", "--concurrency=1",
+                                 "--loglevel=WARNING", f"--logfile={work / 'worker.log'}"],
+                                cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                start_new_session=True)
         gunicorn = Path(sys.executable).with_name("gunicorn")
         server = subprocess.Popen([str(gunicorn), "-c", "config/gunicorn.conf.py", "config.wsgi:application"],
                                   cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=open(work / "gunicorn.log", "w"),
@@ -382,12 +393,14 @@ def main():
                           "database_checks": checks, "error_count": len(errors)}, indent=2))
         print(f"written {output}")
     finally:
-        if server is not None:
-            os.killpg(server.pid, signal.SIGTERM)
+        for process in (server, beat):
+            if process is None:
+                continue
+            os.killpg(process.pid, signal.SIGTERM)
             try:
-                server.wait(timeout=30)
+                process.wait(timeout=30)
             except subprocess.TimeoutExpired:
-                os.killpg(server.pid, signal.SIGKILL)
+                os.killpg(process.pid, signal.SIGKILL)
         try:
             from django.db import connections
 

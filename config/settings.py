@@ -259,7 +259,13 @@ BENCHMARK_HEARTBEAT_SECONDS = float(os.environ.get("DEFECTBENCH_BENCHMARK_HEARTB
 BENCHMARK_STALE_SECONDS = int(os.environ.get("DEFECTBENCH_BENCHMARK_STALE_SECONDS", 60))
 # Celery beat runs the periodic work; readers never write. ``make run`` embeds beat in its worker
 # (``--beat``); docker-compose runs it as its own service.
+DEFECTBENCH_STATISTICS_REFRESH_SECONDS = env_int("DEFECTBENCH_STATISTICS_REFRESH_SECONDS", 15)
+DEFECTBENCH_STATISTICS_MAX_AGE_SECONDS = env_int("DEFECTBENCH_STATISTICS_MAX_AGE_SECONDS", 120)
 CELERY_BEAT_SCHEDULE = {
+    "refresh-dataset-statistics": {
+        "task": "annotator.refresh_statistics",
+        "schedule": float(DEFECTBENCH_STATISTICS_REFRESH_SECONDS),
+    },
     "mark-stale-benchmark-runs": {
         "task": "inference.mark_stale_runs",
         "schedule": float(max(5, BENCHMARK_STALE_SECONDS // 3)),

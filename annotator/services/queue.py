@@ -291,7 +291,7 @@ def _cached(key: str, compute):
     return value
 
 
-def product_progress(product: Product) -> Progress:
+def product_progress(product: Product, cached: bool = True) -> Progress:
     """Images of ``product`` with all the labels the overlap asks for (or a review decision)."""
 
     def compute():
@@ -301,7 +301,7 @@ def product_progress(product: Product) -> Progress:
         )
         return counts["total"], counts["done"]
 
-    total, done = _cached(f"queue:product-progress:{product.pk}", compute)
+    total, done = _cached(f"queue:product-progress:{product.pk}", compute) if cached else compute()
     return Progress(done, total)
 
 
