@@ -63,6 +63,7 @@ class Dataset(models.Model):
                     models.Q(label_count__lt=self.label_overlap), output_field=models.BooleanField()
                 )
             )
+            rebuild_annotator_progress(self)
             self._saved_overlap = self.label_overlap
 
     @property
@@ -167,6 +168,7 @@ class Label(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["image", "annotator"], name="one_label_per_annotator")
         ]
+        indexes = [models.Index(fields=["annotator", "created_at"], name="label_by_annotator_time")]
 
     def __str__(self) -> str:
         return f"{self.image} by {self.annotator}: {self.category}"
@@ -289,3 +291,34 @@ class DatasetStatistics(models.Model):
 
     def __str__(self) -> str:
         return f"statistics of {self.dataset} at {self.computed_at:%Y-%m-%d %H:%M:%S}"
+
+
+class AnnotatorProgress(models.Model):
+    """Per annotator and product: images labelled (``done``) and, of those, images still short of
+    labels from others (``waiting``). Kept by ``annotator.services.labels`` on every label change,
+    so the workspace's progress is two row reads at any dataset size."""
+
+    annotator = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    product = models.ForeignKey(Product, on_delete=models.CASCADE, related_name="+")
+    done = models.IntegerField(default=0)
+    waiting = models.IntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["annotator", "product"], name="one_progress_row_per_annotator_product")
+        ]
+
+
+def rebuild_annotator_progress(dataset: Dataset) -> None:
+    """Recount every ``AnnotatorProgress`` row of ``dataset`` from its labels (after an overlap change)."""
+    AnnotatorProgress.objects.filter(product__dataset=dataset).delete()
+    rows = (
+        Label.objects.filter(image__product__dataset=dataset).order_by()
+        .values("annotator_id", "image__product_id")
+        .annotate(done=models.Count("id"), waiting=models.Count("id", filter=models.Q(image__needs_labels=True)))
+    )
+    AnnotatorProgress.objects.bulk_create([
+        AnnotatorProgress(annotator_id=row["annotator_id"], product_id=row["image__product_id"],
+                          done=row["done"], waiting=row["waiting"])
+        for row in rows
+    ])

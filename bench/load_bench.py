@@ -84,7 +84,7 @@ def build(args, data_root: Path) -> dict:
     from django.db import transaction
     from rest_framework.authtoken.models import Token
 
-    from annotator.models import Dataset, Image, Label, LabelHistory, Product, User
+    from annotator.models import Dataset, Image, Label, LabelHistory, Product, User, rebuild_annotator_progress
 
     rng = random.Random(13)
     started = time.monotonic()
@@ -130,6 +130,7 @@ def build(args, data_root: Path) -> dict:
         for start in range(0, len(disagreeing), 5000):
             Image.objects.filter(pk__in=disagreeing[start:start + 5000]).update(disagrees=True)
     LabelHistory.objects.update(changed_at=now)
+    rebuild_annotator_progress(dataset)  # the counters save_label keeps, for the bulk-created labels
     tokens = {user.username: Token.objects.create(user=user).key for user in annotators}
     with __import__("django.db", fromlist=["connection"]).connection.cursor() as cursor:
         cursor.execute("ANALYZE")

@@ -32,7 +32,7 @@ from django.db.models import Count, Exists, F, IntegerField, OuterRef, Q, Subque
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from annotator.models import Claim, Image, Label, Product, Skip, User
+from annotator.models import AnnotatorProgress, Claim, Image, Label, Product, Skip, User
 from annotator.services.labels import save_label
 
 class QueueError(Exception):
@@ -262,7 +262,6 @@ def submit_label(*, user: User, image: Image, background: bool, category: str, s
         label = save_label(image=locked, annotator=user, background=background, category=category, source=source)
         Claim.objects.filter(image=locked, annotator=user).delete()
         Skip.objects.filter(image=locked, annotator=user).delete()
-    forget_progress(user, locked.product)
     return label
 
 
@@ -306,23 +305,17 @@ def product_progress(product: Product, cached: bool = True) -> Progress:
 
 
 def user_progress(user: User, product: Product) -> Progress:
-    """Images ``user`` labelled in ``product`` out of those they labelled plus those still open to them."""
+    """Images ``user`` labelled in ``product`` out of those plus those still open to them.
 
-    def compute():
-        done = Label.objects.filter(annotator=user, image__product=product, image__split=Image.Split.TEST,
-                                    image__is_anomalous=True).count()
-        fresh_after = _fresh_after()
-        remaining = sum(
-            _open_images(user, product, skipped=skipped, fresh_after=fresh_after).count() for skipped in (False, True)
-        )
-        return done, remaining
-
-    done, remaining = _cached(f"queue:user-progress:{product.pk}:{user.pk}", compute)
-    return Progress(done, done + remaining)
-
-
-def forget_progress(user: User, product: Product) -> None:
-    cache.delete_many([f"queue:product-progress:{product.pk}", f"queue:user-progress:{product.pk}:{user.pk}"])
+    From the counters kept on every label change (``AnnotatorProgress``) and a count over the
+    partial index of images short of labels: still open = short of labels, less those ``user``
+    labelled already, less those held by others' fresh claims (counted one each).
+    """
+    row = AnnotatorProgress.objects.filter(annotator=user, product=product).values_list("done", "waiting").first()
+    done, waiting = row or (0, 0)
+    short = labellable_images(product=product).filter(needs_labels=True).count()
+    held = Claim.objects.filter(image__product=product, claimed_at__gte=_fresh_after()).exclude(annotator=user).count()
+    return Progress(done, done + max(0, short - waiting - held))
 
 
 def has_work(user: User, *, dataset=None, product=None) -> bool:

@@ -211,3 +211,35 @@ def test_overlap_change_reopens_labelled_images(dataset, make_user):
     dataset.save()
     assert len(label_all(b, dataset)) == 7
     assert Image.objects.filter(is_anomalous=True, needs_labels=True).count() == 0
+
+
+def test_progress_counters_match_a_recount_after_labels_come_and_go(dataset, make_user):
+    import random
+
+    from annotator.models import AnnotatorProgress
+    from annotator.services.labels import delete_label, save_label
+
+    dataset.label_overlap = 2
+    dataset.save()
+    users = [make_user(f"c{i}") for i in range(3)]
+    images = list(queue.labellable_images(dataset=dataset))
+    rng = random.Random(5)
+    for _ in range(60):
+        user, image = rng.choice(users), rng.choice(images)
+        label = Label.objects.filter(image=image, annotator=user).first()
+        if label is not None and rng.random() < 0.4:
+            delete_label(label=label, changed_by=user)
+        elif label is not None or Label.objects.filter(image=image).count() < 2:
+            save_label(image=image, annotator=user, background=True, category=rng.choice(["surface", "combined"]))
+    for user in users:
+        for product in dataset.products.all():
+            mine = Label.objects.filter(annotator=user, image__product=product)
+            row = AnnotatorProgress.objects.filter(annotator=user, product=product).first()
+            assert (row.done if row else 0) == mine.count()
+            assert (row.waiting if row else 0) == mine.filter(image__needs_labels=True).count()
+            progress = queue.user_progress(user, product)
+            open_now = sum(
+                1 for image in queue.labellable_images(product=product)
+                if not image.labels.filter(annotator=user).exists() and image.labels.count() < 2
+            )
+            assert progress.as_dict()["total"] == mine.count() + open_now
