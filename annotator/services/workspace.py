@@ -13,7 +13,7 @@ def workspace_data(image: Image, user) -> dict:
     references = Image.objects.filter(product=product, split=Image.Split.TRAIN, is_anomalous=False)[:REFERENCE_LIMIT]
     my_label = Label.objects.filter(image=image, annotator=user).select_related("annotator").first()
     labelled_ids = list(
-        Label.objects.filter(annotator=user, image__product=product).order_by("-created_at", "-id")
+        Label.objects.filter(annotator=user, image__product=product).order_by("-created_at")
         .values_list("image_id", flat=True)[:LABELLED_LIMIT]
     )[::-1]
     return {
