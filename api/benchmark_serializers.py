@@ -53,10 +53,17 @@ class BenchmarkRunDetailSerializer(BenchmarkRunSerializer):
     artifacts = serializers.SerializerMethodField()
 
     def get_artifacts(self, run) -> list[str]:
-        """URLs of the artifact files (served to logged-in users only)."""
+        """URLs of the artifact files (served to logged-in users only; annotators: the curves)."""
         root = run.artifacts_root
         if not root.is_dir():
             return []
+        request = self.context.get("request")
+        if request is not None and not runs.sees_per_image_results(request.user):
+            return [
+                reverse("benchmark-file", args=[run.pk, path.relative_to(root).as_posix()])
+                for path in sorted(root.rglob("*"))
+                if path.is_file() and runs.is_aggregate_artifact(path.relative_to(root).as_posix())
+            ][:2000]
         return [
             reverse("benchmark-file", args=[run.pk, path.relative_to(root).as_posix()])
             for path in sorted(root.rglob("*")) if path.is_file()

@@ -419,6 +419,21 @@ def retry_run(run: BenchmarkRun, user) -> BenchmarkRun:
     )
 
 
+def sees_per_image_results(user) -> bool:
+    """What each role sees of a run. Everyone logged in sees its status, settings and aggregate
+    metrics (threshold-free, per technique, per category and background, curves). Per-image
+    results carry the labels annotators gave (each image's category, its heat map and mask), so
+    only reviewers and admins, who see every label anyway, get them: the gallery, the per-image
+    lists of the JSON download and the files under a part's ``images/`` folder (and report.json)."""
+    return bool(getattr(user, "is_reviewer_role", False))
+
+
+def is_aggregate_artifact(relpath: str) -> bool:
+    """Artifact files anyone may read: the curve plots (``<part>/curves/...`` or ``curves/...``)."""
+    parts = relpath.split("/")
+    return "curves" in parts[:2] and parts[-1] != "report.json"
+
+
 def mark_stale_runs(now=None) -> int:
     """Fail running parts whose heartbeat is older than ``BENCHMARK_STALE_SECONDS``; settle runs.
 

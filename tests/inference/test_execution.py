@@ -55,8 +55,33 @@ def test_run_metrics_artifacts_snapshot_page_and_recommendation(finished_run, be
     assert (snapshot.category, snapshot.background) == before
 
     # One run serves the page/download/file/recommendation checks too (each run costs seconds).
-    _results_page_downloads_and_files(run, client, annotator_account)
+    _results_page_downloads_and_files(run, client, make_user("rev", role="reviewer"))
+    _annotators_see_aggregates_not_labels_image_by_image(run, client, annotator_account)
     _recommendation_prefers_measured_results(run, bench_demo)
+
+
+def _annotators_see_aggregates_not_labels_image_by_image(run, client, annotator_account):
+    """Per-image results show other annotators' labels: an annotator gets the aggregates only."""
+    from rest_framework.test import APIClient
+
+    part = run.product_runs.get()
+    client.force_login(annotator_account)
+    html = client.get(reverse("benchmark-detail", args=[run.pk])).content.decode()
+    assert "Image AUROC" in html and "Per defect category" in html
+    overlay = part.report["per_image"][0]["artifacts"]["overlay"]
+    assert overlay not in html  # no gallery entries
+    data = json.loads(client.get(reverse("benchmark-download", args=[run.pk, "json"])).content)
+    assert "per_image" not in data["products"]["widget"] and "threshold_free" in data["products"]["widget"]
+    prefix = part.artifacts_root.relative_to(run.artifacts_root).as_posix()
+    for rel in (f"{prefix}/report.json", f"{prefix}/{overlay}"):
+        assert client.get(reverse("benchmark-file", args=[run.pk, rel])).status_code == 403, rel
+    curve = sorted(part.report["curves"].values())[0]
+    assert client.get(reverse("benchmark-file", args=[run.pk, f"{prefix}/{curve}"])).status_code == 200
+    api = APIClient()
+    api.force_authenticate(annotator_account)
+    artifacts = api.get(f"/api/benchmarks/runs/{run.pk}/").json()["artifacts"]
+    assert artifacts and all("/curves/" in url for url in artifacts)
+    client.logout()
 
 
 def _results_page_downloads_and_files(run, client, annotator_account):
