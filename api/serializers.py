@@ -140,3 +140,12 @@ class LabelImportReportSerializer(serializers.Serializer):
     background = serializers.DictField(child=serializers.IntegerField())
     error_count = serializers.IntegerField(help_text="all errors found; at most 100 are listed")
     errors = ImportErrorSerializer(many=True)
+
+
+class TokenRequestSerializer(serializers.Serializer):
+    username = serializers.CharField()
+    password = serializers.CharField(style={"input_type": "password"})
+
+
+class TokenSerializer(serializers.Serializer):
+    token = serializers.CharField()

@@ -1,5 +1,10 @@
 """Labelling API views (thin: the rules live in annotator.services)."""
+import json
+
 from django.contrib.auth import get_user_model
+from django.contrib.auth.decorators import login_not_required
+from django.utils.decorators import method_decorator
+from rest_framework.authtoken.views import ObtainAuthToken
 from django.http import StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect
 from django.urls import reverse
@@ -9,6 +14,7 @@ from rest_framework import generics, mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import PermissionDenied, ValidationError
 from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -248,7 +254,19 @@ class AgreementView(APIView):
         return Response({**snapshot["agreement"], "computed_at": snapshot["computed_at"]})
 
 
+class CSVRenderer(BaseRenderer):
+    """Lets clients ask for ``Accept: text/csv`` (the export streams its own CSV)."""
+
+    media_type = "text/csv"
+    format = "csv"
+    charset = "utf-8"
+
+    def render(self, data, accepted_media_type=None, renderer_context=None):
+        return data if isinstance(data, (bytes, str)) else json.dumps(data)
+
+
 class ExportView(APIView):
+    renderer_classes = [JSONRenderer, CSVRenderer]
     @extend_schema(
         parameters=[OpenApiParameter("dataset", int, required=True),
                     OpenApiParameter("variant", str, enum=list(label_csv.EXPORT_VARIANTS))],
@@ -273,7 +291,10 @@ class LabelImportView(APIView):
     parser_classes = [MultiPartParser, FormParser]
 
     @extend_schema(request={"multipart/form-data": s.LabelImportRequestSerializer},
-                   responses={200: s.LabelImportReportSerializer, 400: s.LabelImportReportSerializer})
+                   responses={200: s.LabelImportReportSerializer,
+                              400: OpenApiResponse(OpenApiTypes.OBJECT, description=(
+                                  "The import report with ok=false and its errors (a bad file), or the "
+                                  "request's field errors (no file, unknown dataset or annotator)"))})
     def post(self, request):
         """Import a label CSV (dry run with ``dry_run=true``); all rows or none."""
         serializer = s.LabelImportRequestSerializer(data=request.data)
@@ -302,3 +323,12 @@ class HistoryViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
             return LabelHistory.objects.none()
         image = _int_param(self.request, "image")
         return visible_history(self.request.user, get_object_or_404(Image, pk=image) if image else None)
+
+
+@method_decorator(login_not_required, name="dispatch")
+class TokenView(ObtainAuthToken):
+    """Exchange a username and password for the user's API token (``Authorization: Token <key>``)."""
+
+    @extend_schema(request=s.TokenRequestSerializer, responses={200: s.TokenSerializer}, auth=[])
+    def post(self, request, *args, **kwargs):
+        return super().post(request, *args, **kwargs)
