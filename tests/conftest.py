@@ -144,6 +144,8 @@ def celery_worker_process(transactional_db, settings, tmp_path):
     # A queue of its own per test so stale messages from other runs can never reach this worker.
     queue = f"test-{os.getpid()}-{time.monotonic_ns()}"
     settings.CELERY_TASK_DEFAULT_QUEUE = queue
+    # The worker sends chord callbacks itself: to this queue too, not to the default one.
+    env["CELERY_TASK_DEFAULT_QUEUE"] = queue
     from config.celery import app
 
     previous_queue = app.conf.task_default_queue
