@@ -78,7 +78,7 @@ class WorkspaceSerializer(serializers.Serializer):
     progress_user = ProgressSerializer()
     progress_product = ProgressSerializer()
     labelled_ids = serializers.ListField(child=serializers.IntegerField(),
-                                         help_text="Images of this product the user labelled, oldest first (the latest 200).")
+                                         help_text="Images of this product the user labelled, oldest first (the latest 50).")
     upcoming = serializers.ListField(child=serializers.IntegerField(),
                                      help_text="Images the user will probably get next (to prefetch; not claimed).")
 

@@ -5,7 +5,7 @@ from annotator.services.labels import visible_history
 
 REFERENCE_LIMIT = 24
 # How far back the workspace's Back key reaches (the newest labels of this product).
-LABELLED_LIMIT = 200
+LABELLED_LIMIT = 50
 
 
 def workspace_data(image: Image, user) -> dict:
