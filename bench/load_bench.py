@@ -364,6 +364,7 @@ def main():
         threads += [threading.Thread(target=reviewer_loop, args=(port, name, built["dataset"], deadline, recorder, errors,
                                                              args.review_think))
                     for name in built["reviewers"]]
+        load_before = os.getloadavg()
         started = time.monotonic()
         print(f"load: {args.annotators} annotators, {args.reviewers} reviewers for {args.seconds:.0f} s", flush=True)
         for thread in threads:
@@ -374,7 +375,9 @@ def main():
         checks = check_database(recorder, built["dataset"], overlap=2)
         result = {
             "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "machine": {"cpus": os.cpu_count(), "note": "shared 2-core machine; client and server on it"},
+            "machine": {"cpus": os.cpu_count(), "note": "shared 2-core machine; client and server on it",
+                        "load_average_before": [round(x, 2) for x in load_before],
+                        "load_average_after": [round(x, 2) for x in os.getloadavg()]},
             "setup": {k: v for k, v in vars(args).items() if k not in ("output", "pg")} | {
                 "images": built["images"], "labels_before": built["labels_before"],
                 "disagreements_before": built["disagreements"], "build_seconds": built["build_seconds"]},
