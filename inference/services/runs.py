@@ -11,8 +11,8 @@ Worker loss is handled in two layers:
   Redis after ``visibility_timeout`` when the whole worker dies). A redelivered task finds its
   part still "running" and restarts it cleanly (artifacts wiped, ``attempts`` + 1).
 * Every running task beats a heartbeat into its rows every ``BENCHMARK_HEARTBEAT_SECONDS``.
-  ``mark_stale_runs`` (called whenever the runs console, a results page or the runs API is
-  read) marks parts and runs whose heartbeat is older than ``BENCHMARK_STALE_SECONDS`` as failed
+  ``mark_stale_runs`` (a periodic Celery beat task, ``inference.mark_stale_runs``; pages and
+  the API only read) marks parts and runs whose heartbeat is older than ``BENCHMARK_STALE_SECONDS`` as failed
   ("worker lost"). A failed part is final: a message redelivered later does not redo it; the
   retry button launches a fresh run with the same settings.
 """
@@ -173,6 +173,33 @@ def parse_background(value) -> bool | None:
     raise LaunchRefused([f"Background must be yes, no or any, not {value!r}."])
 
 
+# The seed is stored in an IntegerField (32-bit signed on PostgreSQL) and fed to numpy/torch.
+SEED_MAX = 2**31 - 1
+
+
+def _whole_number(value) -> int:
+    """An int from an int, an integral float (256.0) or its text; 256.7 or "256.7" is refused, not cut."""
+    if isinstance(value, bool):
+        raise TypeError("a boolean is not a number")
+    if isinstance(value, float):
+        if not value.is_integer():
+            raise ValueError(value)
+        return int(value)
+    if isinstance(value, int):
+        return value
+    return int(str(value).strip())
+
+
+def clean_seed(seed) -> int:
+    try:
+        seed = _whole_number(seed)
+    except (TypeError, ValueError, OverflowError):
+        raise LaunchRefused([f"Seed must be a whole number, not {seed!r}."]) from None
+    if not 0 <= seed <= SEED_MAX:
+        raise LaunchRefused([f"Seed must lie between 0 and {SEED_MAX}, not {seed}."])
+    return seed
+
+
 def clean_config(model: str, config: dict | None) -> dict:
     if model not in ModelName.values:
         raise LaunchRefused([f"Unknown model {model!r}; expected one of {', '.join(ModelName.values)}."])
@@ -188,15 +215,19 @@ def clean_config(model: str, config: dict | None) -> dict:
         try:
             if kind is bool:
                 value = value if isinstance(value, bool) else str(value).lower() in {"1", "true", "yes", "on"}
+            elif kind is int:
+                value = _whole_number(value)
             else:
                 value = kind(value)
-        except (TypeError, ValueError):
-            problems.append(f"Setting {key} must be a {kind.__name__}, not {value!r}.")
+        except (TypeError, ValueError, OverflowError):
+            problems.append(f"Setting {key} must be a {'whole number' if kind is int else kind.__name__}, not {value!r}.")
             continue
         if low is not None and not (low <= value <= high):
             problems.append(f"Setting {key} must lie between {low} and {high}, not {value}.")
             continue
         cleaned[key] = value
+    if cleaned.get("backbone") not in BACKBONES:
+        problems.append(f"Backbone must be one of {', '.join(BACKBONES)}, not {cleaned.get('backbone')!r}.")
     if cleaned.get("device") and cleaned["device"] not in DEVICES:
         problems.append(f"Device must be one of {', '.join(DEVICES)}.")
     if problems:
@@ -276,10 +307,7 @@ def launch_run(
     background = parse_background(background)
     techniques = _clean_choice_list(techniques, Technique.values, "technique") if techniques else list(DEFAULT_TECHNIQUES)
     config = clean_config(model, {**(config or {}), **settings_kwargs})
-    try:
-        seed = int(seed)
-    except (TypeError, ValueError):
-        raise LaunchRefused([f"Seed must be an integer, not {seed!r}."])
+    seed = clean_seed(seed)
 
     selections = [select_images(p, categories, background) for p in products]
     problems = [msg for sel in selections for msg in problems_of(sel, categories, background, techniques)]
@@ -381,6 +409,21 @@ def retry_run(run: BenchmarkRun, user) -> BenchmarkRun:
         background=run.background, model=run.model, config=dict(run.config),
         techniques=run.techniques, seed=run.seed, retry_of=run,
     )
+
+
+def sees_per_image_results(user) -> bool:
+    """What each role sees of a run. Everyone logged in sees its status, settings and aggregate
+    metrics (threshold-free, per technique, per category and background, curves). Per-image
+    results carry the labels annotators gave (each image's category, its heat map and mask), so
+    only reviewers and admins, who see every label anyway, get them: the gallery, the per-image
+    lists of the JSON download and the files under a part's ``images/`` folder (and report.json)."""
+    return bool(getattr(user, "is_reviewer_role", False))
+
+
+def is_aggregate_artifact(relpath: str) -> bool:
+    """Artifact files anyone may read: the curve plots (``<part>/curves/...`` or ``curves/...``)."""
+    parts = relpath.split("/")
+    return "curves" in parts[:2] and parts[-1] != "report.json"
 
 
 def mark_stale_runs(now=None) -> int:
