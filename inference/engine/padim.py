@@ -242,3 +242,36 @@ class Padim:
                                      align_corners=False)
                 out.append(gaussian_blur(maps, BLUR_SIGMA)[:, 0].float().cpu().numpy())
         return np.concatenate(out)
+
+    # -- model packages (inference.engine.package) --------------------------------------------
+    def state(self) -> dict[str, torch.Tensor]:
+        """The fitted statistics: means, packed inverse covariances, channel subset, feature grid."""
+        if self.mean is None or self.inv_cov is None:
+            raise RuntimeError("PaDiM is not fitted")
+        return {"mean": self.mean, "inv_cov": self.inv_cov,
+                "channel_indices": torch.tensor(self.channel_indices, dtype=torch.long),
+                "grid": torch.tensor(self.grid, dtype=torch.long)}
+
+    @classmethod
+    def from_state(cls, state: dict[str, torch.Tensor], config, backbone: Backbone) -> "Padim":
+        """A fitted PaDiM from :meth:`state`; refuses statistics that do not fit these settings."""
+        model = cls(backbone, n_features=config.n_features, seed=config.seed, image_size=config.image_size)
+        channels = state["channel_indices"].tolist()
+        if channels != model.channel_indices:
+            raise ValueError(f"the stored channel subset ({len(channels)} channels) is not the one seed "
+                             f"{config.seed} draws from this backbone's {sum(backbone.channels)} channels")
+        model.embed(torch.zeros(1, 3, config.image_size, config.image_size, dtype=torch.uint8))
+        grid = tuple(state["grid"].tolist())
+        if grid != model.grid:
+            raise ValueError(f"the statistics are for a {grid[0]}x{grid[1]} feature grid; this backbone at "
+                             f"{config.image_size} px gives {model.grid[0]}x{model.grid[1]}")
+        d = model.n_features
+        n_positions = grid[0] * grid[1]
+        if tuple(state["mean"].shape) != (n_positions, d) or tuple(state["inv_cov"].shape) != (n_positions, d * (d + 1) // 2):
+            raise ValueError("the stored statistics' shapes do not match the feature grid and channel count")
+        device = backbone.device
+        model.mean = state["mean"].to(device, torch.float32)
+        model.inv_cov = state["inv_cov"].to(device, torch.float32)
+        model.dim, model.chunk = d, 64
+        model.gather_idx = symmetric_gather_index(d, device=device)
+        return model
