@@ -30,3 +30,13 @@ def finalize_run(run_id: int) -> str | None:
     """Chord callback of a multi-product run: aggregate the products' reports into the run."""
     close_old_connections()
     return execution.finalize_run(run_id)
+
+
+@shared_task(name="inference.inspect_batch", acks_late=True, reject_on_worker_lost=True,
+             soft_time_limit=settings.BENCHMARK_SOFT_TIME_LIMIT, time_limit=settings.BENCHMARK_HARD_TIME_LIMIT)
+def inspect_batch(job_id: int) -> str:
+    """Inspect a batch of new images with a product's deployed model (see ``services.deploy``)."""
+    from inference.services import deploy
+
+    close_old_connections()
+    return deploy.execute_batch(job_id)
