@@ -67,7 +67,9 @@
         const i = y * w + x, p = 4 * i;
         let R = image.data[p], G = image.data[p + 1], B = image.data[p + 2];
         if (showMap.checked) {
-          const [cr, cg, cb] = ramp(grey.data[p]);
+          // one colour scale for every image: 0 .. twice the deployed threshold (mid-ramp = deployed)
+          const score = r.map_low + (grey.data[p] / 255) * span;
+          const [cr, cg, cb] = ramp(Math.max(0, Math.min(255, (255 * score) / (2 * deployed))));
           R = 0.6 * R + 0.4 * cr; G = 0.6 * G + 0.4 * cg; B = 0.6 * B + 0.4 * cb;
         }
         if (inside(i)) {
