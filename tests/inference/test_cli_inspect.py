@@ -35,3 +35,10 @@ def test_saved_model_inspects_like_the_report_and_refuses_another_size(tmp_path,
         call_command("inspect", str(package), images[0], "--image-size", "128")
     with pytest.raises(CommandError, match="not a model package"):
         call_command("inspect", str(tmp_path), images[0])
+
+    onnx_file = tmp_path / "model.onnx"
+    call_command("export_model", str(package), "--format", "onnx", "--output", str(onnx_file))
+    import onnx
+
+    meta = {p.key: p.value for p in onnx.load(str(onnx_file)).metadata_props}
+    assert float(meta["defectbench.image_threshold"]) == report["image_decision"]["threshold"]
