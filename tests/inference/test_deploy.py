@@ -50,6 +50,31 @@ def test_deploy_inspect_and_batch(padim_part, admin_account, reviewer_account, a
     _deploy_then_roll_back(padim_part, admin_account, reviewer_account, annotator_account)
     _inspect_api(padim_part, admin_account, reviewer_account, annotator_account, settings, client)
     _batch_job(padim_part, admin_account, reviewer_account, client, tmp_path, settings)
+    _pages(padim_part, admin_account, reviewer_account, annotator_account, client)
+
+
+def _pages(part, admin_account, reviewer_account, annotator_account, client):
+    inspect_page = reverse("inspect-page", args=[part.product_id])
+    deploy_url = reverse("benchmark-deploy", args=[part.product_id])
+    client.force_login(annotator_account)
+    assert client.get(inspect_page).status_code == 403
+    assert client.post(deploy_url, {"run": part.run_id, "technique": "f1"}).status_code == 403
+    client.force_login(reviewer_account)
+    html = client.get(inspect_page).content.decode()
+    assert "Deployed:" in html and "Deployment history" in html and "Roll back to this" not in html
+    assert client.post(deploy_url, {"run": part.run_id, "technique": "f1"}).status_code == 403
+    client.force_login(admin_account)
+    assert "Deploy this run" in client.get(reverse("benchmark-detail", args=[part.run_id])).content.decode()
+    assert "Deploy this recommendation" in client.get(reverse("benchmark-product", args=[part.product_id])).content.decode()
+    before = deploy.current(part.product)
+    response = client.post(deploy_url, {"run": part.run_id, "technique": "f1", "note": "from the page"})
+    assert response.status_code == 302 and response["Location"] == inspect_page
+    now = deploy.current(part.product)
+    assert now.pk != before.pk and now.technique == "f1" and now.note == "from the page"
+    html = client.get(inspect_page).content.decode()
+    assert "Roll back to this" in html
+    client.post(reverse("deployment-rollback", args=[part.product_id, before.pk]))
+    assert deploy.current(part.product).rollback_of_id == before.pk
 
 
 def _deploy_then_roll_back(padim_part, admin_account, reviewer_account, annotator_account):
