@@ -196,10 +196,12 @@ def _engine_config(manifest: dict, device: str, weights_path: str | None):
 
 
 def load_package(path: str | Path, *, device: str = "cpu", image_size: int | None = None,
-                 weights_path: str | None = None, expect_backbone_sha256: str | None = None) -> "Inspector":
+                 weights_path: str | None = None, expect_backbone_sha256: str | None = None,
+                 unpacked: bool = True) -> "Inspector":
     """Load and check a package. ``image_size`` / ``expect_backbone_sha256``: what the caller will
     feed it / expects; any disagreement with the package is refused. ``weights_path``: where this
-    machine keeps the backbone weights, when not in the default places."""
+    machine keeps the backbone weights, when not in the default places. ``unpacked`` (PaDiM): keep
+    the inverse covariances unpacked for faster single images (:meth:`padim.Padim.keep_unpacked`)."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -253,6 +255,8 @@ def load_package(path: str | Path, *, device: str = "cpu", image_size: int | Non
             from .padim import Padim
 
             model = Padim.from_state(state, config, backbone)
+            if unpacked:
+                model.keep_unpacked()
         else:
             from .cflow import Cflow
 
