@@ -3,9 +3,9 @@
 The exported graph takes a batch of images as uint8 ``(B, 3, S, S)`` (RGB, already resized to the
 package's size ``S`` as the manifest's preprocessing says) and returns ``anomaly_map``
 ``(B, S, S)`` float32 and ``image_score`` ``(B,)`` (the map maximum). It holds the normalisation,
-the backbone up to its deepest used layer, the channel subset, the Mahalanobis distance against
-the packed inverse covariances (unpacked by one Gather), the bilinear upsampling and the
-Gaussian blur: the same operations as :meth:`padim.Padim.predict`, in one pass instead of
+the backbone up to its deepest used layer, the channel subset, the Mahalanobis distance (constant folding stores
+the inverse covariances unpacked: the file is ~160 MB at 256 px and 100 features, and nothing is
+unpacked per call), the bilinear upsampling and the Gaussian blur: the same operations as :meth:`padim.Padim.predict`, in one pass instead of
 chunks. The thresholds, the preprocessing and the whole manifest are in the model's metadata
 (``metadata_props``): ``defectbench.manifest`` (JSON), ``defectbench.image_threshold``,
 ``defectbench.pixel_threshold`` and ``defectbench.pixel_technique``, ``defectbench.preprocessing``.
