@@ -221,9 +221,9 @@ class InspectView(APIView):
                    responses={201: s.InspectionJobSerializer})
     def post(self, request, pk):
         product = get_object_or_404(Product, pk=pk)
-        files = request.FILES.getlist("images")
         try:
-            job = deploy.inspect_uploads(product, [deploy.Upload(f.name, f.read()) for f in files], request.user)
+            uploads = deploy.read_uploads(request.FILES.getlist("images"))
+            job = deploy.inspect_uploads(product, uploads, request.user)
         except deploy.DeployRefused as error:
             return _deploy_refused(error)
         return Response(s.InspectionJobSerializer(job).data, status=status.HTTP_201_CREATED)

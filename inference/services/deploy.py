@@ -143,6 +143,19 @@ class Upload:
     data: bytes
 
 
+def read_uploads(files) -> list[Upload]:
+    """Uploaded files (``.name``, ``.size``, ``.read()``) as :class:`Upload`; any file over the
+    upload limit is refused before a byte of it is read."""
+    limit = settings.DEFECTBENCH_MAX_UPLOAD_BYTES
+    big = [f"{f.name}: {f.size:,} bytes, more than the limit of {limit:,} (DEFECTBENCH_MAX_UPLOAD_BYTES)"
+           for f in files if f.size > limit]
+    if big:
+        raise DeployRefused(*big)
+    if len(files) > MAX_UPLOAD_IMAGES:
+        raise DeployRefused(f"{len(files)} images at once; at most {MAX_UPLOAD_IMAGES} (use a batch job for more).")
+    return [Upload(f.name, f.read()) for f in files]
+
+
 def _decode(name: str, data: bytes):
     from annotator.services.image_checks import CheckError, _open_checked
 

@@ -2,6 +2,7 @@
 history and rollback, the inspect API (limits, files), batch jobs and their CSV."""
 import csv
 import io
+import zipfile
 
 import pytest
 from django.urls import reverse
@@ -147,6 +148,10 @@ def _inspect_api(padim_part, admin_account, reviewer_account, annotator_account,
     big = _client(reviewer_account).post(inspect_url, upload(), format="multipart")
     assert big.status_code == 400 and "decompression bomb" in big.json()["detail"]
     settings.DEFECTBENCH_MAX_IMAGE_PIXELS = 40_000_000
+    settings.DEFECTBENCH_MAX_UPLOAD_BYTES = 100
+    heavy = _client(reviewer_account).post(inspect_url, upload(), format="multipart")
+    assert heavy.status_code == 400 and "more than the limit of 100" in heavy.json()["detail"]
+    settings.DEFECTBENCH_MAX_UPLOAD_BYTES = 2 * 1024**3
     junk = io.BytesIO(b"not an image")
     junk.name = "junk.png"
     bad = _client(reviewer_account).post(inspect_url, {"images": [junk]}, format="multipart")
@@ -181,6 +186,20 @@ def _batch_job(padim_part, admin_account, reviewer_account, client, tmp_path, se
     assert rows[3]["error"] and not rows[3]["verdict"]
     page = client.get(reverse("inspection-detail", args=[job.pk])).content.decode()
     assert "Defective (" in page and "Not inspected (1)" in page and "broken.png" in page
+
+    archive = tmp_path / "new.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        for k in range(3):
+            z.write(folder / f"{k}.png", f"line-2/{k}.png")
+    zipped = deploy.start_batch(part.product, reviewer_account, zip_file=open(archive, "rb"))
+    assert deploy.execute_batch(zipped.pk) == Status.SUCCEEDED
+    zipped.refresh_from_db()
+    assert [r["name"] for r in zipped.results] == ["line-2/0.png", "line-2/1.png", "line-2/2.png"]
+    evil = tmp_path / "evil.zip"
+    with zipfile.ZipFile(evil, "w") as z:
+        z.writestr("../escape.png", b"x")
+    with pytest.raises(deploy.DeployRefused, match="escapes"):
+        deploy.start_batch(part.product, reviewer_account, zip_file=open(evil, "rb"))
 
     cancelled = deploy.start_batch(part.product, reviewer_account, folder=str(folder))
     deploy.cancel_job(cancelled)
