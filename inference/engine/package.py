@@ -310,8 +310,8 @@ class Inspection:
 
 
 def prepare_image(image, image_size: int) -> tuple[np.ndarray, tuple[int, int]]:
-    """``(uint8 RGB image_size² x 3, (width, height) before resizing)`` from an array or PIL image,
-    resized exactly as :func:`data.load_image` resizes files (the run's preprocessing)."""
+    """``(uint8 RGB image_size² x 3, (width, height) before resizing)`` from an array or an upright
+    PIL image, made 8-bit RGB and resized exactly as :func:`data.load_image` does with files."""
     from PIL import Image
 
     if isinstance(image, np.ndarray):
@@ -322,9 +322,10 @@ def prepare_image(image, image_size: int) -> tuple[np.ndarray, tuple[int, int]]:
             image = Image.fromarray(np.ascontiguousarray(arr))
         else:
             raise PackageError(f"images must be HxW or HxWx3 arrays, got shape {arr.shape}")
+    from .pixels import to_rgb
+
     size = image.size
-    if image.mode != "RGB":
-        image = image.convert("RGB")
+    image = to_rgb(image)  # 16-bit and float pictures as the run's decoding turns them into 8 bits
     return np.asarray(image.resize((image_size, image_size), Image.BILINEAR), dtype=np.uint8), size
 
 
@@ -404,10 +405,10 @@ class Inspector:
         return out
 
     def inspect_files(self, paths, technique: str | None = None, batch_size: int = 16) -> list[Inspection]:
-        """Verdicts for image files (each named by its path)."""
-        from PIL import Image
-
+        """Verdicts for image files (each named by its path), decoded as the run decoded its images
+        (:func:`pixels.decode_image`: EXIF orientation, 16-bit to 8-bit)."""
         from .data import ImageLoadError
+        from .pixels import decode_image
 
         out = []
         paths = [str(p) for p in paths]
@@ -415,9 +416,7 @@ class Inspector:
             images = []
             for p in paths[start:start + batch_size]:
                 try:
-                    with Image.open(p) as im:
-                        im.load()
-                        images.append(im.copy())
+                    images.append(decode_image(p))
                 except Exception as error:
                     raise ImageLoadError(f"cannot read image file {p!r}: {error}") from error
             out += self.inspect(images, names=paths[start:start + batch_size], technique=technique,

@@ -339,9 +339,7 @@ def execute_batch(job_id: int) -> str:
     paths = _batch_images(root)
     results: list[dict] = []
     try:
-        from PIL import Image
-
-        from annotator.services.image_checks import CheckError, check_image, pillow_limits
+        from annotator.services.image_checks import CheckError, _open_checked, pillow_limits
 
         inspector = inspector_for(job.deployment)
         with pillow_limits(settings.DEFECTBENCH_MAX_IMAGE_PIXELS):
@@ -353,11 +351,8 @@ def execute_batch(job_id: int) -> str:
                 named, failed = [], []
                 for p in paths[start:start + BATCH_CHUNK]:
                     name = p.relative_to(root).as_posix()
-                    try:
-                        check_image(p, max_pixels=settings.DEFECTBENCH_MAX_IMAGE_PIXELS)
-                        with Image.open(p) as im:
-                            im.load()
-                            named.append((name, im.copy()))
+                    try:  # checked and decoded (upright, 8-bit RGB) as uploads and dataset imports are
+                        named.append((name, _open_checked(p.read_bytes(), settings.DEFECTBENCH_MAX_IMAGE_PIXELS)))
                     except (CheckError, OSError) as error:
                         failed.append({"name": name, "error": str(error)})
                 results += _inspect_images(job, inspector, named, offset=len(results) + len(failed))
