@@ -1,5 +1,6 @@
 """Serializers of benchmark runs (read) and of a launch request (write)."""
 from django.urls import reverse
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from annotator.models import Label
@@ -92,3 +93,87 @@ class LaunchSerializer(serializers.Serializer):
             data = dict(data)
             data["background"] = "yes" if data["background"] else "no"
         return super().to_internal_value(data)
+
+
+class DeploymentSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    run = serializers.IntegerField(source="product_run.run_id")
+    product_run = serializers.IntegerField(source="product_run_id")
+    model = serializers.CharField(source="product_run.run.model")
+    technique = serializers.CharField()
+    deployed_by = serializers.CharField(source="deployed_by.username", default=None)
+    deployed_at = serializers.DateTimeField()
+    note = serializers.CharField()
+    rollback_of = serializers.IntegerField(source="rollback_of_id", allow_null=True)
+
+
+class DeploymentsSerializer(serializers.Serializer):
+    current = DeploymentSerializer(allow_null=True)
+    history = DeploymentSerializer(many=True)
+
+
+class DeployRequestSerializer(serializers.Serializer):
+    run = serializers.IntegerField(help_text="benchmark run id (its part on this product is deployed)")
+    technique = serializers.ChoiceField(choices=Technique.choices, required=False,
+                                        help_text="threshold technique; default: the run's chosen one")
+    note = serializers.CharField(required=False, allow_blank=True, max_length=500)
+
+
+class InspectRequestSerializer(serializers.Serializer):
+    images = serializers.ListField(child=serializers.FileField(), help_text="one or several image files")
+
+
+class ComponentSerializer(serializers.Serializer):
+    bbox = serializers.ListField(child=serializers.IntegerField(), help_text="x0, y0, x1, y1 in the image's pixels")
+    area_fraction = serializers.FloatField()
+    peak = serializers.FloatField()
+
+
+class InspectedImageSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    verdict = serializers.ChoiceField(choices=["defective", "good"], required=False)
+    score = serializers.FloatField(required=False)
+    image_threshold = serializers.FloatField(required=False)
+    technique = serializers.CharField(required=False)
+    pixel_threshold = serializers.FloatField(required=False)
+    defect_area_fraction = serializers.FloatField(required=False)
+    components = ComponentSerializer(many=True, required=False)
+    inference_ms = serializers.FloatField(required=False)
+    map_low = serializers.FloatField(required=False, help_text="anomaly score of grey level 0 in the map PNG")
+    map_high = serializers.FloatField(required=False, help_text="anomaly score of grey level 255 in the map PNG")
+    urls = serializers.DictField(child=serializers.CharField(), required=False)
+    error = serializers.CharField(required=False)
+
+
+class InspectionJobSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    product = serializers.IntegerField(source="product_id")
+    deployment = serializers.IntegerField(source="deployment_id")
+    kind = serializers.CharField()
+    status = serializers.CharField()
+    progress = serializers.FloatField()
+    error = serializers.CharField()
+    total = serializers.IntegerField()
+    inference_ms_per_image = serializers.FloatField(allow_null=True)
+    results = serializers.SerializerMethodField()
+    urls = serializers.SerializerMethodField()
+
+    @extend_schema_field(InspectedImageSerializer(many=True))
+    def get_results(self, job):
+        out = []
+        for entry in job.results:
+            entry = dict(entry)
+            files = entry.pop("files", None)
+            if files:
+                entry["urls"] = {k: reverse("inspection-file", args=[job.pk, v]) for k, v in files.items()}
+            out.append(entry)
+        return out
+
+    def get_urls(self, job) -> dict[str, str]:
+        return {"self": reverse("api-inspection", args=[job.pk]), "page": reverse("inspection-detail", args=[job.pk]),
+                "csv": reverse("inspection-csv", args=[job.pk])}
+
+
+class BatchRequestSerializer(serializers.Serializer):
+    folder = serializers.CharField(required=False, help_text="a folder inside the data roots")
+    zip = serializers.FileField(required=False, help_text="a zip of images")

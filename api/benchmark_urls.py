@@ -11,4 +11,11 @@ urlpatterns = [
     path("benchmarks/subset-counts/", views.SubsetCountsView.as_view(), name="api-benchmark-counts"),
     path("benchmarks/products/<int:pk>/recommendation/", views.RecommendationView.as_view(),
          name="api-benchmark-recommendation"),
+    path("products/<int:pk>/deployments/", views.DeploymentsView.as_view(), name="api-deployments"),
+    path("products/<int:pk>/deployments/<int:deployment>/rollback/", views.RollbackView.as_view(),
+         name="api-deployment-rollback"),
+    path("products/<int:pk>/inspect/", views.InspectView.as_view(), name="api-inspect"),
+    path("products/<int:pk>/inspections/", views.BatchInspectView.as_view(), name="api-inspect-batch"),
+    path("inspections/<int:pk>/", views.InspectionJobView.as_view(), name="api-inspection"),
+    path("inspections/<int:pk>/cancel/", views.InspectionCancelView.as_view(), name="api-inspection-cancel"),
 ]

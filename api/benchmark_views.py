@@ -11,9 +11,11 @@ from rest_framework.views import APIView
 
 from annotator.models import Dataset, Product
 from api import benchmark_serializers as s
-from api.permissions import IsAdminRole, ReadAnyWriteAdmin
-from inference.models import BenchmarkRun
-from inference.services import recommendation, runs
+from rest_framework.parsers import JSONParser, MultiPartParser
+
+from api.permissions import IsAdminRole, IsReviewerRole, ReadAnyWriteAdmin
+from inference.models import BenchmarkRun, InspectionJob, ProductRun
+from inference.services import deploy, recommendation, runs
 
 
 def _refused(error: runs.LaunchRefused) -> Response:
@@ -150,3 +152,113 @@ class RecommendationView(APIView):
     def get(self, request, pk):
         product = get_object_or_404(Product, pk=pk)
         return Response(recommendation.recommend(product))
+
+
+# ---- deployments and inspection ------------------------------------------------------------------
+
+def _deploy_refused(error: deploy.DeployRefused) -> Response:
+    return Response({"detail": " ".join(error.messages), "problems": error.messages},
+                    status=status.HTTP_400_BAD_REQUEST)
+
+
+def _deployments(product) -> dict:
+    return {"current": deploy.current(product), "history": list(deploy.history(product))}
+
+
+class DeploymentsView(APIView):
+    """GET: the product's deployed inspector and the history of deployments. POST (admins): deploy
+    a run's model with a threshold technique."""
+
+    permission_classes = [ReadAnyWriteAdmin]
+
+    @extend_schema(responses=s.DeploymentsSerializer)
+    def get(self, request, pk):
+        product = get_object_or_404(Product, pk=pk)
+        return Response(s.DeploymentsSerializer(_deployments(product)).data)
+
+    @extend_schema(request=s.DeployRequestSerializer, responses={201: s.DeploymentsSerializer})
+    def post(self, request, pk):
+        product = get_object_or_404(Product, pk=pk)
+        body = s.DeployRequestSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        part = ProductRun.objects.filter(run_id=body.validated_data["run"], product=product).select_related("product").first()
+        if part is None:
+            raise ValidationError({"run": f"Run {body.validated_data['run']} did not cover {product.name}."})
+        technique = body.validated_data.get("technique") or ((part.report or {}).get("selection") or {}).get("chosen")
+        try:
+            deploy.deploy(part, technique or "", request.user, note=body.validated_data.get("note", ""))
+        except deploy.DeployRefused as error:
+            return _deploy_refused(error)
+        return Response(s.DeploymentsSerializer(_deployments(product)).data, status=status.HTTP_201_CREATED)
+
+
+class RollbackView(APIView):
+    """Deploy an earlier deployment's run and technique again (a new history row)."""
+
+    permission_classes = [IsAdminRole]
+
+    @extend_schema(request=None, responses={201: s.DeploymentsSerializer})
+    def post(self, request, pk, deployment):
+        product = get_object_or_404(Product, pk=pk)
+        try:
+            deploy.rollback(product, deployment, request.user)
+        except deploy.DeployRefused as error:
+            return _deploy_refused(error)
+        return Response(s.DeploymentsSerializer(_deployments(product)).data, status=status.HTTP_201_CREATED)
+
+
+class InspectView(APIView):
+    """Inspect new images (multipart field ``images``, one or several) with the product's deployed
+    model: per image the verdict, score against the image threshold, defect area, components with
+    boxes and peaks, and links to the anomaly map and predicted mask PNGs. Reviewers and admins."""
+
+    permission_classes = [IsReviewerRole]
+    parser_classes = [MultiPartParser]
+
+    @extend_schema(request={"multipart/form-data": s.InspectRequestSerializer},
+                   responses={201: s.InspectionJobSerializer})
+    def post(self, request, pk):
+        product = get_object_or_404(Product, pk=pk)
+        try:
+            uploads = deploy.read_uploads(request.FILES.getlist("images"))
+            job = deploy.inspect_uploads(product, uploads, request.user)
+        except deploy.DeployRefused as error:
+            return _deploy_refused(error)
+        return Response(s.InspectionJobSerializer(job).data, status=status.HTTP_201_CREATED)
+
+
+class BatchInspectView(APIView):
+    """Start a batch inspection of a folder (inside the data roots) or an uploaded zip (Celery job)."""
+
+    permission_classes = [IsReviewerRole]
+    parser_classes = [MultiPartParser, JSONParser]
+
+    @extend_schema(request={"multipart/form-data": s.BatchRequestSerializer, "application/json": s.BatchRequestSerializer},
+                   responses={201: s.InspectionJobSerializer})
+    def post(self, request, pk):
+        product = get_object_or_404(Product, pk=pk)
+        try:
+            job = deploy.start_batch(product, request.user, folder=request.data.get("folder") or None,
+                                     zip_file=request.FILES.get("zip"))
+        except deploy.DeployRefused as error:
+            return _deploy_refused(error)
+        return Response(s.InspectionJobSerializer(job).data, status=status.HTTP_201_CREATED)
+
+
+class InspectionJobView(generics.RetrieveAPIView):
+    """An inspection job: status, progress and per-image results."""
+
+    permission_classes = [IsReviewerRole]
+    serializer_class = s.InspectionJobSerializer
+    queryset = InspectionJob.objects.all()
+
+
+class InspectionCancelView(APIView):
+    """Stop a batch inspection after its current group of images."""
+
+    permission_classes = [IsReviewerRole]
+
+    @extend_schema(request=None, responses=s.InspectionJobSerializer)
+    def post(self, request, pk):
+        job = deploy.cancel_job(get_object_or_404(InspectionJob, pk=pk))
+        return Response(s.InspectionJobSerializer(job).data)

@@ -133,6 +133,9 @@ class ProductRun(models.Model):
     report = models.JSONField(null=True, blank=True)
     # Relative to MEDIA_ROOT ("benchmarks/<run id>/<product run id>").
     artifacts_path = models.CharField(max_length=512, blank=True, default="")
+    # The fitted model kept as a package (inference.engine.package), relative to MEDIA_ROOT;
+    # blank when the run kept none (failed, or made before packages existed).
+    package_path = models.CharField(max_length=512, blank=True, default="")
 
     class Meta:
         ordering = ["run", "product__name"]
@@ -168,3 +171,66 @@ class RunSample(models.Model):
 
     class Meta:
         ordering = ["product_run", "role", "id"]
+
+
+class Deployment(models.Model):
+    """One decision to deploy a run's model with one threshold technique as a product's inspector.
+
+    Append-only history: the product's deployed inspector is its newest row; rolling back adds a
+    row that repeats an earlier choice (``rollback_of``), so who chose what and when stays readable.
+    """
+
+    product = models.ForeignKey(Product, on_delete=models.CASCADE, related_name="deployments")
+    product_run = models.ForeignKey(ProductRun, on_delete=models.PROTECT, related_name="deployments")
+    technique = models.CharField(max_length=32, choices=Technique.choices)
+    deployed_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                    related_name="+")
+    deployed_at = models.DateTimeField(default=timezone.now)
+    note = models.CharField(max_length=500, blank=True, default="")
+    rollback_of = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+
+    class Meta:
+        ordering = ["-deployed_at", "-id"]
+        indexes = [models.Index(fields=["product", "-deployed_at", "-id"], name="deployment_latest")]
+
+    def __str__(self) -> str:
+        return f"{self.product} <- run {self.product_run.run_id} ({self.technique})"
+
+
+class InspectionJob(models.Model):
+    """New images inspected with a product's deployed model: one upload (done at once) or one batch
+    (a folder or zip, a Celery task with progress and cancel). Results live in ``results``, one
+    entry per image; the PNGs in ``MEDIA_ROOT/<artifacts_path>``."""
+
+    class Kind(models.TextChoices):
+        UPLOAD = "upload", "Uploaded images"
+        BATCH = "batch", "Batch (folder or zip)"
+
+    product = models.ForeignKey(Product, on_delete=models.CASCADE, related_name="inspection_jobs")
+    deployment = models.ForeignKey(Deployment, on_delete=models.PROTECT, related_name="jobs")
+    kind = models.CharField(max_length=8, choices=Kind.choices)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED, db_index=True)
+    progress = models.FloatField(default=0.0, help_text="0..100")
+    error = models.TextField(blank=True, default="")
+    cancel_requested = models.BooleanField(default=False)
+    # Batch: the folder (absolute, inside the data roots) or the extracted zip's folder.
+    source = models.CharField(max_length=1024, blank=True, default="")
+    total = models.PositiveIntegerField(default=0)
+    results = models.JSONField(default=list, blank=True)
+    inference_ms_per_image = models.FloatField(null=True, blank=True)
+    artifacts_path = models.CharField(max_length=512, blank=True, default="")
+    celery_task_id = models.CharField(max_length=255, blank=True, default="")
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"Inspection {self.pk} of {self.product} ({self.status})"
+
+    @property
+    def artifacts_root(self) -> Path:
+        return Path(settings.MEDIA_ROOT) / (self.artifacts_path or f"inspections/{self.pk}")

@@ -39,3 +39,13 @@ def mark_stale_runs() -> int:
     Idempotent: a run already settled is left alone. (Celery's Django fix-up recycles connections.)
     """
     return runs.mark_stale_runs()
+
+
+@shared_task(name="inference.inspect_batch", acks_late=True, reject_on_worker_lost=True,
+             soft_time_limit=settings.BENCHMARK_SOFT_TIME_LIMIT, time_limit=settings.BENCHMARK_HARD_TIME_LIMIT)
+def inspect_batch(job_id: int) -> str:
+    """Inspect a batch of new images with a product's deployed model (see ``services.deploy``)."""
+    from inference.services import deploy
+
+    close_old_connections()
+    return deploy.execute_batch(job_id)

@@ -12,7 +12,7 @@ from annotator.models import Dataset, Label, Product
 from annotator.views import role_required
 from inference.engine.types import MAX_REPEATS, BenchmarkConfig
 from inference.models import BenchmarkRun, ModelName, Status, Technique
-from inference.services import recommendation, reports, runs
+from inference.services import deploy, recommendation, reports, runs
 
 
 @require_GET
@@ -109,7 +109,8 @@ def _part_context(run, part, per_image=True):
         for key, c in sorted((report.get("curves") or {}).items())  # paths relative to the part's folder
     ]
     context = {"part": part, "summary": s, "current": reports.is_current(report),
-               "recommendation": recommendation.recommend(part.product)}
+               "recommendation": recommendation.recommend(part.product),
+               "deployable": sorted(deploy.deployable_techniques(part).items())}
     if not context["current"]:
         return context
     gallery = reports.gallery(part)

@@ -273,3 +273,30 @@ class Cflow:
                 "epochs_run": len(self.history), "best_epoch": self.best_epoch,
                 "early_stopping": "mean CFLOW loss over the defect-free validation images",
                 "reference_log_likelihood": self.reference_logp, "history": self.history}
+
+    # -- model packages (inference.engine.package) --------------------------------------------
+    def state(self) -> dict[str, torch.Tensor]:
+        """Decoder weights, per-layer feature standardisation and reference log-likelihoods."""
+        if not self.feat_mean:
+            raise RuntimeError("CFLOW is not fitted")
+        out = {f"decoders.{k}": v.detach().contiguous() for k, v in self.decoders.state_dict().items()}
+        for k, (m, s) in enumerate(zip(self.feat_mean, self.feat_std)):
+            out[f"feat_mean.{k}"], out[f"feat_std.{k}"] = m.contiguous(), s.contiguous()
+        out["reference_logp"] = torch.tensor(self.reference_logp, dtype=torch.float64)
+        return out
+
+    @classmethod
+    def from_state(cls, state: dict[str, torch.Tensor], config: BenchmarkConfig, backbone: Backbone) -> "Cflow":
+        """A fitted CFLOW from :meth:`state` (strict: every decoder tensor must fit these settings)."""
+        model = cls(backbone, config)
+        decoders = {k[len("decoders."):]: v for k, v in state.items() if k.startswith("decoders.")}
+        try:
+            model.decoders.load_state_dict(decoders, strict=True)
+        except RuntimeError as error:
+            raise ValueError(f"the stored decoders do not fit these CFLOW settings: {str(error)[:300]}") from error
+        n = len(backbone.channels)
+        model.feat_mean = [state[f"feat_mean.{k}"].to(model.device) for k in range(n)]
+        model.feat_std = [state[f"feat_std.{k}"].to(model.device) for k in range(n)]
+        model.reference_logp = [float(v) for v in state["reference_logp"]]
+        model.decoders.eval()
+        return model

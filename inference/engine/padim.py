@@ -216,6 +216,8 @@ class Padim:
 
     def inverse_covariance(self, start: int, stop: int) -> torch.Tensor:
         """Full (stop-start, d, d) float32 inverse covariances of a range of positions."""
+        if getattr(self, "inv_full", None) is not None:  # kept unpacked (see keep_unpacked)
+            return self.inv_full[start:stop]
         return unpack_symmetric(self.inv_cov[start:stop], self.dim, self.gather_idx)
 
     def mahalanobis(self, emb: torch.Tensor) -> torch.Tensor:
@@ -242,3 +244,43 @@ class Padim:
                                      align_corners=False)
                 out.append(gaussian_blur(maps, BLUR_SIGMA)[:, 0].float().cpu().numpy())
         return np.concatenate(out)
+
+    # -- model packages (inference.engine.package) --------------------------------------------
+    def state(self) -> dict[str, torch.Tensor]:
+        """The fitted statistics: means, packed inverse covariances, channel subset, feature grid."""
+        if self.mean is None or self.inv_cov is None:
+            raise RuntimeError("PaDiM is not fitted")
+        return {"mean": self.mean, "inv_cov": self.inv_cov,
+                "channel_indices": torch.tensor(self.channel_indices, dtype=torch.long),
+                "grid": torch.tensor(self.grid, dtype=torch.long)}
+
+    @classmethod
+    def from_state(cls, state: dict[str, torch.Tensor], config, backbone: Backbone) -> "Padim":
+        """A fitted PaDiM from :meth:`state`; refuses statistics that do not fit these settings."""
+        model = cls(backbone, n_features=config.n_features, seed=config.seed, image_size=config.image_size)
+        channels = state["channel_indices"].tolist()
+        if channels != model.channel_indices:
+            raise ValueError(f"the stored channel subset ({len(channels)} channels) is not the one seed "
+                             f"{config.seed} draws from this backbone's {sum(backbone.channels)} channels")
+        model.embed(torch.zeros(1, 3, config.image_size, config.image_size, dtype=torch.uint8))
+        grid = tuple(state["grid"].tolist())
+        if grid != model.grid:
+            raise ValueError(f"the statistics are for a {grid[0]}x{grid[1]} feature grid; this backbone at "
+                             f"{config.image_size} px gives {model.grid[0]}x{model.grid[1]}")
+        d = model.n_features
+        n_positions = grid[0] * grid[1]
+        if tuple(state["mean"].shape) != (n_positions, d) or tuple(state["inv_cov"].shape) != (n_positions, d * (d + 1) // 2):
+            raise ValueError("the stored statistics' shapes do not match the feature grid and channel count")
+        device = backbone.device
+        model.mean = state["mean"].to(device, torch.float32)
+        model.inv_cov = state["inv_cov"].to(device, torch.float32)
+        model.dim, model.chunk = d, 64
+        model.gather_idx = symmetric_gather_index(d, device=device)
+        return model
+
+    def keep_unpacked(self) -> None:
+        """Hold the inverse covariances unpacked too (twice the packed memory: 164 MB at 256 px and
+        100 features) so that scoring one image reads them once instead of unpacking them again:
+        a deployed inspector's single-image latency falls by about 40 ms on the CPU. Same values."""
+        self.inv_full = unpack_symmetric(self.inv_cov, self.dim, self.gather_idx).contiguous()
+        self.chunk = 1024  # nothing to unpack per step: fewer, larger steps (temporaries ~B x 0.4 MB)

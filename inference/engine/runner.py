@@ -133,13 +133,18 @@ def run_benchmark(
     progress: Callable[[str, float], None] | None = None,
     should_cancel: Callable[[], bool] | None = None,
     artifacts_dir: str | Path | None = None,
+    save_model: Callable[[object, dict], None] | None = None,
 ) -> dict:
-    """Fit ``config.model`` on ``train``, evaluate on ``test``; see the module docstring."""
+    """Fit ``config.model`` on ``train``, evaluate on ``test``; see the module docstring.
+
+    ``save_model(model, report)``, when given, is called with the fitted model (of the reported
+    split) and the finished report before the model is dropped (e.g. :func:`package.save_package`).
+    """
     old_threads = torch.get_num_threads()
     if config.num_threads:
         torch.set_num_threads(int(config.num_threads))
     try:
-        return _run(train, test, config, progress, should_cancel, artifacts_dir)
+        return _run(train, test, config, progress, should_cancel, artifacts_dir, save_model)
     finally:
         torch.set_num_threads(old_threads)
 
@@ -314,7 +319,7 @@ def _repeat_metrics(ev: dict) -> dict[str, float | None]:
     return {k: (float(v) if v is not None and np.isfinite(v) else None) for k, v in row.items()}
 
 
-def _run(train, test, config: BenchmarkConfig, progress, should_cancel, artifacts_dir) -> dict:
+def _run(train, test, config: BenchmarkConfig, progress, should_cancel, artifacts_dir, save_model=None) -> dict:
     t_start = time.perf_counter()
     _validate(train, test, config)
     prog = _Progress(progress, should_cancel, _STAGES)
@@ -354,6 +359,7 @@ def _run(train, test, config: BenchmarkConfig, progress, should_cancel, artifact
         if r == 0:
             model_memory_mb = model.memory_bytes() / 2**20
             model_info = model.describe() if hasattr(model, "describe") else {}
+            kept = model if save_model is not None else None
         del model
     del backbone
     cuda_peak_mb = torch.cuda.max_memory_allocated() / 2**20 if on_cuda else None
@@ -471,5 +477,9 @@ def _run(train, test, config: BenchmarkConfig, progress, should_cancel, artifact
         n_test=len(test),
         source={},
     )
+    out = report.to_json()
+    if kept is not None:
+        save_model(kept, out)
+        del kept
     prog.finish()
-    return report.to_json()
+    return out

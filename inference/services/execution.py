@@ -29,6 +29,7 @@ logger = logging.getLogger(__name__)
 
 PROGRESS_INTERVAL = 0.5  # seconds between progress writes
 CANCEL_INTERVAL = 0.25  # seconds between reads of the cancel flag
+PACKAGE_FOLDER = "model"  # the fitted model's package, inside the part's artifact folder
 
 
 def engine_config(run: BenchmarkRun):
@@ -155,8 +156,10 @@ def _claim(part_id: int, task_id: str | None) -> ProductRun | None:
     return part
 
 
-def _finish_part(part_id: int, status: str, *, error: str = "", report=None, stage: str | None = None) -> None:
-    values = {"status": status, "finished_at": timezone.now(), "error": error, "stage": stage or status}
+def _finish_part(part_id: int, status: str, *, error: str = "", report=None, stage: str | None = None,
+                 package_path: str = "") -> None:
+    values = {"status": status, "finished_at": timezone.now(), "error": error, "stage": stage or status,
+              "package_path": package_path}
     if status == Status.SUCCEEDED:
         values["progress"] = 100.0
     if report is not None:
@@ -200,17 +203,33 @@ def execute_product_run(part_id: int, *, task_id: str | None = None, finalize: b
         heartbeat = _Heartbeat(part.pk, run.pk, settings.BENCHMARK_HEARTBEAT_SECONDS)
         heartbeat.start()
     reporter = _Reporter(part, multi)
+    package = {}
+
+    def save_model(model, report):
+        """Keep the fitted model as a package (a run that cannot give one still succeeds)."""
+        from inference.engine.package import PackageError, save_package
+
+        source = {"run": run.pk, "product_run": part.pk, "dataset": run.dataset.name, "product": part.product.name}
+        try:
+            path = save_package(model, report, root / PACKAGE_FOLDER, source=source)
+        except PackageError as error:
+            logger.warning("product run %s keeps no model package: %s", part.pk, error)
+        else:
+            package["path"] = path.relative_to(settings.MEDIA_ROOT).as_posix()
+
     try:
         train, test = engine_samples(part)
         config = engine_config(run)
         report = run_benchmark(
             train, test, config,
             progress=reporter.progress, should_cancel=reporter.should_cancel, artifacts_dir=root,
+            save_model=save_model,
         )
         report["source"] = {"dataset": part.run.dataset.name, "product": part.product.name}
         (root / "report.json").write_text(json.dumps(report, indent=2))
         try:
-            _finish_part(part.pk, Status.SUCCEEDED, report=report, stage="done")
+            _finish_part(part.pk, Status.SUCCEEDED, report=report, stage="done",
+                         package_path=package.get("path", ""))
         except DatabaseError as error:
             # The results exist (report.json) but could not be stored: say so, not "worker lost".
             message = f"Database error while saving the results: {type(error).__name__}: {error}".strip()

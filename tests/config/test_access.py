@@ -2,7 +2,9 @@
 import pytest
 
 
-@pytest.mark.parametrize("url", ["/", "/products/1/", "/files/images/1/image", "/files/images/1/mask", "/admin/"])
+@pytest.mark.parametrize("url", ["/", "/products/1/", "/files/images/1/image", "/files/images/1/mask", "/admin/",
+                                 "/benchmarks/products/1/inspect/", "/benchmarks/inspections/1/",
+                                 "/benchmarks/inspections/1/results.csv", "/benchmarks/inspections/1/files/00000_map.png"])
 def test_anonymous_visitors_are_sent_to_login(client, db, url):
     response = client.get(url)
     assert response.status_code == 302

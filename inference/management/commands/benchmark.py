@@ -113,6 +113,8 @@ class Command(BaseCommand):
         parser.add_argument("--labels", type=Path, default=None, help="label CSV (image_path,background,defect_category)")
         parser.add_argument("--output", required=True, type=Path, help="where to write the JSON report")
         parser.add_argument("--artifacts", type=Path, default=None, help="folder for heat maps and curves")
+        parser.add_argument("--save-model", type=Path, default=None, metavar="DIR",
+                            help="keep the fitted model as a package folder (manage.py inspect / export_model read it)")
         parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
 
     def handle(self, *args, **options):
@@ -164,13 +166,21 @@ class Command(BaseCommand):
                 config_values[key] = options[key]
         config = BenchmarkConfig(**config_values)
 
+        save_model = None
+        if options["save_model"] is not None:
+            from inference.engine.package import save_package
+
+            def save_model(model, report):
+                save_package(model, report, options["save_model"],
+                             source={"data_root": str(root), "product": options["product"]})
+
         cancel = _Cancel(self.stderr)
         previous = signal.signal(signal.SIGINT, cancel.on_sigint) if _main_thread() else None
         try:
             report = run_benchmark(
                 train, test, config,
                 progress=None if options["no_progress"] else progress_bar(),
-                should_cancel=cancel, artifacts_dir=options["artifacts"],
+                should_cancel=cancel, artifacts_dir=options["artifacts"], save_model=save_model,
             )
         except BenchmarkCancelled:
             raise CommandError("Cancelled: no report written.", returncode=130)
@@ -182,6 +192,8 @@ class Command(BaseCommand):
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(json.dumps(report, indent=2))  # the engine's report is plain JSON data
         self.stdout.write(f"Wrote {output}")
+        if options["save_model"] is not None:
+            self.stdout.write(f"Saved the fitted model to {options['save_model']}")
         self.stdout.write(summary_text(report))
 
 

@@ -1,0 +1,120 @@
+"""Deploy and inspect pages (thin: the rules live in inference.services.deploy). Login everywhere;
+admins deploy and roll back, reviewers and admins inspect."""
+from django.contrib import messages
+from django.http import FileResponse, Http404, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_GET, require_POST
+
+from annotator.models import Product
+from annotator.views import role_required
+from inference.models import InspectionJob, ProductRun, Status
+from inference.services import deploy
+from inference.services.reports import TECHNIQUE_LABELS
+
+
+@require_POST
+@role_required("admin")
+def deploy_model(request, pk):
+    product = get_object_or_404(Product, pk=pk)
+    run_id = request.POST.get("run", "")
+    part = ProductRun.objects.filter(run_id=int(run_id) if run_id.isdigit() else 0, product=product).first()
+    if part is None:
+        messages.error(request, f"No run {run_id or '(none given)'} on {product.name}.")
+        return redirect("benchmark-product", pk=product.pk)
+    try:
+        deployment = deploy.deploy(part, request.POST.get("technique", ""), request.user,
+                                   note=request.POST.get("note", ""))
+    except deploy.DeployRefused as error:
+        messages.error(request, " ".join(error.messages))
+        return redirect("benchmark-product", pk=product.pk)
+    messages.success(request, f"Deployed run {part.run_id} with the "
+                              f"{TECHNIQUE_LABELS.get(deployment.technique, deployment.technique)} threshold.")
+    return redirect("inspect-page", pk=product.pk)
+
+
+@require_POST
+@role_required("admin")
+def rollback(request, pk, deployment):
+    product = get_object_or_404(Product, pk=pk)
+    try:
+        deploy.rollback(product, deployment, request.user)
+    except deploy.DeployRefused as error:
+        messages.error(request, " ".join(error.messages))
+    else:
+        messages.success(request, f"Rolled back to deployment {deployment}.")
+    return redirect("inspect-page", pk=product.pk)
+
+
+def _deployment_context(product):
+    current = deploy.current(product)
+    context = {"product": product, "current": current, "history": deploy.history(product)[:50],
+               "technique_labels": TECHNIQUE_LABELS}
+    if current is not None:
+        manifest = deploy.package_manifest(current.product_run) or {}
+        thresholds = manifest.get("thresholds") or {}
+        context.update(manifest=manifest, image_threshold=(thresholds.get("image") or {}).get("value"),
+                       pixel_threshold=((thresholds.get("pixel") or {}).get(current.technique) or {}).get("value"))
+    return context
+
+
+@require_GET
+@role_required("reviewer")
+def inspect_page(request, pk):
+    product = get_object_or_404(Product.objects.select_related("dataset"), pk=pk)
+    context = _deployment_context(product)
+    context["jobs"] = InspectionJob.objects.filter(product=product, kind=InspectionJob.Kind.BATCH)[:20]
+    return render(request, "inference/inspect.html", context)
+
+
+@require_POST
+@role_required("reviewer")
+def start_batch(request, pk):
+    product = get_object_or_404(Product, pk=pk)
+    try:
+        job = deploy.start_batch(product, request.user, folder=request.POST.get("folder") or None,
+                                 zip_file=request.FILES.get("zip"))
+    except deploy.DeployRefused as error:
+        messages.error(request, " ".join(error.messages))
+        return redirect("inspect-page", pk=product.pk)
+    return redirect("inspection-detail", pk=job.pk)
+
+
+@require_GET
+@role_required("reviewer")
+def job_detail(request, pk):
+    job = get_object_or_404(InspectionJob.objects.select_related("product", "deployment__product_run"), pk=pk)
+    results = [r for r in job.results if "error" not in r]
+    return render(request, "inference/inspection_job.html", {
+        "job": job, "active": job.status in (Status.QUEUED, Status.RUNNING),
+        "defective": [r for r in results if r["defective"]], "good": [r for r in results if not r["defective"]],
+        "failed": [r for r in job.results if "error" in r],
+    })
+
+
+@require_POST
+@role_required("reviewer")
+def job_cancel(request, pk):
+    deploy.cancel_job(get_object_or_404(InspectionJob, pk=pk))
+    return redirect("inspection-detail", pk=pk)
+
+
+@require_GET
+@role_required("reviewer")
+def job_csv(request, pk):
+    job = get_object_or_404(InspectionJob, pk=pk)
+    response = HttpResponse(deploy.results_csv(job), content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="inspection-{job.pk}.csv"'
+    return response
+
+
+@require_GET
+@role_required("reviewer")
+def job_file(request, pk, relpath):
+    job = get_object_or_404(InspectionJob, pk=pk)
+    target = deploy.resolve_job_file(job, relpath)
+    if target is None:
+        raise Http404("No such file.")
+    response = FileResponse(target.open("rb"))
+    response["Cache-Control"] = "private, max-age=3600"
+    response["X-Content-Type-Options"] = "nosniff"
+    return response
