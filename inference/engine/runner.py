@@ -31,7 +31,7 @@ import torch
 from . import metrics
 from .backbones import Backbone
 from . import evaluation
-from .common import peak_rss_mb, seed_everything
+from .common import RunPeakMemory, seed_everything
 from .data import load_image, load_masks, make_loader
 from .report import (
     SCHEMA_VERSION,
@@ -62,11 +62,18 @@ _STAGES = {"setup": 0.03, "fit": 0.5, "inference": 0.22, "metrics": 0.2, "artifa
 
 
 class _Progress:
-    """Maps (stage, fraction of stage) to a monotone overall fraction and checks cancellation."""
+    """Maps (stage, fraction of stage) to a monotone overall fraction and checks cancellation.
 
-    def __init__(self, callback, should_cancel, stages: dict[str, float]):
+    ``detail(stage, done, total, unit, **extra)`` reports the sub-steps of a stage (images
+    done, CFLOW's epoch and losses) to the ``on_detail`` callback, with the stage's measured
+    speed (``rate``, units per second since the stage's first sub-step) and the time left at
+    that speed (``eta_seconds``).
+    """
+
+    def __init__(self, callback, should_cancel, stages: dict[str, float], on_detail=None):
         self.callback = callback
         self.should_cancel = should_cancel
+        self.on_detail = on_detail
         self.starts: dict[str, float] = {}
         acc = 0.0
         for name, w in stages.items():
@@ -74,6 +81,7 @@ class _Progress:
             acc += w
         self.weights = stages
         self.last = 0.0
+        self.stage_clock: dict[str, tuple[float, float]] = {}  # stage -> (time, done) of its first sub-step
 
     def check_cancel(self) -> None:
         if self.should_cancel is not None and self.should_cancel():
@@ -86,6 +94,17 @@ class _Progress:
         self.last = overall
         if self.callback is not None:
             self.callback(stage, overall)
+
+    def detail(self, stage: str, done: int, total: int, unit: str, clock: str | None = None, **extra) -> None:
+        if self.on_detail is None:
+            return
+        key = clock or stage
+        now = time.perf_counter()
+        t0, d0 = self.stage_clock.setdefault(key, (now, done))
+        rate = (done - d0) / (now - t0) if now > t0 and done > d0 else None
+        eta = (total - done) / rate if rate else None
+        self.on_detail({"stage": stage, "done": int(done), "total": int(total), "unit": unit,
+                        "rate": rate, "eta_seconds": eta, **extra})
 
     def finish(self) -> None:
         self.last = 1.0
@@ -133,13 +152,17 @@ def run_benchmark(
     progress: Callable[[str, float], None] | None = None,
     should_cancel: Callable[[], bool] | None = None,
     artifacts_dir: str | Path | None = None,
+    on_detail: Callable[[dict], None] | None = None,
 ) -> dict:
-    """Fit ``config.model`` on ``train``, evaluate on ``test``; see the module docstring."""
+    """Fit ``config.model`` on ``train``, evaluate on ``test``; see the module docstring.
+
+    ``progress(stage, overall_fraction)`` is called throughout; ``on_detail(dict)`` (optional)
+    with each stage's sub-steps, speed and time left (see :class:`_Progress`)."""
     old_threads = torch.get_num_threads()
     if config.num_threads:
         torch.set_num_threads(int(config.num_threads))
     try:
-        return _run(train, test, config, progress, should_cancel, artifacts_dir)
+        return _run(train, test, config, progress, should_cancel, artifacts_dir, on_detail)
     finally:
         torch.set_num_threads(old_threads)
 
@@ -154,10 +177,17 @@ def _fit_and_map(model, train, test, val_idx, labels, syn_images, config, prog, 
     if config.model == "cflow":
         val_good = [test[i] for i in val_idx if not labels[i]]
         val_loader = make_loader(val_good, size, config.batch_size, config.num_workers) if val_good else None
-        model.fit(train_loader, val_loader, step=lambda f: prog("fit", lo + width * f))
+        model.fit(train_loader, val_loader, step=lambda f: prog("fit", lo + width * f),
+                  detail=lambda d: prog.detail("fit", d["steps_done"], d["steps_total"], "steps",
+                                               clock=f"fit{lo}", **d))
     else:
         n_train = len(train)
-        model.fit(train_loader, step=lambda n: prog("fit", lo + width * n / n_train))
+
+        def fit_step(n):
+            prog.detail("fit", n, n_train, "images", clock=f"fit{lo}")
+            prog("fit", lo + width * n / n_train)
+
+        model.fit(train_loader, step=fit_step)
     fit_seconds = time.perf_counter() - t_fit
 
     t_inf = time.perf_counter()
@@ -167,6 +197,7 @@ def _fit_and_map(model, train, test, val_idx, labels, syn_images, config, prog, 
     for images, idx in make_loader(test, size, config.batch_size, config.num_workers):
         maps[idx.numpy()] = model.predict(images)
         done += len(idx)
+        prog.detail("inference", done, total, "images", clock=f"inference{lo}")
         prog("inference", lo + width * done / total)
     inference_seconds = time.perf_counter() - t_inf
     syn_maps = None
@@ -177,6 +208,7 @@ def _fit_and_map(model, train, test, val_idx, labels, syn_images, config, prog, 
             syn_maps[start:start + len(chunk)] = model.predict(
                 torch.from_numpy(np.ascontiguousarray(chunk.transpose(0, 3, 1, 2))))
             done += len(chunk)
+            prog.detail("inference", done, total, "images", clock=f"inference{lo}")
             prog("inference", lo + width * done / total)
     return {"maps": maps, "synthetic_maps": syn_maps, "fit_seconds": fit_seconds,
             "inference_seconds": inference_seconds}
@@ -314,10 +346,19 @@ def _repeat_metrics(ev: dict) -> dict[str, float | None]:
     return {k: (float(v) if v is not None and np.isfinite(v) else None) for k, v in row.items()}
 
 
-def _run(train, test, config: BenchmarkConfig, progress, should_cancel, artifacts_dir) -> dict:
+def _run(train, test, config: BenchmarkConfig, progress, should_cancel, artifacts_dir, on_detail=None) -> dict:
     t_start = time.perf_counter()
     _validate(train, test, config)
-    prog = _Progress(progress, should_cancel, _STAGES)
+    memory = RunPeakMemory().start()
+    try:
+        return _run_measured(train, test, config, progress, should_cancel, artifacts_dir, on_detail,
+                             t_start, memory)
+    finally:
+        memory.__exit__()
+
+
+def _run_measured(train, test, config, progress, should_cancel, artifacts_dir, on_detail, t_start, memory) -> dict:
+    prog = _Progress(progress, should_cancel, _STAGES, on_detail)
     prog("setup", 0.0)
     seed_everything(config.seed)
     on_cuda = str(config.device).startswith("cuda") or (config.device == "auto" and torch.cuda.is_available())
@@ -422,11 +463,13 @@ def _run(train, test, config: BenchmarkConfig, progress, should_cancel, artifact
             thr = art_thr if art_thr is not None else float(np.inf)
             entry.artifacts = save_image_artifacts(
                 Path(artifacts_dir) / "images", f"{n:04d}", s.image_path, maps[i], thr, lo, hi, size)
+            prog.detail("artifacts", n + 1, len(ti), "images")
             prog("artifacts", (n + 1) / len(ti))
         per_image.append(entry)
 
     test_entries = [(test[i].report_key, test[i].defect_type, test[i].category, test[i].background)
                     for i in ti]
+    run_peak_mb = memory.stop()
     device = str(torch.device(config.device) if config.device != "auto"
                  else ("cuda" if torch.cuda.is_available() else "cpu"))
     report = BenchmarkReport(
@@ -461,10 +504,10 @@ def _run(train, test, config: BenchmarkConfig, progress, should_cancel, artifact
             evaluation_seconds=evaluation_seconds,
             total_seconds=time.perf_counter() - t_start,
         ),
-        # process peak RSS (ru_maxrss: since process start, so it includes earlier work of
-        # a long-lived worker) + CUDA peak allocated during this run when on GPU
-        peak_memory_mb=peak_rss_mb() + (cuda_peak_mb or 0.0),
-        peak_rss_mb=peak_rss_mb(),
+        # peak RSS of this run (not of the process: see RunPeakMemory) + CUDA peak allocated
+        # during this run when on GPU
+        peak_memory_mb=run_peak_mb + (cuda_peak_mb or 0.0),
+        peak_rss_mb=run_peak_mb,
         cuda_peak_memory_mb=cuda_peak_mb,
         model_memory_mb=model_memory_mb,
         n_train=len(train),
