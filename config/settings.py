@@ -227,6 +227,14 @@ BENCHMARK_SOFT_TIME_LIMIT = int(os.environ.get("DEFECTBENCH_BENCHMARK_SOFT_TIME_
 BENCHMARK_HARD_TIME_LIMIT = BENCHMARK_SOFT_TIME_LIMIT + 120
 BENCHMARK_HEARTBEAT_SECONDS = float(os.environ.get("DEFECTBENCH_BENCHMARK_HEARTBEAT_SECONDS", 2))
 BENCHMARK_STALE_SECONDS = int(os.environ.get("DEFECTBENCH_BENCHMARK_STALE_SECONDS", 60))
+# Torch/OpenMP threads of a benchmark run in the worker. 0 = the CPU cores divided by the
+# worker's concurrency (DEFECTBENCH_WORKER_CONCURRENCY, `make run` starts 1), so concurrent runs
+# do not oversubscribe the cores; OMP_WAIT_POLICY=PASSIVE (config/celery.py) keeps idle threads
+# from spinning on a shared CPU. The report records the number used ("threads").
+BENCHMARK_WORKER_CONCURRENCY = max(1, int(os.environ.get("DEFECTBENCH_WORKER_CONCURRENCY", 1)))
+BENCHMARK_THREADS = int(os.environ.get("DEFECTBENCH_BENCHMARK_THREADS", 0)) or max(
+    1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+) // BENCHMARK_WORKER_CONCURRENCY or 1
 if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         **globals().get("CELERY_BROKER_TRANSPORT_OPTIONS", {}),

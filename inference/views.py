@@ -82,7 +82,7 @@ def launch(request):
         "datasets": datasets, "form": form, "problems": problems,
         "categories": Label.Category.choices,
         "models": ModelName.choices,
-        "techniques": Technique.choices, "backbones": runs.BACKBONES, "devices": runs.DEVICES,
+        "techniques": Technique.choices, "backbones": runs.available_backbones(), "devices": runs.DEVICES,
         "max_repeats": MAX_REPEATS,
     }
     return render(request, "inference/launch.html", context, status=400 if problems else 200)
@@ -150,6 +150,7 @@ def run_detail(request, pk):
         "agg": agg,
         "agg_free": agg.get("test_part") or {},
         "agg_rows": reports.aggregate_rows(agg),
+        "threads_used": sorted({p.report.get("threads") for p in parts if p.report and p.report.get("threads")}),
         "other_runs": BenchmarkRun.objects.filter(status=Status.SUCCEEDED).exclude(pk=run.pk)[:20],
     }
     return render(request, "inference/run_detail.html", context)

@@ -40,13 +40,21 @@ def test_launch_watch_progress_and_read_results(bench_demo, celery_worker_proces
     assert (run.model, run.config["epochs"], run.config["repeats"]) == ("cflow", 4, 2)
 
     # Watch the progress bar move until the page reloads with the results.
-    widths = []
+    # While it runs: the stage's sub-steps (epoch k/N with losses), an ETA, the live loss curve.
+    widths, live = [], {"epoch": False, "eta": False, "loss_points": 0}
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         try:
             if page.query_selector("#results"):
                 break
             width = page.eval_on_selector("#run-status [data-field=bar]", "el => el.style.width")
+            detail = page.inner_text("#run-status [data-field=detail]")
+            live["epoch"] |= "epoch " in detail and "/4" in detail and "train loss" in detail
+            live["eta"] |= "left" in page.inner_text("#run-status [data-field=eta]")
+            points = page.eval_on_selector_all("#run-status svg.loss-curve circle.loss-val", "els => els.length")
+            if points > live["loss_points"]:
+                live["loss_points"] = points
+                page.screenshot(path=str(test_output_dir / "run_live_cflow_loss.png"), full_page=True)
         except PlaywrightError:  # the page is reloading to show the results
             width = None
         if width and (not widths or widths[-1] != width):
@@ -57,6 +65,7 @@ def test_launch_watch_progress_and_read_results(bench_demo, celery_worker_proces
                              f"worker log:\n{celery_worker_process.log_path.read_text()[-3000:]}")
     moving = [w for w in widths if w not in ("0%", "100%")]
     assert len(set(moving)) >= 2, widths
+    assert live["epoch"] and live["eta"] and live["loss_points"] >= 1, live
 
     page.wait_for_selector("#results table.metrics")
     assert page.inner_text("[data-field=status]") == "Succeeded"
@@ -98,3 +107,27 @@ def test_launch_watch_progress_and_read_results(bench_demo, celery_worker_proces
     row = page.locator(f"tr[data-run='{run.pk}']")
     assert row.locator("[data-field=status]").inner_text() == "Succeeded"
     page.screenshot(path=str(test_output_dir / "console.png"), full_page=True)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_cancel_says_cancelling_at_once(bench_demo, live_server, browser_page, login_as, admin_account,
+                                        test_output_dir):
+    """No worker here: the run stays "running", so the page must show the request, not a result."""
+    from django.utils import timezone
+
+    from inference.models import ProductRun, Status
+
+    widget = bench_demo.products.get(name="widget")
+    run = BenchmarkRun.objects.create(dataset=bench_demo, model="padim", techniques=["f1"], status=Status.RUNNING,
+                                      stage="fit", progress=30.0, started_at=timezone.now(),
+                                      heartbeat_at=timezone.now(), created_by=admin_account)
+    ProductRun.objects.create(run=run, product=widget, status=Status.RUNNING, heartbeat_at=timezone.now())
+    page = browser_page
+    login_as(page, admin_account)
+    page.goto(f"{live_server.url}/benchmarks/{run.pk}/")
+    page.click("[data-action=cancel]")
+    assert page.inner_text("#run-status [data-field=status]") == "Cancelling…"  # before any poll answers
+    page.wait_for_timeout(1500)  # polls come back with cancel_requested: it stays so
+    assert page.inner_text("#run-status [data-field=status]") == "Cancelling…"
+    assert BenchmarkRun.objects.get(pk=run.pk).cancel_requested
+    page.screenshot(path=str(test_output_dir / "cancelling.png"))

@@ -41,6 +41,12 @@ def test_run_metrics_artifacts_snapshot_page_and_recommendation(finished_run, be
     assert {"structural", "surface", "contamination", "combined"} <= set(breakdowns["by_category"])
     assert set(breakdowns["by_background"]) == {"True"}
     assert part.attempts == 1 and len(part.report["per_image"]) > 0
+    # The worker's thread setting is what the run used and recorded (issue 12); the sub-steps of
+    # the stages are cleared once the run is done.
+    from django.conf import settings
+
+    assert part.report["threads"] == settings.BENCHMARK_THREADS >= 1
+    assert run.detail is None
     root = part.artifacts_root
     assert root.is_relative_to(run.artifacts_root)
     assert (root / "report.json").is_file() and list((root / "images").glob("*.png"))
@@ -229,3 +235,15 @@ def _aggregate_leaves_out_a_technique_that_failed_somewhere(run):
     assert aggregate["techniques"]["normal_max"]["iou"] == pytest.approx(
         sum(r["techniques"]["normal_max"]["test"]["iou"]["value"] for r in reports.values()) / 2)
     assert aggregate["recommended_technique"] == "normal_max"
+
+
+def test_worker_threads_wait_passively():
+    """Idle OpenMP threads must sleep, not spin, on a shared CPU: set before torch is imported."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import config, os, sys; assert 'torch' not in sys.modules; print(os.environ['OMP_WAIT_POLICY'])")
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "PASSIVE"

@@ -31,10 +31,67 @@
   }
   function label(status) { return status.charAt(0).toUpperCase() + status.slice(1); }
 
+  function fmtNumber(x, digits) { return (x === null || x === undefined) ? "—" : Number(x).toFixed(digits); }
+
+  /* One line for the current stage's sub-steps: epoch k/N with losses, items done, speed, time left. */
+  function detailText(d) {
+    if (!d) return "";
+    const parts = [];
+    if (d.epochs) {
+      parts.push(`epoch ${d.epoch}/${d.epochs}`);
+      if (d.train_loss !== null && d.train_loss !== undefined) parts.push(`train loss ${fmtNumber(d.train_loss, 4)}`);
+      else if (d.running_train_loss !== undefined) parts.push(`train loss ${fmtNumber(d.running_train_loss, 4)} (this epoch so far)`);
+      if (d.val_loss !== null && d.val_loss !== undefined) parts.push(`validation loss ${fmtNumber(d.val_loss, 4)}`);
+    }
+    parts.push(`${d.done}/${d.total} ${d.unit}`);
+    if (d.rate) parts.push(`${d.rate >= 10 ? d.rate.toFixed(0) : d.rate.toFixed(2)} ${d.unit === "images" ? "images" : "it"}/s`);
+    if (d.eta_seconds !== null && d.eta_seconds !== undefined) parts.push(`stage done in ${fmtDuration(d.eta_seconds)}`);
+    return `${d.product ? d.product + " · " : ""}${d.stage}: ${parts.join(" · ")}`;
+  }
+
+  /* ETA of the whole run from its measured speed so far (progress per second since it started). */
+  function etaText(run) {
+    if (!ACTIVE.includes(run.status) || !run.duration_seconds || run.progress < 2 || run.progress >= 100) return "";
+    const left = run.duration_seconds * (100 - run.progress) / run.progress;
+    return `about ${fmtDuration(left)} left`;
+  }
+
+  /* CFLOW's loss per epoch, drawn as it arrives: train (solid) and validation (dashed). */
+  function drawLoss(svg, history) {
+    if (!svg) return;
+    if (!history || !history.length) { svg.hidden = true; return; }
+    svg.hidden = false;
+    const W = 320, H = 140, P = 28;
+    const series = [["train_loss", "loss-train"], ["val_loss", "loss-val"]];
+    const values = history.flatMap((h) => series.map(([k]) => h[k]).filter((v) => v !== undefined && v !== null));
+    const lo = Math.min(...values), hi = Math.max(...values);
+    const n = Math.max(history.length, 2);
+    const x = (i) => P + (W - 2 * P) * (i / (n - 1));
+    const y = (v) => H - P - (H - 2 * P) * (hi > lo ? (v - lo) / (hi - lo) : 0.5);
+    let body = `<line x1="${P}" y1="${H - P}" x2="${W - P}" y2="${H - P}" class="axis"/>` +
+      `<line x1="${P}" y1="${P}" x2="${P}" y2="${H - P}" class="axis"/>` +
+      `<text x="${P}" y="${P - 8}" class="tick">${hi.toFixed(3)}</text><text x="${P}" y="${H - 6}" class="tick">${lo.toFixed(3)} · epoch 1…${history.length}</text>`;
+    for (const [key, cls] of series) {
+      const pts = history.map((h, i) => (h[key] === undefined || h[key] === null) ? null : `${x(i).toFixed(1)},${y(h[key]).toFixed(1)}`).filter(Boolean);
+      if (pts.length) {
+        body += `<polyline class="${cls}" points="${pts.join(" ")}"/>`;
+        body += pts.map((p) => `<circle class="${cls}" r="2.5" cx="${p.split(",")[0]}" cy="${p.split(",")[1]}"/>`).join("");
+      }
+    }
+    body += `<text x="${W - P}" y="${P - 8}" class="tick legend" text-anchor="end">— train · - - validation</text>`;
+    svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
+    svg.innerHTML = body;
+    svg.dataset.epochs = String(history.length);
+  }
+
   function paintRow(el, run) {
     el.dataset.status = run.status;
     const set = (field, fn) => el.querySelectorAll(`[data-field=${field}]`).forEach(fn);
-    set("status", (n) => { n.className = `status ${run.status}`; n.textContent = label(run.status); });
+    const cancelling = run.cancel_requested && ACTIVE.includes(run.status);
+    set("status", (n) => { n.className = `status ${run.status}${cancelling ? " cancelling" : ""}`; n.textContent = cancelling ? "Cancelling…" : label(run.status); });
+    set("detail", (n) => { n.textContent = ACTIVE.includes(run.status) ? detailText(run.detail) : ""; });
+    set("eta", (n) => { n.textContent = etaText(run); });
+    set("loss", (n) => { drawLoss(n, run.detail && run.detail.history); });
     set("bar", (n) => { n.style.width = `${Math.round(run.progress)}%`; });
     set("percent", (n) => { n.textContent = `${Math.round(run.progress)}%`; });
     set("stage", (n) => {
@@ -53,6 +110,11 @@
       if (!button) return;
       const id = idOf(button);
       button.disabled = true;
+      if (button.dataset.action === "cancel") {
+        // Say so at once: the worker stops at its next batch, which can take a moment.
+        const scope = button.closest("tr") || document;
+        scope.querySelectorAll("[data-field=status]").forEach((n) => { n.textContent = "Cancelling…"; n.classList.add("cancelling"); });
+      }
       try {
         const run = await post(`/api/benchmarks/runs/${id}/${button.dataset.action}/`);
         if (button.dataset.action === "retry") window.location.href = `/benchmarks/${run.id}/`;
