@@ -106,6 +106,13 @@ class Image(models.Model):
         return self.path
 
     @property
+    def display_path(self) -> str:
+        """The path a person reads: it starts with the product once (paths of multi-product
+        datasets already do, "widget/test/..."; those of a one-product folder do not)."""
+        prefix = f"{self.product.name}/"
+        return self.path if self.path.startswith(prefix) else prefix + self.path
+
+    @property
     def file_path(self) -> Path:
         return self.product.dataset.root_path / self.path
 

@@ -231,7 +231,8 @@ def gallery(part, limit: int = 12) -> dict:
     technique = report.get("artifact_technique")
     entries = []
     for entry in report.get("per_image") or []:
-        iou = (entry.get("iou") or {}).get(technique) if technique else None
+        # A defect-free image has no defect to overlap: its tile shows the score, never "IoU 0.000".
+        iou = (entry.get("iou") or {}).get(technique) if technique and entry.get("anomalous") else None
         artifacts = entry.get("artifacts") or {}
         key = str(entry.get("key", ""))
         entries.append({

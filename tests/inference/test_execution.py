@@ -247,3 +247,18 @@ def test_worker_threads_wait_passively():
     env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "PASSIVE"
+
+
+def test_gallery_tile_of_a_defect_free_image_shows_no_iou():
+    """A defect-free image has no defect to overlap: its tile showed "IoU 0.000"."""
+    from types import SimpleNamespace
+
+    from inference.services.reports import gallery
+
+    per_image = [
+        {"key": "1", "anomalous": True, "iou": {"f1": 0.5}, "score": 3.0, "defect_type": "crack"},
+        {"key": "2", "anomalous": False, "iou": {"f1": 0.0}, "score": 2.0, "defect_type": "good"},
+    ]
+    tiles = gallery(SimpleNamespace(report={"artifact_technique": "f1", "per_image": per_image}))
+    assert tiles["good"][0]["iou"] is None and tiles["good"][0]["score"] == 2.0
+    assert tiles["worst"][0]["iou"] == 0.5
