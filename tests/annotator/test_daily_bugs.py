@@ -26,3 +26,12 @@ def test_history_names_the_product_once(client, world):
     assert f">{image.path}</a>" in page and "widget/widget/" not in page
     image.path = image.path[len("widget/"):]  # a one-product folder: the product is added once
     assert image.display_path == f"widget/{image.path}"
+
+
+def test_login_keeps_the_username_after_a_wrong_password(client, world):
+    response = client.post("/accounts/login/", {"username": "ann", "password": "wrong"})
+    page = response.content.decode()
+    assert response.status_code == 200 and "didn't match" in page
+    assert 'name="username" autocomplete="username" value="ann"' in page
+    # The cursor goes to the password, the field to fix.
+    assert 'type="password" autocomplete="current-password" autofocus' in page

@@ -131,3 +131,21 @@ def test_cancel_says_cancelling_at_once(bench_demo, live_server, browser_page, l
     assert page.inner_text("#run-status [data-field=status]") == "Cancelling…"
     assert BenchmarkRun.objects.get(pk=run.pk).cancel_requested
     page.screenshot(path=str(test_output_dir / "cancelling.png"))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_progress_page_says_when_the_session_ends(bench_demo, live_server, browser_page, login_as, admin_account,
+                                                  test_output_dir):
+    from django.utils import timezone
+
+    from inference.models import Status
+
+    run = BenchmarkRun.objects.create(dataset=bench_demo, model="padim", techniques=["f1"], status=Status.RUNNING,
+                                      stage="fit", started_at=timezone.now(), heartbeat_at=timezone.now())
+    page = browser_page
+    login_as(page, admin_account)
+    page.goto(f"{live_server.url}/benchmarks/{run.pk}/")
+    page.context.clear_cookies()  # the session ends (logged out in another tab, expired)
+    page.wait_for_selector("#session-ended", timeout=5000)
+    assert "Log in again" in page.inner_text("#session-ended")
+    page.screenshot(path=str(test_output_dir / "session_ended.png"))

@@ -9,8 +9,25 @@
     const input = document.querySelector("input[name=csrfmiddlewaretoken]");
     return input ? input.value : "";
   }
+  /* The login ended (logged out elsewhere, session expired): say so instead of polling in silence. */
+  class SessionEnded extends Error {}
+  function sessionEnded(response) {
+    return response.status === 401 || response.status === 403 ||
+      (response.redirected && response.url.includes("/accounts/login/"));
+  }
+  function showSessionEnded() {
+    if (document.getElementById("session-ended")) return;
+    const note = document.createElement("div");
+    note.id = "session-ended";
+    note.className = "notice error session-ended";
+    note.setAttribute("role", "alert");
+    const next = encodeURIComponent(window.location.pathname + window.location.search);
+    note.innerHTML = `Your session has ended, so this page stopped updating. <a href="/accounts/login/?next=${next}">Log in again</a> to keep watching; the run itself goes on.`;
+    (document.querySelector("main") || document.body).prepend(note);
+  }
   async function getJSON(url) {
     const response = await fetch(url, { headers: { Accept: "application/json" }, credentials: "same-origin" });
+    if (sessionEnded(response)) throw new SessionEnded("session ended");
     if (!response.ok) throw new Error(`${response.status} ${url}`);
     return response.json();
   }
@@ -144,7 +161,9 @@
         const busy = runs.some((run) => ACTIVE.includes(run.status));
         setTimeout(tick, busy ? POLL_MS : 5 * POLL_MS);
         return;
-      } catch (error) { /* keep polling */ }
+      } catch (error) {
+        if (error instanceof SessionEnded) { showSessionEnded(); return; }
+      }
       setTimeout(tick, POLL_MS);
     }
     tick();
@@ -162,7 +181,9 @@
           if (ACTIVE.includes(initial)) window.location.reload();
           return;
         }
-      } catch (error) { /* keep polling */ }
+      } catch (error) {
+        if (error instanceof SessionEnded) { showSessionEnded(); return; }
+      }
       setTimeout(tick, POLL_MS);
     }
     if (ACTIVE.includes(initial)) tick();
