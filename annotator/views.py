@@ -79,6 +79,12 @@ CATEGORY_HELP = [
     ("combined", "4", "Combined", "Several of these at once, usually several separate mask components."),
 ]
 
+# The two background values, one key each (idempotent: pressing B twice still means "with").
+BACKGROUND_HELP = [
+    ("yes", "b", "With background", "The product sits on a backdrop that is visible around it."),
+    ("no", "n", "Without background", "A close-up: the product or texture fills the whole frame."),
+]
+
 
 def role_required(role: str):
     """``reviewer``: reviewers and admins; ``admin``: admins. Others get 403 (login is checked by middleware)."""
@@ -131,9 +137,12 @@ def workspace(request, pk: int):
         "workspaceUrl": reverse("workspace", args=[0]),
         "doneUrl": reverse("label-start", args=[image.product.dataset_id]),
         "categories": [{"value": v, "key": k, "name": n, "help": h} for v, k, n, h in CATEGORY_HELP],
+        "backgrounds": [{"value": v == "yes", "key": k, "name": n} for v, k, n, _ in BACKGROUND_HELP],
+        "returnTo": request.GET.get("from", "") if request.GET.get("from", "").startswith("/") else "",
     }
     return render(request, "annotator/workspace.html", {"image": image, "config": config,
-                                                        "categories": CATEGORY_HELP})
+                                                        "categories": CATEGORY_HELP,
+                                                        "backgrounds": BACKGROUND_HELP})
 
 
 @require_http_methods(["GET", "POST"])

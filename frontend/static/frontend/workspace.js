@@ -1,7 +1,10 @@
 /* DefectBench labelling workspace: plain JS, no dependencies.
  *
- * Keyboard: 1–4 category · B confirm/toggle background · Enter submit · S skip ·
- * Backspace/← back to the previous label · M mask · O outline · R/[ ] references · +/−/0 zoom.
+ * Keyboard: 1–4 category · B with / N without background (one key per value, never a toggle) ·
+ * Enter submit · S skip · Backspace/← back through my labels · → forward, then back to where I was ·
+ * M mask · O outline/fill · R/[ ] references · +/−/0 zoom.
+ * Correcting a label I gave earlier saves it and stays on that image (→ or ← move on); only
+ * a new label moves to the next image of the queue.
  * A failed submit never loses the choice: it stays on screen with the error and a Retry button.
  */
 (function () {
@@ -19,7 +22,8 @@
     refIndex: 0,
     view: { scale: 1, x: 0, y: 0 }, // shared by both viewports (pixels of a viewport)
     maskOn: true,
-    maskMode: "fill",
+    maskMode: "outline",     // fine defects stay visible under an outline; O switches to fill
+    finished: false,
     maskImage: null,
   };
 
@@ -83,6 +87,10 @@
 
   function render(data) {
     state.data = data;
+    state.finished = false;
+    document.getElementById("workspace").classList.remove("finished");
+    $("btn-submit").disabled = false;
+    $("btn-skip").disabled = false;
     const image = data.image;
     $("ws-dataset").textContent = data.product.dataset_name;
     $("ws-product").textContent = data.product.name;
@@ -119,6 +127,7 @@
       history.replaceState({ imageId: image.id }, "", pageUrl(image.id));
     }
     $("btn-back").disabled = previousId() === null;
+    $("btn-forward").disabled = !data.labelled_ids.includes(image.id);
   }
 
   function renderChoices() {
@@ -134,7 +143,8 @@
       status.textContent = "Confirmed.";
       status.className = "status ok";
     } else {
-      status.textContent = `Suggested for this product: ${state.background ? "with" : "without"} background — not confirmed. Press B or click to confirm.`;
+      const key = config.backgrounds.find((b) => b.value === state.background).key.toUpperCase();
+      status.textContent = `Suggested for this product: ${state.background ? "with" : "without"} background — not confirmed. Press ${key} or click to confirm.`;
       status.className = "status pending";
     }
     document.querySelectorAll("[data-category]").forEach((button) => {
@@ -144,11 +154,17 @@
     });
     const chosen = config.categories.find((c) => c.value === state.category);
     const help = $("category-help");
+    help.replaceChildren();
     if (chosen) {
-      help.replaceChildren();
       const name = document.createElement("b");
       name.textContent = `${chosen.name}: `;
       help.append(name, chosen.help);
+    } else {  // no category on this image: the general hint, not the previous image's definition
+      help.append("Hover a category for its definition; press ");
+      const keys = config.categories.map((c) => c.key);
+      const first = document.createElement("kbd"), last = document.createElement("kbd");
+      first.textContent = keys[0]; last.textContent = keys[keys.length - 1];
+      help.append(first, "–", last, " to choose.");
     }
     const ready = state.bgConfirmed && state.category;
     $("btn-submit").classList.toggle("ready", Boolean(ready));
@@ -309,13 +325,6 @@
   }
 
   // --- choices ---------------------------------------------------------------------------------
-  function toggleBackground() {
-    if (state.bgConfirmed) state.background = !state.background;
-    state.bgConfirmed = true;
-    message("");
-    renderChoices();
-  }
-
   function chooseBackground(value) {
     state.background = value;
     state.bgConfirmed = true;
@@ -333,6 +342,7 @@
   function previousId() {
     if (!state.data) return null;
     const ids = state.data.labelled_ids;
+    if (state.finished) return ids.length ? ids[ids.length - 1] : null;
     const index = ids.indexOf(state.data.image.id);
     if (index === -1) return ids.length ? ids[ids.length - 1] : null;
     return index > 0 ? ids[index - 1] : null;
@@ -373,10 +383,28 @@
   }
 
   function finished() {
+    // The last image was labelled: it must not stay on screen looking unlabelled.
+    state.finished = true;
     document.getElementById("workspace").classList.add("finished");
+    document.getElementById("workspace").dataset.imageId = "";
+    $("ws-path").textContent = "Nothing left to label";
+    $("ws-defect").textContent = "";
+    $("img-anomaly").removeAttribute("src");
+    $("img-reference").removeAttribute("src");
+    loadMask(null);
+    state.background = null; state.bgConfirmed = false; state.category = null;
+    document.querySelectorAll("[data-background], [data-category]").forEach((b) => {
+      b.classList.remove("selected", "suggested"); b.setAttribute("aria-pressed", "false");
+    });
+    $("background-status").textContent = "";
+    $("ws-history").replaceChildren();
+    const done = state.data.progress_user;
+    if (done) setProgress("user", { done: done.total, total: done.total, percent: 100 });
     message("All done: no image is waiting for your label. Press Backspace to revise your last labels.", "ok");
     $("btn-submit").disabled = true;
     $("btn-skip").disabled = true;
+    $("btn-forward").disabled = true;
+    $("btn-back").disabled = previousId() === null;
   }
 
   async function submit() {
@@ -389,6 +417,7 @@
       return;
     }
     const image = state.data.image.id;
+    const correcting = state.data.labelled_ids.includes(image);
     const label = { image, background: state.background, category: state.category };
     message("Saving…", "info");
     try {
@@ -409,8 +438,15 @@
       message(`Not saved — ${error.message} Your choice is kept.`, "error", () => guarded(submit));
       return;
     }
+    if (correcting) {
+      // A correction: stay here (history and progress refreshed); ← / → move on from here.
+      await loadImage(image);
+      message("Saved. ← / → move through your labels; → past the last one returns to where you were.", "ok");
+      return;
+    }
     if (!state.data.labelled_ids.includes(image)) state.data.labelled_ids.push(image);
     message("");
+    if (config.returnTo) { window.location.href = config.returnTo; return; }
     await loadNext();
   }
 
@@ -432,11 +468,22 @@
       message("There is no earlier label to go back to.", "info");
       return;
     }
-    document.getElementById("workspace").classList.remove("finished");
-    $("btn-submit").disabled = false;
-    $("btn-skip").disabled = false;
     message("");
     await loadImage(id);
+  }
+
+  async function forward() {
+    if (!state.data || state.finished) return;
+    const ids = state.data.labelled_ids;
+    const index = ids.indexOf(state.data.image.id);
+    if (index === -1) {
+      message("This is where you were: the next image waiting for your label.", "info");
+      return;
+    }
+    message("");
+    if (index < ids.length - 1) await loadImage(ids[index + 1]);
+    else if (config.returnTo) window.location.href = config.returnTo;
+    else await loadNext();  // past my last label: back to the queue, where I was
   }
 
   // --- wiring ----------------------------------------------------------------------------------
@@ -447,6 +494,7 @@
   $("btn-submit").addEventListener("click", () => guarded(submit));
   $("btn-skip").addEventListener("click", () => guarded(skip));
   $("btn-back").addEventListener("click", () => guarded(back));
+  $("btn-forward").addEventListener("click", () => guarded(forward));
   $("mask-toggle").addEventListener("change", (e) => { state.maskOn = e.target.checked; drawMask(); });
   $("mask-opacity").addEventListener("input", () => { $("mask-canvas").style.opacity = $("mask-opacity").value / 100; });
   document.querySelectorAll("[data-mask-mode]").forEach((button) => button.addEventListener("click", () => setMaskMode(button.dataset.maskMode)));
@@ -469,12 +517,15 @@
     if (target && target.type === "range" && event.key.startsWith("Arrow")) return; // the slider's own keys
     const key = event.key;
     const category = config.categories.find((c) => c.key === key);
+    const background = config.backgrounds.find((b) => b.key === key.toLowerCase());
     let handled = true;
-    if (category) chooseCategory(category.value);
-    else if (key === "b" || key === "B") toggleBackground();
+    if (state.finished && key !== "Backspace" && key !== "ArrowLeft") handled = false;
+    else if (category) chooseCategory(category.value);
+    else if (background) chooseBackground(background.value);
     else if (key === "Enter") guarded(submit);
     else if (key === "s" || key === "S") guarded(skip);
     else if (key === "Backspace" || key === "ArrowLeft") guarded(back);
+    else if (key === "ArrowRight") guarded(forward);
     else if (key === "m" || key === "M") { $("mask-toggle").checked = !$("mask-toggle").checked; state.maskOn = $("mask-toggle").checked; drawMask(); }
     else if (key === "o" || key === "O") setMaskMode(state.maskMode === "outline" ? "fill" : "outline");
     else if (key === "r" || key === "R" || key === "]") { state.refIndex += 1; showReference(); }
