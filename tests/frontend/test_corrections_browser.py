@@ -66,6 +66,7 @@ def test_correcting_7_of_the_last_10_labels_takes_at_most_25_keys(browser_page, 
     assert visited == [i.pk for i in reversed(labelled)]
     page.screenshot(path=str(test_output_dir / "corrections.png"))
     assert keys <= 25, keys
+    (test_output_dir / "keystrokes.txt").write_text(f"{keys} keystrokes to correct 7 of the last 10 labels\n")
     mine = {label.image_id: (label.background, label.category) for label in Label.objects.filter(annotator=annotator_account)}
     for image in labelled:
         kind, value = fixes.get(image.pk, (None, None))
@@ -79,7 +80,6 @@ def test_correcting_7_of_the_last_10_labels_takes_at_most_25_keys(browser_page, 
         settle(page)
     assert image_id(page) == start
     assert "Hover a category" in page.inner_text("#category-help")  # not the last image's definition
-    (test_output_dir / "keystrokes.txt").write_text(f"{keys} keystrokes to correct 7 of the last 10 labels\n")
 
 
 def test_queue_finished_screen_shows_no_image_as_unlabelled(browser_page, login_as, live_server, demo_dataset,
