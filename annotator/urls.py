@@ -5,6 +5,7 @@ from annotator import views
 urlpatterns = [
     path("", views.home, name="home"),
     path("products/<int:pk>/", views.product_detail, name="product-detail"),
+    path("products/<int:pk>/labels/", views.labelling_list_page, name="labelling-list"),
     path("datasets/<int:pk>/label/", views.label_start, name="label-start"),
     path("images/<int:pk>/label/", views.workspace, name="workspace"),
     path("review/", views.review_page, name="review"),

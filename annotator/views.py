@@ -11,7 +11,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods
 
 from annotator.models import Dataset, Image, Label, Product, User
-from annotator.services import agreement, label_csv, queue, review
+from annotator.services import agreement, label_csv, labelling_list, queue, review
 from annotator.services.display import display_file
 from annotator.services.labels import visible_history
 
@@ -115,6 +115,20 @@ def label_start(request, pk: int):
         return render(request, "annotator/queue_done.html", {"dataset": dataset, "product": product})
     url = reverse("workspace", args=[image.pk])
     return redirect(f"{url}?scope=product" if product else url)
+
+
+@require_GET
+def labelling_list_page(request, pk: int):
+    """Every anomalous image of a product with my label; filters; a click opens the workspace."""
+    product = get_object_or_404(Product.objects.select_related("dataset"), pk=pk)
+    which = labelling_list.clean_filter(request.GET.get("filter"))
+    category = request.GET.get("category") if request.GET.get("category") in Label.Category.values else None
+    rows = labelling_list.labelling_rows(product, request.user, which, category)
+    return render(request, "annotator/labelling_list.html", {
+        "product": product, "rows": rows, "filter": which, "category": category,
+        "filters": labelling_list.FILTERS.items(), "categories": Label.Category.choices,
+        "here": request.get_full_path(), "see_all": request.user.is_reviewer_role,
+    })
 
 
 @require_GET

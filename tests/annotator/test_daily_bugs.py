@@ -10,7 +10,7 @@ from tests.api.labelling_factory import make_dataset
 def world(db, tmp_path, settings, make_user):
     settings.DEFECTBENCH_DATA_ROOTS = [tmp_path]
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-    dataset = make_dataset(tmp_path, overlap=2, products=(("widget", "object", 2),), good_train=1)
+    dataset = make_dataset(tmp_path, overlap=2, products=(("widget", "object", 3),), good_train=1)
     annotator = make_user("ann", role="annotator")
     image = Image.objects.filter(is_anomalous=True).order_by("pk").first()
     return {"dataset": dataset, "image": image, "annotator": annotator}
@@ -35,3 +35,33 @@ def test_login_keeps_the_username_after_a_wrong_password(client, world):
     assert 'name="username" autocomplete="username" value="ann"' in page
     # The cursor goes to the password, the field to fix.
     assert 'type="password" autocomplete="current-password" autofocus' in page
+
+
+def test_labelling_list_filters(client, world, make_user):
+    from annotator.models import Image
+
+    dataset = world["dataset"]
+    product = dataset.products.get(name="widget")
+    images = list(Image.objects.filter(product=product, is_anomalous=True).order_by("path"))
+    me, other = world["annotator"], make_user("other")
+    save_label(image=images[0], annotator=me, background=True, category="surface")
+    save_label(image=images[0], annotator=other, background=True, category="structural")  # disagreement
+    save_label(image=images[1], annotator=me, background=False, category="combined")
+    client.force_login(me)
+
+    def listed(query):
+        page = client.get(f"/products/{product.pk}/labels/?{query}")
+        assert page.status_code == 200
+        return [row.image.pk for row in page.context["rows"]]
+
+    assert listed("filter=mine") == [images[0].pk, images[1].pk]
+    assert images[0].pk not in listed("filter=unlabelled") and images[2].pk in listed("filter=unlabelled")
+    assert listed("filter=disagreement") == [images[0].pk]
+    assert listed("filter=mine&category=combined") == [images[1].pk]
+    assert listed("filter=bogus") == listed("filter=all")  # unknown filter: everything, no error
+    page = client.get(f"/products/{product.pk}/labels/?filter=mine").content.decode()
+    assert f"/images/{images[0].pk}/label/?scope=product&amp;from=" in page
+    table = page[page.index('id="labelling-list"'):]
+    assert "other" not in table and "structural" not in table  # never the other annotator's label
+    client.logout()
+    assert client.get(f"/products/{product.pk}/labels/").status_code == 302  # login needed
