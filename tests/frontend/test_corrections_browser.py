@@ -108,3 +108,29 @@ def test_queue_finished_screen_shows_no_image_as_unlabelled(browser_page, login_
     page.wait_for_function("document.getElementById('workspace').dataset.imageId")
     assert int(image_id(page)) == images[-1].pk
     assert "selected" in page.get_attribute("[data-category=contamination]", "class")
+
+
+def test_labelling_list_opens_an_image_and_a_correction_stays_in_place(browser_page, login_as, live_server,
+                                                                      demo_dataset, annotator_account,
+                                                                      test_output_dir):
+    widget = demo_dataset.products.get(name="widget")
+    images = list(Image.objects.filter(product=widget, split="test", is_anomalous=True).order_by("path"))[:3]
+    for image in images:
+        save_label(image=image, annotator=annotator_account, background=True, category="surface", source="test")
+    page = browser_page
+    login_as(page, annotator_account)
+    page.goto(f"{live_server.url}/products/{widget.pk}/labels/?filter=mine")
+    assert page.eval_on_selector_all("#labelling-list tbody tr[data-image]", "els => els.length") == 3
+    page.screenshot(path=str(test_output_dir / "labelling_list.png"), full_page=True)
+    page.click(f"#labelling-list tr[data-image='{images[1].pk}'] a")
+    page.wait_for_function(f"document.getElementById('workspace').dataset.imageId === '{images[1].pk}'")
+    settle(page)
+    page.keyboard.press("4")
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#ws-message.ok >> text=Saved")
+    assert image_id(page) == str(images[1].pk)
+    assert Label.objects.get(image=images[1], annotator=annotator_account).category == "combined"
+    page.go_back()
+    page.reload()
+    row = page.inner_text(f"#labelling-list tr[data-image='{images[1].pk}']")
+    assert "Combined" in row
