@@ -243,3 +243,27 @@ class ReviewDecision(models.Model):
 
     def __str__(self) -> str:
         return f"{self.image}: {self.category} (review by {self.reviewer})"
+
+
+class ReferenceIndex(models.Model):
+    """Whether a product's nearest defect-free references are computed (one Celery task each)."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+
+    product = models.OneToOneField(Product, on_delete=models.CASCADE, related_name="reference_index")
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.QUEUED)
+    weights = models.CharField(max_length=512, blank=True, default="")
+    error = models.TextField(blank=True, default="")
+    updated_at = models.DateTimeField(auto_now=True)
+
+
+class NearestReference(models.Model):
+    """The defect-free training image nearest to an anomalous image in backbone feature space."""
+
+    image = models.OneToOneField(Image, on_delete=models.CASCADE, related_name="nearest_reference")
+    reference = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="+")
+    distance = models.FloatField()

@@ -179,6 +179,8 @@ def review_page(request):
         return redirect(request.get_full_path())
     show_decided = request.GET.get("decided") == "1"
     items = review.review_items(dataset=dataset, include_decided=show_decided)
+    if items:  # the first one is reviewed with keys, beside a defect-free reference
+        items[0].reference = review.reference_for(items[0].image)
     return render(request, "annotator/review.html", {
         "items": items, "dataset": dataset, "datasets": Dataset.objects.all(), "show_decided": show_decided,
         "categories": Label.Category.choices,
