@@ -25,6 +25,9 @@
     maskMode: "outline",     // fine defects stay visible under an outline; O switches to fill
     finished: false,
     maskImage: null,
+    mouse: null,             // the cursor over a viewport (its pixels), where keyboard zoom aims
+    diffOn: false,
+    native: false,           // the original file is shown (zoomed in past the display copy)
   };
 
   // --- HTTP ----------------------------------------------------------------------------------
@@ -116,7 +119,9 @@
     renderHistory(data.history);
 
     const anomaly = $("img-anomaly");
+    state.native = false;
     anomaly.src = fileUrl(image.image_url);
+    setDiff(false);
     loadMask(image.mask_url);
     state.refIndex = 0;
     showReference();
@@ -202,7 +207,9 @@
     }
     state.refIndex = (state.refIndex + refs.length) % refs.length;
     img.src = fileUrl(refs[state.refIndex].image_url);
-    $("ref-counter").textContent = `${state.refIndex + 1} / ${refs.length}`;
+    $("img-blink").src = fileUrl(refs[state.refIndex].image_url);
+    $("ref-counter").textContent = `${state.refIndex + 1} / ${refs.length}` + (state.refIndex === 0 ? " · nearest" : "");
+    if (state.diffOn) img.decode().then(drawDiff).catch(() => {});
     const next = refs[(state.refIndex + 1) % refs.length];
     new Image().src = fileUrl(next.image_url);
   }
@@ -262,25 +269,48 @@
   // --- zoom and pan, in sync -----------------------------------------------------------------
   const viewports = [$("view-anomaly"), $("view-reference")];
 
+  // Screen pixels per image pixel at a view scale (the image fills the square viewport at scale 1).
+  function pixelRatio(scale) {
+    const width = state.data ? state.data.image.width : DISPLAY_SIZE;
+    return scale * viewports[0].clientWidth / width;
+  }
+  function maxScale() {
+    const width = state.data ? state.data.image.width : DISPLAY_SIZE;
+    return Math.max(16, 8 * width / viewports[0].clientWidth);  // up to 8 screen pixels per image pixel
+  }
+
   function applyView() {
     const { scale, x, y } = state.view;
     for (const viewport of viewports) {
       viewport.querySelector(".stage").style.transform = `translate(${x}px, ${y}px) scale(${scale})`;
+      viewport.classList.toggle("pixelated", pixelRatio(scale) >= 2);
     }
-    $("zoom-level").textContent = `${Math.round(scale * 100)}%`;
+    const ratio = pixelRatio(scale);
+    $("zoom-level").textContent = `${Math.round(scale * 100)}%` + (Math.abs(ratio - Math.round(ratio)) < 0.01 && ratio >= 1 ? ` · ${Math.round(ratio)}:1` : "");
+    $("zoom-level").dataset.ratio = ratio.toFixed(3);
+    // Past the display copy's resolution, show the original file (native pixels), in both views.
+    const copyWidth = Math.min(DISPLAY_SIZE, state.data ? state.data.image.width : DISPLAY_SIZE);
+    const wantNative = state.data && scale * viewports[0].clientWidth > copyWidth * 1.01;
+    if (wantNative && !state.native) {
+      state.native = true;
+      $("img-anomaly").src = state.data.image.image_url;
+      const ref = state.data.references[state.refIndex];
+      if (ref) { $("img-reference").src = ref.image_url; $("img-blink").src = ref.image_url; }
+    }
+    document.getElementById("workspace").dataset.native = String(state.native);
   }
 
   function clampView() {
     const size = viewports[0].clientWidth;
     const v = state.view;
-    v.scale = Math.min(16, Math.max(1, v.scale));
+    v.scale = Math.min(maxScale(), Math.max(1, v.scale));
     v.x = Math.min(0, Math.max(size - size * v.scale, v.x));
     v.y = Math.min(0, Math.max(viewports[0].clientHeight - viewports[0].clientHeight * v.scale, v.y));
   }
 
   function zoomAt(factor, px, py) {
     const v = state.view;
-    const next = Math.min(16, Math.max(1, v.scale * factor));
+    const next = Math.min(maxScale(), Math.max(1, v.scale * factor));
     v.x = px - (px - v.x) * (next / v.scale);
     v.y = py - (py - v.y) * (next / v.scale);
     v.scale = next;
@@ -290,6 +320,61 @@
 
   function zoomCentre(factor) {
     zoomAt(factor, viewports[0].clientWidth / 2, viewports[0].clientHeight / 2);
+  }
+
+  // Keyboard zoom aims at the cursor when it is over a view, else at the centre.
+  function zoomKey(factor) {
+    if (state.mouse) zoomAt(factor, state.mouse.x, state.mouse.y);
+    else zoomCentre(factor);
+  }
+
+  // Z: native pixels (1:1) at the cursor, then 2:1, 4:1, 8:1, then back to fit.
+  function zoomNative() {
+    const ratio = pixelRatio(state.view.scale);
+    const steps = [1, 2, 4, 8];
+    const target = steps.find((r) => r > ratio + 0.01);
+    if (target === undefined) { resetView(); return; }
+    zoomKey(target / ratio);
+  }
+
+  function pan(dx, dy) {
+    state.view.x += dx;
+    state.view.y += dy;
+    clampView();
+    applyView();
+  }
+
+  // --- difference view |image - reference| and blink -----------------------------------------
+  function drawDiff() {
+    const a = $("img-anomaly"), b = $("img-reference"), canvas = $("diff-canvas");
+    if (!a.naturalWidth || !b.naturalWidth) return;
+    const w = a.naturalWidth, h = a.naturalHeight;
+    canvas.width = w; canvas.height = h;
+    const ctx = canvas.getContext("2d");
+    ctx.drawImage(b, 0, 0, w, h);
+    const ref = ctx.getImageData(0, 0, w, h);
+    ctx.drawImage(a, 0, 0, w, h);
+    const img = ctx.getImageData(0, 0, w, h);
+    for (let i = 0; i < img.data.length; i += 4) {
+      for (let c = 0; c < 3; c++) img.data[i + c] = Math.abs(img.data[i + c] - ref.data[i + c]);
+      img.data[i + 3] = 255;
+    }
+    ctx.putImageData(img, 0, 0);
+    canvas.dataset.ready = "1";
+  }
+
+  function setDiff(on) {
+    state.diffOn = on;
+    $("diff-canvas").hidden = !on;
+    $("diff-canvas").dataset.ready = "";
+    $("diff-toggle").setAttribute("aria-pressed", String(on));
+    $("diff-toggle").classList.toggle("active", on);
+    if (on) Promise.all([$("img-anomaly").decode(), $("img-reference").decode()]).then(drawDiff).catch(() => {});
+  }
+
+  function blink(on) {
+    $("img-blink").hidden = !on;
+    document.getElementById("workspace").classList.toggle("blinking", on);
   }
 
   function resetView() {
@@ -322,6 +407,11 @@
       viewport.addEventListener("pointerup", up);
     });
     viewport.addEventListener("dblclick", resetView);
+    viewport.addEventListener("mousemove", (event) => {
+      const rect = viewport.getBoundingClientRect();
+      state.mouse = { x: event.clientX - rect.left, y: event.clientY - rect.top };
+    });
+    viewport.addEventListener("mouseleave", () => { state.mouse = null; });
   }
 
   // --- choices ---------------------------------------------------------------------------------
@@ -501,6 +591,8 @@
   $("zoom-in").addEventListener("click", () => zoomCentre(1.25));
   $("zoom-out").addEventListener("click", () => zoomCentre(1 / 1.25));
   $("zoom-reset").addEventListener("click", resetView);
+  $("zoom-native").addEventListener("click", zoomNative);
+  $("diff-toggle").addEventListener("click", () => setDiff(!state.diffOn));
   $("ref-next").addEventListener("click", () => { state.refIndex += 1; showReference(); });
   $("ref-prev").addEventListener("click", () => { state.refIndex -= 1; showReference(); });
 
@@ -516,6 +608,13 @@
     if (event.ctrlKey || event.metaKey || event.altKey) return;
     if (target && target.type === "range" && event.key.startsWith("Arrow")) return; // the slider's own keys
     const key = event.key;
+    if (event.shiftKey && key.startsWith("Arrow")) {  // pan a tenth of the view per press
+      const step = viewports[0].clientWidth / 10;
+      pan(key === "ArrowLeft" ? step : key === "ArrowRight" ? -step : 0,
+          key === "ArrowUp" ? step : key === "ArrowDown" ? -step : 0);
+      event.preventDefault();
+      return;
+    }
     const category = config.categories.find((c) => c.key === key);
     const background = config.backgrounds.find((b) => b.key === key.toLowerCase());
     let handled = true;
@@ -530,14 +629,21 @@
     else if (key === "o" || key === "O") setMaskMode(state.maskMode === "outline" ? "fill" : "outline");
     else if (key === "r" || key === "R" || key === "]") { state.refIndex += 1; showReference(); }
     else if (key === "[") { state.refIndex -= 1; showReference(); }
-    else if (key === "+" || key === "=") zoomCentre(1.25);
-    else if (key === "-") zoomCentre(1 / 1.25);
+    else if (key === "+" || key === "=") zoomKey(1.25);
+    else if (key === "-") zoomKey(1 / 1.25);
+    else if (key === "z" || key === "Z") zoomNative();
+    else if (key === "d" || key === "D") setDiff(!state.diffOn);
+    else if (key === "v" || key === "V") blink(true);
     else if (key === "0") resetView();
     else handled = false;
     if (handled) {
       event.preventDefault();
       if (target && target.blur && target !== document.body) target.blur();
     }
+  });
+
+  document.addEventListener("keyup", (event) => {
+    if (event.key === "v" || event.key === "V") blink(false);
   });
 
   window.addEventListener("beforeunload", (event) => {
