@@ -37,6 +37,9 @@ class Dataset(models.Model):
     root = models.CharField(max_length=1024, unique=True)
     # How many different annotators must label each anomalous image.
     label_overlap = models.PositiveSmallIntegerField(default=1)
+    # Show annotators the dataset's defect folder ("broken_large") in the workspace. It can prime
+    # them toward a category, so a dataset may hide it.
+    show_defect_folder = models.BooleanField(default=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )

@@ -12,6 +12,7 @@ urlpatterns = [
     path("history/", views.history_page, name="history"),
     path("datasets/<int:pk>/dashboard/", views.dashboard, name="dashboard"),
     path("datasets/<int:pk>/export/", views.export_page, name="export"),
+    path("datasets/<int:pk>/settings/", views.dataset_settings_page, name="dataset-settings"),
     path("datasets/<int:pk>/export/<str:variant>.csv", views.export_csv, name="export-csv"),
     path("datasets/<int:pk>/import-labels/", views.import_labels_page, name="import-labels"),
 ]

@@ -11,7 +11,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods
 
 from annotator.models import Dataset, Image, Label, Product, User
-from annotator.services import agreement, label_csv, labelling_list, queue, review
+from annotator.services import agreement, dataset_settings, label_csv, labelling_list, queue, review
 from annotator.services.display import display_file
 from annotator.services.labels import visible_history
 
@@ -152,6 +152,7 @@ def workspace(request, pk: int):
         "doneUrl": reverse("label-start", args=[image.product.dataset_id]),
         "categories": [{"value": v, "key": k, "name": n, "help": h} for v, k, n, h in CATEGORY_HELP],
         "backgrounds": [{"value": v == "yes", "key": k, "name": n} for v, k, n, _ in BACKGROUND_HELP],
+        "showDefectFolder": image.product.dataset.show_defect_folder,
         "returnTo": request.GET.get("from", "") if request.GET.get("from", "").startswith("/") else "",
     }
     return render(request, "annotator/workspace.html", {"image": image, "config": config,
@@ -253,6 +254,22 @@ def dashboard(request, pk: int):
         "pair_rows": pair_rows,
         "open_disagreements": len(review.review_items(dataset=dataset)),
     })
+
+
+@require_http_methods(["POST"])
+@role_required("admin")
+def dataset_settings_page(request, pk: int):
+    """Overlap (annotators per image) and whether annotators see the defect folder."""
+    dataset = get_object_or_404(Dataset, pk=pk)
+    try:
+        dataset_settings.update_settings(dataset, request.user, label_overlap=request.POST.get("label_overlap"),
+                                         show_defect_folder=request.POST.get("show_defect_folder") == "on")
+    except dataset_settings.SettingsRefused as error:
+        messages.error(request, str(error))
+    else:
+        messages.success(request, f"Settings of {dataset.name} saved: {dataset.label_overlap} annotator(s) per image, "
+                                  f"defect folder {'shown' if dataset.show_defect_folder else 'hidden'}.")
+    return redirect("dashboard", pk=dataset.pk)
 
 
 @require_GET

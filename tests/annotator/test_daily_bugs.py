@@ -65,3 +65,24 @@ def test_labelling_list_filters(client, world, make_user):
     assert "other" not in table and "structural" not in table  # never the other annotator's label
     client.logout()
     assert client.get(f"/products/{product.pk}/labels/").status_code == 302  # login needed
+
+
+def test_dataset_settings_from_the_dataset_page(client, world, make_user):
+    dataset = world["dataset"]
+    admin = make_user("boss", role="admin")
+    reviewer = make_user("rev", role="reviewer")
+    url = f"/datasets/{dataset.pk}/settings/"
+    client.force_login(reviewer)
+    assert client.post(url, {"label_overlap": "3"}).status_code == 403
+    client.force_login(admin)
+    assert 'id="dataset-settings"' in client.get(f"/datasets/{dataset.pk}/dashboard/").content.decode()
+    client.post(url, {"label_overlap": "3"})  # checkbox left empty: the folder is hidden
+    dataset.refresh_from_db()
+    assert (dataset.label_overlap, dataset.show_defect_folder) == (3, False)
+    response = client.post(url, {"label_overlap": "0", "show_defect_folder": "on"}, follow=True)
+    assert "Overlap must be a whole number from 1 to 10" in response.content.decode()
+    dataset.refresh_from_db()
+    assert (dataset.label_overlap, dataset.show_defect_folder) == (3, False)  # a refusal changes nothing
+    client.force_login(world["annotator"])
+    page = client.get(f"/images/{world['image'].pk}/label/").content.decode()
+    assert '"showDefectFolder": false' in page and f">{world['image'].defect_type}</span>" not in page

@@ -98,7 +98,9 @@
     $("ws-dataset").textContent = data.product.dataset_name;
     $("ws-product").textContent = data.product.name;
     $("ws-path").textContent = image.path;
-    $("ws-defect").textContent = image.defect_type;
+    // The defect folder can prime a category: a dataset may hide it.
+    $("ws-defect").textContent = config.showDefectFolder ? image.defect_type : "";
+    $("ws-defect").hidden = !config.showDefectFolder;
     $("ws-size").textContent = `${image.width}×${image.height}`;
     document.title = `Label ${image.path} · DefectBench`;
     setProgress("user", data.progress_user);
