@@ -10,7 +10,7 @@ from django.views.decorators.http import require_GET, require_http_methods
 from annotator.models import Dataset, Label, Product
 from annotator.views import role_required
 from inference.engine.types import MAX_REPEATS, BenchmarkConfig
-from inference.models import BenchmarkRun, ModelName, Status, Technique
+from inference.models import BenchmarkRun, ModelName, RunSample, Status, Technique
 from inference.services import recommendation, reports, runs
 
 
@@ -113,8 +113,12 @@ def _part_context(run, part):
     if not context["current"]:
         return context
     gallery = reports.gallery(part)
+    # The file each tile shows (the run's snapshot of the image's path).
+    paths = dict(part.samples.filter(role=RunSample.Role.TEST).values_list("image_id", "path"))
     for group in ("worst", "best", "good"):
         for entry in gallery[group]:
+            path = paths.get(entry["image_id"]) or ("" if entry["image_id"] else entry["key"])
+            entry["file_path"], entry["file_name"] = path, Path(path).name if path else ""
             entry["heatmap_url"] = _file_url(run, part, entry["heatmap"])
             entry["predicted_url"] = _file_url(run, part, entry["predicted"])
     split = s["split"]
@@ -194,9 +198,10 @@ def compare(request):
     ids = []
     for value in request.GET.getlist("runs"):
         ids += [int(v) for v in value.split(",") if v.strip().isdigit()]
-    chosen = list(BenchmarkRun.objects.filter(pk__in=ids).select_related("dataset", "created_by").order_by("pk"))
+    chosen = list(BenchmarkRun.objects.filter(pk__in=ids).select_related("dataset", "created_by")
+                  .prefetch_related("products").order_by("pk"))
     context = {
-        "comparison": reports.comparison(chosen) if len(chosen) >= 2 else None,
+        "groups": reports.comparison_groups(chosen) if len(chosen) >= 2 else None,
         "chosen": chosen,
         "candidates": BenchmarkRun.objects.filter(status=Status.SUCCEEDED).select_related("dataset")[:100],
         "chosen_ids": [r.pk for r in chosen],

@@ -107,6 +107,9 @@ class TechniqueResult:
     failure: FitFailure | None
     validation: Segmentation | None
     test: SegmentationEstimates | None
+    # The threshold as a percentile of the pixel scores of the defect-free validation images
+    # (99.5: 0.5 % of a clean part's pixels lie above it); None without such images.
+    threshold_percentile: float | None = None
 
 
 @dataclass

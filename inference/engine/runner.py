@@ -220,6 +220,7 @@ def _technique_results(val: evaluation.ValidationData, maps, masks, labels, ti, 
     results: dict[str, TechniqueResult] = {}
     test_counts: dict[str, evaluation.PixelCounts] = {}
     all_val = np.arange(len(val.maps))
+    good_pixels = np.sort(val.maps[~val.anomalous].ravel()) if (~val.anomalous).any() else None
     for name in config.techniques:
         try:
             thr = val.fit(name, all_val, config.normal_fpr_target)
@@ -231,7 +232,10 @@ def _technique_results(val: evaluation.ValidationData, maps, masks, labels, ti, 
         c = evaluation.PixelCounts.at(maps[ti], masks[ti], thr)
         test_counts[name] = c
         test = (evaluation.segmentation_estimates(c, labels[ti], resampler) if resampler is not None else None)
-        results[name] = TechniqueResult(name, thr, None, evaluation.segmentation(v, val.anomalous), test)
+        pct = (100.0 * np.searchsorted(good_pixels, thr, side="right") / good_pixels.size
+               if good_pixels is not None else None)
+        results[name] = TechniqueResult(name, thr, None, evaluation.segmentation(v, val.anomalous), test,
+                                        threshold_percentile=pct)
     return thresholds, results, test_counts
 
 

@@ -149,3 +149,37 @@ def test_progress_page_says_when_the_session_ends(bench_demo, live_server, brows
     page.wait_for_selector("#session-ended", timeout=5000)
     assert "Log in again" in page.inner_text("#session-ended")
     page.screenshot(path=str(test_output_dir / "session_ended.png"))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_compare_groups_runs_by_product_with_settings_and_cost(bench_demo, live_server, browser_page, login_as,
+                                                              admin_account, test_output_dir):
+    from inference.models import ProductRun, Status
+
+    def fake_run(product, image_size, iou, fit):
+        run = BenchmarkRun.objects.create(
+            dataset=bench_demo, model="padim", techniques=["f1"], status=Status.SUCCEEDED,
+            config={"backbone": "tf_efficientnet_lite0", "image_size": image_size}, created_by=admin_account,
+            metrics={"aggregate": {
+                "test_part": {"image_auroc": 0.9, "pixel_auroc": 0.95, "aupro": 0.8},
+                "techniques": {"f1": {"iou": iou, "mean_image_iou": iou - 0.1, "dice": 0.6, "precision": 0.7,
+                                      "recall": 0.6, "fpr": 0.01}},
+                "timing": {"fit_seconds": fit, "inference_ms_per_image": 40.0, "total_seconds": fit + 5},
+                "peak_memory_mb": 900.0}})
+        ProductRun.objects.create(run=run, product=product, status=Status.SUCCEEDED)
+        return run
+
+    widget, fabric = bench_demo.products.get(name="widget"), bench_demo.products.get(name="fabric")
+    runs = [fake_run(widget, 64, 0.41, 3.0), fake_run(widget, 96, 0.47, 7.5), fake_run(fabric, 64, 0.3, 2.0)]
+    page = browser_page
+    login_as(page, admin_account)
+    page.goto(f"{live_server.url}/benchmarks/compare/?runs={','.join(str(r.pk) for r in runs)}")
+    groups = page.locator("section.compare-group")
+    assert groups.count() == 2
+    widget_group = page.locator("section.compare-group[data-products=widget]")
+    text = widget_group.inner_text()
+    assert "Settings that differ" in text and "image_size" in text
+    assert "IoU, pooled over pixels" in text and "IoU, mean per image" in text
+    assert "Fit time (s)" in text and "Inference per image (ms)" in text and "Peak memory (MB)" in text
+    assert widget_group.locator("tr.cost .best-cell").first.inner_text() == "3.0"  # the cheaper fit
+    page.screenshot(path=str(test_output_dir / "compare_by_product.png"), full_page=True)

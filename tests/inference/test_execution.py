@@ -73,8 +73,14 @@ def _results_page_downloads_and_files(run, client, annotator_account):
     html = client.get(page_url).content.decode()
     for text in ("Image AUROC", "IoU curve", "Per defect category", "structural", "with background",
                  "Worst IoU", "Recommendation for widget", "Cross-validated IoU", "How many anomalous images",
-                 "Image decision", "95 % bootstrap interval"):
+                 "Image decision", "95 % bootstrap interval",
+                 # issue 12: both IoUs named apart, thresholds as percentiles, threads, file names
+                 "IoU, pooled over pixels", "IoU, mean per image", "of good pixels", "torch thread(s)",
+                 'class="file-name"'):
         assert text in html, text
+    good_tiles = html[html.index("Defect-free, highest anomaly scores"):]
+    good_tiles = good_tiles[:good_tiles.index("</ul>")]
+    assert "IoU" not in good_tiles and "score" in good_tiles  # a defect-free tile has no IoU to show
 
     data = json.loads(client.get(reverse("benchmark-download", args=[run.pk, "json"])).content)
     assert data["run"]["id"] == run.pk and "widget" in data["products"]
@@ -173,10 +179,13 @@ def test_multi_product_run_aggregates_and_compares(bench_demo, admin_account, cl
     other.pk, other.id = None, None
     other.metrics["aggregate"]["test_part"]["image_auroc"] = 0.5
     other.save()
+    for product in products:  # the same products: compared in one group
+        ProductRun.objects.create(run=other, product=product, status=Status.SUCCEEDED)
     client.force_login(admin_account)
     html = client.get(f"/benchmarks/compare/?runs={run.pk}&runs={other.pk}").content.decode()
     assert f"#{run.pk} PaDiM" in html and f"#{other.pk} PaDiM" in html and "best-cell" in html
-    assert "image_auroc" in html and "iou_curve · iou" in html
+    assert html.count('class="card flush compare-group"') == 1
+    assert "Image AUROC" in html and "iou_curve · IoU, pooled over pixels" in html and "Fit time (s)" in html
 
 
 def test_recommendation_api_and_product_page(bench_demo, admin_api, client, annotator_account):

@@ -41,6 +41,7 @@ def test_report_contract(padim_run, synthetic):
     assert set(report["techniques"]) == set(TECHS)
     for result in report["techniques"].values():
         assert result["failure"] is None
+        assert 0.0 <= result["threshold_percentile"] <= 100.0  # of the defect-free validation pixels
         for key, estimate in result["test"].items():
             assert estimate["low"] is None or estimate["low"] <= estimate["high"], key
     assert report["recommended_technique"] == report["selection"]["chosen"] in TECHS
