@@ -441,12 +441,14 @@ def _run_measured(train, test, config, progress, should_cancel, artifacts_dir, o
     scores = ev["scores"]
     decision = ev["image_decision"]
     curves = {}
+    colour_scale = None
     if artifacts_dir is not None:
         from .artifacts import save_curves, save_few_shot_chart
 
         adir = Path(artifacts_dir)
         # colour scale shared by all overlays: validation scores' 1st..99.9th percentile
         lo, hi = (float(v) for v in np.percentile(maps[vi] if len(vi) else maps, [1, 99.9]))
+        colour_scale = {"low": lo, "high": hi}
         curves = save_curves(adir / "curves", maps[ti], masks[ti], maps[vi], masks[vi], thresholds)
         curves.update(save_few_shot_chart(adir / "curves", ev["few_shot"]))
     per_image = []
@@ -517,6 +519,7 @@ def _run_measured(train, test, config, progress, should_cancel, artifacts_dir, o
         n_train=len(train),
         n_test=len(test),
         source={},
+        colour_scale=colour_scale,
     )
     prog.finish()
     return report.to_json()

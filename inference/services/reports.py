@@ -260,7 +260,9 @@ def gallery(part, limit: int = 12) -> dict:
     worst = anomalous[:half]
     best = [e for e in reversed(anomalous[half:])][:half]
     good = sorted((e for e in entries if not e["anomalous"]), key=lambda e: -(e["score"] or 0))[:4]
-    return {"technique": technique, "worst": worst, "best": best, "good": good, "count": len(entries)}
+    threshold = ((report.get("techniques") or {}).get(technique) or {}).get("threshold") if technique else None
+    return {"technique": technique, "worst": worst, "best": best, "good": good, "count": len(entries),
+            "threshold": threshold}
 
 
 COST_ROWS = (("fit_seconds", "Fit time (s)", 1), ("inference_ms_per_image", "Inference per image (ms)", 1),

@@ -100,6 +100,14 @@ def test_launch_watch_progress_and_read_results(bench_demo, celery_worker_proces
     assert page.eval_on_selector("#results img.few-shot-chart", "i => i.naturalWidth") > 0
     assert page.eval_on_selector_all("#results .few-shot-table tbody tr", "els => els.length") == 6
     page.screenshot(path=str(test_output_dir / "results.png"), full_page=True)
+    # Gallery: a colour scale, file names, and a tile enlarged with both outlines over the image.
+    assert page.locator("#results .colour-scale").count() >= 1
+    assert page.locator("#results .gallery .file-name").count() >= 6
+    page.locator("#results .gallery .shot[data-truth]:not([data-truth=''])").first.click()
+    page.wait_for_selector("#tile-dialog[open]")
+    assert page.eval_on_selector("#tile-canvas", "c => c.width") > 0
+    page.locator("#tile-dialog").screenshot(path=str(test_output_dir / "gallery_enlarged.png"))
+    page.keyboard.press("Escape")
     page.locator("#results .few-shot").first.screenshot(path=str(test_output_dir / "few_shot.png"))
 
     # The console lists it as succeeded with a full bar.

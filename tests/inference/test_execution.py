@@ -271,3 +271,20 @@ def test_gallery_tile_of_a_defect_free_image_shows_no_iou():
     tiles = gallery(SimpleNamespace(report={"artifact_technique": "f1", "per_image": per_image}))
     assert tiles["good"][0]["iou"] is None and tiles["good"][0]["score"] == 2.0
     assert tiles["worst"][0]["iou"] == 0.5
+
+
+def test_subset_with_no_test_image_shows_the_reports_note(finished_run, client, annotator_account):
+    """Issue 12: such a subset read "combined · ? images · —" instead of saying why it has no numbers."""
+    part = finished_run.product_runs.get()
+    report = part.report
+    whole = report["whole_folder"]
+    report["breakdowns"]["by_category"]["combined"] = {
+        "n_anomalous_test": 0, "n_anomalous_validation": 2, "threshold_free": None, "whole_folder": whole,
+        "segmentation": {}, "note": "all 2 anomalous image(s) of this subset are in the validation part"}
+    part.report = report
+    part.save(update_fields=["report"])
+    client.force_login(annotator_account)
+    html = client.get(reverse("benchmark-detail", args=[finished_run.pk])).content.decode()
+    assert "Test part: all 2 anomalous image(s) of this subset are in the validation part." in html
+    assert "0 anomalous test images (2 in validation)" in html
+    assert "? images" not in html

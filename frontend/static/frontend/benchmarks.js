@@ -247,7 +247,57 @@
     refresh();
   }
 
+  /* Gallery: a tile opens large, the image with the outlines of the ground truth and the prediction. */
+  function loadImage(url) {
+    return new Promise((resolve, reject) => {
+      if (!url) { resolve(null); return; }
+      const img = new Image();
+      img.onload = () => resolve(img);
+      img.onerror = reject;
+      img.src = url;
+    });
+  }
+  function outline(ctx, mask, w, h, rgb) {
+    const off = document.createElement("canvas");
+    off.width = w; off.height = h;
+    const octx = off.getContext("2d");
+    octx.drawImage(mask, 0, 0, w, h);
+    const src = octx.getImageData(0, 0, w, h).data;
+    const on = (x, y) => x >= 0 && y >= 0 && x < w && y < h && src[(y * w + x) * 4] > 127;
+    const out = ctx.getImageData(0, 0, w, h);
+    for (let y = 0; y < h; y++) for (let x = 0; x < w; x++) {
+      if (on(x, y) && (!on(x - 1, y) || !on(x + 1, y) || !on(x, y - 1) || !on(x, y + 1))) {
+        const i = (y * w + x) * 4;
+        out.data[i] = rgb[0]; out.data[i + 1] = rgb[1]; out.data[i + 2] = rgb[2]; out.data[i + 3] = 255;
+      }
+    }
+    ctx.putImageData(out, 0, 0);
+  }
+  function initGallery(dialog) {
+    async function open(tile) {
+      const canvas = document.getElementById("tile-canvas");
+      const ctx = canvas.getContext("2d");
+      const [image, truth, predicted] = await Promise.all(
+        [tile.dataset.image, tile.dataset.truth, tile.dataset.predicted].map((u) => loadImage(u).catch(() => null)));
+      const base = image || predicted;
+      if (!base) return;
+      canvas.width = base.naturalWidth; canvas.height = base.naturalHeight;
+      ctx.drawImage(base, 0, 0);
+      if (predicted) outline(ctx, predicted, canvas.width, canvas.height, [255, 45, 85]);
+      if (truth) outline(ctx, truth, canvas.width, canvas.height, [40, 220, 90]);
+      dialog.querySelector("[data-field=tile-title]").textContent = tile.dataset.title || "";
+      dialog.showModal();
+      dialog.dataset.open = tile.dataset.title || "1";
+    }
+    document.querySelectorAll(".gallery .shot[data-image]").forEach((tile) => {
+      tile.addEventListener("click", () => open(tile));
+      tile.addEventListener("keydown", (e) => { if (e.key === "Enter") open(tile); });
+    });
+  }
+
   document.addEventListener("DOMContentLoaded", () => {
+    const dialog = document.getElementById("tile-dialog");
+    if (dialog) initGallery(dialog);
     const table = document.getElementById("runs-console");
     if (table) initConsole(table);
     const card = document.getElementById("run-status");
