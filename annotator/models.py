@@ -40,6 +40,8 @@ class Dataset(models.Model):
     # Show annotators the dataset's defect folder ("broken_large") in the workspace. It can prime
     # them toward a category, so a dataset may hide it.
     show_defect_folder = models.BooleanField(default=True)
+    # Archived: kept (labels, runs), but off the datasets page until unarchived.
+    archived = models.BooleanField(default=False)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )

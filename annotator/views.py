@@ -11,22 +11,25 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods
 
 from annotator.models import Dataset, Image, Label, Product, User
-from annotator.services import agreement, dataset_settings, label_csv, labelling_list, queue, review
+from annotator.services import agreement, dataset_lifecycle, dataset_settings, label_csv, labelling_list, queue, review
 from annotator.services.display import display_file
 from annotator.services.labels import visible_history
 
 
 @require_GET
 def home(request):
+    show_archived = request.GET.get("archived") == "1"
     datasets = Dataset.objects.prefetch_related("products").annotate(
         image_count=Count("products__images")
-    )
+    ).filter(archived=show_archived)
     products = Product.objects.select_related("dataset").annotate(
         train_good=Count("images", filter=Q(images__split="train")),
         test_good=Count("images", filter=Q(images__split="test", images__is_anomalous=False)),
         anomalous=Count("images", filter=Q(images__is_anomalous=True)),
     )
-    return render(request, "annotator/home.html", {"datasets": datasets, "products": products})
+    return render(request, "annotator/home.html", {"datasets": datasets, "products": products,
+                                                   "show_archived": show_archived,
+                                                   "n_archived": Dataset.objects.filter(archived=True).count()})
 
 
 @require_GET
@@ -270,6 +273,32 @@ def dataset_settings_page(request, pk: int):
         messages.success(request, f"Settings of {dataset.name} saved: {dataset.label_overlap} annotator(s) per image, "
                                   f"defect folder {'shown' if dataset.show_defect_folder else 'hidden'}.")
     return redirect("dashboard", pk=dataset.pk)
+
+
+@require_http_methods(["POST"])
+@role_required("admin")
+def dataset_archive(request, pk: int):
+    dataset = get_object_or_404(Dataset, pk=pk)
+    dataset_lifecycle.set_archived(dataset, request.user, request.POST.get("archived") == "1")
+    messages.success(request, f"{dataset.name} {'archived' if dataset.archived else 'restored'}.")
+    return redirect("dashboard", pk=dataset.pk)
+
+
+@require_http_methods(["GET", "POST"])
+@role_required("admin")
+def dataset_delete(request, pk: int):
+    """A confirmation page listing what will be lost; deleting needs the dataset's name typed."""
+    dataset = get_object_or_404(Dataset, pk=pk)
+    if request.method == "POST":
+        try:
+            lost = dataset_lifecycle.delete_dataset(dataset, request.user, request.POST.get("confirm_name", ""))
+        except dataset_lifecycle.DeleteRefused as error:
+            messages.error(request, str(error))
+        else:
+            messages.success(request, f"Dataset {dataset.name} deleted: " + ", ".join(f"{n} {w}" for w, n in lost) + ".")
+            return redirect("home")
+    return render(request, "annotator/dataset_delete.html",
+                  {"dataset": dataset, "lost": dataset_lifecycle.loss_summary(dataset)})
 
 
 @require_GET

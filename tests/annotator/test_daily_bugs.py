@@ -86,3 +86,26 @@ def test_dataset_settings_from_the_dataset_page(client, world, make_user):
     client.force_login(world["annotator"])
     page = client.get(f"/images/{world['image'].pk}/label/").content.decode()
     assert '"showDefectFolder": false' in page and f">{world['image'].defect_type}</span>" not in page
+
+
+def test_archive_and_delete_with_a_confirmation_listing_the_loss(client, world, make_user):
+    from annotator.models import Dataset, Label
+
+    dataset = world["dataset"]
+    save_label(image=world["image"], annotator=world["annotator"], background=True, category="surface")
+    admin = make_user("boss", role="admin")
+    client.force_login(world["annotator"])
+    assert client.get(f"/datasets/{dataset.pk}/delete/").status_code == 403
+    client.force_login(admin)
+    client.post(f"/datasets/{dataset.pk}/archive/", {"archived": "1"})
+    assert "data-dataset=\"demo\"" not in client.get("/").content.decode()
+    assert "data-dataset=\"demo\"" in client.get("/?archived=1").content.decode()
+    page = client.get(f"/datasets/{dataset.pk}/delete/").content.decode()
+    assert "<b>1</b> labels" in page and "<b>1</b> products" in page and "benchmark runs" in page
+    response = client.post(f"/datasets/{dataset.pk}/delete/", {"confirm_name": "wrong"}, follow=True)
+    assert "Type the dataset&#x27;s name (demo) to confirm" in response.content.decode()
+    assert Dataset.objects.filter(pk=dataset.pk).exists()
+    path = world["image"].file_path
+    client.post(f"/datasets/{dataset.pk}/delete/", {"confirm_name": "demo"})
+    assert not Dataset.objects.filter(pk=dataset.pk).exists() and not Label.objects.exists()
+    assert path.exists()  # the files stay
