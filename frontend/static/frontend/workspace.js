@@ -121,6 +121,8 @@
     renderHistory(data.history);
 
     const anomaly = $("img-anomaly");
+    anomaly.hidden = false;
+    $("img-reference").hidden = false;
     state.native = false;
     anomaly.src = fileUrl(image.image_url);
     setDiff(false);
@@ -481,10 +483,14 @@
     document.getElementById("workspace").dataset.imageId = "";
     $("ws-path").textContent = "Nothing left to label";
     $("ws-defect").textContent = "";
-    $("img-anomaly").removeAttribute("src");
-    $("img-reference").removeAttribute("src");
+    $("ws-defect").hidden = true;
+    $("ws-size").textContent = "";
+    $("ref-counter").textContent = "";
+    for (const id of ["img-anomaly", "img-reference", "img-blink"]) { $(id).removeAttribute("src"); $(id).hidden = true; }
+    setDiff(false);
     loadMask(null);
     state.background = null; state.bgConfirmed = false; state.category = null;
+    $("category-help").textContent = "";
     document.querySelectorAll("[data-background], [data-category]").forEach((b) => {
       b.classList.remove("selected", "suggested"); b.setAttribute("aria-pressed", "false");
     });
