@@ -132,7 +132,7 @@ def _part_context(run, part):
         "by_category": reports.subset_tables(s, "by_category"),
         "by_background": reports.subset_tables(s, "by_background"),
         "by_defect_type": reports.subset_tables(s, "by_defect_type"),
-        "repeats": s.get("repeats"),
+        "repeats": s.get("repeats"), "repeat_rows": reports.repeat_rows(s),
         "gallery": gallery, "curves": [c for c in curves if c["key"] != "few_shot"],
     })
     return context
@@ -199,7 +199,7 @@ def compare(request):
     for value in request.GET.getlist("runs"):
         ids += [int(v) for v in value.split(",") if v.strip().isdigit()]
     chosen = list(BenchmarkRun.objects.filter(pk__in=ids).select_related("dataset", "created_by")
-                  .prefetch_related("products").order_by("pk"))
+                  .prefetch_related("products", "product_runs").order_by("pk"))
     context = {
         "groups": reports.comparison_groups(chosen) if len(chosen) >= 2 else None,
         "chosen": chosen,

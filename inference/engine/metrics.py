@@ -204,10 +204,15 @@ def aupro(maps: np.ndarray, masks: np.ndarray, fpr_limit: float = AUPRO_FPR_LIMI
     return RankedPixels(maps, masks).aupro(fpr_limit)
 
 
-def threshold_free(maps: np.ndarray, masks: np.ndarray) -> dict:
-    """Image AUROC, pixel AUROC and AUPRO; the pixels are ranked once for both pixel metrics."""
+def threshold_free(maps: np.ndarray, masks: np.ndarray, labels: np.ndarray | None = None) -> dict:
+    """Image AUROC, pixel AUROC and AUPRO; the pixels are ranked once for both pixel metrics.
+
+    ``labels`` (True = anomalous image) decide image AUROC; without them the masks do, and an
+    anomalous image whose thin defect vanished from its resized mask would count as defect-free.
+    """
     _check(maps, masks)
-    labels = masks.reshape(len(masks), -1).any(axis=1)
+    if labels is None:
+        labels = masks.reshape(len(masks), -1).any(axis=1)
     ranked = RankedPixels(maps, masks)
     return {
         "image_auroc": image_auroc(image_scores(maps), labels),

@@ -265,7 +265,7 @@ def _breakdowns(test, vi, ti, maps, masks, labels, test_counts) -> Breakdowns:
         note = ""
         if in_test:
             idx = sorted(good_test + in_test)
-            entry_tf = ThresholdFree(**metrics.threshold_free(maps[idx], masks[idx]))
+            entry_tf = ThresholdFree(**metrics.threshold_free(maps[idx], masks[idx], labels[idx]))
             rows = [pos_in_test[i] for i in in_test]
             for name, c in test_counts.items():
                 segmentation[name] = evaluation.segmentation(c.take(rows), np.ones(len(rows), bool))
@@ -273,7 +273,7 @@ def _breakdowns(test, vi, ti, maps, masks, labels, test_counts) -> Breakdowns:
             note = f"all {len(members)} anomalous image(s) of this subset are in the validation part"
         return SubsetReport(
             n_anomalous_test=len(in_test), n_anomalous_validation=len(members) - len(in_test),
-            threshold_free=entry_tf, whole_folder=ThresholdFree(**metrics.threshold_free(maps[whole], masks[whole])),
+            threshold_free=entry_tf, whole_folder=ThresholdFree(**metrics.threshold_free(maps[whole], masks[whole], labels[whole])),
             segmentation=segmentation, note=note,
         )
 
@@ -321,7 +321,7 @@ def _evaluate(test, maps, masks, labels, syn, config, seed, full: bool, prog=Non
            "techniques": techniques, "test_counts": test_counts, "selection": selection,
            "image_decision": decision, "scores": scores}
     if not full:
-        out["test_part"] = metrics.threshold_free(maps[ti], masks[ti])
+        out["test_part"] = metrics.threshold_free(maps[ti], masks[ti], labels[ti])
         return out
     out["test_part"] = evaluation.threshold_free_estimates(maps[ti], masks[ti], labels[ti], resampler)
     step(0.55)
@@ -489,7 +489,7 @@ def _run_measured(train, test, config, progress, should_cancel, artifacts_dir, o
         comparability=Comparability(
             test_images_digest=evaluation.test_images_digest(test_entries), image_size=size,
             backbone=config.backbone, seed=config.seed, val_fraction=config.val_fraction),
-        whole_folder=ThresholdFree(**metrics.threshold_free(maps, masks)),
+        whole_folder=ThresholdFree(**metrics.threshold_free(maps, masks, labels)),
         test_part=ev["test_part"],
         techniques=ev["techniques"],
         selection=ev["selection"],

@@ -42,7 +42,7 @@ def test_launch_watch_progress_and_read_results(bench_demo, celery_worker_proces
     # Watch the progress bar move until the page reloads with the results.
     # While it runs: the stage's sub-steps (epoch k/N with losses), an ETA, the live loss curve.
     widths, live = [], {"epoch": False, "eta": False, "loss_points": 0}
-    deadline = time.monotonic() + 180
+    deadline = time.monotonic() + 300  # a loaded 2-core machine can take minutes
     while time.monotonic() < deadline:
         try:
             if page.query_selector("#results"):
@@ -61,7 +61,7 @@ def test_launch_watch_progress_and_read_results(bench_demo, celery_worker_proces
             widths.append(width)
         time.sleep(0.1)
     else:
-        raise AssertionError(f"no results after 180 s; run is {BenchmarkRun.objects.get(pk=run.pk).status}, "
+        raise AssertionError(f"no results after 300 s; run is {BenchmarkRun.objects.get(pk=run.pk).status}, "
                              f"worker log:\n{celery_worker_process.log_path.read_text()[-3000:]}")
     moving = [w for w in widths if w not in ("0%", "100%")]
     assert len(set(moving)) >= 2, widths

@@ -20,6 +20,7 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 
 from annotator.label_format import SuffixIndex, match_rows, parse_label_csv
+from annotator.layouts import LAYOUTS
 from inference.engine.split import split_problems
 from inference.engine.types import MAX_REPEATS, BenchmarkConfig
 
@@ -95,7 +96,7 @@ class Command(BaseCommand):
         parser.add_argument("--data-root", required=True, help="dataset folder (or one product folder)")
         parser.add_argument("--product", required=True, help="product folder name, e.g. bottle")
         parser.add_argument("--model", required=True, choices=["padim", "cflow"])
-        parser.add_argument("--layout", default="auto", choices=["auto", "mvtec", "btad", "folder"])
+        parser.add_argument("--layout", default="auto", choices=["auto", *LAYOUTS])
         parser.add_argument("--backbone", default="tf_efficientnet_lite0")
         parser.add_argument("--image-size", type=int, default=256)
         parser.add_argument("--seed", type=int, default=0)
@@ -119,12 +120,14 @@ class Command(BaseCommand):
         from inference.engine import BenchmarkCancelled, BenchmarkConfig, run_benchmark, samples_from_scan
 
         root = Path(options["data_root"]).expanduser().resolve()
-        if not root.is_dir():
+        if not root.is_dir() and not (root.is_file() and options["layout"] in ("auto", "manifest")):
             raise CommandError(f"--data-root {root} is not a folder.")
         try:
             scan = scan_dataset(root, layout=options["layout"])
         except UnknownLayoutError as error:
             raise CommandError(str(error))
+        root = scan.root
+        scan = _resolved(scan, self.stderr)
         for problem in scan.errors[:20]:
             self.stderr.write(f"warning: {problem}")
         images = [i for i in scan.images if i.product == options["product"]]
@@ -180,6 +183,38 @@ class Command(BaseCommand):
         output.write_text(json.dumps(report, indent=2))  # the engine's report is plain JSON data
         self.stdout.write(f"Wrote {output}")
         self.stdout.write(summary_text(report))
+
+
+def _resolved(scan, stderr):
+    """``scan`` with duplicates left out and, where the folder leaves them open (beside,
+    manifest), anomaly decided by the masks and the split made, as an import does."""
+    from django.conf import settings
+
+    from annotator.layouts import ScanResult, resolve_images
+    from annotator.services.image_checks import check_many
+
+    results = check_many([(i.image_path, i.mask_path, scan.relative(i.image_path),
+                           scan.relative(i.mask_path) if i.mask_path else None) for i in scan.images],
+                         max_pixels=settings.DEFECTBENCH_MAX_IMAGE_PIXELS)
+    errors = list(scan.errors)
+    valid = []
+    for image, result in zip(scan.images, results):
+        errors.extend(result.errors)
+        if not result.errors:
+            valid.append((image, result))
+    resolution = resolve_images(
+        ScanResult(scan.layout, scan.root, [image for image, _ in valid]),
+        checksums={image.image_path: result.image.checksum for image, result in valid},
+        defect_pixels={image.mask_path: result.mask.defect_pixels for image, result in valid if result.mask},
+    )
+    errors += [f"{scan.relative(path)}: {problem}" for path, problem in resolution.problems]
+    for copy, kept in resolution.duplicates:
+        stderr.write(f"duplicate left out: {scan.relative(copy)} (same content as {scan.relative(kept)})")
+    if resolution.split_made:
+        made = resolution.split_made
+        stderr.write(f"split made (none given): seed {made['seed']}, {made['test_share']:.0%} of the "
+                     f"defect-free images in test ({made['test_good']} test, {made['train']} train)")
+    return ScanResult(scan.layout, scan.root, resolution.images, errors, scan.manifest)
 
 
 def _main_thread() -> bool:
