@@ -47,6 +47,9 @@ class LabelRow:
     image_path: str
     background: bool
     category: str
+    # The ``annotator`` column of a per-annotation export ("" when the file has none): whose
+    # label the row is, so a re-import gives each label back to its annotator.
+    annotator: str = ""
 
 
 def decode(data: bytes | str) -> str:
@@ -73,7 +76,10 @@ def _header(reader) -> tuple[dict[str, int] | None, int, list[RowError]]:
     if missing:
         return None, 0, [RowError(1, "", f"missing header column(s): {', '.join(missing)} "
                                          f"(expected image_path,background,defect_category)")]
-    return {name: columns.index(name) for name in COLUMNS}, len(columns), []
+    at = {name: columns.index(name) for name in COLUMNS}
+    if "annotator" in columns:
+        at["annotator"] = columns.index("annotator")
+    return at, len(columns), []
 
 
 def _row(line: int, row: list[str], at: dict[str, int], width: int) -> LabelRow | list[RowError]:
@@ -90,7 +96,8 @@ def _row(line: int, row: list[str], at: dict[str, int], width: int) -> LabelRow 
         problems.append(f"unknown defect category {raw_category!r} (expected one of {', '.join(CATEGORIES)})")
     if problems:
         return [RowError(line, path, message) for message in problems]
-    return LabelRow(line, path, background, category)
+    annotator = row[at["annotator"]].strip() if "annotator" in at else ""
+    return LabelRow(line, path, background, category, annotator)
 
 
 def parse_label_csv(data: bytes | str) -> tuple[list[LabelRow], list[RowError]]:
@@ -181,20 +188,23 @@ class SuffixIndex(Generic[K]):
 def match_rows(
     rows: Iterable[LabelRow], find: Callable[[str], tuple[K | None, str]], labellable: Callable[[K], bool],
 ) -> tuple[list[tuple[LabelRow, K]], list[RowError]]:
-    """``(row, image)`` pairs for the rows ``find`` resolves to a labellable image not named before."""
+    """``(row, image)`` pairs for the rows ``find`` resolves to a labellable image not named before
+    (by the same annotator, for rows that name theirs)."""
     matches: list[tuple[LabelRow, K]] = []
     errors: list[RowError] = []
-    seen: dict[K, int] = {}
+    seen: dict = {}
     for row in rows:
         image, why = find(row.image_path)
+        key = (row.annotator, image) if row.annotator else image
         if image is None:
             errors.append(RowError(row.line, row.image_path, why))
         elif not labellable(image):
             errors.append(RowError(row.line, row.image_path, NOT_LABELLED_IMAGE))
-        elif image in seen:
+        elif key in seen:
             errors.append(RowError(row.line, row.image_path,
-                                   f"duplicate row: the same image is already on line {seen[image]}"))
+                                   f"duplicate row: the same image is already on line {seen[key]}"
+                                   + (f" for {row.annotator}" if row.annotator else "")))
         else:
-            seen[image] = row.line
+            seen[key] = row.line
             matches.append((row, image))
     return matches, errors

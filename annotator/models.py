@@ -41,6 +41,11 @@ class Dataset(models.Model):
     root = models.CharField(max_length=1024, unique=True, validators=[validate_data_root])
     # How many different annotators must label each anomalous image.
     label_overlap = models.PositiveSmallIntegerField(default=1)
+    # Show annotators the dataset's defect folder ("broken_large") in the workspace. It can prime
+    # them toward a category, so a dataset may hide it.
+    show_defect_folder = models.BooleanField(default=True)
+    # Archived: kept (labels, runs), but off the datasets page until unarchived.
+    archived = models.BooleanField(default=False)
     # Options the dataset was imported with (mask suffix/extension, good folders, mask threshold,
     # split seed and test share); a re-import reuses them unless told otherwise.
     import_options = models.JSONField(default=dict, blank=True)
@@ -143,6 +148,13 @@ class Image(models.Model):
 
     def __str__(self) -> str:
         return self.path
+
+    @property
+    def display_path(self) -> str:
+        """The path a person reads: it starts with the product once (paths of multi-product
+        datasets already do, "widget/test/..."; those of a one-product folder do not)."""
+        prefix = f"{self.product.name}/"
+        return self.path if self.path.startswith(prefix) else prefix + self.path
 
     @property
     def file_path(self) -> Path:
@@ -365,3 +377,26 @@ def rebuild_annotator_progress(dataset: Dataset) -> None:
                           done=row["done"], waiting=row["waiting"])
         for row in rows
     ])
+
+class ReferenceIndex(models.Model):
+    """Whether a product's nearest defect-free references are computed (one Celery task each)."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+
+    product = models.OneToOneField(Product, on_delete=models.CASCADE, related_name="reference_index")
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.QUEUED)
+    weights = models.CharField(max_length=512, blank=True, default="")
+    error = models.TextField(blank=True, default="")
+    updated_at = models.DateTimeField(auto_now=True)
+
+
+class NearestReference(models.Model):
+    """The defect-free training image nearest to an anomalous image in backbone feature space."""
+
+    image = models.OneToOneField(Image, on_delete=models.CASCADE, related_name="nearest_reference")
+    reference = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="+")
+    distance = models.FloatField()

@@ -1,12 +1,14 @@
 """Celery tasks of the annotator: thin wrappers over its services.
 
 ``import_upload`` runs an admin zip upload as a job (``annotator.services.upload_jobs``);
-``refresh_statistics`` is periodic (Celery beat; see ``CELERY_BEAT_SCHEDULE``).
+``compute_references`` finds each anomalous image's nearest defect-free reference
+(``annotator.services.references``); ``refresh_statistics`` is periodic (Celery beat; see
+``CELERY_BEAT_SCHEDULE``).
 """
 from celery import shared_task
 from django.db import close_old_connections
 
-from annotator.services import statistics, upload_jobs
+from annotator.services import references, statistics, upload_jobs
 
 
 @shared_task(name="annotator.import_upload", acks_late=True, reject_on_worker_lost=True, time_limit=6 * 3600)
@@ -20,3 +22,10 @@ def import_upload(job_id: int) -> str:
 def refresh_statistics() -> int:
     """Renew the reviewer statistics of datasets whose labels changed (idempotent)."""
     return statistics.refresh()
+
+
+@shared_task(name="annotator.compute_references", acks_late=True, reject_on_worker_lost=True, time_limit=1800)
+def compute_references(product_id: int) -> str:
+    """Nearest defect-free reference of every anomalous image of a product (idempotent)."""
+    close_old_connections()
+    return references.compute_references(product_id)

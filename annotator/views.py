@@ -12,7 +12,16 @@ from django.utils.dateparse import parse_datetime
 from django.views.decorators.http import require_GET, require_http_methods
 
 from annotator.models import Dataset, Image, Label, Product, User
-from annotator.services import agreement, label_csv, queue, review, statistics
+from annotator.services import (
+    agreement,
+    dataset_lifecycle,
+    dataset_settings,
+    label_csv,
+    labelling_list,
+    queue,
+    review,
+    statistics,
+)
 from annotator.paths import UnsafeFile
 from annotator.services.display import UnreadableImage, display_file
 from annotator.services.labels import visible_history
@@ -20,15 +29,18 @@ from annotator.services.labels import visible_history
 
 @require_GET
 def home(request):
+    show_archived = request.GET.get("archived") == "1"
     datasets = Dataset.objects.prefetch_related("products").annotate(
         image_count=Count("products__images")
-    )
+    ).filter(archived=show_archived)
     products = Product.objects.select_related("dataset").annotate(
         train_good=Count("images", filter=Q(images__split="train")),
         test_good=Count("images", filter=Q(images__split="test", images__is_anomalous=False)),
         anomalous=Count("images", filter=Q(images__is_anomalous=True)),
     )
-    return render(request, "annotator/home.html", {"datasets": datasets, "products": products})
+    return render(request, "annotator/home.html", {"datasets": datasets, "products": products,
+                                                   "show_archived": show_archived,
+                                                   "n_archived": Dataset.objects.filter(archived=True).count()})
 
 
 @require_GET
@@ -84,6 +96,12 @@ CATEGORY_HELP = [
     ("combined", "4", "Combined", "Several of these at once, usually several separate mask components."),
 ]
 
+# The two background values, one key each (idempotent: pressing B twice still means "with").
+BACKGROUND_HELP = [
+    ("yes", "b", "With background", "The product sits on a backdrop that is visible around it."),
+    ("no", "n", "Without background", "A close-up: the product or texture fills the whole frame."),
+]
+
 
 def role_required(role: str):
     """``reviewer``: reviewers and admins; ``admin``: admins. Others get 403 (login is checked by middleware)."""
@@ -122,6 +140,20 @@ def label_start(request, pk: int):
 
 
 @require_GET
+def labelling_list_page(request, pk: int):
+    """Every anomalous image of a product with my label; filters; a click opens the workspace."""
+    product = get_object_or_404(Product.objects.select_related("dataset"), pk=pk)
+    which = labelling_list.clean_filter(request.GET.get("filter"))
+    category = request.GET.get("category") if request.GET.get("category") in Label.Category.values else None
+    rows = labelling_list.labelling_rows(product, request.user, which, category)
+    return render(request, "annotator/labelling_list.html", {
+        "product": product, "rows": rows, "filter": which, "category": category,
+        "filters": labelling_list.FILTERS.items(), "categories": Label.Category.choices,
+        "here": request.get_full_path(), "see_all": request.user.is_reviewer_role,
+    })
+
+
+@require_GET
 def workspace(request, pk: int):
     """The labelling workspace for one anomalous test image (the page's JS talks to the API)."""
     image = get_object_or_404(
@@ -141,9 +173,13 @@ def workspace(request, pk: int):
         "workspaceUrl": reverse("workspace", args=[0]),
         "doneUrl": reverse("label-start", args=[image.product.dataset_id]),
         "categories": [{"value": v, "key": k, "name": n, "help": h} for v, k, n, h in CATEGORY_HELP],
+        "backgrounds": [{"value": v == "yes", "key": k, "name": n} for v, k, n, _ in BACKGROUND_HELP],
+        "showDefectFolder": image.product.dataset.show_defect_folder,
+        "returnTo": request.GET.get("from", "") if request.GET.get("from", "").startswith("/") else "",
     }
     return render(request, "annotator/workspace.html", {"image": image, "config": config,
-                                                        "categories": CATEGORY_HELP})
+                                                        "categories": CATEGORY_HELP,
+                                                        "backgrounds": BACKGROUND_HELP})
 
 
 @require_http_methods(["GET", "POST"])
@@ -172,8 +208,11 @@ def review_page(request):
     page = Paginator(review.disagreements(dataset=dataset, include_decided=show_decided), 25).get_page(
         request.GET.get("page")
     )
+    items = review.items_for(page)
+    if items:  # the first one is reviewed with keys, beside a defect-free reference
+        items[0].reference = review.reference_for(items[0].image)
     return render(request, "annotator/review.html", {
-        "items": review.items_for(page), "page": page, "dataset": dataset, "datasets": Dataset.objects.all(),
+        "items": items, "page": page, "dataset": dataset, "datasets": Dataset.objects.all(),
         "show_decided": show_decided, "categories": Label.Category.choices,
     })
 
@@ -238,6 +277,48 @@ def dashboard(request, pk: int):
         "open_disagreements": review.disagreements(dataset=dataset).count(),
         "computed_at": parse_datetime(snapshot["computed_at"]),
     })
+
+
+@require_http_methods(["POST"])
+@role_required("admin")
+def dataset_settings_page(request, pk: int):
+    """Overlap (annotators per image) and whether annotators see the defect folder."""
+    dataset = get_object_or_404(Dataset, pk=pk)
+    try:
+        dataset_settings.update_settings(dataset, request.user, label_overlap=request.POST.get("label_overlap"),
+                                         show_defect_folder=request.POST.get("show_defect_folder") == "on")
+    except dataset_settings.SettingsRefused as error:
+        messages.error(request, str(error))
+    else:
+        messages.success(request, f"Settings of {dataset.name} saved: {dataset.label_overlap} annotator(s) per image, "
+                                  f"defect folder {'shown' if dataset.show_defect_folder else 'hidden'}.")
+    return redirect("dashboard", pk=dataset.pk)
+
+
+@require_http_methods(["POST"])
+@role_required("admin")
+def dataset_archive(request, pk: int):
+    dataset = get_object_or_404(Dataset, pk=pk)
+    dataset_lifecycle.set_archived(dataset, request.user, request.POST.get("archived") == "1")
+    messages.success(request, f"{dataset.name} {'archived' if dataset.archived else 'restored'}.")
+    return redirect("dashboard", pk=dataset.pk)
+
+
+@require_http_methods(["GET", "POST"])
+@role_required("admin")
+def dataset_delete(request, pk: int):
+    """A confirmation page listing what will be lost; deleting needs the dataset's name typed."""
+    dataset = get_object_or_404(Dataset, pk=pk)
+    if request.method == "POST":
+        try:
+            lost = dataset_lifecycle.delete_dataset(dataset, request.user, request.POST.get("confirm_name", ""))
+        except dataset_lifecycle.DeleteRefused as error:
+            messages.error(request, str(error))
+        else:
+            messages.success(request, f"Dataset {dataset.name} deleted: " + ", ".join(f"{n} {w}" for w, n in lost) + ".")
+            return redirect("home")
+    return render(request, "annotator/dataset_delete.html",
+                  {"dataset": dataset, "lost": dataset_lifecycle.loss_summary(dataset)})
 
 
 @require_GET

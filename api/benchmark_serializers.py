@@ -14,7 +14,7 @@ class ProductRunSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = ProductRun
-        fields = ["id", "product_id", "product", "status", "stage", "progress", "error", "attempts",
+        fields = ["id", "product_id", "product", "status", "stage", "progress", "detail", "error", "attempts",
                   "worker", "started_at", "finished_at", "heartbeat_at"]
 
 
@@ -29,7 +29,7 @@ class BenchmarkRunSerializer(serializers.ModelSerializer):
     class Meta:
         model = BenchmarkRun
         fields = ["id", "dataset", "dataset_id", "model", "config", "techniques", "seed", "categories",
-                  "background", "subset", "status", "stage", "progress", "error", "cancel_requested",
+                  "background", "subset", "status", "stage", "progress", "detail", "error", "cancel_requested",
                   "created_by", "created_at", "started_at", "finished_at", "heartbeat_at",
                   "duration_seconds", "retry_of", "parts", "urls"]
 

@@ -182,8 +182,10 @@ FILE_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024**2
 # --- REST API -----------------------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.SessionAuthentication",
+        # Token first: a request without valid credentials gets 401 with
+        # "WWW-Authenticate: Token" (DRF asks the first class), not a bare 403.
         "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
@@ -278,6 +280,14 @@ CELERY_BEAT_SCHEDULE = {
     },
 }
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
+# Torch/OpenMP threads of a benchmark run in the worker. 0 = the CPU cores divided by the
+# worker's concurrency (DEFECTBENCH_WORKER_CONCURRENCY, `make run` starts 1), so concurrent runs
+# do not oversubscribe the cores; OMP_WAIT_POLICY=PASSIVE (config/celery.py) keeps idle threads
+# from spinning on a shared CPU. The report records the number used ("threads").
+BENCHMARK_WORKER_CONCURRENCY = max(1, int(os.environ.get("DEFECTBENCH_WORKER_CONCURRENCY", 1)))
+BENCHMARK_THREADS = int(os.environ.get("DEFECTBENCH_BENCHMARK_THREADS", 0)) or max(
+    1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+) // BENCHMARK_WORKER_CONCURRENCY or 1
 if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         **globals().get("CELERY_BROKER_TRANSPORT_OPTIONS", {}),

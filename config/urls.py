@@ -3,11 +3,13 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path, re_path
 
 from annotator import views as annotator_views
+from api.root_views import token_page
 
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("accounts/api-token/", token_page, name="api-token"),
     path("api/", include("api.urls")),
     path("benchmarks/", include("inference.urls")),
     re_path(

@@ -66,6 +66,9 @@ class BenchmarkRun(models.Model):
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED, db_index=True)
     stage = models.CharField(max_length=64, blank=True, default="")
     progress = models.FloatField(default=0.0, help_text="0..100")
+    # The current stage's sub-steps as the engine reports them (images done, CFLOW epoch and
+    # losses, rate, eta_seconds); for the run page while the run is active.
+    detail = models.JSONField(null=True, blank=True)
     error = models.TextField(blank=True, default="")
     cancel_requested = models.BooleanField(default=False)
 
@@ -121,6 +124,7 @@ class ProductRun(models.Model):
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
     stage = models.CharField(max_length=64, blank=True, default="")
     progress = models.FloatField(default=0.0, help_text="0..100")
+    detail = models.JSONField(null=True, blank=True)  # as BenchmarkRun.detail
     error = models.TextField(blank=True, default="")
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)

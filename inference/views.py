@@ -11,7 +11,7 @@ from django.views.decorators.http import require_GET, require_http_methods
 from annotator.models import Dataset, Label, Product
 from annotator.views import role_required
 from inference.engine.types import MAX_REPEATS, BenchmarkConfig
-from inference.models import BenchmarkRun, ModelName, Status, Technique
+from inference.models import BenchmarkRun, ModelName, RunSample, Status, Technique
 from inference.services import deploy, recommendation, reports, runs
 
 
@@ -82,7 +82,7 @@ def launch(request):
         "datasets": datasets, "form": form, "problems": problems,
         "categories": Label.Category.choices,
         "models": ModelName.choices,
-        "techniques": Technique.choices, "backbones": runs.BACKBONES, "devices": runs.DEVICES,
+        "techniques": Technique.choices, "backbones": runs.available_backbones(), "devices": runs.DEVICES,
         "max_repeats": MAX_REPEATS,
     }
     return render(request, "inference/launch.html", context, status=400 if problems else 200)
@@ -116,8 +116,12 @@ def _part_context(run, part, per_image=True):
     gallery = reports.gallery(part)
     if not per_image:  # annotators: no other annotators' labels, image by image
         gallery = {**gallery, "worst": [], "best": [], "good": []}
+    # The file each tile shows (the run's snapshot of the image's path).
+    paths = dict(part.samples.filter(role=RunSample.Role.TEST).values_list("image_id", "path"))
     for group in ("worst", "best", "good"):
         for entry in gallery[group]:
+            path = paths.get(entry["image_id"]) or ("" if entry["image_id"] else entry["key"])
+            entry["file_path"], entry["file_name"] = path, Path(path).name if path else ""
             entry["heatmap_url"] = _file_url(run, part, entry["heatmap"])
             entry["predicted_url"] = _file_url(run, part, entry["predicted"])
     split = s["split"]
@@ -152,6 +156,7 @@ def run_detail(request, pk):
         "agg": agg,
         "agg_free": agg.get("test_part") or {},
         "agg_rows": reports.aggregate_rows(agg),
+        "threads_used": sorted({p.report.get("threads") for p in parts if p.report and p.report.get("threads")}),
         "other_runs": BenchmarkRun.objects.filter(status=Status.SUCCEEDED).exclude(pk=run.pk)[:20],
     }
     return render(request, "inference/run_detail.html", context)
@@ -201,9 +206,9 @@ def compare(request):
     for value in request.GET.getlist("runs"):
         ids += [int(v) for v in value.split(",") if v.strip().isdigit()]
     chosen = list(BenchmarkRun.objects.filter(pk__in=ids).select_related("dataset", "created_by")
-                  .prefetch_related("product_runs").order_by("pk"))
+                  .prefetch_related("products", "product_runs").order_by("pk"))
     context = {
-        "comparison": reports.comparison(chosen) if len(chosen) >= 2 else None,
+        "groups": reports.comparison_groups(chosen) if len(chosen) >= 2 else None,
         "chosen": chosen,
         "candidates": BenchmarkRun.objects.filter(status=Status.SUCCEEDED).select_related("dataset")[:100],
         "chosen_ids": [r.pk for r in chosen],

@@ -134,6 +134,8 @@ class ImportReport:
     mask_rules: Counter = field(default_factory=Counter)  # rule -> masks it was applied to
     lossy_masks: list[str] = field(default_factory=list)  # JPEG masks
     split_made: dict | None = None
+    # Other datasets that already hold images with the same content: {dataset name: images}.
+    in_other_datasets: dict[str, int] = field(default_factory=dict)
 
     def summary_lines(self) -> list[str]:
         state = "created" if self.created else "already imported"
@@ -150,6 +152,9 @@ class ImportReport:
         if converted:
             lines.append("masks converted to binary: " + ", ".join(
                 f"{n} by rule '{rule}' ({MASK_RULES[rule].split(':')[0]})" for rule, n in converted.items()))
+        for other, n in sorted(self.in_other_datasets.items()):
+            lines.append(f"warning: {n} of these images are already in dataset '{other}' (same content); "
+                         "labels and benchmarks of the two datasets are kept apart")
         if self.lossy_masks:
             lines.append(f"warning: {len(self.lossy_masks)} JPEG mask(s), whose edges are lossy "
                          f"(e.g. {self.lossy_masks[0]}); PNG masks are exact")
@@ -390,7 +395,19 @@ def import_dataset(
     report.mask_rules = mask_rules
     report.lossy_masks = lossy
     report.split_made = resolution.split_made
+    report.in_other_datasets = _in_other_datasets(report.dataset, [result.image.checksum for _, result in kept])
     return report
+
+
+def _in_other_datasets(dataset: Dataset, checksums: list[str]) -> dict[str, int]:
+    """How many of ``checksums`` each other dataset already holds (importing a folder twice)."""
+    found: Counter = Counter()
+    unique = sorted(set(checksums))
+    for start in range(0, len(unique), 1000):
+        rows = (Image.objects.filter(checksum__in=unique[start:start + 1000]).exclude(product__dataset=dataset)
+                .values_list("product__dataset__name", "checksum").distinct())
+        found.update(name for name, _ in rows)
+    return dict(found)
 
 
 def _csv(rows: list[tuple[str, str]]) -> str:

@@ -225,19 +225,37 @@ def import_labels(
     """Check every row, then (unless ``dry_run`` or any error) save all labels in one transaction.
 
     ``data`` is the file's content or an uploaded file (its size is checked before it is read):
-    a file above ``DEFECTBENCH_MAX_LABEL_CSV_BYTES`` is refused as a whole.
+    a file above ``DEFECTBENCH_MAX_LABEL_CSV_BYTES`` is refused as a whole. A file with an
+    ``annotator`` column (the per-annotation export) gives each row to the user it names;
+    otherwise every row goes to ``annotator`` (default: the importer).
     """
-    annotator = annotator or importer
-    report = ImportReport(dataset=dataset.name, annotator=annotator.username, dry_run=dry_run)
     size = len(data) if isinstance(data, (bytes, str)) else data.size
     limit = max_import_bytes()
     if size > limit:
+        report = ImportReport(dataset=dataset.name, annotator=(annotator or importer).username, dry_run=dry_run)
         report.errors.append(RowError(0, "", f"The file has {size} bytes; at most {limit} bytes "
                                              "(DEFECTBENCH_MAX_LABEL_CSV_BYTES) are accepted. Split it."))
         return report
     if not isinstance(data, (bytes, str)):
         data = data.read()
     rows, errors = parse_label_csv(data)
+    named = sorted({row.annotator for row in rows if row.annotator})
+    if named:
+        users = {u.username: u for u in User.objects.filter(username__in=named)}
+        label = ", ".join(named[:5]) + (f" and {len(named) - 5} more" if len(named) > 5 else "")
+        report = ImportReport(dataset=dataset.name, annotator=f"the annotators in the file ({label})", dry_run=dry_run)
+        if annotator is not None:
+            errors.append(RowError(0, "", "The file names each label's annotator (an annotator column); "
+                                          "leave the annotator field empty to import it."))
+        for row in rows:
+            if not row.annotator:
+                errors.append(RowError(row.line, row.image_path, "empty annotator (the file names one on other rows)"))
+            elif row.annotator not in users:
+                errors.append(RowError(row.line, row.image_path, f"no user named {row.annotator!r}"))
+    else:
+        annotator = annotator or importer
+        users = {annotator.username: annotator}
+        report = ImportReport(dataset=dataset.name, annotator=annotator.username, dry_run=dry_run)
     report.rows = count_rows(rows, errors)
     report.errors.extend(errors)
     if errors and not rows:
@@ -247,15 +265,17 @@ def import_labels(
     if report.errors:
         report.errors.sort(key=lambda error: error.line)
         return report
-    planned = [(image, row.background, row.category) for row, image in matches]
+    planned = [(image, row.background, row.category, users[row.annotator or annotator.username])
+               for row, image in matches]
     existing = {
-        label.image_id: (label.background, label.category)
-        for label in Label.objects.filter(annotator=annotator, image_id__in=[p[0].pk for p in planned])
+        (label.annotator_id, label.image_id): (label.background, label.category)
+        for label in Label.objects.filter(annotator__in=list(users.values()),
+                                          image_id__in=[p[0].pk for p in planned])
     }
-    for image, background, category in planned:
+    for image, background, category, owner in planned:
         report.categories[category] += 1
         report.background[yes_no(background)] += 1
-        before = existing.get(image.pk)
+        before = existing.get((owner.pk, image.pk))
         if before is None:
             report.created += 1
         elif before == (background, category):
@@ -265,9 +285,9 @@ def import_labels(
     if dry_run:
         return report
     with transaction.atomic():
-        for image, background, category in planned:
+        for image, background, category, owner in planned:
             save_label(
-                image=image, annotator=annotator, background=background, category=category,
+                image=image, annotator=owner, background=background, category=category,
                 changed_by=importer, source=IMPORT_SOURCE,
             )
     report.applied = True

@@ -13,10 +13,18 @@ class ReviewItem:
     image: Image
     labels: list[Label] = field(default_factory=list)
     decision: ReviewDecision | None = None
+    reference: Image | None = None
 
     @property
     def disagrees(self) -> bool:
         return len({(label.background, label.category) for label in self.labels}) > 1
+
+
+def reference_for(image: Image) -> Image | None:
+    """The defect-free image shown beside ``image``: its nearest one when computed, else the first."""
+    from annotator.services.references import nearest_reference
+
+    return nearest_reference(image)
 
 
 def disagreements(*, dataset=None, include_decided: bool = False):

@@ -10,7 +10,14 @@ LABELLED_LIMIT = 50
 
 def workspace_data(image: Image, user) -> dict:
     product = image.product
-    references = Image.objects.filter(product=product, split=Image.Split.TRAIN, is_anomalous=False)[:REFERENCE_LIMIT]
+    references = list(Image.objects.filter(product=product, split=Image.Split.TRAIN, is_anomalous=False)[:REFERENCE_LIMIT])
+    # The nearest defect-free image (feature space, computed in the background) is shown first.
+    from annotator.services.references import ensure_references, nearest_reference
+
+    ensure_references(product)
+    nearest = nearest_reference(image)
+    if nearest is not None:
+        references = [nearest] + [r for r in references if r.pk != nearest.pk][:REFERENCE_LIMIT - 1]
     my_label = Label.objects.filter(image=image, annotator=user).select_related("annotator").first()
     labelled_ids = list(
         Label.objects.filter(annotator=user, image__product=product).order_by("-created_at")
@@ -19,7 +26,7 @@ def workspace_data(image: Image, user) -> dict:
     return {
         "image": image,
         "product": product,
-        "references": list(references),
+        "references": references,
         "my_label": my_label,
         "history": list(visible_history(user, image)[:50]),
         "progress_user": queue.user_progress(user, product).as_dict(),

@@ -178,7 +178,10 @@ class Cflow:
                     top[k] = max(top[k], float(lp.max()))
         return total / max(count, 1), top
 
-    def fit(self, train_loader, val_loader=None, step: Callable[[float], None] | None = None) -> None:
+    def fit(self, train_loader, val_loader=None, step: Callable[[float], None] | None = None,
+            detail: Callable[[dict], None] | None = None) -> None:
+        """``step(fraction)`` as training goes; ``detail(dict)`` (optional) with the epoch, the
+        optimiser steps done and the loss history so far (for a live loss curve)."""
         cfg = self.config
         train_fibers = self._extract(train_loader)
         self.feat_mean = [f.double().mean(0).float() for f in train_fibers]
@@ -220,6 +223,8 @@ class Cflow:
                     done += 1
                     if step and done % 20 == 0:
                         step(0.08 + 0.92 * done / total_steps)
+                    if detail and done % 20 == 0:
+                        detail(self._detail(epoch, done, total_steps, run_loss / max(run_n, 1)))
             rec = {"epoch": epoch + 1, "train_loss": run_loss / max(run_n, 1),
                    "train_seconds": time.perf_counter() - t_epoch}
             if val_fibers is not None:
@@ -234,6 +239,8 @@ class Cflow:
                 else:
                     bad_epochs += 1
             self.history.append(rec)
+            if detail:
+                detail(self._detail(epoch, done, total_steps, rec["train_loss"]))
             if step:
                 step(0.08 + 0.92 * done / total_steps)
             if val_fibers is not None and bad_epochs >= cfg.early_stopping_patience:
@@ -245,6 +252,12 @@ class Cflow:
         self.decoders.eval()
         if step:
             step(1.0)
+
+    def _detail(self, epoch: int, done: int, total: int, running_loss: float) -> dict:
+        last = self.history[-1] if self.history else {}
+        return {"epoch": epoch + 1, "epochs": self.config.epochs, "steps_done": done, "steps_total": total,
+                "running_train_loss": running_loss, "train_loss": last.get("train_loss"),
+                "val_loss": last.get("val_loss"), "history": [dict(h) for h in self.history]}
 
     # -- inference --------------------------------------------------------------------------
     def predict(self, images: torch.Tensor) -> np.ndarray:

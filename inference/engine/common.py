@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import resource
 import sys
+import threading
 
 import numpy as np
 import torch
@@ -38,6 +39,81 @@ def peak_rss_mb() -> float:
     """Peak resident set size of this process in MiB (ru_maxrss is KiB on Linux, bytes on macOS)."""
     r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return r / (1024 * 1024) if sys.platform == "darwin" else r / 1024
+
+
+def _status_kib(field: str) -> int | None:
+    """A ``kB`` field of /proc/self/status (Linux), or None where there is none."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+class RunPeakMemory:
+    """Peak resident memory of ONE run in MiB, not of the whole process.
+
+    ``ru_maxrss`` is the peak since the process started, so in a long-lived worker a run
+    inherits the peak of every earlier run. Here, on Linux, the kernel's high-water mark is
+    reset at the start (writing ``5`` to /proc/self/clear_refs) and VmHWM is read at the end;
+    where that is not allowed a thread samples RssAnon every ``interval`` seconds and keeps
+    the highest value (plus the value at start and stop). Elsewhere it falls back to
+    ``ru_maxrss``. ``method`` says which one was used.
+    """
+
+    def __init__(self, interval: float = 0.05):
+        self.interval = interval
+        self.method = "ru_maxrss"
+        self.peak_kib = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _sample(self) -> None:
+        value = _status_kib("RssAnon")
+        if value is not None and value > self.peak_kib:
+            self.peak_kib = value
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._sample()
+
+    def start(self) -> "RunPeakMemory":
+        if sys.platform.startswith("linux"):
+            try:
+                with open("/proc/self/clear_refs", "w") as fh:
+                    fh.write("5")
+                if _status_kib("VmHWM") is not None:
+                    self.method = "VmHWM after clear_refs"
+                    return self
+            except OSError:
+                pass
+            if _status_kib("RssAnon") is not None:
+                self.method = "sampled RssAnon"
+                self._sample()
+                self._thread = threading.Thread(target=self._loop, daemon=True, name="run-peak-memory")
+                self._thread.start()
+        return self
+
+    def stop(self) -> float:
+        """Stop sampling; the run's peak in MiB."""
+        if self.method == "VmHWM after clear_refs":
+            return (_status_kib("VmHWM") or 0) / 1024
+        if self.method == "sampled RssAnon":
+            self._stop.set()
+            if self._thread is not None:
+                self._thread.join(timeout=5)
+            self._sample()
+            return self.peak_kib / 1024
+        return peak_rss_mb()
+
+    def __enter__(self) -> "RunPeakMemory":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
 
 
 def seed_everything(seed: int) -> None:

@@ -107,6 +107,9 @@ class TechniqueResult:
     failure: FitFailure | None
     validation: Segmentation | None
     test: SegmentationEstimates | None
+    # The threshold as a percentile of the pixel scores of the defect-free validation images
+    # (99.5: 0.5 % of a clean part's pixels lie above it); None without such images.
+    threshold_percentile: float | None = None
 
 
 @dataclass
@@ -324,6 +327,9 @@ class BenchmarkReport:
     n_test: int
     # where the images came from, filled by the caller (CLI: data_root, product)
     source: dict[str, str]
+    # The heat maps' colour scale (jet): score ``low`` is blue, ``high`` red (the validation
+    # maps' 1st and 99.9th percentiles); None without artifacts.
+    colour_scale: dict[str, float] | None = None
 
     def to_json(self) -> dict:
         return clean_json(dataclasses.asdict(self))

@@ -31,7 +31,7 @@ import torch
 from . import metrics
 from .backbones import Backbone
 from . import evaluation
-from .common import peak_rss_mb, seed_everything
+from .common import RunPeakMemory, seed_everything
 from .data import load_image, load_masks, make_loader
 from .report import (
     SCHEMA_VERSION,
@@ -62,11 +62,18 @@ _STAGES = {"setup": 0.03, "fit": 0.5, "inference": 0.22, "metrics": 0.2, "artifa
 
 
 class _Progress:
-    """Maps (stage, fraction of stage) to a monotone overall fraction and checks cancellation."""
+    """Maps (stage, fraction of stage) to a monotone overall fraction and checks cancellation.
 
-    def __init__(self, callback, should_cancel, stages: dict[str, float]):
+    ``detail(stage, done, total, unit, **extra)`` reports the sub-steps of a stage (images
+    done, CFLOW's epoch and losses) to the ``on_detail`` callback, with the stage's measured
+    speed (``rate``, units per second since the stage's first sub-step) and the time left at
+    that speed (``eta_seconds``).
+    """
+
+    def __init__(self, callback, should_cancel, stages: dict[str, float], on_detail=None):
         self.callback = callback
         self.should_cancel = should_cancel
+        self.on_detail = on_detail
         self.starts: dict[str, float] = {}
         acc = 0.0
         for name, w in stages.items():
@@ -74,6 +81,7 @@ class _Progress:
             acc += w
         self.weights = stages
         self.last = 0.0
+        self.stage_clock: dict[str, tuple[float, float]] = {}  # stage -> (time, done) of its first sub-step
 
     def check_cancel(self) -> None:
         if self.should_cancel is not None and self.should_cancel():
@@ -86,6 +94,17 @@ class _Progress:
         self.last = overall
         if self.callback is not None:
             self.callback(stage, overall)
+
+    def detail(self, stage: str, done: int, total: int, unit: str, clock: str | None = None, **extra) -> None:
+        if self.on_detail is None:
+            return
+        key = clock or stage
+        now = time.perf_counter()
+        t0, d0 = self.stage_clock.setdefault(key, (now, done))
+        rate = (done - d0) / (now - t0) if now > t0 and done > d0 else None
+        eta = (total - done) / rate if rate else None
+        self.on_detail({"stage": stage, "done": int(done), "total": int(total), "unit": unit,
+                        "rate": rate, "eta_seconds": eta, **extra})
 
     def finish(self) -> None:
         self.last = 1.0
@@ -134,9 +153,12 @@ def run_benchmark(
     should_cancel: Callable[[], bool] | None = None,
     artifacts_dir: str | Path | None = None,
     save_model: Callable[[object, dict], None] | None = None,
+    on_detail: Callable[[dict], None] | None = None,
 ) -> dict:
     """Fit ``config.model`` on ``train``, evaluate on ``test``; see the module docstring.
 
+    ``progress(stage, overall_fraction)`` is called throughout; ``on_detail(dict)`` (optional)
+    with each stage's sub-steps, speed and time left (see :class:`_Progress`).
     ``save_model(model, report)``, when given, is called with the fitted model (of the reported
     split) and the finished report before the model is dropped (e.g. :func:`package.save_package`).
     """
@@ -144,7 +166,7 @@ def run_benchmark(
     if config.num_threads:
         torch.set_num_threads(int(config.num_threads))
     try:
-        return _run(train, test, config, progress, should_cancel, artifacts_dir, save_model)
+        return _run(train, test, config, progress, should_cancel, artifacts_dir, save_model, on_detail)
     finally:
         torch.set_num_threads(old_threads)
 
@@ -159,10 +181,17 @@ def _fit_and_map(model, train, test, val_idx, labels, syn_images, config, prog, 
     if config.model == "cflow":
         val_good = [test[i] for i in val_idx if not labels[i]]
         val_loader = make_loader(val_good, size, config.batch_size, config.num_workers) if val_good else None
-        model.fit(train_loader, val_loader, step=lambda f: prog("fit", lo + width * f))
+        model.fit(train_loader, val_loader, step=lambda f: prog("fit", lo + width * f),
+                  detail=lambda d: prog.detail("fit", d["steps_done"], d["steps_total"], "steps",
+                                               clock=f"fit{lo}", **d))
     else:
         n_train = len(train)
-        model.fit(train_loader, step=lambda n: prog("fit", lo + width * n / n_train))
+
+        def fit_step(n):
+            prog.detail("fit", n, n_train, "images", clock=f"fit{lo}")
+            prog("fit", lo + width * n / n_train)
+
+        model.fit(train_loader, step=fit_step)
     fit_seconds = time.perf_counter() - t_fit
 
     t_inf = time.perf_counter()
@@ -172,6 +201,7 @@ def _fit_and_map(model, train, test, val_idx, labels, syn_images, config, prog, 
     for images, idx in make_loader(test, size, config.batch_size, config.num_workers):
         maps[idx.numpy()] = model.predict(images)
         done += len(idx)
+        prog.detail("inference", done, total, "images", clock=f"inference{lo}")
         prog("inference", lo + width * done / total)
     inference_seconds = time.perf_counter() - t_inf
     syn_maps = None
@@ -182,6 +212,7 @@ def _fit_and_map(model, train, test, val_idx, labels, syn_images, config, prog, 
             syn_maps[start:start + len(chunk)] = model.predict(
                 torch.from_numpy(np.ascontiguousarray(chunk.transpose(0, 3, 1, 2))))
             done += len(chunk)
+            prog.detail("inference", done, total, "images", clock=f"inference{lo}")
             prog("inference", lo + width * done / total)
     return {"maps": maps, "synthetic_maps": syn_maps, "fit_seconds": fit_seconds,
             "inference_seconds": inference_seconds}
@@ -193,6 +224,7 @@ def _technique_results(val: evaluation.ValidationData, maps, masks, labels, ti, 
     results: dict[str, TechniqueResult] = {}
     test_counts: dict[str, evaluation.PixelCounts] = {}
     all_val = np.arange(len(val.maps))
+    good_pixels = np.sort(val.maps[~val.anomalous].ravel()) if (~val.anomalous).any() else None
     for name in config.techniques:
         try:
             thr = val.fit(name, all_val, config.normal_fpr_target)
@@ -204,7 +236,10 @@ def _technique_results(val: evaluation.ValidationData, maps, masks, labels, ti, 
         c = evaluation.PixelCounts.at(maps[ti], masks[ti], thr)
         test_counts[name] = c
         test = (evaluation.segmentation_estimates(c, labels[ti], resampler) if resampler is not None else None)
-        results[name] = TechniqueResult(name, thr, None, evaluation.segmentation(v, val.anomalous), test)
+        pct = (100.0 * np.searchsorted(good_pixels, thr, side="right") / good_pixels.size
+               if good_pixels is not None else None)
+        results[name] = TechniqueResult(name, thr, None, evaluation.segmentation(v, val.anomalous), test,
+                                        threshold_percentile=pct)
     return thresholds, results, test_counts
 
 
@@ -319,10 +354,21 @@ def _repeat_metrics(ev: dict) -> dict[str, float | None]:
     return {k: (float(v) if v is not None and np.isfinite(v) else None) for k, v in row.items()}
 
 
-def _run(train, test, config: BenchmarkConfig, progress, should_cancel, artifacts_dir, save_model=None) -> dict:
+def _run(train, test, config: BenchmarkConfig, progress, should_cancel, artifacts_dir, save_model=None,
+         on_detail=None) -> dict:
     t_start = time.perf_counter()
     _validate(train, test, config)
-    prog = _Progress(progress, should_cancel, _STAGES)
+    memory = RunPeakMemory().start()
+    try:
+        return _run_measured(train, test, config, progress, should_cancel, artifacts_dir, on_detail,
+                             t_start, memory, save_model)
+    finally:
+        memory.__exit__()
+
+
+def _run_measured(train, test, config, progress, should_cancel, artifacts_dir, on_detail, t_start, memory,
+                  save_model=None) -> dict:
+    prog = _Progress(progress, should_cancel, _STAGES, on_detail)
     prog("setup", 0.0)
     seed_everything(config.seed)
     on_cuda = str(config.device).startswith("cuda") or (config.device == "auto" and torch.cuda.is_available())
@@ -402,12 +448,14 @@ def _run(train, test, config: BenchmarkConfig, progress, should_cancel, artifact
     scores = ev["scores"]
     decision = ev["image_decision"]
     curves = {}
+    colour_scale = None
     if artifacts_dir is not None:
         from .artifacts import save_curves, save_few_shot_chart
 
         adir = Path(artifacts_dir)
         # colour scale shared by all overlays: validation scores' 1st..99.9th percentile
         lo, hi = (float(v) for v in np.percentile(maps[vi] if len(vi) else maps, [1, 99.9]))
+        colour_scale = {"low": lo, "high": hi}
         curves = save_curves(adir / "curves", maps[ti], masks[ti], maps[vi], masks[vi], thresholds)
         curves.update(save_few_shot_chart(adir / "curves", ev["few_shot"]))
     per_image = []
@@ -428,11 +476,13 @@ def _run(train, test, config: BenchmarkConfig, progress, should_cancel, artifact
             thr = art_thr if art_thr is not None else float(np.inf)
             entry.artifacts = save_image_artifacts(
                 Path(artifacts_dir) / "images", f"{n:04d}", s.image_path, maps[i], thr, lo, hi, size)
+            prog.detail("artifacts", n + 1, len(ti), "images")
             prog("artifacts", (n + 1) / len(ti))
         per_image.append(entry)
 
     test_entries = [(test[i].report_key, test[i].defect_type, test[i].category, test[i].background)
                     for i in ti]
+    run_peak_mb = memory.stop()
     device = str(torch.device(config.device) if config.device != "auto"
                  else ("cuda" if torch.cuda.is_available() else "cpu"))
     report = BenchmarkReport(
@@ -467,15 +517,16 @@ def _run(train, test, config: BenchmarkConfig, progress, should_cancel, artifact
             evaluation_seconds=evaluation_seconds,
             total_seconds=time.perf_counter() - t_start,
         ),
-        # process peak RSS (ru_maxrss: since process start, so it includes earlier work of
-        # a long-lived worker) + CUDA peak allocated during this run when on GPU
-        peak_memory_mb=peak_rss_mb() + (cuda_peak_mb or 0.0),
-        peak_rss_mb=peak_rss_mb(),
+        # peak RSS of this run (not of the process: see RunPeakMemory) + CUDA peak allocated
+        # during this run when on GPU
+        peak_memory_mb=run_peak_mb + (cuda_peak_mb or 0.0),
+        peak_rss_mb=run_peak_mb,
         cuda_peak_memory_mb=cuda_peak_mb,
         model_memory_mb=model_memory_mb,
         n_train=len(train),
         n_test=len(test),
         source={},
+        colour_scale=colour_scale,
     )
     out = report.to_json()
     if kept is not None:

@@ -37,6 +37,7 @@ def engine_config(run: BenchmarkRun):
 
     known = {f.name for f in dataclass_fields(BenchmarkConfig)}
     values = {k: v for k, v in (run.config or {}).items() if k in known}
+    values.setdefault("num_threads", settings.BENCHMARK_THREADS)
     if values.get("layers") is not None:
         values["layers"] = tuple(values["layers"])
     return BenchmarkConfig(model=run.model, seed=run.seed, techniques=tuple(run.techniques), **values)
@@ -93,6 +94,11 @@ class _Reporter:
         self.last_cancel_check = 0.0
         self.cancelled = False
         self.last_stage = None
+        self.detail: dict | None = None
+
+    def on_detail(self, detail: dict) -> None:
+        """Kept until the next progress write (the engine calls progress right after)."""
+        self.detail = {**detail, "product": self.part.product.name}
 
     def progress(self, stage: str, fraction: float) -> None:
         now = time.monotonic()
@@ -101,14 +107,16 @@ class _Reporter:
         self.last_stage, self.last_write = stage, now
         percent = max(0.0, min(100.0, float(fraction) * 100.0))
         stamp = timezone.now()
-        ProductRun.objects.filter(pk=self.part.pk).update(stage=stage[:64], progress=percent, heartbeat_at=stamp)
+        detail = self.detail if self.detail and self.detail.get("stage") == stage else None
+        ProductRun.objects.filter(pk=self.part.pk).update(
+            stage=stage[:64], progress=percent, heartbeat_at=stamp, detail=detail)
         run_stage = f"{self.part.product.name}: {stage}" if self.multi else stage
         run_progress = (
             ProductRun.objects.filter(run_id=self.part.run_id).aggregate(p=Avg("progress"))["p"] or 0.0
             if self.multi else percent
         )
         BenchmarkRun.objects.filter(pk=self.part.run_id, status=Status.RUNNING).update(
-            stage=run_stage[:64], progress=run_progress, heartbeat_at=stamp
+            stage=run_stage[:64], progress=run_progress, heartbeat_at=stamp, detail=detail
         )
 
     def should_cancel(self) -> bool:
@@ -224,6 +232,7 @@ def execute_product_run(part_id: int, *, task_id: str | None = None, finalize: b
             train, test, config,
             progress=reporter.progress, should_cancel=reporter.should_cancel, artifacts_dir=root,
             save_model=save_model,
+            on_detail=reporter.on_detail,
         )
         report["source"] = {"dataset": part.run.dataset.name, "product": part.product.name}
         (root / "report.json").write_text(json.dumps(report, indent=2))

@@ -21,6 +21,12 @@ TECHNIQUE_LABELS = dict(Technique.choices)
 TECHNIQUE_SHORT = {"iou_curve": "IoU curve", "f1": "Max F1", "roc": "ROC (Youden)",
                    "normal_fpr": "Normal FPR", "normal_max": "Normal max", "synthetic": "Synthetic"}
 SUMMARY_SKIP = ("per_image",)
+# What each metric is called on every page (the two IoUs are different numbers: name them apart).
+METRIC_LABELS = {
+    "iou": "IoU, pooled over pixels", "mean_image_iou": "IoU, mean per image", "dice": "Dice",
+    "precision": "Precision", "recall": "Recall", "fpr": "Pixel FPR", "good_image_fpr": "Good-image FPR",
+    "image_auroc": "Image AUROC", "pixel_auroc": "Pixel AUROC", "aupro": "AUPRO",
+}
 
 
 def is_current(report: dict | None) -> bool:
@@ -102,6 +108,7 @@ def technique_rows(report: dict) -> list[dict]:
             "description": TECHNIQUE_LABELS.get(name, name),
             "error": failure["message"] if failure else None,
             "threshold": result.get("threshold"),
+            "threshold_percentile": result.get("threshold_percentile"),
             "chosen": name == chosen,
             "cv_iou_mean": entry.get("cv_iou_mean"),
             "cv_iou_std": entry.get("cv_iou_std"),
@@ -252,7 +259,8 @@ def gallery(part, limit: int = 12) -> dict:
     technique = report.get("artifact_technique")
     entries = []
     for entry in report.get("per_image") or []:
-        iou = (entry.get("iou") or {}).get(technique) if technique else None
+        # A defect-free image has no defect to overlap: its tile shows the score, never "IoU 0.000".
+        iou = (entry.get("iou") or {}).get(technique) if technique and entry.get("anomalous") else None
         artifacts = entry.get("artifacts") or {}
         key = str(entry.get("key", ""))
         entries.append({
@@ -273,7 +281,44 @@ def gallery(part, limit: int = 12) -> dict:
     worst = anomalous[:half]
     best = [e for e in reversed(anomalous[half:])][:half]
     good = sorted((e for e in entries if not e["anomalous"]), key=lambda e: -(e["score"] or 0))[:4]
-    return {"technique": technique, "worst": worst, "best": best, "good": good, "count": len(entries)}
+    threshold = ((report.get("techniques") or {}).get(technique) or {}).get("threshold") if technique else None
+    return {"technique": technique, "worst": worst, "best": best, "good": good, "count": len(entries),
+            "threshold": threshold}
+
+
+COST_ROWS = (("fit_seconds", "Fit time (s)", 1), ("inference_ms_per_image", "Inference per image (ms)", 1),
+             ("peak_memory_mb", "Peak memory (MB)", 0))
+
+
+def _settings_of(run: BenchmarkRun) -> dict:
+    return {"model": run.get_model_display(), "subset": run.subset_description(), "seed": run.seed,
+            "techniques": ", ".join(run.techniques), **{k: v for k, v in (run.config or {}).items()}}
+
+
+def comparison_groups(runs: list[BenchmarkRun]) -> list[dict]:
+    """The runs grouped by the products they measured (numbers of different products are not
+    comparable), each group with the settings that differ, the quality table and the cost rows."""
+    groups: dict[tuple, list[BenchmarkRun]] = {}
+    for run in runs:
+        key = (run.dataset.name, tuple(sorted(p.name for p in run.products.all())))
+        groups.setdefault(key, []).append(run)
+    out = []
+    for (dataset, products), members in groups.items():
+        settings = [_settings_of(r) for r in members]
+        keys = sorted({k for s in settings for k in s}, key=lambda k: (k not in ("model", "subset"), k))
+        differing = [{"setting": k, "values": [s.get(k, "—") for s in settings]}
+                     for k in keys if len({str(s.get(k)) for s in settings}) > 1]
+        table = comparison(members)
+        cost = []
+        for key, label, digits in COST_ROWS:
+            values = []
+            for r in members:
+                agg = (r.metrics or {}).get("aggregate") or {}
+                values.append((agg.get("timing") or {}).get(key) if key != "peak_memory_mb" else agg.get(key))
+            cost.append({"label": label, "values": values, "digits": digits, "best": _best_index(values, lower=True)})
+        out.append({"dataset": dataset, "products": ", ".join(products), "runs": members,
+                    "differing": differing, "cost": cost, **table})
+    return out
 
 
 def comparison(runs: list[BenchmarkRun]) -> dict:
@@ -285,15 +330,15 @@ def comparison(runs: list[BenchmarkRun]) -> dict:
     free_rows = []
     for key in THRESHOLD_FREE_KEYS:
         values = [(c["agg"].get("test_part") or {}).get(key) for c in columns]
-        free_rows.append({"metric": key, "values": values, "best": _best_index(values)})
+        free_rows.append({"metric": key, "label": METRIC_LABELS[key], "values": values, "best": _best_index(values)})
     techniques = []
     for c in columns:
         techniques += [t for t in (c["agg"].get("techniques") or {}) if t not in techniques]
     technique_rows_ = []
     for t in techniques:
-        for key in ("iou", "dice", "precision", "recall", "fpr"):
+        for key in ("iou", "mean_image_iou", "dice", "precision", "recall", "fpr"):
             values = [((c["agg"].get("techniques") or {}).get(t) or {}).get(key) for c in columns]
-            technique_rows_.append({"technique": t, "metric": key, "values": values,
+            technique_rows_.append({"technique": t, "metric": key, "label": METRIC_LABELS[key], "values": values,
                                     "best": _best_index(values, lower=key == "fpr")})
     return {"runs": runs, "free_rows": free_rows, "technique_rows": technique_rows_, **paired_comparison(runs)}
 
@@ -337,4 +382,7 @@ def _best_index(values, lower=False):
     numbers = [(v, i) for i, v in enumerate(values) if _is_number(v)]
     if len(numbers) < 2:
         return None
-    return (min(numbers) if lower else max(numbers))[1]
+    best = (min(numbers) if lower else max(numbers))
+    if sum(1 for v, _ in numbers if v == best[0]) > 1:  # a tie: nothing is best
+        return None
+    return best[1]

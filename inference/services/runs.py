@@ -18,6 +18,7 @@ Worker loss is handled in two layers:
 """
 from __future__ import annotations
 
+import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
@@ -64,6 +65,41 @@ CONFIG_FIELDS = {
 DEFAULT_CONFIG = {key: getattr(BenchmarkConfig(), key) for key in ("backbone", "image_size", "epochs")}
 BACKBONES = ["tf_efficientnet_lite0", "resnet18", "wide_resnet50_2"]
 DEVICES = ["auto", "cpu", "cuda"]
+
+
+_WEIGHTS_CACHE: dict[str, tuple[float, str | None]] = {}
+WEIGHTS_CACHE_SECONDS = 60
+
+
+def backbone_problem(name: str) -> str | None:
+    """Why a run on backbone ``name`` with pretrained weights cannot start here, or None.
+
+    Weights are never downloaded, so a backbone whose weights file is absent would only fail in
+    the worker after the run was queued. Answers are kept a minute (a file may be added).
+    """
+    if name not in BACKBONES:
+        return f"Unknown backbone {name!r}; expected one of {', '.join(BACKBONES)}."
+    now = time.monotonic()
+    cached = _WEIGHTS_CACHE.get(name)
+    if cached and now - cached[0] < WEIGHTS_CACHE_SECONDS:
+        return cached[1]
+    from inference.engine import backbones
+
+    problem = None
+    try:
+        if name == "tf_efficientnet_lite0":
+            backbones.lite0_weights_file()
+        else:
+            backbones._local_timm_weights(name, None)
+    except backbones.BackboneWeightsError as error:
+        problem = f"Backbone {name} has no weights on this server, so the run could not start. {error}"
+    _WEIGHTS_CACHE[name] = (now, problem)
+    return problem
+
+
+def available_backbones() -> list[str]:
+    """The backbones whose pretrained weights are present (what the launch form offers)."""
+    return [name for name in BACKBONES if backbone_problem(name) is None]
 
 
 class LaunchRefused(ValueError):
@@ -230,6 +266,12 @@ def clean_config(model: str, config: dict | None) -> dict:
         problems.append(f"Backbone must be one of {', '.join(BACKBONES)}, not {cleaned.get('backbone')!r}.")
     if cleaned.get("device") and cleaned["device"] not in DEVICES:
         problems.append(f"Device must be one of {', '.join(DEVICES)}.")
+    if not problems and cleaned.get("pretrained", True):
+        problem = backbone_problem(cleaned["backbone"])
+        if problem:
+            problems.append(problem)
+    elif cleaned.get("backbone") not in BACKBONES:
+        problems.append(f"Unknown backbone {cleaned.get('backbone')!r}; expected one of {', '.join(BACKBONES)}.")
     if problems:
         raise LaunchRefused(problems)
     return cleaned

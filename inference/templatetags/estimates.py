@@ -34,3 +34,11 @@ def get_item(mapping, key):
         return mapping.get(key)
     except AttributeError:
         return None
+
+
+@register.filter
+def metric_label(key):
+    """The one name of a metric on every page (``reports.METRIC_LABELS``)."""
+    from inference.services.reports import METRIC_LABELS
+
+    return METRIC_LABELS.get(key, key)

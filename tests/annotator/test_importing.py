@@ -502,3 +502,17 @@ def test_zip_name_clash_is_refused_before_unpacking(data_root, settings):
     assert raised.value.errors[0].startswith("A dataset named 'bottles' already exists")
     assert Dataset.objects.count() == 1
     assert leftovers(settings) == before
+
+
+def test_importing_a_copy_of_another_datasets_images_warns(data_root):
+    """Issue 12: a folder whose images are already in another dataset is imported with a warning."""
+    import shutil
+
+    folder = make_mvtec(data_root, "bottle")
+    first = import_dataset(folder)
+    assert first.in_other_datasets == {}
+    copy = data_root / "copy"
+    shutil.copytree(folder, copy / "bottle")
+    report = import_dataset(copy / "bottle", name="bottle-again")
+    assert report.in_other_datasets == {first.dataset.name: 7}
+    assert any("7 of these images are already in dataset" in line for line in report.summary_lines())

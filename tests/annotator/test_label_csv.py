@@ -231,3 +231,28 @@ def test_import_report_lists_a_bounded_number_of_errors(dataset, admin_account):
     report = label_csv.import_labels(data.encode(), dataset=dataset, importer=admin_account)
     body = report.as_dict()
     assert body["error_count"] == 500 and len(body["errors"]) == label_csv.MAX_REPORTED_ERRORS
+
+
+def test_reimporting_the_per_annotation_export_keeps_each_annotator(dataset, make_user, admin_account):
+    """Issue 12: the annotations CSV re-imported gave every row to the importing admin."""
+    a, b = make_user("alice"), make_user("bob")
+    w0, w1, _ = anomalous("widget")
+    save_label(image=w0, annotator=a, background=True, category="surface")
+    save_label(image=w0, annotator=b, background=False, category="structural")
+    save_label(image=w1, annotator=a, background=True, category="combined")
+    exported = "".join(label_csv.export_lines(dataset, "annotations", admin_account))
+    Label.objects.all().delete()
+    report = label_csv.import_labels(exported, dataset=dataset, importer=admin_account)
+    assert report.ok and report.applied and report.created == 3, report.as_dict()
+    assert "alice" in report.annotator and "bob" in report.annotator
+    got = set(Label.objects.values_list("annotator__username", "image_id", "background", "category"))
+    assert got == {("alice", w0.pk, True, "surface"), ("bob", w0.pk, False, "structural"),
+                   ("alice", w1.pk, True, "combined")}
+    assert not Label.objects.filter(annotator=admin_account).exists()
+    # An unknown name, or an annotator chosen on the form as well, is refused with nothing changed.
+    bad = exported.replace(",bob,", ",nobody,")
+    refused = label_csv.import_labels(bad, dataset=dataset, importer=admin_account)
+    assert not refused.ok and any("no user named 'nobody'" in e.message for e in refused.errors)
+    both = label_csv.import_labels(exported, dataset=dataset, importer=admin_account, annotator=a)
+    assert not both.ok and "leave the annotator field empty" in str(both.errors[0])
+    assert Label.objects.count() == 3

@@ -29,7 +29,7 @@ def test_reviewer_settles_disagreement_and_reads_dashboard(browser_page, login_a
     assert "alice" in first.inner_text() and "bob" in first.inner_text()
     first.locator("select[name=background]").select_option("yes")
     first.locator("select[name=category]").select_option("combined")
-    first.locator("button[type=submit]").click()
+    first.locator("form.review-form button[type=submit]").click()
     page.wait_for_selector(".messages li")
     assert page.locator("section.review-item").count() == 1
     decision = ReviewDecision.objects.get(image_id=image_id)
@@ -40,3 +40,31 @@ def test_reviewer_settles_disagreement_and_reads_dashboard(browser_page, login_a
     assert page.locator("[data-product=widget]").is_visible()
     assert page.locator("[data-annotator=alice]").is_visible()
     page.screenshot(path=str(test_output_dir / "dashboard.png"), full_page=True)
+
+
+def test_keyboard_review_accepts_a_label_and_moves_on(browser_page, login_as, live_server, demo_dataset,
+                                                      reviewer_account, make_user, test_output_dir):
+    """Issue 12: the first disagreement is shown with its mask and a defect-free reference; a digit
+    accepts that annotator's label and the next disagreement comes first."""
+    alice, bob = make_user("alice"), make_user("bob")
+    images = list(Image.objects.filter(product__dataset=demo_dataset, is_anomalous=True).order_by("path")[:2])
+    for image in images:
+        save_label(image=image, annotator=alice, background=True, category="structural")
+        save_label(image=image, annotator=bob, background=False, category="surface")
+    page = browser_page
+    login_as(page, reviewer_account)
+    page.goto(f"{live_server.url}/review/?dataset={demo_dataset.pk}")
+    current = page.locator("section.review-item.current")
+    first = int(current.get_attribute("data-image"))
+    assert current.locator("img.review-reference").count() == 1 and current.locator("img.mask").count() == 1
+    assert [r.get_attribute("data-annotator") for r in current.locator("tr[data-annotator]").all()] == ["alice", "bob"]
+    page.screenshot(path=str(test_output_dir / "review_keyboard.png"), full_page=True)
+    page.keyboard.press("2")  # bob's label
+    page.wait_for_selector(".messages li")
+    decision = ReviewDecision.objects.get(image_id=first)
+    assert (decision.background, decision.category) == (False, "surface")
+    nxt = page.locator("section.review-item.current")
+    assert int(nxt.get_attribute("data-image")) != first and page.locator("section.review-item").count() == 1
+    page.keyboard.press("1")
+    page.wait_for_selector("p.empty")
+    assert ReviewDecision.objects.count() == 2

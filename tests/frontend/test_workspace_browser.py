@@ -84,17 +84,22 @@ def test_keyboard_labelling_back_and_export(browser_page, login_as, live_server,
         expected[path] = ("yes", category)
         image_id = wait_for_new_image(page, image_id)
 
-    # Backspace goes back to the last label, shown as given; change it (B toggles, 1 = structural).
+    # Backspace goes back to the last label, shown as given; change it (N = without, 1 = structural).
     page.keyboard.press("Backspace")
     previous = wait_for_new_image(page, image_id)
     last_path = list(expected)[-1]
     assert page.inner_text("#ws-path") == last_path
     assert "selected" in page.get_attribute("[data-category=combined]", "class")
     assert "selected" in page.get_attribute("[data-background=yes]", "class")
-    page.keyboard.press("b")
+    page.keyboard.press("n")
+    page.keyboard.press("n")  # idempotent: still "without", never toggled back
+    assert "selected" in page.get_attribute("[data-background=no]", "class")
     page.keyboard.press("1")
     page.keyboard.press("Enter")
-    # Submitting auto-advances to the next image (the one the annotator had claimed).
+    # A correction is saved and stays in place; → returns to where the annotator was.
+    page.wait_for_selector("#ws-message.ok >> text=Saved")
+    assert current_image(page) == previous
+    page.keyboard.press("ArrowRight")
     after = wait_for_new_image(page, previous)
     assert after == image_id
     expected[last_path] = ("no", "structural")

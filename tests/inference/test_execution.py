@@ -41,6 +41,12 @@ def test_run_metrics_artifacts_snapshot_page_and_recommendation(finished_run, be
     assert {"structural", "surface", "contamination", "combined"} <= set(breakdowns["by_category"])
     assert set(breakdowns["by_background"]) == {"True"}
     assert part.attempts == 1 and len(part.report["per_image"]) > 0
+    # The worker's thread setting is what the run used and recorded (issue 12); the sub-steps of
+    # the stages are cleared once the run is done.
+    from django.conf import settings
+
+    assert part.report["threads"] == settings.BENCHMARK_THREADS >= 1
+    assert run.detail is None
     root = part.artifacts_root
     assert root.is_relative_to(run.artifacts_root)
     assert (root / "report.json").is_file() and list((root / "images").glob("*.png"))
@@ -92,8 +98,14 @@ def _results_page_downloads_and_files(run, client, annotator_account):
     html = client.get(page_url).content.decode()
     for text in ("Image AUROC", "IoU curve", "Per defect category", "structural", "with background",
                  "Worst IoU", "Recommendation for widget", "Cross-validated IoU", "How many anomalous images",
-                 "Image decision", "95 % bootstrap interval"):
+                 "Image decision", "95 % bootstrap interval",
+                 # issue 12: both IoUs named apart, thresholds as percentiles, threads, file names
+                 "IoU, pooled over pixels", "IoU, mean per image", "of good pixels", "torch thread(s)",
+                 'class="file-name"'):
         assert text in html, text
+    good_tiles = html[html.index("Defect-free, highest anomaly scores"):]
+    good_tiles = good_tiles[:good_tiles.index("</ul>")]
+    assert "IoU" not in good_tiles and "score" in good_tiles  # a defect-free tile has no IoU to show
 
     data = json.loads(client.get(reverse("benchmark-download", args=[run.pk, "json"])).content)
     assert data["run"]["id"] == run.pk and "widget" in data["products"]
@@ -197,10 +209,13 @@ def test_multi_product_run_aggregates_and_compares(bench_demo, admin_account, cl
     other.pk, other.id = None, None
     other.metrics["aggregate"]["test_part"]["image_auroc"] = 0.5
     other.save()
+    for product in products:  # the same products: compared in one group
+        ProductRun.objects.create(run=other, product=product, status=Status.SUCCEEDED)
     client.force_login(admin_account)
     html = client.get(f"/benchmarks/compare/?runs={run.pk}&runs={other.pk}").content.decode()
     assert f"#{run.pk} PaDiM" in html and f"#{other.pk} PaDiM" in html and "best-cell" in html
-    assert "image_auroc" in html and "iou_curve · iou" in html
+    assert html.count('class="card flush compare-group"') == 1
+    assert "Image AUROC" in html and "iou_curve · IoU, pooled over pixels" in html and "Fit time (s)" in html
 
 
 def test_recommendation_api_and_product_page(bench_demo, admin_api, client, annotator_account):
@@ -281,3 +296,47 @@ def test_a_database_error_when_saving_results_says_so(bench_demo, admin_account,
     run.refresh_from_db()
     assert "Database error while saving the results" in run.error and "server closed" in run.error
     assert "Worker lost" not in run.error
+
+
+def test_worker_threads_wait_passively():
+    """Idle OpenMP threads must sleep, not spin, on a shared CPU: set before torch is imported."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import config, os, sys; assert 'torch' not in sys.modules; print(os.environ['OMP_WAIT_POLICY'])")
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "PASSIVE"
+
+
+def test_gallery_tile_of_a_defect_free_image_shows_no_iou():
+    """A defect-free image has no defect to overlap: its tile showed "IoU 0.000"."""
+    from types import SimpleNamespace
+
+    from inference.services.reports import gallery
+
+    per_image = [
+        {"key": "1", "anomalous": True, "iou": {"f1": 0.5}, "score": 3.0, "defect_type": "crack"},
+        {"key": "2", "anomalous": False, "iou": {"f1": 0.0}, "score": 2.0, "defect_type": "good"},
+    ]
+    tiles = gallery(SimpleNamespace(report={"artifact_technique": "f1", "per_image": per_image}))
+    assert tiles["good"][0]["iou"] is None and tiles["good"][0]["score"] == 2.0
+    assert tiles["worst"][0]["iou"] == 0.5
+
+
+def test_subset_with_no_test_image_shows_the_reports_note(finished_run, client, annotator_account):
+    """Issue 12: such a subset read "combined · ? images · —" instead of saying why it has no numbers."""
+    part = finished_run.product_runs.get()
+    report = part.report
+    whole = report["whole_folder"]
+    report["breakdowns"]["by_category"]["combined"] = {
+        "n_anomalous_test": 0, "n_anomalous_validation": 2, "threshold_free": None, "whole_folder": whole,
+        "segmentation": {}, "note": "all 2 anomalous image(s) of this subset are in the validation part"}
+    part.report = report
+    part.save(update_fields=["report"])
+    client.force_login(annotator_account)
+    html = client.get(reverse("benchmark-detail", args=[finished_run.pk])).content.decode()
+    assert "Test part: all 2 anomalous image(s) of this subset are in the validation part." in html
+    assert "0 anomalous test images (2 in validation)" in html
+    assert "? images" not in html

@@ -249,3 +249,25 @@ def test_make_run_starts_beat_with_its_worker():
 
     makefile = (Path(__file__).resolve().parents[2] / "Makefile").read_text()
     assert "worker --beat" in makefile
+
+
+def test_backbone_without_weights_is_refused_and_not_offered(bench_demo, admin_account, client, monkeypatch,
+                                                            tmp_path):
+    """Weights are never downloaded: a backbone without them would only fail in the worker."""
+    from inference.services import runs
+
+    monkeypatch.setenv("DEFECTBENCH_WEIGHTS_DIR", str(tmp_path))  # empty: no resnet18 file
+    monkeypatch.setattr(runs, "_WEIGHTS_CACHE", {})
+    monkeypatch.setattr("huggingface_hub.try_to_load_from_cache", lambda *a, **k: None)
+    widget = bench_demo.products.get(name="widget")
+    text = _refusal(launch_run, admin_account, bench_demo, [widget], config={**SMALL, "backbone": "resnet18"})
+    assert "Backbone resnet18 has no weights on this server" in text
+    assert "Unknown backbone 'vgg'" in _refusal(launch_run, admin_account, bench_demo, [widget],
+                                                config={**SMALL, "backbone": "vgg"})
+    assert not BenchmarkRun.objects.exists()
+    client.force_login(admin_account)
+    page = client.get("/benchmarks/new/").content.decode()
+    assert "<option selected>tf_efficientnet_lite0</option>" in page and "resnet18" not in page
+    (tmp_path / "resnet18.safetensors").write_bytes(b"")
+    monkeypatch.setattr(runs, "_WEIGHTS_CACHE", {})
+    assert "resnet18" in client.get("/benchmarks/new/").content.decode()

@@ -9,8 +9,25 @@
     const input = document.querySelector("input[name=csrfmiddlewaretoken]");
     return input ? input.value : "";
   }
+  /* The login ended (logged out elsewhere, session expired): say so instead of polling in silence. */
+  class SessionEnded extends Error {}
+  function sessionEnded(response) {
+    return response.status === 401 || response.status === 403 ||
+      (response.redirected && response.url.includes("/accounts/login/"));
+  }
+  function showSessionEnded() {
+    if (document.getElementById("session-ended")) return;
+    const note = document.createElement("div");
+    note.id = "session-ended";
+    note.className = "notice error session-ended";
+    note.setAttribute("role", "alert");
+    const next = encodeURIComponent(window.location.pathname + window.location.search);
+    note.innerHTML = `Your session has ended, so this page stopped updating. <a href="/accounts/login/?next=${next}">Log in again</a> to keep watching; the run itself goes on.`;
+    (document.querySelector("main") || document.body).prepend(note);
+  }
   async function getJSON(url) {
     const response = await fetch(url, { headers: { Accept: "application/json" }, credentials: "same-origin" });
+    if (sessionEnded(response)) throw new SessionEnded("session ended");
     if (!response.ok) throw new Error(`${response.status} ${url}`);
     return response.json();
   }
@@ -31,10 +48,67 @@
   }
   function label(status) { return status.charAt(0).toUpperCase() + status.slice(1); }
 
+  function fmtNumber(x, digits) { return (x === null || x === undefined) ? "—" : Number(x).toFixed(digits); }
+
+  /* One line for the current stage's sub-steps: epoch k/N with losses, items done, speed, time left. */
+  function detailText(d) {
+    if (!d) return "";
+    const parts = [];
+    if (d.epochs) {
+      parts.push(`epoch ${d.epoch}/${d.epochs}`);
+      if (d.train_loss !== null && d.train_loss !== undefined) parts.push(`train loss ${fmtNumber(d.train_loss, 4)}`);
+      else if (d.running_train_loss !== undefined) parts.push(`train loss ${fmtNumber(d.running_train_loss, 4)} (this epoch so far)`);
+      if (d.val_loss !== null && d.val_loss !== undefined) parts.push(`validation loss ${fmtNumber(d.val_loss, 4)}`);
+    }
+    parts.push(`${d.done}/${d.total} ${d.unit}`);
+    if (d.rate) parts.push(`${d.rate >= 10 ? d.rate.toFixed(0) : d.rate.toFixed(2)} ${d.unit === "images" ? "images" : "it"}/s`);
+    if (d.eta_seconds !== null && d.eta_seconds !== undefined) parts.push(`stage done in ${fmtDuration(d.eta_seconds)}`);
+    return `${d.product ? d.product + " · " : ""}${d.stage}: ${parts.join(" · ")}`;
+  }
+
+  /* ETA of the whole run from its measured speed so far (progress per second since it started). */
+  function etaText(run) {
+    if (!ACTIVE.includes(run.status) || !run.duration_seconds || run.progress < 2 || run.progress >= 100) return "";
+    const left = run.duration_seconds * (100 - run.progress) / run.progress;
+    return `about ${fmtDuration(left)} left`;
+  }
+
+  /* CFLOW's loss per epoch, drawn as it arrives: train (solid) and validation (dashed). */
+  function drawLoss(svg, history) {
+    if (!svg) return;
+    if (!history || !history.length) { svg.hidden = true; return; }
+    svg.hidden = false;
+    const W = 320, H = 140, P = 28;
+    const series = [["train_loss", "loss-train"], ["val_loss", "loss-val"]];
+    const values = history.flatMap((h) => series.map(([k]) => h[k]).filter((v) => v !== undefined && v !== null));
+    const lo = Math.min(...values), hi = Math.max(...values);
+    const n = Math.max(history.length, 2);
+    const x = (i) => P + (W - 2 * P) * (i / (n - 1));
+    const y = (v) => H - P - (H - 2 * P) * (hi > lo ? (v - lo) / (hi - lo) : 0.5);
+    let body = `<line x1="${P}" y1="${H - P}" x2="${W - P}" y2="${H - P}" class="axis"/>` +
+      `<line x1="${P}" y1="${P}" x2="${P}" y2="${H - P}" class="axis"/>` +
+      `<text x="${P}" y="${P - 8}" class="tick">${hi.toFixed(3)}</text><text x="${P}" y="${H - 6}" class="tick">${lo.toFixed(3)} · epoch 1…${history.length}</text>`;
+    for (const [key, cls] of series) {
+      const pts = history.map((h, i) => (h[key] === undefined || h[key] === null) ? null : `${x(i).toFixed(1)},${y(h[key]).toFixed(1)}`).filter(Boolean);
+      if (pts.length) {
+        body += `<polyline class="${cls}" points="${pts.join(" ")}"/>`;
+        body += pts.map((p) => `<circle class="${cls}" r="2.5" cx="${p.split(",")[0]}" cy="${p.split(",")[1]}"/>`).join("");
+      }
+    }
+    body += `<text x="${W - P}" y="${P - 8}" class="tick legend" text-anchor="end">— train · - - validation</text>`;
+    svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
+    svg.innerHTML = body;
+    svg.dataset.epochs = String(history.length);
+  }
+
   function paintRow(el, run) {
     el.dataset.status = run.status;
     const set = (field, fn) => el.querySelectorAll(`[data-field=${field}]`).forEach(fn);
-    set("status", (n) => { n.className = `status ${run.status}`; n.textContent = label(run.status); });
+    const cancelling = run.cancel_requested && ACTIVE.includes(run.status);
+    set("status", (n) => { n.className = `status ${run.status}${cancelling ? " cancelling" : ""}`; n.textContent = cancelling ? "Cancelling…" : label(run.status); });
+    set("detail", (n) => { n.textContent = ACTIVE.includes(run.status) ? detailText(run.detail) : ""; });
+    set("eta", (n) => { n.textContent = etaText(run); });
+    set("loss", (n) => { drawLoss(n, run.detail && run.detail.history); });
     set("bar", (n) => { n.style.width = `${Math.round(run.progress)}%`; });
     set("percent", (n) => { n.textContent = `${Math.round(run.progress)}%`; });
     set("stage", (n) => {
@@ -53,6 +127,11 @@
       if (!button) return;
       const id = idOf(button);
       button.disabled = true;
+      if (button.dataset.action === "cancel") {
+        // Say so at once: the worker stops at its next batch, which can take a moment.
+        const scope = button.closest("tr") || document;
+        scope.querySelectorAll("[data-field=status]").forEach((n) => { n.textContent = "Cancelling…"; n.classList.add("cancelling"); });
+      }
       try {
         const run = await post(`/api/benchmarks/runs/${id}/${button.dataset.action}/`);
         if (button.dataset.action === "retry") window.location.href = `/benchmarks/${run.id}/`;
@@ -82,7 +161,9 @@
         const busy = runs.some((run) => ACTIVE.includes(run.status));
         setTimeout(tick, busy ? POLL_MS : 5 * POLL_MS);
         return;
-      } catch (error) { /* keep polling */ }
+      } catch (error) {
+        if (error instanceof SessionEnded) { showSessionEnded(); return; }
+      }
       setTimeout(tick, POLL_MS);
     }
     tick();
@@ -100,7 +181,9 @@
           if (ACTIVE.includes(initial)) window.location.reload();
           return;
         }
-      } catch (error) { /* keep polling */ }
+      } catch (error) {
+        if (error instanceof SessionEnded) { showSessionEnded(); return; }
+      }
       setTimeout(tick, POLL_MS);
     }
     if (ACTIVE.includes(initial)) tick();
@@ -164,7 +247,57 @@
     refresh();
   }
 
+  /* Gallery: a tile opens large, the image with the outlines of the ground truth and the prediction. */
+  function loadImage(url) {
+    return new Promise((resolve, reject) => {
+      if (!url) { resolve(null); return; }
+      const img = new Image();
+      img.onload = () => resolve(img);
+      img.onerror = reject;
+      img.src = url;
+    });
+  }
+  function outline(ctx, mask, w, h, rgb) {
+    const off = document.createElement("canvas");
+    off.width = w; off.height = h;
+    const octx = off.getContext("2d");
+    octx.drawImage(mask, 0, 0, w, h);
+    const src = octx.getImageData(0, 0, w, h).data;
+    const on = (x, y) => x >= 0 && y >= 0 && x < w && y < h && src[(y * w + x) * 4] > 127;
+    const out = ctx.getImageData(0, 0, w, h);
+    for (let y = 0; y < h; y++) for (let x = 0; x < w; x++) {
+      if (on(x, y) && (!on(x - 1, y) || !on(x + 1, y) || !on(x, y - 1) || !on(x, y + 1))) {
+        const i = (y * w + x) * 4;
+        out.data[i] = rgb[0]; out.data[i + 1] = rgb[1]; out.data[i + 2] = rgb[2]; out.data[i + 3] = 255;
+      }
+    }
+    ctx.putImageData(out, 0, 0);
+  }
+  function initGallery(dialog) {
+    async function open(tile) {
+      const canvas = document.getElementById("tile-canvas");
+      const ctx = canvas.getContext("2d");
+      const [image, truth, predicted] = await Promise.all(
+        [tile.dataset.image, tile.dataset.truth, tile.dataset.predicted].map((u) => loadImage(u).catch(() => null)));
+      const base = image || predicted;
+      if (!base) return;
+      canvas.width = base.naturalWidth; canvas.height = base.naturalHeight;
+      ctx.drawImage(base, 0, 0);
+      if (predicted) outline(ctx, predicted, canvas.width, canvas.height, [255, 45, 85]);
+      if (truth) outline(ctx, truth, canvas.width, canvas.height, [40, 220, 90]);
+      dialog.querySelector("[data-field=tile-title]").textContent = tile.dataset.title || "";
+      dialog.showModal();
+      dialog.dataset.open = tile.dataset.title || "1";
+    }
+    document.querySelectorAll(".gallery .shot[data-image]").forEach((tile) => {
+      tile.addEventListener("click", () => open(tile));
+      tile.addEventListener("keydown", (e) => { if (e.key === "Enter") open(tile); });
+    });
+  }
+
   document.addEventListener("DOMContentLoaded", () => {
+    const dialog = document.getElementById("tile-dialog");
+    if (dialog) initGallery(dialog);
     const table = document.getElementById("runs-console");
     if (table) initConsole(table);
     const card = document.getElementById("run-status");

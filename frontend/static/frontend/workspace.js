@@ -1,7 +1,10 @@
 /* DefectBench labelling workspace: plain JS, no dependencies.
  *
- * Keyboard: 1–4 category · B confirm/toggle background · Enter submit · S skip ·
- * Backspace/← back to the previous label · M mask · O outline · R/[ ] references · +/−/0 zoom.
+ * Keyboard: 1–4 category · B with / N without background (one key per value, never a toggle) ·
+ * Enter submit · S skip · Backspace/← back through my labels · → forward, then back to where I was ·
+ * M mask · O outline/fill · R/[ ] references · +/−/0 zoom.
+ * Correcting a label I gave earlier saves it and stays on that image (→ or ← move on); only
+ * a new label moves to the next image of the queue.
  * A failed submit never loses the choice: it stays on screen with the error and a Retry button.
  */
 (function () {
@@ -19,8 +22,12 @@
     refIndex: 0,
     view: { scale: 1, x: 0, y: 0 }, // shared by both viewports (pixels of a viewport)
     maskOn: true,
-    maskMode: "fill",
+    maskMode: "outline",     // fine defects stay visible under an outline; O switches to fill
+    finished: false,
     maskImage: null,
+    mouse: null,             // the cursor over a viewport (its pixels), where keyboard zoom aims
+    diffOn: false,
+    native: false,           // the original file is shown (zoomed in past the display copy)
   };
 
   // --- HTTP ----------------------------------------------------------------------------------
@@ -83,11 +90,17 @@
 
   function render(data) {
     state.data = data;
+    state.finished = false;
+    document.getElementById("workspace").classList.remove("finished");
+    $("btn-submit").disabled = false;
+    $("btn-skip").disabled = false;
     const image = data.image;
     $("ws-dataset").textContent = data.product.dataset_name;
     $("ws-product").textContent = data.product.name;
     $("ws-path").textContent = image.path;
-    $("ws-defect").textContent = image.defect_type;
+    // The defect folder can prime a category: a dataset may hide it.
+    $("ws-defect").textContent = config.showDefectFolder ? image.defect_type : "";
+    $("ws-defect").hidden = !config.showDefectFolder;
     $("ws-size").textContent = `${image.width}×${image.height}`;
     document.title = `Label ${image.path} · DefectBench`;
     setProgress("user", data.progress_user);
@@ -108,7 +121,11 @@
     renderHistory(data.history);
 
     const anomaly = $("img-anomaly");
+    anomaly.hidden = false;
+    $("img-reference").hidden = false;
+    state.native = false;
     anomaly.src = fileUrl(image.image_url);
+    setDiff(false);
     loadMask(image.mask_url);
     state.refIndex = 0;
     showReference();
@@ -119,6 +136,7 @@
       history.replaceState({ imageId: image.id }, "", pageUrl(image.id));
     }
     $("btn-back").disabled = previousId() === null;
+    $("btn-forward").disabled = !data.labelled_ids.includes(image.id);
   }
 
   function renderChoices() {
@@ -134,7 +152,8 @@
       status.textContent = "Confirmed.";
       status.className = "status ok";
     } else {
-      status.textContent = `Suggested for this product: ${state.background ? "with" : "without"} background — not confirmed. Press B or click to confirm.`;
+      const key = config.backgrounds.find((b) => b.value === state.background).key.toUpperCase();
+      status.textContent = `Suggested for this product: ${state.background ? "with" : "without"} background — not confirmed. Press ${key} or click to confirm.`;
       status.className = "status pending";
     }
     document.querySelectorAll("[data-category]").forEach((button) => {
@@ -144,11 +163,17 @@
     });
     const chosen = config.categories.find((c) => c.value === state.category);
     const help = $("category-help");
+    help.replaceChildren();
     if (chosen) {
-      help.replaceChildren();
       const name = document.createElement("b");
       name.textContent = `${chosen.name}: `;
       help.append(name, chosen.help);
+    } else {  // no category on this image: the general hint, not the previous image's definition
+      help.append("Hover a category for its definition; press ");
+      const keys = config.categories.map((c) => c.key);
+      const first = document.createElement("kbd"), last = document.createElement("kbd");
+      first.textContent = keys[0]; last.textContent = keys[keys.length - 1];
+      help.append(first, "–", last, " to choose.");
     }
     const ready = state.bgConfirmed && state.category;
     $("btn-submit").classList.toggle("ready", Boolean(ready));
@@ -186,7 +211,9 @@
     }
     state.refIndex = (state.refIndex + refs.length) % refs.length;
     img.src = fileUrl(refs[state.refIndex].image_url);
-    $("ref-counter").textContent = `${state.refIndex + 1} / ${refs.length}`;
+    $("img-blink").src = fileUrl(refs[state.refIndex].image_url);
+    $("ref-counter").textContent = `${state.refIndex + 1} / ${refs.length}` + (state.refIndex === 0 ? " · nearest" : "");
+    if (state.diffOn) img.decode().then(drawDiff).catch(() => {});
     const next = refs[(state.refIndex + 1) % refs.length];
     new Image().src = fileUrl(next.image_url);
   }
@@ -246,25 +273,48 @@
   // --- zoom and pan, in sync -----------------------------------------------------------------
   const viewports = [$("view-anomaly"), $("view-reference")];
 
+  // Screen pixels per image pixel at a view scale (the image fills the square viewport at scale 1).
+  function pixelRatio(scale) {
+    const width = state.data ? state.data.image.width : DISPLAY_SIZE;
+    return scale * viewports[0].clientWidth / width;
+  }
+  function maxScale() {
+    const width = state.data ? state.data.image.width : DISPLAY_SIZE;
+    return Math.max(16, 8 * width / viewports[0].clientWidth);  // up to 8 screen pixels per image pixel
+  }
+
   function applyView() {
     const { scale, x, y } = state.view;
     for (const viewport of viewports) {
       viewport.querySelector(".stage").style.transform = `translate(${x}px, ${y}px) scale(${scale})`;
+      viewport.classList.toggle("pixelated", pixelRatio(scale) >= 2);
     }
-    $("zoom-level").textContent = `${Math.round(scale * 100)}%`;
+    const ratio = pixelRatio(scale);
+    $("zoom-level").textContent = `${Math.round(scale * 100)}%` + (Math.abs(ratio - Math.round(ratio)) < 0.01 && ratio >= 1 ? ` · ${Math.round(ratio)}:1` : "");
+    $("zoom-level").dataset.ratio = ratio.toFixed(3);
+    // Past the display copy's resolution, show the original file (native pixels), in both views.
+    const copyWidth = Math.min(DISPLAY_SIZE, state.data ? state.data.image.width : DISPLAY_SIZE);
+    const wantNative = state.data && scale * viewports[0].clientWidth > copyWidth * 1.01;
+    if (wantNative && !state.native) {
+      state.native = true;
+      $("img-anomaly").src = state.data.image.image_url;
+      const ref = state.data.references[state.refIndex];
+      if (ref) { $("img-reference").src = ref.image_url; $("img-blink").src = ref.image_url; }
+    }
+    document.getElementById("workspace").dataset.native = String(state.native);
   }
 
   function clampView() {
     const size = viewports[0].clientWidth;
     const v = state.view;
-    v.scale = Math.min(16, Math.max(1, v.scale));
+    v.scale = Math.min(maxScale(), Math.max(1, v.scale));
     v.x = Math.min(0, Math.max(size - size * v.scale, v.x));
     v.y = Math.min(0, Math.max(viewports[0].clientHeight - viewports[0].clientHeight * v.scale, v.y));
   }
 
   function zoomAt(factor, px, py) {
     const v = state.view;
-    const next = Math.min(16, Math.max(1, v.scale * factor));
+    const next = Math.min(maxScale(), Math.max(1, v.scale * factor));
     v.x = px - (px - v.x) * (next / v.scale);
     v.y = py - (py - v.y) * (next / v.scale);
     v.scale = next;
@@ -274,6 +324,61 @@
 
   function zoomCentre(factor) {
     zoomAt(factor, viewports[0].clientWidth / 2, viewports[0].clientHeight / 2);
+  }
+
+  // Keyboard zoom aims at the cursor when it is over a view, else at the centre.
+  function zoomKey(factor) {
+    if (state.mouse) zoomAt(factor, state.mouse.x, state.mouse.y);
+    else zoomCentre(factor);
+  }
+
+  // Z: native pixels (1:1) at the cursor, then 2:1, 4:1, 8:1, then back to fit.
+  function zoomNative() {
+    const ratio = pixelRatio(state.view.scale);
+    const steps = [1, 2, 4, 8];
+    const target = steps.find((r) => r > ratio + 0.01);
+    if (target === undefined) { resetView(); return; }
+    zoomKey(target / ratio);
+  }
+
+  function pan(dx, dy) {
+    state.view.x += dx;
+    state.view.y += dy;
+    clampView();
+    applyView();
+  }
+
+  // --- difference view |image - reference| and blink -----------------------------------------
+  function drawDiff() {
+    const a = $("img-anomaly"), b = $("img-reference"), canvas = $("diff-canvas");
+    if (!a.naturalWidth || !b.naturalWidth) return;
+    const w = a.naturalWidth, h = a.naturalHeight;
+    canvas.width = w; canvas.height = h;
+    const ctx = canvas.getContext("2d");
+    ctx.drawImage(b, 0, 0, w, h);
+    const ref = ctx.getImageData(0, 0, w, h);
+    ctx.drawImage(a, 0, 0, w, h);
+    const img = ctx.getImageData(0, 0, w, h);
+    for (let i = 0; i < img.data.length; i += 4) {
+      for (let c = 0; c < 3; c++) img.data[i + c] = Math.abs(img.data[i + c] - ref.data[i + c]);
+      img.data[i + 3] = 255;
+    }
+    ctx.putImageData(img, 0, 0);
+    canvas.dataset.ready = "1";
+  }
+
+  function setDiff(on) {
+    state.diffOn = on;
+    $("diff-canvas").hidden = !on;
+    $("diff-canvas").dataset.ready = "";
+    $("diff-toggle").setAttribute("aria-pressed", String(on));
+    $("diff-toggle").classList.toggle("active", on);
+    if (on) Promise.all([$("img-anomaly").decode(), $("img-reference").decode()]).then(drawDiff).catch(() => {});
+  }
+
+  function blink(on) {
+    $("img-blink").hidden = !on;
+    document.getElementById("workspace").classList.toggle("blinking", on);
   }
 
   function resetView() {
@@ -306,16 +411,14 @@
       viewport.addEventListener("pointerup", up);
     });
     viewport.addEventListener("dblclick", resetView);
+    viewport.addEventListener("mousemove", (event) => {
+      const rect = viewport.getBoundingClientRect();
+      state.mouse = { x: event.clientX - rect.left, y: event.clientY - rect.top };
+    });
+    viewport.addEventListener("mouseleave", () => { state.mouse = null; });
   }
 
   // --- choices ---------------------------------------------------------------------------------
-  function toggleBackground() {
-    if (state.bgConfirmed) state.background = !state.background;
-    state.bgConfirmed = true;
-    message("");
-    renderChoices();
-  }
-
   function chooseBackground(value) {
     state.background = value;
     state.bgConfirmed = true;
@@ -333,6 +436,7 @@
   function previousId() {
     if (!state.data) return null;
     const ids = state.data.labelled_ids;
+    if (state.finished) return ids.length ? ids[ids.length - 1] : null;
     const index = ids.indexOf(state.data.image.id);
     if (index === -1) return ids.length ? ids[ids.length - 1] : null;
     return index > 0 ? ids[index - 1] : null;
@@ -373,10 +477,32 @@
   }
 
   function finished() {
+    // The last image was labelled: it must not stay on screen looking unlabelled.
+    state.finished = true;
     document.getElementById("workspace").classList.add("finished");
+    document.getElementById("workspace").dataset.imageId = "";
+    $("ws-path").textContent = "Nothing left to label";
+    $("ws-defect").textContent = "";
+    $("ws-defect").hidden = true;
+    $("ws-size").textContent = "";
+    $("ref-counter").textContent = "";
+    for (const id of ["img-anomaly", "img-reference", "img-blink"]) { $(id).removeAttribute("src"); $(id).hidden = true; }
+    setDiff(false);
+    loadMask(null);
+    state.background = null; state.bgConfirmed = false; state.category = null;
+    $("category-help").textContent = "";
+    document.querySelectorAll("[data-background], [data-category]").forEach((b) => {
+      b.classList.remove("selected", "suggested"); b.setAttribute("aria-pressed", "false");
+    });
+    $("background-status").textContent = "";
+    $("ws-history").replaceChildren();
+    const done = state.data.progress_user;
+    if (done) setProgress("user", { done: done.total, total: done.total, percent: 100 });
     message("All done: no image is waiting for your label. Press Backspace to revise your last labels.", "ok");
     $("btn-submit").disabled = true;
     $("btn-skip").disabled = true;
+    $("btn-forward").disabled = true;
+    $("btn-back").disabled = previousId() === null;
   }
 
   async function submit() {
@@ -389,6 +515,7 @@
       return;
     }
     const image = state.data.image.id;
+    const correcting = state.data.labelled_ids.includes(image);
     const label = { image, background: state.background, category: state.category };
     message("Saving…", "info");
     try {
@@ -409,8 +536,15 @@
       message(`Not saved — ${error.message} Your choice is kept.`, "error", () => guarded(submit));
       return;
     }
+    if (correcting) {
+      // A correction: stay here (history and progress refreshed); ← / → move on from here.
+      await loadImage(image);
+      message("Saved. ← / → move through your labels; → past the last one returns to where you were.", "ok");
+      return;
+    }
     if (!state.data.labelled_ids.includes(image)) state.data.labelled_ids.push(image);
     message("");
+    if (config.returnTo) { window.location.href = config.returnTo; return; }
     await loadNext();
   }
 
@@ -432,11 +566,22 @@
       message("There is no earlier label to go back to.", "info");
       return;
     }
-    document.getElementById("workspace").classList.remove("finished");
-    $("btn-submit").disabled = false;
-    $("btn-skip").disabled = false;
     message("");
     await loadImage(id);
+  }
+
+  async function forward() {
+    if (!state.data || state.finished) return;
+    const ids = state.data.labelled_ids;
+    const index = ids.indexOf(state.data.image.id);
+    if (index === -1) {
+      message("This is where you were: the next image waiting for your label.", "info");
+      return;
+    }
+    message("");
+    if (index < ids.length - 1) await loadImage(ids[index + 1]);
+    else if (config.returnTo) window.location.href = config.returnTo;
+    else await loadNext();  // past my last label: back to the queue, where I was
   }
 
   // --- wiring ----------------------------------------------------------------------------------
@@ -447,12 +592,15 @@
   $("btn-submit").addEventListener("click", () => guarded(submit));
   $("btn-skip").addEventListener("click", () => guarded(skip));
   $("btn-back").addEventListener("click", () => guarded(back));
+  $("btn-forward").addEventListener("click", () => guarded(forward));
   $("mask-toggle").addEventListener("change", (e) => { state.maskOn = e.target.checked; drawMask(); });
   $("mask-opacity").addEventListener("input", () => { $("mask-canvas").style.opacity = $("mask-opacity").value / 100; });
   document.querySelectorAll("[data-mask-mode]").forEach((button) => button.addEventListener("click", () => setMaskMode(button.dataset.maskMode)));
   $("zoom-in").addEventListener("click", () => zoomCentre(1.25));
   $("zoom-out").addEventListener("click", () => zoomCentre(1 / 1.25));
   $("zoom-reset").addEventListener("click", resetView);
+  $("zoom-native").addEventListener("click", zoomNative);
+  $("diff-toggle").addEventListener("click", () => setDiff(!state.diffOn));
   $("ref-next").addEventListener("click", () => { state.refIndex += 1; showReference(); });
   $("ref-prev").addEventListener("click", () => { state.refIndex -= 1; showReference(); });
 
@@ -468,25 +616,42 @@
     if (event.ctrlKey || event.metaKey || event.altKey) return;
     if (target && target.type === "range" && event.key.startsWith("Arrow")) return; // the slider's own keys
     const key = event.key;
+    if (event.shiftKey && key.startsWith("Arrow")) {  // pan a tenth of the view per press
+      const step = viewports[0].clientWidth / 10;
+      pan(key === "ArrowLeft" ? step : key === "ArrowRight" ? -step : 0,
+          key === "ArrowUp" ? step : key === "ArrowDown" ? -step : 0);
+      event.preventDefault();
+      return;
+    }
     const category = config.categories.find((c) => c.key === key);
+    const background = config.backgrounds.find((b) => b.key === key.toLowerCase());
     let handled = true;
-    if (category) chooseCategory(category.value);
-    else if (key === "b" || key === "B") toggleBackground();
+    if (state.finished && key !== "Backspace" && key !== "ArrowLeft") handled = false;
+    else if (category) chooseCategory(category.value);
+    else if (background) chooseBackground(background.value);
     else if (key === "Enter") guarded(submit);
     else if (key === "s" || key === "S") guarded(skip);
     else if (key === "Backspace" || key === "ArrowLeft") guarded(back);
+    else if (key === "ArrowRight") guarded(forward);
     else if (key === "m" || key === "M") { $("mask-toggle").checked = !$("mask-toggle").checked; state.maskOn = $("mask-toggle").checked; drawMask(); }
     else if (key === "o" || key === "O") setMaskMode(state.maskMode === "outline" ? "fill" : "outline");
     else if (key === "r" || key === "R" || key === "]") { state.refIndex += 1; showReference(); }
     else if (key === "[") { state.refIndex -= 1; showReference(); }
-    else if (key === "+" || key === "=") zoomCentre(1.25);
-    else if (key === "-") zoomCentre(1 / 1.25);
+    else if (key === "+" || key === "=") zoomKey(1.25);
+    else if (key === "-") zoomKey(1 / 1.25);
+    else if (key === "z" || key === "Z") zoomNative();
+    else if (key === "d" || key === "D") setDiff(!state.diffOn);
+    else if (key === "v" || key === "V") blink(true);
     else if (key === "0") resetView();
     else handled = false;
     if (handled) {
       event.preventDefault();
       if (target && target.blur && target !== document.body) target.blur();
     }
+  });
+
+  document.addEventListener("keyup", (event) => {
+    if (event.key === "v" || event.key === "V") blink(false);
   });
 
   window.addEventListener("beforeunload", (event) => {

@@ -41,6 +41,7 @@ def test_report_contract(padim_run, synthetic):
     assert set(report["techniques"]) == set(TECHS)
     for result in report["techniques"].values():
         assert result["failure"] is None
+        assert 0.0 <= result["threshold_percentile"] <= 100.0  # of the defect-free validation pixels
         for key, estimate in result["test"].items():
             assert estimate["low"] is None or estimate["low"] <= estimate["high"], key
     assert report["recommended_technique"] == report["selection"]["chosen"] in TECHS
@@ -96,8 +97,9 @@ def test_deterministic_for_fixed_seed(padim_run, synthetic):
     first = _strip(padim_run[0])
     for e in first["per_image"]:
         e["artifacts"] = None
-    first.pop("curves")
-    again.pop("curves")
+    for key in ("curves", "colour_scale"):  # made with the artifacts only
+        first.pop(key)
+        again.pop(key)
     assert first == _strip(again)
 
 
@@ -246,3 +248,38 @@ def test_breakdown_of_a_subset_wholly_in_the_validation_part():
     assert combined.note == "all 1 anomalous image(s) of this subset are in the validation part"
     assert combined.whole_folder.image_auroc == 1.0  # c0 against g0 and g1
     assert set(b.by_defect_type) == {"hole", "mixed"} and set(b.by_background) == {"True"}
+
+
+# ---- issue 12: per-run peak memory and progress details ----------------------------------------
+def test_peak_memory_is_the_runs_own_not_an_earlier_runs(synthetic):
+    """ru_maxrss is per process: a run after a big allocation used to report that allocation."""
+    import numpy as np
+
+    from inference.engine.common import RunPeakMemory, peak_rss_mb
+
+    train, test = synthetic
+    run_benchmark(train, test, BenchmarkConfig(**CFG))  # libraries loaded: the resident baseline
+    big = np.ones(800 * 2**20 // 8)  # 800 MiB touched, then freed: an "earlier run" of this worker
+    del big
+    process_peak = peak_rss_mb()
+    details = []
+    report = run_benchmark(train, test, BenchmarkConfig(**CFG), on_detail=details.append)
+    assert RunPeakMemory().start().method != "ru_maxrss"  # Linux: measured per run
+    assert 0 < report["peak_rss_mb"] < process_peak - 500, (report["peak_rss_mb"], process_peak)
+    fit = [d for d in details if d["stage"] == "fit"]
+    assert fit and fit[-1]["done"] == fit[-1]["total"] == len(train) and fit[-1]["unit"] == "images"
+    inference = [d for d in details if d["stage"] == "inference"]
+    assert inference[-1]["done"] == inference[-1]["total"]
+    assert any(d["rate"] and d["eta_seconds"] is not None for d in inference)
+
+
+def test_cflow_details_carry_epochs_and_losses(synthetic):
+    train, test = synthetic
+    details = []
+    run_benchmark(train, test, BenchmarkConfig(model="cflow", epochs=2, coupling_blocks=2, condition_vector=16,
+                                               fiber_batch_size=256, techniques=("f1",), **CFG),
+                  on_detail=details.append)
+    fit = [d for d in details if d["stage"] == "fit"]
+    last = fit[-1]
+    assert last["epochs"] == 2 and last["epoch"] >= 1 and last["unit"] == "steps"
+    assert last["history"] and {"epoch", "train_loss", "val_loss"} <= set(last["history"][-1])

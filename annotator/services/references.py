@@ -1,0 +1,67 @@
+"""Nearest defect-free references: computed once per product in the background (Celery task
+``annotator.compute_references``), read by the workspace and the review page.
+
+``ensure_references(product)`` queues the task once (a ``ReferenceIndex`` row holds the state, so
+a second call while queued/running/done does nothing); ``compute_references(product_id)`` is
+idempotent (it replaces the product's rows); ``nearest_reference(image)`` falls back to the
+product's first defect-free training image until the task is done.
+"""
+from __future__ import annotations
+
+import logging
+
+from django.db import transaction
+
+from annotator.models import Image, NearestReference, Product, ReferenceIndex
+
+logger = logging.getLogger(__name__)
+
+
+def _good_train(product_id: int):
+    return Image.objects.filter(product_id=product_id, split=Image.Split.TRAIN, is_anomalous=False).order_by("path")
+
+
+def ensure_references(product: Product) -> ReferenceIndex:
+    index, created = ReferenceIndex.objects.get_or_create(product=product)
+    if created:
+        from annotator import tasks
+
+        def send():
+            try:
+                tasks.compute_references.delay(product.pk)
+            except Exception:  # no broker now: the fallback reference stays; retried by the next ensure
+                logger.exception("could not queue nearest references of product %s", product.pk)
+                ReferenceIndex.objects.filter(product=product).delete()
+
+        transaction.on_commit(send)
+    return index
+
+
+def compute_references(product_id: int) -> str:
+    index, _ = ReferenceIndex.objects.get_or_create(product_id=product_id)
+    if index.status == ReferenceIndex.Status.DONE:
+        return index.status
+    ReferenceIndex.objects.filter(pk=index.pk).update(status=ReferenceIndex.Status.RUNNING, error="")
+    try:
+        from inference.engine.similarity import nearest_references
+
+        refs = list(_good_train(product_id).select_related("product__dataset"))
+        queries = list(Image.objects.filter(product_id=product_id, split=Image.Split.TEST, is_anomalous=True)
+                       .select_related("product__dataset"))
+        found, weights = nearest_references([str(r.file_path) for r in refs], [str(q.file_path) for q in queries])
+        with transaction.atomic():
+            NearestReference.objects.filter(image__product_id=product_id).delete()
+            NearestReference.objects.bulk_create([
+                NearestReference(image=q, reference=refs[i], distance=d) for q, (i, d) in zip(queries, found)
+            ])
+            ReferenceIndex.objects.filter(pk=index.pk).update(status=ReferenceIndex.Status.DONE, weights=weights)
+    except Exception as error:  # a missing file, no weights at all: the fallback reference stays
+        logger.exception("nearest references of product %s failed", product_id)
+        ReferenceIndex.objects.filter(pk=index.pk).update(status=ReferenceIndex.Status.FAILED,
+                                                          error=f"{type(error).__name__}: {error}")
+    return ReferenceIndex.objects.get(pk=index.pk).status
+
+
+def nearest_reference(image: Image) -> Image | None:
+    row = NearestReference.objects.filter(image=image).select_related("reference").first()
+    return row.reference if row else _good_train(image.product_id).first()

@@ -1,0 +1,52 @@
+"""``/api/``: the API's entry points, and the page where a person manages their API token."""
+from django.contrib import messages
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_http_methods
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from api import tokens
+
+ENTRY_POINTS = {
+    "datasets": "api-dataset-list",
+    "products": "api-product-list",
+    "images": "api-image-list",
+    "labels": "api-label-list",
+    "history": "api-history-list",
+    "queue_next": "api-queue-next",
+    "review": "api-review",
+    "agreement": "api-agreement",
+    "export": "api-export",
+    "benchmark_runs": "api-benchmark-runs",
+    "subset_counts": "api-benchmark-counts",
+    "schema": "api-schema",
+    "docs": "api-docs",
+}
+
+
+class ApiRootView(APIView):
+    """The API's entry points (login or token needed, like every endpoint)."""
+
+    @extend_schema(responses={200: OpenApiTypes.OBJECT}, summary="The API's entry points: name -> URL")
+    def get(self, request):
+        return Response({name: request.build_absolute_uri(reverse(url)) for name, url in ENTRY_POINTS.items()})
+
+
+@require_http_methods(["GET", "POST"])
+def token_page(request):
+    """Create (or replace), copy and revoke one's own API token."""
+    if request.method == "POST":
+        if request.POST.get("action") == "revoke":
+            if tokens.revoke(request.user):
+                messages.success(request, "Token revoked: requests with it now get 401.")
+        else:
+            tokens.create(request.user)
+            messages.success(request, "New token created; any earlier token stopped working.")
+        return redirect("api-token")
+    token = tokens.current(request.user)
+    return render(request, "api/token.html", {
+        "token": token, "api_root": request.build_absolute_uri(reverse("api-root")),
+    })
