@@ -101,10 +101,14 @@
     svg.dataset.epochs = String(history.length);
   }
 
+  // Runs whose cancel this page asked for: a poll that left before the click must not paint
+  // "Running" over "Cancelling…".
+  const cancelAsked = new Set();
+
   function paintRow(el, run) {
     el.dataset.status = run.status;
     const set = (field, fn) => el.querySelectorAll(`[data-field=${field}]`).forEach(fn);
-    const cancelling = run.cancel_requested && ACTIVE.includes(run.status);
+    const cancelling = (run.cancel_requested || cancelAsked.has(String(run.id))) && ACTIVE.includes(run.status);
     set("status", (n) => { n.className = `status ${run.status}${cancelling ? " cancelling" : ""}`; n.textContent = cancelling ? "Cancelling…" : label(run.status); });
     set("detail", (n) => { n.textContent = ACTIVE.includes(run.status) ? detailText(run.detail) : ""; });
     set("eta", (n) => { n.textContent = etaText(run); });
@@ -129,6 +133,7 @@
       button.disabled = true;
       if (button.dataset.action === "cancel") {
         // Say so at once: the worker stops at its next batch, which can take a moment.
+        cancelAsked.add(String(id));
         const scope = button.closest("tr") || document;
         scope.querySelectorAll("[data-field=status]").forEach((n) => { n.textContent = "Cancelling…"; n.classList.add("cancelling"); });
       }
@@ -136,6 +141,7 @@
         const run = await post(`/api/benchmarks/runs/${id}/${button.dataset.action}/`);
         if (button.dataset.action === "retry") window.location.href = `/benchmarks/${run.id}/`;
       } catch (error) {
+        cancelAsked.delete(String(id));
         alert(error.message);
       } finally {
         button.disabled = false;
