@@ -9,8 +9,8 @@ from django.views.decorators.http import require_GET, require_http_methods
 
 from annotator.models import Dataset, Label, Product
 from annotator.views import role_required
-from inference.engine.types import MAX_REPEATS, BenchmarkConfig
-from inference.models import BenchmarkRun, ModelName, Status, Technique
+from inference.forms import LaunchForm
+from inference.models import BenchmarkRun, Status
 from inference.services import recommendation, reports, runs
 
 
@@ -21,69 +21,44 @@ def run_list(request):
     return render(request, "inference/run_list.html", {"runs": queryset})
 
 
-def _form_defaults():
-    """The launch form starts from the engine's own defaults."""
-    engine = BenchmarkConfig()
-    return {
-        "dataset": None, "products": [], "categories": [], "background": "any", "model": engine.model,
-        "techniques": list(engine.techniques), "seed": engine.seed, "backbone": engine.backbone,
-        "image_size": engine.image_size, "epochs": engine.epochs, "n_features": engine.n_features,
-        "batch_size": engine.batch_size, "device": engine.device, "repeats": engine.repeats,
-    }
-
-
 @require_http_methods(["GET", "POST"])
 @role_required("admin")
 def launch(request):
-    form = _form_defaults()
+    """The launch form (:class:`inference.forms.LaunchForm`, built from the engine's model registry)."""
     problems = []
-    if request.method == "GET" and request.GET.get("dataset"):
-        form["dataset"] = int(request.GET["dataset"]) if request.GET["dataset"].isdigit() else None
-        form["products"] = [int(p) for p in request.GET.getlist("product") if p.isdigit()]
     if request.method == "POST":
-        post = request.POST
-        form.update({
-            "dataset": int(post["dataset"]) if post.get("dataset", "").isdigit() else None,
-            "products": [int(p) for p in post.getlist("products") if p.isdigit()],
-            "categories": post.getlist("categories"),
-            "background": post.get("background", "any"),
-            "model": post.get("model", "padim"),
-            "techniques": post.getlist("techniques"),
-            "seed": post.get("seed", "0"),
-        })
-        for key in ("backbone", "image_size", "epochs", "n_features", "batch_size", "device", "repeats"):
-            form[key] = post.get(key, form[key])
-        dataset = Dataset.objects.filter(pk=form["dataset"]).first()
-        if dataset is None:
-            problems = ["Pick a dataset."]
+        form = LaunchForm(request.POST)
+        if not form.is_valid():
+            problems = [f"{form.fields[name].label or name}: {' '.join(errors)}" if name != "__all__" else " ".join(errors)
+                        for name, errors in form.errors.items()]
         else:
-            products = list(Product.objects.filter(dataset=dataset, pk__in=form["products"]))
-            config = {k: form[k] for k in ("backbone", "image_size", "epochs", "n_features", "batch_size", "device",
-                                           "repeats")}
-            if form["model"] != "cflow":
-                config.pop("epochs", None)
-            else:
-                config.pop("n_features", None)
+            data = form.cleaned_data
             try:
                 run = runs.launch_run(
-                    request.user, dataset, products, categories=form["categories"],
-                    background=form["background"], model=form["model"], config=config,
-                    techniques=form["techniques"] or None, seed=form["seed"],
+                    request.user, data["dataset"], list(data["products"]), categories=data["categories"],
+                    background=data["background"] or "any", model=data["model"], config=form.config(),
+                    techniques=data["techniques"] or None, seed=data["seed"],
                 )
             except runs.LaunchRefused as error:
                 problems = error.messages
             else:
                 messages.success(request, f"Run {run.pk} queued.")
                 return redirect("benchmark-detail", pk=run.pk)
+    else:
+        initial = {}
+        if request.GET.get("dataset", "").isdigit():
+            initial["dataset"] = int(request.GET["dataset"])
+            initial["products"] = [int(p) for p in request.GET.getlist("product") if p.isdigit()]
+        form = LaunchForm(initial=initial)
     datasets = Dataset.objects.prefetch_related("products").order_by("name")
-    if form["dataset"] is None and datasets:
-        form["dataset"] = datasets[0].pk
+    selected_dataset = form.selected("dataset") or (datasets[0].pk if datasets else None)
     context = {
         "datasets": datasets, "form": form, "problems": problems,
-        "categories": Label.Category.choices,
-        "models": ModelName.choices,
-        "techniques": Technique.choices, "backbones": runs.BACKBONES, "devices": runs.DEVICES,
-        "max_repeats": MAX_REPEATS,
+        "selected": {"dataset": str(selected_dataset or ""),
+                     "products": [str(p) for p in form.selected("products") or []],
+                     "categories": form.selected("categories") or [],
+                     "background": form.selected("background") or "any",
+                     "techniques": form.selected("techniques") or []},
     }
     return render(request, "inference/launch.html", context, status=400 if problems else 200)
 

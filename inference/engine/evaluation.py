@@ -244,10 +244,10 @@ class PixelRanks:
         return out
 
 
-def threshold_free_estimates(maps, masks, anomalous, resampler: Resampler) -> ThresholdFreeEstimates:
-    point = metrics.threshold_free(maps, masks)
+def threshold_free_estimates(maps, masks, anomalous, resampler: Resampler, scores=None) -> ThresholdFreeEstimates:
+    scores = metrics.image_scores(maps) if scores is None else scores
+    point = metrics.threshold_free(maps, masks, scores)
     ranks = PixelRanks(maps, masks)
-    scores = metrics.image_scores(maps)
     w = resampler.weights
     return ThresholdFreeEstimates(
         image_auroc=resampler.estimate(point["image_auroc"], image_auroc_resamples(scores, anomalous, w)),

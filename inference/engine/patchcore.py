@@ -32,7 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .backbones import Backbone
+from .backbones import Backbone, backbone_settings, check_backbone
 from .common import gaussian_blur
 
 BLUR_SIGMA = 4.0
@@ -124,14 +124,20 @@ class PatchCore:
         self.grid: tuple[int, int] | None = None
         self.n_patches = 0
 
+    @classmethod
+    def from_config(cls, backbone: Backbone, config) -> "PatchCore":
+        return cls(backbone, coreset_ratio=config.coreset_ratio, projection_dim=config.projection_dim,
+                   num_neighbors=config.num_neighbors, seed=config.seed, image_size=config.image_size)
+
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) -> patch features (B, P, d) float32."""
         f = locally_aware_features(self.backbone(images))
         self.grid = (int(f.shape[-2]), int(f.shape[-1]))
         return f.flatten(2).transpose(1, 2).contiguous()
 
-    def fit(self, loader, step: Callable[[float], None] | None = None) -> None:
-        """Collect every training patch (one image per forward), then select the coreset."""
+    def fit(self, loader, val_loader=None, step: Callable[[float], None] | None = None) -> None:
+        """Collect every training patch (one image per forward), then select the coreset.
+        ``val_loader`` is not used."""
         n_images = len(loader.dataset)
         bank = None
         row = 0
@@ -160,7 +166,26 @@ class PatchCore:
         self.bank = bank.contiguous()
         self.bank_sq = (self.bank * self.bank).sum(1)
 
-    def predict_with_scores(self, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    def state(self) -> dict:
+        """Tensors + JSON-able settings of the fitted model (:meth:`load` rebuilds it)."""
+        if self.bank is None:
+            raise RuntimeError("PatchCore is not fitted")
+        return {"tensors": {"bank": self.bank.cpu()},
+                "settings": {"model": "patchcore", "coreset_ratio": self.coreset_ratio,
+                             "projection_dim": self.projection_dim, "num_neighbors": self.num_neighbors,
+                             "seed": self.seed, "image_size": self.image_size, "grid": list(self.grid),
+                             "training_patches": self.n_patches, **backbone_settings(self.backbone)}}
+
+    @classmethod
+    def load(cls, state: dict, backbone: Backbone) -> "PatchCore":
+        s = state["settings"]
+        check_backbone(s, backbone)
+        model = cls(backbone, s["coreset_ratio"], s["projection_dim"], s["num_neighbors"], s["seed"], s["image_size"])
+        model.grid, model.n_patches = tuple(s["grid"]), s["training_patches"]
+        model._set_bank(state["tensors"]["bank"].to(backbone.device))
+        return model
+
+    def anomaly_maps(self, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         """Anomaly maps (B, S, S) float32 and the reweighted image scores (B,), image by image."""
         if self.bank is None:
             raise RuntimeError("PatchCore is not fitted")
@@ -189,7 +214,7 @@ class PatchCore:
         return float(weight * s_star)
 
     def predict(self, images: torch.Tensor) -> np.ndarray:
-        return self.predict_with_scores(images)[0]
+        return self.anomaly_maps(images)[0]
 
     def memory_bytes(self) -> int:
         return 0 if self.bank is None else self.bank.numel() * self.bank.element_size()

@@ -30,7 +30,7 @@ from django.utils import timezone
 
 from annotator.models import Dataset, Image, Label, Product
 from inference.engine.split import split_problems
-from inference.engine.types import MAX_REPEATS, BenchmarkConfig
+from inference.engine import registry
 from inference.engine.types import Sample as EngineSample
 from annotator.services.labels import effective_labels
 from inference.models import (
@@ -45,25 +45,8 @@ from inference.models import (
 
 DEFAULT_TECHNIQUES = [t.value for t in Technique]
 
-# Engine settings a launch may set, with (type, min, max) where it is a number.
-CONFIG_FIELDS = {
-    "backbone": (str, None, None),
-    "image_size": (int, 32, 1024),
-    "epochs": (int, 1, 500),
-    "n_features": (int, 1, 2048),
-    "batch_size": (int, 1, 256),
-    "learning_rate": (float, 1e-7, 1.0),
-    "early_stopping_patience": (int, 0, 100),
-    "val_fraction": (float, 0.05, 0.95),
-    "normal_fpr_target": (float, 0.0001, 0.5),
-    "device": (str, None, None),
-    "pretrained": (bool, None, None),
-    "repeats": (int, 1, MAX_REPEATS),
-}
-# Recorded on every run so its settings page says what ran; the values are the engine's defaults.
-DEFAULT_CONFIG = {key: getattr(BenchmarkConfig(), key) for key in ("backbone", "image_size", "epochs")}
-BACKBONES = ["tf_efficientnet_lite0", "resnet18", "wide_resnet50_2"]
-DEVICES = ["auto", "cpu", "cuda"]
+# Recorded on every run so its settings page says what ran (the engine's defaults, from the registry).
+RECORDED_SETTINGS = ("backbone", "image_size")
 
 
 class LaunchRefused(ValueError):
@@ -174,31 +157,28 @@ def parse_background(value) -> bool | None:
 
 
 def clean_config(model: str, config: dict | None) -> dict:
-    if model not in ModelName.values:
-        raise LaunchRefused([f"Unknown model {model!r}; expected one of {', '.join(ModelName.values)}."])
-    cleaned = dict(DEFAULT_CONFIG)
+    """The run's engine settings, checked against the model registry (types, bounds, choices).
+
+    Unknown names are refused; a setting of another model is left out (a form shows every
+    model's settings). The common recorded ones and the model's own settings keep their defaults.
+    """
+    if model not in registry.MODELS:
+        raise LaunchRefused([f"Unknown model {model!r}; expected one of {', '.join(registry.MODELS)}."])
+    own = {s.name: s for s in registry.settings_of(model)}
+    cleaned = {name: registry.SETTINGS[name].default for name in RECORDED_SETTINGS + registry.get(model).settings}
     problems = []
     for key, value in (config or {}).items():
         if value in (None, ""):
             continue
-        if key not in CONFIG_FIELDS:
+        if key not in registry.SETTINGS:
             problems.append(f"Unknown setting {key!r}.")
             continue
-        kind, low, high = CONFIG_FIELDS[key]
+        if key not in own:
+            continue
         try:
-            if kind is bool:
-                value = value if isinstance(value, bool) else str(value).lower() in {"1", "true", "yes", "on"}
-            else:
-                value = kind(value)
-        except (TypeError, ValueError):
-            problems.append(f"Setting {key} must be a {kind.__name__}, not {value!r}.")
-            continue
-        if low is not None and not (low <= value <= high):
-            problems.append(f"Setting {key} must lie between {low} and {high}, not {value}.")
-            continue
-        cleaned[key] = value
-    if cleaned.get("device") and cleaned["device"] not in DEVICES:
-        problems.append(f"Device must be one of {', '.join(DEVICES)}.")
+            cleaned[key] = own[key].clean(value)
+        except ValueError as error:
+            problems.append(str(error))
     if problems:
         raise LaunchRefused(problems)
     return cleaned

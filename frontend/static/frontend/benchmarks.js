@@ -119,7 +119,7 @@
         l.hidden = !mine;
         if (!mine) l.querySelector("input").checked = false;
       });
-      form.querySelectorAll("[data-model]").forEach((l) => { l.hidden = l.dataset.model !== model.value; });
+      form.querySelectorAll("[data-model]").forEach((l) => { l.hidden = !l.dataset.model.split(" ").includes(model.value); });
     }
     async function refresh() {
       const params = new URLSearchParams();
