@@ -98,13 +98,15 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in (
     # ---- PaDiM
     Setting("n_features", int, "PaDiM: random channel subset per position", 1, 2048, label="Features"),
     # ---- CFLOW
-    Setting("epochs", int, "CFLOW: most training epochs (early stopping on validation loss)", 1, 500),
-    Setting("learning_rate", float, "CFLOW: Adam step size", 1e-7, 1.0),
+    Setting("epochs", int, "training passes over the training features (CFLOW: at most, early stopping)", 1, 500),
+    Setting("learning_rate", float, "Adam step size of the trained models", 1e-7, 1.0),
     Setting("early_stopping_patience", int, "CFLOW: epochs without improvement before stopping", 0, 100),
     Setting("coupling_blocks", int, "CFLOW: coupling blocks per flow", 1, 32),
     Setting("condition_vector", int, "CFLOW: positional-encoding channels (a multiple of 4)", 4, 512),
     Setting("clamp_alpha", float, "CFLOW: affine clamping of the couplings", 0.1, 10.0),
     Setting("fiber_batch_size", int, "CFLOW: feature vectors per optimiser step", 16, 65536),
+    # ---- reconstruction
+    Setting("latent_dim", int, "Reconstruction / attribution: latent width of the autoencoder", 1, 1024),
     # ---- PatchCore
     Setting("coreset_ratio", float, "PatchCore: share of the training patches kept in the memory bank",
             0.0001, 1.0),
@@ -149,6 +151,14 @@ MODELS: dict[str, ModelSpec] = {m.name: m for m in (
               ("coreset_ratio", "projection_dim", "num_neighbors"),
               "nearest neighbour in a position-free memory bank of patch features",
               default_layers=(2, 3), citation="Roth et al., CVPR 2022"),
+    ModelSpec("reconstruction", "Feature reconstruction", "reconstruction", "reconstruction",
+              "FeatureReconstruction", ("latent_dim", "epochs", "learning_rate"),
+              "autoencoder rebuilding the backbone's patch features; the error is the map",
+              citation="after DFR, Shi et al., Neurocomputing 2021"),
+    ModelSpec("attribution", "VAE attention", "attribution", "attribution", "VaeAttention",
+              ("latent_dim", "epochs", "learning_rate"),
+              "Grad-CAM attention of a VAE's latent code (re-implementation of Liu et al.)",
+              citation="Liu et al., CVPR 2020"),
     ModelSpec("cflow", "CFLOW", "normalizing_flow", "cflow", "Cflow",
               ("epochs", "learning_rate", "early_stopping_patience", "coupling_blocks", "condition_vector",
                "clamp_alpha", "fiber_batch_size"),

@@ -86,6 +86,9 @@ class BenchmarkConfig:
     # PatchCore: memory-bank share kept by the greedy coreset, the random projection its distances
     # are computed on, and the neighbours of the image-score reweighting (bottle at 256 px: 1 % of
     # 214 016 patches gives image AUROC 1.000 / pixel 0.982; see README).
+    # Reconstruction: bottleneck width of the feature autoencoder (it trains ``epochs`` passes at
+    # ``learning_rate``, like CFLOW).
+    latent_dim: int = 32
     coreset_ratio: float = 0.01
     projection_dim: int = 64
     num_neighbors: int = 9

@@ -15,6 +15,8 @@ from inference.engine.data import make_loader
 SMALL = {
     "padim": dict(n_features=20),
     "patchcore": dict(coreset_ratio=0.1, projection_dim=16),
+    "reconstruction": dict(epochs=2, latent_dim=8),
+    "attribution": dict(epochs=2, latent_dim=4),
     "cflow": dict(epochs=1, coupling_blocks=2, condition_vector=16, fiber_batch_size=256),
 }
 
