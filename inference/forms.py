@@ -39,7 +39,9 @@ class LaunchForm(forms.Form):
     products = forms.ModelMultipleChoiceField(queryset=Product.objects.all(), required=False)
     categories = forms.MultipleChoiceField(choices=Label.Category.choices, required=False)
     background = forms.ChoiceField(choices=BACKGROUND_CHOICES, required=False, initial="any")
-    model = forms.ChoiceField(choices=registry.choices(), initial=registry.DEFAULT_MODEL)
+    # One run per ticked model, on the same images (their families side by side on the comparison page).
+    models = forms.MultipleChoiceField(choices=registry.choices(), initial=[registry.DEFAULT_MODEL],
+                                       widget=forms.CheckboxSelectMultiple)
     techniques = forms.MultipleChoiceField(choices=Technique.choices, required=False,
                                            initial=list(BenchmarkConfig().techniques))
     seed = forms.IntegerField(initial=BenchmarkConfig().seed)
@@ -48,21 +50,18 @@ class LaunchForm(forms.Form):
         super().__init__(*args, **kwargs)
         for setting in registry.SETTINGS.values():
             self.fields[setting.name] = setting_field(setting)
-        self.fields["model"].widget.attrs["id"] = "id_model"
 
     def setting_rows(self):
         """(bound field, space-separated model names or "") per setting, in registry order."""
         return [(self[name], " ".join(setting_models(name))) for name in registry.SETTINGS]
 
     def config(self) -> dict:
-        """The chosen model's settings that were filled in (after ``is_valid``)."""
-        model = self.cleaned_data["model"]
-        own = {s.name for s in registry.settings_of(model)}
-        return {k: v for k, v in self.cleaned_data.items() if k in own and v not in (None, "")}
+        """The settings that were filled in (after ``is_valid``); each run keeps its model's own."""
+        return {k: v for k, v in self.cleaned_data.items() if k in registry.SETTINGS and v not in (None, "")}
 
     def selected(self, name: str):
         """The value to show as selected: the bound data, else the initial value."""
         if self.is_bound:
             return self.data.getlist(name) if hasattr(self.data, "getlist") and name in (
-                "products", "categories", "techniques") else self.data.get(name)
+                "products", "categories", "techniques", "models") else self.data.get(name)
         return self.initial.get(name, self.fields[name].initial)

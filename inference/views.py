@@ -34,16 +34,21 @@ def launch(request):
         else:
             data = form.cleaned_data
             try:
-                run = runs.launch_run(
-                    request.user, data["dataset"], list(data["products"]), categories=data["categories"],
-                    background=data["background"] or "any", model=data["model"], config=form.config(),
+                launched = runs.launch_runs(
+                    request.user, data["dataset"], list(data["products"]), data["models"],
+                    categories=data["categories"], background=data["background"] or "any", config=form.config(),
                     techniques=data["techniques"] or None, seed=data["seed"],
                 )
             except runs.LaunchRefused as error:
                 problems = error.messages
             else:
-                messages.success(request, f"Run {run.pk} queued.")
-                return redirect("benchmark-detail", pk=run.pk)
+                ids = [run.pk for run in launched]
+                if len(ids) == 1:
+                    messages.success(request, f"Run {ids[0]} queued.")
+                    return redirect("benchmark-detail", pk=ids[0])
+                messages.success(request, f"Runs {', '.join(map(str, ids))} queued, one per model; they appear "
+                                          "side by side here as they finish.")
+                return redirect(f"{reverse('benchmark-compare')}?runs={','.join(map(str, ids))}")
     else:
         initial = {}
         if request.GET.get("dataset", "").isdigit():
@@ -54,7 +59,7 @@ def launch(request):
     selected_dataset = form.selected("dataset") or (datasets[0].pk if datasets else None)
     context = {
         "datasets": datasets, "form": form, "problems": problems,
-        "selected": {"dataset": str(selected_dataset or ""),
+        "selected": {"dataset": str(selected_dataset or ""), "models": form.selected("models") or [],
                      "products": [str(p) for p in form.selected("products") or []],
                      "categories": form.selected("categories") or [],
                      "background": form.selected("background") or "any",
@@ -168,9 +173,12 @@ def compare(request):
     ids = []
     for value in request.GET.getlist("runs"):
         ids += [int(v) for v in value.split(",") if v.strip().isdigit()]
-    chosen = list(BenchmarkRun.objects.filter(pk__in=ids).select_related("dataset", "created_by").order_by("pk"))
+    chosen = list(BenchmarkRun.objects.filter(pk__in=ids).select_related("dataset", "created_by")
+                  .prefetch_related("product_runs__product").order_by("pk"))
     context = {
         "comparison": reports.comparison(chosen) if len(chosen) >= 2 else None,
+        "paired": recommendation.paired_rows(chosen) if len(chosen) >= 2 else [],
+        "active": [r.pk for r in chosen if r.is_active],
         "chosen": chosen,
         "candidates": BenchmarkRun.objects.filter(status=Status.SUCCEEDED).select_related("dataset")[:100],
         "chosen_ids": [r.pk for r in chosen],

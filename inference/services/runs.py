@@ -297,6 +297,17 @@ def launch_run(
     return run
 
 
+def launch_runs(user, dataset, products, models, config: dict | None = None, **kwargs) -> list[BenchmarkRun]:
+    """One run per model on the same products, subset, techniques and seed (so on the same test
+    images), all or none: a refusal of any leaves nothing launched. ``config`` may hold several
+    models' settings; each run keeps its own model's."""
+    models = [m for m in dict.fromkeys(models or []) if m]
+    if not models:
+        raise LaunchRefused(["Pick at least one model."])
+    with transaction.atomic():
+        return [launch_run(user, dataset, products, model=model, config=config, **kwargs) for model in models]
+
+
 def _slug(name: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name)[:60] or "product"
 

@@ -60,7 +60,7 @@ def test_launch_form_offers_every_model_and_every_setting_with_its_bounds(client
     client.force_login(admin_account)
     html = client.get("/benchmarks/new/").content.decode()
     for spec in registry.MODELS.values():
-        assert f'<option value="{spec.name}"' in html and spec.label in html
+        assert f'name="models" value="{spec.name}"' in html and spec.label in html
     for setting in registry.SETTINGS.values():
         tag = re.search(rf'<(?:input|select)[^>]*name="{setting.name}"[^>]*>', html)
         assert tag, setting.name
@@ -75,7 +75,7 @@ def test_launch_form_posts_a_patchcore_run_and_refuses_out_of_bounds_settings(
         client, admin_account, bench_demo, django_capture_on_commit_callbacks):
     client.force_login(admin_account)
     widget = bench_demo.products.get(name="widget")
-    post = {"dataset": bench_demo.pk, "products": [widget.pk], "background": "any", "model": "patchcore",
+    post = {"dataset": bench_demo.pk, "products": [widget.pk], "background": "any", "models": ["patchcore"],
             "seed": 2, "image_size": 64, "coreset_ratio": "0.05", "n_features": "7", "techniques": ["f1"]}
     response = client.post("/benchmarks/new/", {**post, "coreset_ratio": "3"})
     assert response.status_code == 400
@@ -121,3 +121,28 @@ def test_recommendation_and_results_labels_come_from_the_registry():
     run = BenchmarkRun(model="patchcore", config={"image_size": 256, "coreset_ratio": 0.01})
     assert run.get_model_display() == "PatchCore" and run.family_label == "Patch similarity"
     assert run.settings_summary() == "image size 256, coreset ratio 0.01"
+
+
+@pytest.mark.django_db
+def test_one_launch_runs_every_ticked_model_on_the_same_images_or_none(
+        client, admin_account, bench_demo, django_capture_on_commit_callbacks):
+    client.force_login(admin_account)
+    widget = bench_demo.products.get(name="widget")
+    post = {"dataset": bench_demo.pk, "products": [widget.pk], "background": "any", "models": list(registry.MODELS),
+            "seed": 0, "image_size": 64, "epochs": 3, "n_features": 20, "techniques": ["f1", "roc"]}
+    response = client.post("/benchmarks/new/", {**post, "epochs": 0})
+    assert response.status_code == 400 and BenchmarkRun.objects.count() == 0
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        response = client.post("/benchmarks/new/", post)
+    runs = list(BenchmarkRun.objects.order_by("pk"))
+    assert [r.model for r in runs] == list(registry.MODELS) and len(callbacks) == len(runs)
+    assert response.status_code == 302 and response["Location"].endswith(",".join(str(r.pk) for r in runs))
+    assert {r.seed for r in runs} == {0} and all(r.techniques == ["f1", "roc"] for r in runs)
+    by_model = {r.model: r.config for r in runs}
+    assert by_model["padim"]["n_features"] == 20 and "epochs" not in by_model["padim"]
+    assert by_model["cflow"]["epochs"] == 3 and by_model["reconstruction"]["epochs"] == 3
+    samples = {r.model: sorted(r.product_runs.get().samples.values_list("path", "role")) for r in runs}
+    assert len({tuple(v) for v in samples.values()}) == 1
+    page = client.get(response["Location"]).content.decode()
+    for spec in registry.MODELS.values():
+        assert spec.label in page
