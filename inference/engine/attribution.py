@@ -1,12 +1,21 @@
-"""Attribution map: Grad-CAM attention of a variational autoencoder trained on defect-free images.
+"""Attribution map: gradient attributions of a variational autoencoder trained on defect-free images.
 
-A re-implementation of the anomaly-localization method of Liu, Li, Wu, Radke, Karanam, Suen and
-Camps, "Towards Visually Explaining Variational Autoencoders", CVPR 2020 (not the authors' code):
-a VAE learns normal data; for a test image, each dimension ``z_i`` of its latent mean is
-explained with Grad-CAM on an encoder feature map ``A`` (``alpha_ik`` = spatial mean of
-``d z_i / d A_k``, ``M_i = ReLU(sum_k alpha_ik A_k)``), and the attention ``M = mean_i M_i``
-is the anomaly map: where the encoder's evidence for the latent code lies on something it
-never saw in normal data.
+A re-implementation (not the authors' code) after Liu, Li, Wu, Radke, Karanam, Suen and Camps,
+"Towards Visually Explaining Variational Autoencoders", CVPR 2020: a VAE learns normal data and
+a test image's anomaly map is an attribution, computed by backpropagation, of that VAE.
+
+Two attributions (setting ``attribution_target``):
+
+* ``latent`` (the paper's): each dimension ``z_i`` of the latent mean is explained with Grad-CAM
+  on an encoder feature map ``A`` (``alpha_ik`` = spatial mean of ``d z_i / d A_k``,
+  ``M_i = ReLU(sum_k alpha_ik A_k)``) and ``M = mean_i M_i``. Measured on bottle at 256 px
+  (10 epochs, seed 0): pixel AUROC 0.48 at the full-grid layer, 0.46 / 0.52 at the 16x16 /
+  8x8 layers: on this feature VAE the latent code's evidence does not lie on the defects.
+* ``elbo`` (default): the VAE's anomaly score, its negative ELBO with ``z = mu``
+  (squared reconstruction error + KL), attributed to the features it reads by gradient x input
+  (``|sum_c x_c dL/dx_c|`` per position: each activation weighted by its gradient, as Grad-CAM
+  weights activations, but per position instead of pooled). Measured: pixel AUROC 0.976,
+  image 0.996 (Grad-CAM-pooled weights of the same score on encoder layers: 0.70-0.71).
 
 Differences from the paper, for CPU speed: the VAE models the frozen backbone's features
 (stride-8 grid of 3x3-averaged features from strides 4, 8 and 16, standardised; as in
@@ -34,6 +43,7 @@ from .reconstruction import grid_features
 BLUR_SIGMA = 4.0
 WIDTH = 64
 IMAGE_BATCH = 8
+TARGETS = ("elbo", "latent")
 
 
 class FeatureVAE(nn.Module):
@@ -67,7 +77,10 @@ class VaeAttention:
     """VAE-attention model on top of a frozen :class:`Backbone`."""
 
     def __init__(self, backbone: Backbone, latent_dim: int = 32, epochs: int = 10, learning_rate: float = 2e-3,
-                 seed: int = 0, image_size: int = 256):
+                 seed: int = 0, image_size: int = 256, target: str = "elbo"):
+        if target not in TARGETS:
+            raise ValueError(f"attribution_target must be one of {', '.join(TARGETS)}, not {target!r}")
+        self.target = target
         self.backbone = backbone
         self.latent_dim, self.epochs, self.learning_rate = int(latent_dim), int(epochs), float(learning_rate)
         self.seed, self.image_size = int(seed), int(image_size)
@@ -80,7 +93,8 @@ class VaeAttention:
     @classmethod
     def from_config(cls, backbone: Backbone, config) -> "VaeAttention":
         return cls(backbone, latent_dim=config.latent_dim, epochs=config.epochs,
-                   learning_rate=config.learning_rate, seed=config.seed, image_size=config.image_size)
+                   learning_rate=config.learning_rate, seed=config.seed, image_size=config.image_size,
+                   target=config.attribution_target)
 
     def _build(self, grid):
         torch.manual_seed(self.seed)
@@ -134,8 +148,20 @@ class VaeAttention:
             step(1.0)
 
     def attention(self, f: torch.Tensor) -> torch.Tensor:
-        """Grad-CAM attention (1, 1, h, w) of one image's standardised features, averaged over
-        the latent mean's dimensions (Liu et al., eq. 1-2)."""
+        """The attribution map (1, 1, h, w) of one image's standardised features."""
+        return self.latent_gradcam(f) if self.target == "latent" else self.elbo_attribution(f)
+
+    def elbo_attribution(self, f: torch.Tensor) -> torch.Tensor:
+        """``|sum_c x_c dL/dx_c|``: the negative ELBO (z = mu) attributed to the features by gradient x input."""
+        with torch.enable_grad():
+            x = f.detach().clone().requires_grad_(True)
+            _, mu, logvar = self.vae.encode(x)
+            loss = ((self.vae.decode(mu) - x) ** 2).sum() - 0.5 * (1 + logvar - mu ** 2 - logvar.exp()).sum()
+            (grad,) = torch.autograd.grad(loss, x)
+        return (grad * x).sum(1, keepdim=True).abs().detach()
+
+    def latent_gradcam(self, f: torch.Tensor) -> torch.Tensor:
+        """Grad-CAM attention averaged over the latent mean's dimensions (Liu et al., eq. 1-2)."""
         with torch.enable_grad():
             f = f.detach().requires_grad_(False)
             a, mu, _ = self.vae.encode(f)
@@ -168,7 +194,7 @@ class VaeAttention:
         tensors = {f"vae.{k}": v.detach().cpu() for k, v in self.vae.state_dict().items()}
         tensors.update(mean=self.mean.cpu(), std=self.std.cpu())
         return {"tensors": tensors,
-                "settings": {"model": "attribution", "latent_dim": self.latent_dim, "epochs": self.epochs,
+                "settings": {"model": "attribution", "attribution_target": self.target, "latent_dim": self.latent_dim, "epochs": self.epochs,
                              "learning_rate": self.learning_rate, "seed": self.seed, "image_size": self.image_size,
                              "grid": list(self.vae.grid), "history": self.history, **backbone_settings(self.backbone)}}
 
@@ -176,7 +202,8 @@ class VaeAttention:
     def load(cls, state: dict, backbone: Backbone) -> "VaeAttention":
         s, t = state["settings"], state["tensors"]
         check_backbone(s, backbone)
-        model = cls(backbone, s["latent_dim"], s["epochs"], s["learning_rate"], s["seed"], s["image_size"])
+        model = cls(backbone, s["latent_dim"], s["epochs"], s["learning_rate"], s["seed"], s["image_size"],
+                    s["attribution_target"])
         model._build(s["grid"])
         model.vae.load_state_dict({k[4:]: v for k, v in t.items() if k.startswith("vae.")})
         model.vae.eval()
@@ -188,7 +215,9 @@ class VaeAttention:
         return 0 if self.vae is None else sum(p.numel() * p.element_size() for p in self.vae.parameters())
 
     def describe(self) -> dict:
-        return {"model": "attribution", "method": "Grad-CAM attention of a VAE's latent mean (Liu et al., "
-                "CVPR 2020; re-implementation on backbone features)", "layers": self.backbone.layer_names,
+        method = ("Grad-CAM attention of the VAE's latent mean (Liu et al., CVPR 2020)" if self.target == "latent"
+                  else "gradient x input attribution of the VAE's negative ELBO")
+        return {"model": "attribution", "attribution_target": self.target,
+                "method": method + "; re-implementation on backbone features", "layers": self.backbone.layer_names,
                 "strides": self.backbone.strides, "weights": self.backbone.weights_source,
                 "latent_dim": self.latent_dim, "epochs": self.epochs, "train_loss": self.history}

@@ -107,6 +107,8 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in (
     Setting("fiber_batch_size", int, "CFLOW: feature vectors per optimiser step", 16, 65536),
     # ---- reconstruction
     Setting("latent_dim", int, "Reconstruction / attribution: latent width of the autoencoder", 1, 1024),
+    Setting("attribution_target", str, "Attribution: elbo = gradient x input of the VAE's score; "
+            "latent = Grad-CAM of its latent (Liu et al.)", choices=("elbo", "latent")),
     # ---- PatchCore
     Setting("coreset_ratio", float, "PatchCore: share of the training patches kept in the memory bank",
             0.0001, 1.0),
@@ -155,9 +157,9 @@ MODELS: dict[str, ModelSpec] = {m.name: m for m in (
               "FeatureReconstruction", ("latent_dim", "epochs", "learning_rate"),
               "autoencoder rebuilding the backbone's patch features; the error is the map",
               citation="after DFR, Shi et al., Neurocomputing 2021"),
-    ModelSpec("attribution", "VAE attention", "attribution", "attribution", "VaeAttention",
-              ("latent_dim", "epochs", "learning_rate"),
-              "Grad-CAM attention of a VAE's latent code (re-implementation of Liu et al.)",
+    ModelSpec("attribution", "VAE attribution", "attribution", "attribution", "VaeAttention",
+              ("attribution_target", "latent_dim", "epochs", "learning_rate"),
+              "gradient attribution of a VAE trained on normal features (after Liu et al.)",
               citation="Liu et al., CVPR 2020"),
     ModelSpec("cflow", "CFLOW", "normalizing_flow", "cflow", "Cflow",
               ("epochs", "learning_rate", "early_stopping_patience", "coupling_blocks", "condition_vector",

@@ -89,6 +89,9 @@ class BenchmarkConfig:
     # Reconstruction: bottleneck width of the feature autoencoder (it trains ``epochs`` passes at
     # ``learning_rate``, like CFLOW).
     latent_dim: int = 32
+    # Attribution: what the VAE's anomaly map attributes ("elbo": its negative ELBO, by gradient x
+    # input; "latent": Grad-CAM of its latent mean, as Liu et al.; see attribution.py).
+    attribution_target: str = "elbo"
     coreset_ratio: float = 0.01
     projection_dim: int = 64
     num_neighbors: int = 9
