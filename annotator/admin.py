@@ -1,8 +1,12 @@
+import csv
+import io
+
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin
 from django.core.exceptions import PermissionDenied
-from django.shortcuts import redirect
+from django.http import JsonResponse
+from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
 from django.urls import path
 from django.utils.html import format_html, format_html_join
@@ -11,6 +15,7 @@ from annotator.models import (
     Claim,
     Dataset,
     Image,
+    ImportJob,
     Label,
     LabelHistory,
     Product,
@@ -18,7 +23,8 @@ from annotator.models import (
     Skip,
     User,
 )
-from annotator.services.importing import ImportFailed, import_zip
+from annotator.services import upload_jobs
+from annotator.services.importing import ImportFailed
 
 # At most this many problems are listed after a failed upload (the rest are counted).
 UPLOAD_ERRORS_SHOWN = 200
@@ -40,8 +46,8 @@ class ProductInline(admin.TabularInline):
 class DatasetUploadForm(forms.Form):
     file = forms.FileField(
         label="Dataset (zip)",
-        help_text="A zip of product folders (or of one product's folders) in MVTec AD, BTAD or "
-        "plain good/anomalous/masks layout.",
+        help_text="A zip of product folders (or of one product's folders) in MVTec AD, BTAD, "
+        "plain good/anomalous/masks layout, with masks beside their images, or with a manifest.csv.",
         widget=forms.ClearableFileInput(attrs={"accept": ".zip,application/zip"}),
     )
     layout = forms.ChoiceField(
@@ -50,24 +56,76 @@ class DatasetUploadForm(forms.Form):
     name = forms.CharField(
         required=False, max_length=200, help_text="Default: the zip file's name without .zip."
     )
+    skip_invalid = forms.BooleanField(
+        required=False, label="Skip invalid files",
+        help_text="Import every valid file; the others are listed in the dataset's problem report. "
+        "Unticked: any problem imports nothing.",
+    )
 
 
 @admin.register(Dataset)
 class DatasetAdmin(admin.ModelAdmin):
-    list_display = ("name", "layout", "root", "label_overlap", "created_at")
+    list_display = ("name", "layout", "root", "label_overlap", "problems", "created_at")
     inlines = [ProductInline]
     change_list_template = "admin/annotator/dataset/change_list.html"
+    readonly_fields = ("import_options", "problem_table")
+    exclude = ("problem_report",)
+
+    @admin.display(description="problems")
+    def problems(self, obj):
+        return max(len(obj.problem_report.splitlines()) - 1, 0)
+
+    @admin.display(description="Problem report (files left out by the last import)")
+    def problem_table(self, obj):
+        rows = list(csv.reader(io.StringIO(obj.problem_report)))[1:]
+        if not rows:
+            return "None"
+        return format_html(
+            '<table class="problem-report"><tr><th>path</th><th>problem</th></tr>{}</table>',
+            format_html_join("", "<tr><td>{}</td><td>{}</td></tr>", rows),
+        )
 
     def get_urls(self):
-        upload = path(
-            "upload/",
-            self.admin_site.admin_view(self.upload_view),
-            name="annotator_dataset_upload",
-        )
-        return [upload, *super().get_urls()]
+        urls = [
+            path("upload/", self.admin_site.admin_view(self.upload_view), name="annotator_dataset_upload"),
+            path("upload/<int:job_id>/", self.admin_site.admin_view(self.job_view),
+                 name="annotator_dataset_upload_job"),
+            path("upload/<int:job_id>/status/", self.admin_site.admin_view(self.job_status_view),
+                 name="annotator_dataset_upload_status"),
+            path("upload/<int:job_id>/cancel/", self.admin_site.admin_view(self.job_cancel_view),
+                 name="annotator_dataset_upload_cancel"),
+        ]
+        return [*urls, *super().get_urls()]
+
+    def _job(self, request, job_id):
+        if not request.user.is_admin_role:
+            raise PermissionDenied("Only admins import datasets.")
+        return get_object_or_404(ImportJob, pk=job_id)
+
+    def job_view(self, request, job_id):
+        """The upload's progress bar (polls the status view), cancel button, then its outcome."""
+        job = self._job(request, job_id)
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "title": f"Importing {job.file_name}",
+            "job": job,
+            "state": upload_jobs.job_state(job),
+        }
+        return TemplateResponse(request, "admin/annotator/dataset/upload_job.html", context)
+
+    def job_status_view(self, request, job_id):
+        return JsonResponse(upload_jobs.job_state(self._job(request, job_id)))
+
+    def job_cancel_view(self, request, job_id):
+        job = self._job(request, job_id)
+        if request.method != "POST":
+            return JsonResponse({"error": "POST to cancel"}, status=405)
+        upload_jobs.request_cancel(job)
+        return redirect("admin:annotator_dataset_upload_job", job_id=job.pk)
 
     def upload_view(self, request):
-        """Upload a zip, import it (all or nothing) and report the summary or every problem."""
+        """Store an uploaded zip and queue its import as a job (see the job page for progress)."""
         if not request.user.is_admin_role:
             raise PermissionDenied("Only admins import datasets.")
         errors = []
@@ -76,10 +134,11 @@ class DatasetAdmin(admin.ModelAdmin):
             form = DatasetUploadForm(request.POST, request.FILES)
             if form.is_valid():
                 try:
-                    report = import_zip(
+                    job = upload_jobs.start_upload(
                         form.cleaned_data["file"],
                         layout=form.cleaned_data["layout"],
                         name=form.cleaned_data["name"] or None,
+                        skip_invalid=form.cleaned_data["skip_invalid"],
                         created_by=request.user,
                     )
                 except ImportFailed as failure:
@@ -98,14 +157,7 @@ class DatasetAdmin(admin.ModelAdmin):
                         ),
                     )
                 else:
-                    messages.success(
-                        request,
-                        format_html(
-                            "Imported.<br>{}",
-                            format_html_join("", "{}<br>", ((line,) for line in report.summary_lines())),
-                        ),
-                    )
-                    return redirect("admin:annotator_dataset_changelist")
+                    return redirect("admin:annotator_dataset_upload_job", job_id=job.pk)
             else:
                 status = 400
         else:
@@ -120,6 +172,16 @@ class DatasetAdmin(admin.ModelAdmin):
         return TemplateResponse(
             request, "admin/annotator/dataset/upload.html", context, status=status
         )
+
+
+@admin.register(ImportJob)
+class ImportJobAdmin(admin.ModelAdmin):
+    list_display = ("file_name", "status", "stage", "done", "total", "dataset", "created_by", "created_at")
+    list_filter = ("status",)
+    readonly_fields = [field.name for field in ImportJob._meta.fields]
+
+    def has_add_permission(self, request):
+        return False
 
 
 @admin.register(Product)

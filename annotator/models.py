@@ -30,6 +30,8 @@ class Dataset(models.Model):
         MVTEC = "mvtec", "MVTec AD"
         BTAD = "btad", "BTAD"
         FOLDER = "folder", "Plain folder"
+        BESIDE = "beside", "Masks beside images"
+        MANIFEST = "manifest", "Manifest (CSV / JSON lines)"
 
     name = models.CharField(max_length=200, unique=True)
     layout = models.CharField(max_length=16, choices=Layout.choices)
@@ -37,6 +39,11 @@ class Dataset(models.Model):
     root = models.CharField(max_length=1024, unique=True)
     # How many different annotators must label each anomalous image.
     label_overlap = models.PositiveSmallIntegerField(default=1)
+    # Options the dataset was imported with (mask suffix/extension, good folders, mask threshold,
+    # split seed and test share); a re-import reuses them unless told otherwise.
+    import_options = models.JSONField(default=dict, blank=True)
+    # CSV (path,problem) of the files the last import left out (--skip-invalid, duplicates).
+    problem_report = models.TextField(blank=True, default="")
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -236,3 +243,40 @@ class ReviewDecision(models.Model):
 
     def __str__(self) -> str:
         return f"{self.image}: {self.category} (review by {self.reviewer})"
+
+
+class ImportJob(models.Model):
+    """A zip upload imported by a Celery task; the row holds its state (progress, cancel flag)."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+        CANCELLED = "cancelled", "Cancelled"
+
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    upload_path = models.CharField(max_length=1024)  # the stored zip, removed when the job ends
+    file_name = models.CharField(max_length=255)
+    options = models.JSONField(default=dict, blank=True)  # layout, name, skip_invalid ...
+    done = models.PositiveIntegerField(default=0)
+    total = models.PositiveIntegerField(default=0)
+    stage = models.CharField(max_length=64, blank=True, default="")
+    cancel_requested = models.BooleanField(default=False)
+    messages = models.JSONField(default=list, blank=True)  # summary lines or problems
+    dataset = models.ForeignKey(Dataset, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.file_name} ({self.status})"
+
+    @property
+    def finished(self) -> bool:
+        return self.status in (self.Status.DONE, self.Status.FAILED, self.Status.CANCELLED)

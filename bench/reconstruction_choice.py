@@ -86,7 +86,7 @@ def main():
             m = 1 - ssim_map(net(b), b)
             maps.append(gaussian_blur(m, 4.0)[0, 0].numpy())
     maps = np.stack(maps).astype(np.float32)
-    tf = metrics.threshold_free(maps, load_masks(test, a.size))
+    tf = metrics.threshold_free(maps, load_masks(test, a.size), np.array([s.is_anomalous for s in test]))
     print(f"{a.product} SSIM autoencoder, {a.epochs} epochs, fit {fit:.0f} s:",
           {k: round(float(v), 4) for k, v in tf.items()})
 

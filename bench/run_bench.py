@@ -197,7 +197,8 @@ def worker_anomalib(model: str, args) -> dict:
         raise RuntimeError(f"anomalib maps have size {maps.shape}, expected {size}")
     masks = load_masks(test, size)
     return {
-        "threshold_free": metrics.threshold_free(maps, masks, image_scores),
+        "threshold_free": metrics.threshold_free(maps, masks, np.array([s.is_anomalous for s in test]),
+                                                 scores=image_scores),
         "fit_seconds": fit_seconds,
         "test_seconds": test_seconds,
         "inference_ms_per_image": 1000 * test_seconds / len(test),

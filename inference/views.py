@@ -108,7 +108,7 @@ def _part_context(run, part):
         "by_category": reports.subset_tables(s, "by_category"),
         "by_background": reports.subset_tables(s, "by_background"),
         "by_defect_type": reports.subset_tables(s, "by_defect_type"),
-        "repeats": s.get("repeats"),
+        "repeats": s.get("repeats"), "repeat_rows": reports.repeat_rows(s),
         "gallery": gallery, "curves": [c for c in curves if c["key"] != "few_shot"],
     })
     return context
@@ -177,7 +177,6 @@ def compare(request):
                   .prefetch_related("product_runs__product").order_by("pk"))
     context = {
         "comparison": reports.comparison(chosen) if len(chosen) >= 2 else None,
-        "paired": recommendation.paired_rows(chosen) if len(chosen) >= 2 else [],
         "active": [r.pk for r in chosen if r.is_active],
         "chosen": chosen,
         "candidates": BenchmarkRun.objects.filter(status=Status.SUCCEEDED).select_related("dataset")[:100],

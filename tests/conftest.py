@@ -12,6 +12,7 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 REAL_BOTTLE = REPO_ROOT.parent / "shared" / "data" / "mvtec_ad" / "bottle"
+REAL_KOLEKTOR = REPO_ROOT.parent / "shared" / "data" / "kolektorsdd"
 REAL_LABELS_CSV = REPO_ROOT.parent / "shared" / "data" / "labels" / "mvtec_bottle_reference.csv"
 CHROMIUM = "/usr/bin/chromium"
 
@@ -97,6 +98,16 @@ def real_bottle_root() -> Path:
             pytest.fail(f"CI expects the real data at {REAL_BOTTLE}")
         pytest.skip(f"real data not found at {REAL_BOTTLE}")
     return REAL_BOTTLE
+
+
+@pytest.fixture
+def real_kolektor_root() -> Path:
+    """The KolektorSDD folders as distributed; skipped only off-CI when absent."""
+    if not REAL_KOLEKTOR.is_dir():
+        if os.environ.get("CI"):
+            pytest.fail(f"CI expects the real data at {REAL_KOLEKTOR}")
+        pytest.skip(f"real data not found at {REAL_KOLEKTOR}")
+    return REAL_KOLEKTOR
 
 
 @pytest.fixture

@@ -6,8 +6,11 @@ bounded size and gets a cached, resized copy keyed by the file's checksum.
 import hashlib
 from pathlib import Path
 
+import numpy as np
 from django.conf import settings
 from PIL import Image as PILImage
+
+from inference.engine.pixels import MASK_THRESHOLD, decode_image, decode_mask, orientation_of
 
 from annotator.models import Image
 
@@ -21,31 +24,42 @@ def cache_dir() -> Path:
 
 
 def display_file(image: Image, *, kind: str, size: int | None) -> Path:
-    """Path of the file to send for ``image`` (``kind`` is "image" or "mask").
+    """Path of the PNG to send for ``image`` (``kind`` is "image" or "mask").
 
-    ``size`` None means the original file. Masks are resized with nearest-neighbour so they stay
-    binary; images with Lanczos.
+    Every copy comes from the shared decoding the engine uses (``inference.engine.pixels``): the
+    image upright (EXIF orientation) as 8-bit RGB, the mask as the binary 0/255 mask the mask rule
+    gives (with its image's orientation), so what a user sees is what a model is scored on.
+    ``size`` None means full size; otherwise the picture fits in ``size``² (masks resized with
+    nearest-neighbour so they stay binary, images with Lanczos).
     """
     source = image.file_path if kind == "image" else image.mask_file_path
     if source is None:
         raise FileNotFoundError(f"Image {image.pk} has no mask.")
-    if size is None:
-        return source
-    if size not in DISPLAY_SIZES:
+    if size is not None and size not in DISPLAY_SIZES:
         raise ValueError(f"Display size must be one of {DISPLAY_SIZES}.")
-    key = hashlib.sha256(f"{image.checksum}:{kind}:{source}:{size}".encode()).hexdigest()[:32]
+    if not Path(source).is_file():
+        raise FileNotFoundError(f"{source} is missing.")
+    options = image.product.dataset.import_options
+    key = hashlib.sha256(
+        f"{image.checksum}:{kind}:{source}:{size or 'full'}:{options.get('mask_threshold')}:v2".encode()
+    ).hexdigest()[:32]
     target = cache_dir() / key[:2] / f"{key}.png"
     if target.exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    with PILImage.open(source) as opened:
-        picture = opened.convert("L" if kind == "mask" else "RGB")
+    if kind == "mask":
+        threshold = image.product.dataset.import_options.get("mask_threshold") or MASK_THRESHOLD
+        decoded = decode_mask(source, orientation=orientation_of(image.file_path), threshold=threshold)
+        picture = PILImage.fromarray(decoded.defect.astype(np.uint8) * 255, "L")
+    else:
+        picture = decode_image(source)
+    if size is not None:
         picture.thumbnail(
             (size, size),
             PILImage.Resampling.NEAREST if kind == "mask" else PILImage.Resampling.LANCZOS,
         )
-        # Write then rename so a concurrent reader never sees a half-written file.
-        partial = target.with_suffix(f".{id(picture)}.tmp")
-        picture.save(partial, format="PNG", optimize=False)
-        partial.replace(target)
+    # Write then rename so a concurrent reader never sees a half-written file.
+    partial = target.with_suffix(f".{id(picture)}.tmp")
+    picture.save(partial, format="PNG", optimize=False)
+    partial.replace(target)
     return target

@@ -19,6 +19,14 @@ import numpy as np
 from PIL import Image as PILImage
 from PIL import ImageFile
 
+from inference.engine.pixels import (
+    MASK_THRESHOLD,
+    DecodeError,
+    decode_image,
+    decode_mask,
+    exif_orientation,
+)
+
 # Truncated files must fail, never be padded with grey.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
@@ -32,6 +40,7 @@ class CheckedFile:
     width: int
     height: int
     checksum: str  # SHA-256 of the file
+    orientation: int = 1  # EXIF orientation (already applied to width and height)
 
 
 @contextmanager
@@ -50,8 +59,10 @@ def pillow_limits(max_pixels: int):
             PILImage.MAX_IMAGE_PIXELS = previous
 
 
-def _open_checked(data: bytes, max_pixels: int) -> PILImage.Image:
-    """Open, verify and fully decode ``data``; raise CheckError with a readable reason.
+def _open_checked(data: bytes, max_pixels: int, *, mask: bool = False, name: str = "",
+                  threshold: float = MASK_THRESHOLD, orientation: int = 1):
+    """Verify and fully decode ``data`` with the shared decoding (``inference.engine.pixels``):
+    the RGB picture, or for ``mask`` the DecodedMask; raise CheckError with a readable reason.
 
     The declared size is checked against ``max_pixels`` before a single pixel is decoded, so
     the limit holds even outside ``pillow_limits``.
@@ -62,18 +73,20 @@ def _open_checked(data: bytes, max_pixels: int) -> PILImage.Image:
             if width * height > max_pixels:
                 raise CheckError(_bomb_message(width, height, max_pixels))
             probe.verify()
-        picture = PILImage.open(io.BytesIO(data))
-        picture.load()
+        if mask:
+            return decode_mask(data, threshold=threshold, orientation=orientation, name=name)
+        return decode_image(data)
     except (PILImage.DecompressionBombError, PILImage.DecompressionBombWarning) as error:
         raise CheckError(f"refused as a possible decompression bomb ({error})") from None
     except CheckError:
         raise
+    except DecodeError as error:
+        raise CheckError(str(error)) from None
     except PILImage.UnidentifiedImageError:
         raise CheckError("not a readable image (unknown or corrupt image format)") from None
     except Exception as error:  # noqa: BLE001 - any decoder failure means unreadable
         reason = str(error) or type(error).__name__
         raise CheckError(f"not a readable image ({reason})") from None
-    return picture
 
 
 def _bomb_message(width: int, height: int, max_pixels: int) -> str:
@@ -90,63 +103,64 @@ def _read(path: Path) -> bytes:
         raise CheckError(f"cannot be read ({error.strerror or error})") from None
 
 
+def _orientation(data: bytes) -> int:
+    try:
+        with PILImage.open(io.BytesIO(data)) as picture:
+            return exif_orientation(picture)
+    except Exception:  # noqa: BLE001 - a header problem shows on decode
+        return 1
+
+
 def check_image(path: Path, *, max_pixels: int, known: CheckedFile | None = None) -> CheckedFile:
-    """Size and checksum of a readable image; ``known`` (an earlier check of the same file)
-    skips the decode when the checksum still matches."""
+    """Size (upright, after EXIF orientation) and checksum of a readable image; ``known`` (an
+    earlier check of the same file) skips the decode when the checksum still matches."""
     data = _read(path)
     checksum = hashlib.sha256(data).hexdigest()
     if known is not None and known.checksum == checksum and known.width * known.height <= max_pixels:
-        return known
+        return CheckedFile(known.width, known.height, checksum, _orientation(data))
     picture = _open_checked(data, max_pixels)
     width, height = picture.size
     picture.close()
-    return CheckedFile(width, height, checksum)
+    return CheckedFile(width, height, checksum, _orientation(data))
 
 
-def mask_values(picture: PILImage.Image) -> np.ndarray:
-    """The distinct values of a mask, sorted (colour masks: distinct colours, as integers)."""
-    if picture.mode in ("1", "P", "LA", "PA"):
-        picture = picture.convert("L")
-    array = np.asarray(picture)
-    if array.dtype == np.uint8 and array.ndim == 2:
-        return np.nonzero(np.bincount(array.ravel(), minlength=256))[0]
-    if array.ndim == 3:
-        # RGB(A) masks: a pixel's colour is one value.
-        array = array.astype(np.int64)
-        flat = np.zeros(array.shape[:2], dtype=np.int64)
-        for channel in range(array.shape[2]):
-            flat = flat * 256 + array[..., channel]
-        array = flat
-    return np.unique(array)
+@dataclass(frozen=True)
+class CheckedMask:
+    width: int
+    height: int
+    checksum: str
+    rule: str  # the mask rule applied (inference.engine.pixels.MASK_RULES)
+    lossy: bool  # JPEG mask
+    defect_pixels: int
 
 
-def check_mask(path: Path, *, max_pixels: int, image_size: tuple[int, int] | None) -> CheckedFile:
-    """A mask must decode, have the image's size and be binary with some foreground."""
+def check_mask(path: Path, *, max_pixels: int, image_size: tuple[int, int] | None,
+               threshold: float = MASK_THRESHOLD, orientation: int = 1) -> CheckedMask:
+    """A mask must decode by one of the mask rules and have its image's (upright) size.
+
+    An empty mask is not an error here: whether it is one depends on the layout (the importer).
+    """
     data = _read(path)
     checksum = hashlib.sha256(data).hexdigest()
-    picture = _open_checked(data, max_pixels)
-    width, height = picture.size
+    decoded = _open_checked(data, max_pixels, mask=True, name=path.name,
+                            threshold=threshold, orientation=orientation)
+    height, width = decoded.defect.shape
     if image_size is not None and (width, height) != tuple(image_size):
         raise CheckError(f"mask {width}x{height} but image {image_size[0]}x{image_size[1]}")
-    values = mask_values(picture)
-    picture.close()
-    if len(values) > 2 or (len(values) == 2 and values[0] != 0):
-        raise CheckError(f"mask is not binary: {len(values)} distinct values")
-    if len(values) == 1 and values[0] == 0:
-        raise CheckError("mask is empty (all zero) for an anomalous image")
-    return CheckedFile(width, height, checksum)
+    return CheckedMask(width, height, checksum, decoded.rule, decoded.lossy, decoded.defect_pixels)
 
 
 @dataclass(frozen=True)
 class PairResult:
     image: CheckedFile | None
-    mask: CheckedFile | None
+    mask: CheckedMask | None
     errors: tuple[str, ...]
 
 
 def check_pair(image_path: Path, mask_path: Path | None, *, max_pixels: int,
                image_label: str, mask_label: str | None,
-               known: CheckedFile | None = None) -> PairResult:
+               known: CheckedFile | None = None,
+               threshold: float = MASK_THRESHOLD) -> PairResult:
     """Check an image and (when given) its mask; messages are prefixed with the given labels."""
     errors = []
     image = mask = None
@@ -159,6 +173,7 @@ def check_pair(image_path: Path, mask_path: Path | None, *, max_pixels: int,
             mask = check_mask(
                 mask_path, max_pixels=max_pixels,
                 image_size=(image.width, image.height) if image else None,
+                threshold=threshold, orientation=image.orientation if image else 1,
             )
         except CheckError as error:
             errors.append(f"{mask_label}: {error}")
@@ -172,6 +187,7 @@ def check_many(
     progress: Callable[[int, int], None] | None = None,
     workers: int | None = None,
     known: dict[str, CheckedFile | None] | None = None,
+    threshold: float = MASK_THRESHOLD,
 ) -> list[PairResult]:
     """``check_pair`` over (image, mask, image label, mask label) jobs, in order, on a thread pool.
 
@@ -189,7 +205,7 @@ def check_many(
         image_path, mask_path, image_label, mask_label = job
         return check_pair(image_path, mask_path, max_pixels=max_pixels,
                           image_label=image_label, mask_label=mask_label,
-                          known=(known or {}).get(str(image_path)))
+                          known=(known or {}).get(str(image_path)), threshold=threshold)
 
     if progress:
         progress(0, total)

@@ -7,8 +7,17 @@ Rules a user notices:
   ``Dataset.root`` is the resolved folder given, ``Image.path`` / ``Image.mask_path`` are relative
   to it with forward slashes. Nothing is copied.
 * Every file is checked before anything is written (readable and fully decodable, below the
-  pixel limit, anomalous images with a mask of the same size that is binary and not empty). Any
-  problem: nothing is imported and ``ImportFailed`` lists one message per problem.
+  pixel limit, anomalous images with a mask of the same size that a mask rule of
+  ``inference.engine.pixels`` reads and that is not empty). Any problem: nothing is imported and
+  ``ImportFailed`` lists one message per problem.
+* ``skip_invalid``: every valid image is imported instead, and the problems (CSV ``path,problem``)
+  are kept in ``Dataset.problem_report`` (shown in the admin). Images with the content of another
+  image of their product are imported once, in either mode, and reported (and listed there too).
+* Anomaly and split left open by the layout (beside, manifest) are decided by
+  ``layouts.resolve_images``: anomalous when the mask has a defect pixel, a seeded split of the
+  defect-free images (seed, test share and the beside/mask options are kept in
+  ``Dataset.import_options`` for re-imports). The summary reports the split made, how many masks
+  each mask rule converted, and JPEG masks (lossy edges).
 * Everything is written in one transaction. Re-importing the same folder is idempotent: the
   dataset is found by its root, unchanged images are left alone (reported "unchanged"), images
   whose checksum, size, split, defect type or mask changed are updated (reported "updated"), new
@@ -27,6 +36,8 @@ Rules a user notices:
 """
 from __future__ import annotations
 
+import csv
+import io
 import json
 import re
 import shutil
@@ -41,9 +52,20 @@ from typing import Callable
 from django.conf import settings
 from django.db import IntegrityError, transaction
 
-from annotator.layouts import LAYOUTS, ScanResult, UnknownLayoutError, scan_dataset
+from annotator.layouts import (
+    DEFAULT_GOOD_FOLDERS,
+    DEFAULT_SPLIT_SEED,
+    DEFAULT_TEST_SHARE,
+    LAYOUTS,
+    MANIFEST_EXTENSIONS,
+    ScanResult,
+    UnknownLayoutError,
+    resolve_images,
+    scan_dataset,
+)
 from annotator.models import Dataset, Image, Product
 from annotator.services.image_checks import CheckedFile, check_many
+from inference.engine.pixels import MASK_RULES, MASK_THRESHOLD
 
 Progress = Callable[[int, int], None]
 
@@ -106,11 +128,38 @@ class ImportReport:
     missing: int  # images in the database whose file is gone (kept)
     products: dict[str, ProductSummary]
     errors: list[str] = field(default_factory=list)  # always empty: problems raise ImportFailed
+    problems: list[tuple[str, str]] = field(default_factory=list)  # (path, problem) left out
+    duplicates: list[tuple[str, str]] = field(default_factory=list)  # (left-out copy, kept image)
+    mask_rules: Counter = field(default_factory=Counter)  # rule -> masks it was applied to
+    lossy_masks: list[str] = field(default_factory=list)  # JPEG masks
+    split_made: dict | None = None
 
     def summary_lines(self) -> list[str]:
         state = "created" if self.created else "already imported"
         lines = [f"Dataset '{self.dataset.name}' ({self.layout}, {state}) at {self.dataset.root}"]
         lines += [summary.line() for summary in self.products.values()]
+        if self.split_made:
+            made = self.split_made
+            lines.append(
+                f"split made by DefectBench (no split given): seed {made['seed']}, "
+                f"{made['test_share']:.0%} of the defect-free images held out for test "
+                f"({made['test_good']} test, {made['train']} train), every anomalous image in test"
+            )
+        converted = {rule: n for rule, n in sorted(self.mask_rules.items()) if rule != "binary"}
+        if converted:
+            lines.append("masks converted to binary: " + ", ".join(
+                f"{n} by rule '{rule}' ({MASK_RULES[rule].split(':')[0]})" for rule, n in converted.items()))
+        if self.lossy_masks:
+            lines.append(f"warning: {len(self.lossy_masks)} JPEG mask(s), whose edges are lossy "
+                         f"(e.g. {self.lossy_masks[0]}); PNG masks are exact")
+        if self.duplicates:
+            lines.append(f"{len(self.duplicates)} duplicate image(s) imported once (same content): "
+                         + "; ".join(f"{copy} = {kept}" for copy, kept in self.duplicates[:10])
+                         + (" ..." if len(self.duplicates) > 10 else ""))
+        if self.problems:
+            lines.append(f"{len(self.problems)} problem(s), files left out (problem report kept "
+                         "with the dataset): " + "; ".join(f"{path}: {problem}" for path, problem in self.problems[:10])
+                         + (" ..." if len(self.problems) > 10 else ""))
         if len(self.products) > 1:
             total = f"{self.added} added, "
             if self.updated:
@@ -150,8 +199,10 @@ def resolve_dataset_root(path) -> Path:
         )
     if not resolved.exists():
         raise ImportFailed([f"{given} does not exist"])
+    if resolved.is_file() and resolved.suffix.lower() in MANIFEST_EXTENSIONS:
+        return resolved  # a manifest; its folder is the dataset's root
     if not resolved.is_dir():
-        raise ImportFailed([f"{given} is not a folder"])
+        raise ImportFailed([f"{given} is not a folder (nor a manifest: {' or '.join(MANIFEST_EXTENSIONS)})"])
     return resolved
 
 
@@ -195,12 +246,28 @@ def _check_name(name: str, root: Path) -> None:
         )
 
 
-def _validate(scan: ScanResult, known: dict[str, CheckedFile], progress: Progress | None):
-    """(checked image file per scanned image, errors); images with a known checksum are not decoded."""
+class ImportCancelled(Exception):
+    """The import was cancelled while files were checked; nothing was written."""
+
+
+def _problem(message: str) -> tuple[str, str]:
+    """(path, problem) of a message "path: problem" (the form of every check message)."""
+    path, _, problem = message.partition(": ")
+    return (path, problem) if problem else ("", message)
+
+
+def _validate(scan: ScanResult, known: dict[str, CheckedFile], progress: Progress | None,
+              threshold: float):
+    """(valid images with their checked file, masks per rule, lossy masks, errors).
+
+    Images with a known checksum are not decoded again.
+    """
     errors = list(scan.errors)
+    outside = set()
     for image in scan.images:
         for path in (image.image_path, image.mask_path):
             if path is not None and not inside_data_roots(path):
+                outside.add(image.image_path)
                 errors.append(
                     f"{scan.relative(path)}: resolves to {path.resolve()}, outside the allowed data roots"
                 )
@@ -208,7 +275,7 @@ def _validate(scan: ScanResult, known: dict[str, CheckedFile], progress: Progres
         (
             image.image_path,
             image.mask_path,
-            scan.relative(image.image_path),
+            f"{image.where}: {scan.relative(image.image_path)}" if image.where else scan.relative(image.image_path),
             scan.relative(image.mask_path) if image.mask_path else None,
         )
         for image in scan.images
@@ -218,10 +285,17 @@ def _validate(scan: ScanResult, known: dict[str, CheckedFile], progress: Progres
         max_pixels=settings.DEFECTBENCH_MAX_IMAGE_PIXELS,
         progress=progress,
         known={str(image.image_path): known.get(scan.relative(image.image_path)) for image in scan.images},
+        threshold=threshold,
     )
-    for result in results:
+    valid = []
+    for image, result in zip(scan.images, results):
         errors.extend(result.errors)
-    return [result.image for result in results], errors
+        if result.errors or image.image_path in outside:
+            continue
+        if image.is_anomalous and image.mask_path is None:
+            continue  # its missing mask is in scan.errors
+        valid.append((image, result))
+    return valid, errors
 
 
 def import_dataset(
@@ -232,19 +306,48 @@ def import_dataset(
     created_by=None,
     product_kinds: dict | None = None,
     progress: Progress | None = None,
+    skip_invalid: bool = False,
+    mask_suffix: str | None = None,
+    mask_ext: str | None = None,
+    good_folders: list[str] | None = None,
+    mask_threshold: float | None = None,
+    split_seed: int | None = None,
+    test_share: float | None = None,
 ) -> ImportReport:
-    """Import the dataset folder ``path`` (see the module docstring); ImportFailed on any problem.
+    """Import the dataset folder (or manifest file) ``path`` (see the module docstring);
+    ImportFailed on any problem, unless ``skip_invalid``: then every valid image is imported and
+    the problems are kept in ``Dataset.problem_report``.
 
-    ``progress(done, total)`` is called while files are checked (the slow part).
+    ``progress(done, total)`` is called while files are checked (the slow part); it may raise
+    ImportCancelled to stop (nothing is written then). Options left None take the values of the
+    dataset's earlier import, else the defaults.
     """
     root = resolve_dataset_root(path)
     if layout not in ("auto", *LAYOUTS):
         raise ImportFailed([f"Unknown layout {layout!r}; expected auto, {', '.join(LAYOUTS)}."])
+    dataset_root = root.parent if root.is_file() else root
+    existing = Dataset.objects.filter(root=str(dataset_root)).first()
+    before = dict(existing.import_options) if existing else {}
+    given = {"mask_suffix": mask_suffix, "mask_ext": mask_ext,
+             "good_folders": list(good_folders) if good_folders else None,
+             "mask_threshold": mask_threshold, "split_seed": split_seed, "test_share": test_share}
+    options = {key: value if value is not None else before.get(key) for key, value in given.items()}
+    threshold = options["mask_threshold"] if options["mask_threshold"] is not None else MASK_THRESHOLD
+    seed = options["split_seed"] if options["split_seed"] is not None else DEFAULT_SPLIT_SEED
+    share = options["test_share"] if options["test_share"] is not None else DEFAULT_TEST_SHARE
+    bad = []
+    if not 0.0 < threshold <= 1.0:
+        bad.append(f"mask threshold {threshold} must be above 0 and at most 1 (a share of full scale)")
+    if not 0.0 <= share < 1.0:
+        bad.append(f"test share {share} must be at least 0 and below 1")
+    if bad:
+        raise ImportFailed(bad)
     try:
-        scan = scan_dataset(root, layout)
+        scan = scan_dataset(root, layout, mask_suffix=options["mask_suffix"], mask_ext=options["mask_ext"],
+                            good_folders=options["good_folders"] or DEFAULT_GOOD_FOLDERS)
     except UnknownLayoutError as error:
         raise ImportFailed([str(error)]) from None
-    existing = Dataset.objects.filter(root=str(root)).first()
+    root = scan.root
     name = name or (existing.name if existing else root.name)
     _check_name(name, root)
     kinds = {**_declared_kinds(root)}
@@ -260,32 +363,71 @@ def import_dataset(
             "path", "width", "height", "checksum"
         ):
             known[rel] = CheckedFile(width, height, checksum)
-    checked, errors = _validate(scan, known, progress)
-    if errors:
+    valid, errors = _validate(scan, known, progress, threshold)
+    checked = {image.image_path: result for image, result in valid}
+    resolution = resolve_images(
+        ScanResult(layout=scan.layout, root=scan.root, images=[image for image, _ in valid]),
+        checksums={path: result.image.checksum for path, result in checked.items()},
+        defect_pixels={image.mask_path: result.mask.defect_pixels for image, result in valid if result.mask},
+        seed=seed, test_share=share,
+    )
+    errors += [f"{scan.relative(path)}: {problem}" for path, problem in resolution.problems]
+    if errors and not skip_invalid:
         raise ImportFailed(errors)
+    if not resolution.images:
+        raise ImportFailed([*errors, f"{root}: no valid image to import"])
+    kept = [(image, checked[image.image_path]) for image in resolution.images]
+    mask_rules = Counter(result.mask.rule for image, result in kept if image.mask_path and result.mask)
+    lossy = [scan.relative(image.mask_path) for image, result in kept
+             if image.mask_path and result.mask and result.mask.lossy]
+    problems = [_problem(error) for error in errors]
+    duplicates = [(scan.relative(copy), scan.relative(original)) for copy, original in resolution.duplicates]
+    report_rows = problems + [(copy, f"duplicate of {original} (same content); imported once")
+                              for copy, original in duplicates]
+    stored_options = {key: value for key, value in options.items() if value is not None}
 
     try:
         with transaction.atomic():
-            return _write(scan, checked, root, name, created_by, kinds, explicit)
+            report = _write(scan, kept, root, name, created_by, kinds, explicit,
+                            stored_options, _csv(report_rows))
     except IntegrityError as error:
         raise ImportFailed([f"The database refused the import ({error}); was {root} imported "
                             "at the same time by someone else? Try again."]) from None
+    report.problems = problems
+    report.duplicates = duplicates
+    report.mask_rules = mask_rules
+    report.lossy_masks = lossy
+    report.split_made = resolution.split_made
+    return report
 
 
-def _write(scan, checked, root, name, created_by, kinds, explicit) -> ImportReport:
+def _csv(rows: list[tuple[str, str]]) -> str:
+    if not rows:
+        return ""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["path", "problem"])
+    writer.writerows(rows)
+    return out.getvalue()
+
+
+def _write(scan, kept, root, name, created_by, kinds, explicit, options, problem_report) -> ImportReport:
     dataset = Dataset.objects.select_for_update().filter(root=str(root)).first()
     created = dataset is None
     if created:
-        dataset = Dataset.objects.create(name=name, layout=scan.layout, root=str(root), created_by=created_by)
-    elif dataset.name != name or dataset.layout != scan.layout:
+        dataset = Dataset.objects.create(name=name, layout=scan.layout, root=str(root), created_by=created_by,
+                                         import_options=options, problem_report=problem_report)
+    else:
         dataset.name = name
         dataset.layout = scan.layout
-        dataset.save(update_fields=["name", "layout"])
+        dataset.import_options = options
+        dataset.problem_report = problem_report
+        dataset.save(update_fields=["name", "layout", "import_options", "problem_report"])
 
     products = {product.name: product for product in dataset.products.all()}
     normal_label = "ok" if scan.layout == "btad" else "good"
     summaries: dict[str, ProductSummary] = {}
-    for product_name in scan.products:
+    for product_name in sorted({image.product for image, _ in kept}):
         product = products.get(product_name)
         if product is None:
             kind = explicit.get(product_name) or kinds.get(product_name) or _default_kind(product_name)
@@ -303,7 +445,8 @@ def _write(scan, checked, root, name, created_by, kinds, explicit) -> ImportRepo
     seen = set()
     to_add, to_update = [], []
     counts: Counter = Counter()
-    for scanned, info in zip(scan.images, checked):
+    for scanned, result in kept:
+        info = result.image
         product = products[scanned.product]
         summary = summaries[scanned.product]
         rel = scan.relative(scanned.image_path)
@@ -416,12 +559,14 @@ def _plan_extraction(archive: zipfile.ZipFile, target: Path) -> list[tuple[zipfi
     return plan
 
 
-def _extract(archive: zipfile.ZipFile, plan, target: Path) -> None:
+def _extract(archive: zipfile.ZipFile, plan, target: Path, progress: Progress | None = None) -> None:
     """Extract ``plan``, counting real bytes (declared sizes may lie)."""
     limit = settings.DEFECTBENCH_MAX_UNPACKED_BYTES
     written = 0
     target.mkdir(parents=True, exist_ok=True)
-    for info, destination in plan:
+    for number, (info, destination) in enumerate(plan):
+        if progress:
+            progress(number, len(plan))
         destination.parent.mkdir(parents=True, exist_ok=True)
         with archive.open(info) as source, open(destination, "wb") as sink:
             while chunk := source.read(_CHUNK):
@@ -433,6 +578,87 @@ def _extract(archive: zipfile.ZipFile, plan, target: Path) -> None:
                 sink.write(chunk)
 
 
+def save_upload(uploaded_file) -> tuple[Path, str]:
+    """Stream an uploaded zip to ``MEDIA_ROOT/uploads/<uuid>.zip``; (its path, the file's name).
+
+    ImportFailed (nothing kept) when it is above DEFECTBENCH_MAX_UPLOAD_BYTES.
+    """
+    file_name = Path(getattr(uploaded_file, "name", "") or "upload.zip").name
+    max_upload = settings.DEFECTBENCH_MAX_UPLOAD_BYTES
+    size = getattr(uploaded_file, "size", None)
+    if size is not None and size > max_upload:
+        raise ImportFailed([f"{file_name}: {size:,} bytes, more than the upload limit of {max_upload:,} bytes"])
+    zip_path = Path(settings.MEDIA_ROOT) / "uploads" / f"{uuid.uuid4().hex}.zip"
+    zip_path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        received = 0
+        with open(zip_path, "wb") as sink:
+            chunks = uploaded_file.chunks() if hasattr(uploaded_file, "chunks") else iter(
+                lambda: uploaded_file.read(_CHUNK), b""
+            )
+            for chunk in chunks:
+                received += len(chunk)
+                if received > max_upload:
+                    raise ImportFailed([f"{file_name}: more than the upload limit of {max_upload:,} bytes"])
+                sink.write(chunk)
+    except BaseException:
+        zip_path.unlink(missing_ok=True)
+        raise
+    return zip_path, file_name
+
+
+def check_upload_name(name: str) -> None:
+    if Dataset.objects.filter(name=name).exists():
+        existing = Dataset.objects.get(name=name)
+        raise ImportFailed(
+            [f"A dataset named '{name}' already exists (at {existing.root}); choose another name."]
+        )
+
+
+def import_saved_zip(
+    zip_path: Path,
+    file_name: str,
+    *,
+    layout: str = "auto",
+    name: str | None = None,
+    created_by=None,
+    progress: Progress | None = None,
+    stage: Callable[[str], None] | None = None,
+    skip_invalid: bool = False,
+) -> ImportReport:
+    """Import a zip saved by ``save_upload`` (see ``import_zip``); the zip is left in place.
+
+    ``stage(name)`` is told when unpacking and checking start; ``progress(done, total)`` counts
+    the unpacked files, then the checked images, and may raise ImportCancelled.
+    """
+    name = (name or "").strip() or Path(file_name).stem or "upload"
+    if layout not in ("auto", *LAYOUTS):
+        raise ImportFailed([f"Unknown layout {layout!r}; expected auto, {', '.join(LAYOUTS)}."])
+    check_upload_name(name)
+    extracted = Path(settings.MEDIA_ROOT) / "datasets" / uuid.uuid4().hex
+    try:
+        target = extracted / _safe_folder_name(name)
+        try:
+            with zipfile.ZipFile(zip_path) as archive:
+                plan = _plan_extraction(archive, target)
+                if not plan:
+                    raise ImportFailed([f"{file_name}: the zip is empty"])
+                if stage:
+                    stage("unpacking")
+                _extract(archive, plan, target, progress)
+        except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError) as error:
+            raise ImportFailed([f"{file_name}: not a readable zip file ({error})"]) from None
+        except NotImplementedError as error:  # e.g. an unsupported compression method
+            raise ImportFailed([f"{file_name}: {error}"]) from None
+        if stage:
+            stage("checking images")
+        return import_dataset(target, layout=layout, name=name, created_by=created_by, progress=progress,
+                              skip_invalid=skip_invalid)
+    except BaseException:
+        shutil.rmtree(extracted, ignore_errors=True)
+        raise
+
+
 def import_zip(
     uploaded_file,
     *,
@@ -440,6 +666,7 @@ def import_zip(
     name: str | None = None,
     created_by=None,
     progress: Progress | None = None,
+    skip_invalid: bool = False,
 ) -> ImportReport:
     """Import a dataset uploaded as a zip file (a Django UploadedFile or any file object with a name).
 
@@ -457,42 +684,10 @@ def import_zip(
     size = getattr(uploaded_file, "size", None)
     if size is not None and size > max_upload:
         raise ImportFailed([f"{file_name}: {size:,} bytes, more than the upload limit of {max_upload:,} bytes"])
-    if Dataset.objects.filter(name=name).exists():
-        existing = Dataset.objects.get(name=name)
-        raise ImportFailed(
-            [f"A dataset named '{name}' already exists (at {existing.root}); choose another name."]
-        )
-
-    media = Path(settings.MEDIA_ROOT)
-    key = uuid.uuid4().hex
-    zip_path = media / "uploads" / f"{key}.zip"
-    extracted = media / "datasets" / key
-    zip_path.parent.mkdir(parents=True, exist_ok=True)
+    check_upload_name(name)
+    zip_path, file_name = save_upload(uploaded_file)
     try:
-        received = 0
-        with open(zip_path, "wb") as sink:
-            chunks = uploaded_file.chunks() if hasattr(uploaded_file, "chunks") else iter(
-                lambda: uploaded_file.read(_CHUNK), b""
-            )
-            for chunk in chunks:
-                received += len(chunk)
-                if received > max_upload:
-                    raise ImportFailed([f"{file_name}: more than the upload limit of {max_upload:,} bytes"])
-                sink.write(chunk)
-        target = extracted / _safe_folder_name(name)
-        try:
-            with zipfile.ZipFile(zip_path) as archive:
-                plan = _plan_extraction(archive, target)
-                if not plan:
-                    raise ImportFailed([f"{file_name}: the zip is empty"])
-                _extract(archive, plan, target)
-        except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError) as error:
-            raise ImportFailed([f"{file_name}: not a readable zip file ({error})"]) from None
-        except NotImplementedError as error:  # e.g. an unsupported compression method
-            raise ImportFailed([f"{file_name}: {error}"]) from None
-        return import_dataset(target, layout=layout, name=name, created_by=created_by, progress=progress)
-    except BaseException:
-        shutil.rmtree(extracted, ignore_errors=True)
-        raise
+        return import_saved_zip(zip_path, file_name, layout=layout, name=name, created_by=created_by,
+                                progress=progress, skip_invalid=skip_invalid)
     finally:
         zip_path.unlink(missing_ok=True)

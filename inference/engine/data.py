@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
+from .pixels import decode_image, decode_mask, orientation_of
 from .types import Sample
 
 
@@ -17,29 +18,30 @@ class ImageLoadError(RuntimeError):
 
 
 def load_image(path: str, image_size: int) -> np.ndarray:
-    """RGB image resized (bilinear) to ``image_size``², as uint8 HxWx3.
+    """RGB image (decoded by :func:`pixels.decode_image`, as the display shows it) resized
+    (bilinear) to ``image_size``², as uint8 HxWx3.
 
     Pixels stay uint8 until the backbone normalises them (:meth:`Backbone.forward`):
     a batch of them is a quarter of its float32 size.
     """
     try:
-        with Image.open(path) as im:
-            if im.mode != "RGB":  # convert() copies even an RGB image: skip it then
-                im = im.convert("RGB")
-            arr = np.asarray(im.resize((image_size, image_size), Image.BILINEAR), dtype=np.uint8)
+        im = decode_image(path)
+        arr = np.asarray(im.resize((image_size, image_size), Image.BILINEAR), dtype=np.uint8)
     except Exception as exc:  # PIL raises many types (OSError, SyntaxError, ...)
         raise ImageLoadError(f"cannot read image file {path!r}: {exc}") from exc
     return arr
 
 
-def load_mask(path: str | None, image_size: int) -> np.ndarray:
-    """Binary mask (nearest resize) as bool HxW; all False when ``path`` is None."""
+def load_mask(path: str | None, image_size: int, image_path: str | None = None) -> np.ndarray:
+    """Binary mask (:func:`pixels.decode_mask`, nearest resize) as bool HxW; all False when
+    ``path`` is None. ``image_path`` lends the mask its image's EXIF orientation."""
     if path is None:
         return np.zeros((image_size, image_size), dtype=bool)
     try:
-        with Image.open(path) as im:
-            im = im.convert("L").resize((image_size, image_size), Image.NEAREST)
-            arr = np.asarray(im) > 127
+        orientation = orientation_of(image_path) if image_path else 1
+        defect = decode_mask(path, orientation=orientation).defect
+        im = Image.fromarray(defect.astype(np.uint8) * 255, "L")
+        arr = np.asarray(im.resize((image_size, image_size), Image.NEAREST)) > 127
     except Exception as exc:
         raise ImageLoadError(f"cannot read mask file {path!r}: {exc}") from exc
     return arr
@@ -70,7 +72,7 @@ def load_masks(samples: Sequence[Sample], image_size: int) -> np.ndarray:
     out = np.zeros((len(samples), image_size, image_size), dtype=bool)
     for i, s in enumerate(samples):
         if s.mask_path is not None:
-            out[i] = load_mask(s.mask_path, image_size)
+            out[i] = load_mask(s.mask_path, image_size, s.image_path)
     return out
 
 

@@ -201,6 +201,8 @@ class PixelRanks:
         n = len(self.normal)
         owners = np.concatenate([np.full(len(a), i) for i, a in enumerate(self.anomalous)]) if n else np.zeros(0, int)
         pooled = np.concatenate(self.anomalous) if n else np.zeros(0)
+        order = np.argsort(pooled, kind="stable")  # sorted queries: searchsorted walks memory in order
+        pooled, owners = pooled[order], owners[order]
         twice_u = np.zeros((n, n), dtype=np.float64)  # [anomalous image i, normal image j]
         if len(pooled):
             for j, normal in enumerate(self.normal):
@@ -213,7 +215,8 @@ class PixelRanks:
     def aupro_resamples(self, weights: np.ndarray) -> np.ndarray:
         from scipy import ndimage
 
-        all_normal = np.sort(np.concatenate(self.normal)) if self.normal else np.zeros(0)
+        # per-image normals are sorted already: a stable (merge) sort of their concatenation is cheap
+        all_normal = np.sort(np.concatenate(self.normal), kind="stable") if self.normal else np.zeros(0)
         if not len(all_normal) or not self.n_anomalous.any():
             return np.full(len(weights), np.nan)
         # thresholds at which the pooled normal pixels' FPR is 0, 0.001, ..., 0.3
@@ -237,16 +240,29 @@ class PixelRanks:
             regions[i] = k
         fpr = _ratio(weights @ false_pos, (weights @ self.n_normal)[:, None])
         pro = _ratio(weights @ overlap, (weights @ regions)[:, None])
-        out = np.empty(len(weights))
-        for b in range(len(weights)):
-            x, y = np.r_[0.0, fpr[b]], np.r_[0.0, pro[b]]
-            out[b] = metrics.trapezoid_area(x, y, metrics.AUPRO_FPR_LIMIT) / metrics.AUPRO_FPR_LIMIT
-        return out
+        return _areas_to_limit(np.c_[np.zeros(len(weights)), fpr], np.c_[np.zeros(len(weights)), pro],
+                               metrics.AUPRO_FPR_LIMIT) / metrics.AUPRO_FPR_LIMIT
+
+
+def _areas_to_limit(x: np.ndarray, y: np.ndarray, limit: float) -> np.ndarray:
+    """Row-wise :func:`metrics.trapezoid_area`: x ascending along each row, starting at 0."""
+    rows = np.arange(len(x))
+    segments = (x[:, 1:] - x[:, :-1]) * (y[:, 1:] + y[:, :-1]) / 2.0
+    cum = np.c_[np.zeros(len(x)), np.cumsum(segments, axis=1)]
+    k = (x <= limit).sum(axis=1)  # points up to the limit: a prefix, at least the leading 0
+    area = cum[rows, k - 1]
+    inside = k < x.shape[1]
+    kk = np.minimum(k, x.shape[1] - 1)
+    x0, x1, y0, y1 = x[rows, k - 1], x[rows, kk], y[rows, k - 1], y[rows, kk]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        y_at = np.where(x1 > x0, y0 + (y1 - y0) * (limit - x0) / (x1 - x0), y1)
+    area = area + np.where(inside & (x0 < limit), 0.5 * (limit - x0) * (y0 + y_at), 0.0)
+    return np.where(np.isfinite(x).all(axis=1) & np.isfinite(y).all(axis=1), area, np.nan)
 
 
 def threshold_free_estimates(maps, masks, anomalous, resampler: Resampler, scores=None) -> ThresholdFreeEstimates:
     scores = metrics.image_scores(maps) if scores is None else scores
-    point = metrics.threshold_free(maps, masks, scores)
+    point = metrics.threshold_free(maps, masks, anomalous, scores=scores)
     ranks = PixelRanks(maps, masks)
     w = resampler.weights
     return ThresholdFreeEstimates(
@@ -352,6 +368,14 @@ class ValidationData:
     synthetic_maps: np.ndarray | None = None
     synthetic_masks: np.ndarray | None = None
     synthetic_source: np.ndarray | None = None
+    _grid: GridCounts | None = None
+
+    @property
+    def grid(self) -> GridCounts | None:
+        """Per-image counts at the IoU curve's candidate thresholds (None without anomalous pixels)."""
+        if self._grid is None and self.masks.any():
+            self._grid = GridCounts(self.maps, self.masks, candidate_thresholds(self.maps, self.masks))
+        return self._grid
 
     def fit(self, name: str, idx, normal_fpr_target: float) -> float:
         """Technique ``name`` fitted exactly on validation images ``idx`` (and their synthetic copies)."""
@@ -399,9 +423,7 @@ def cross_fitted_selection(val: ValidationData, keys: Sequence[str], techniques:
     """Choose the technique by cross-fitting inside the validation part (see the module docstring)."""
     folds, method = make_folds(val.anomalous, keys, seed)
     n = len(val.maps)
-    grid = None
-    if any(t in NEEDS_ANOMALOUS for t in techniques) and val.masks.any():
-        grid = GridCounts(val.maps, val.masks, candidate_thresholds(val.maps, val.masks))
+    grid = val.grid if any(t in NEEDS_ANOMALOUS for t in techniques) else None
     entries = []
     for name in techniques:
         scores, failure = [], None
@@ -451,8 +473,8 @@ def few_shot_study(val: ValidationData, test_maps: np.ndarray, test_masks: np.nd
     anomalous_idx = np.flatnonzero(val.anomalous)
     good_idx = np.flatnonzero(~val.anomalous)
     n_values = few_shot_n_values(len(anomalous_idx))
-    thresholds = candidate_thresholds(val.maps, val.masks)
-    grid = GridCounts(val.maps, val.masks, thresholds) if val.masks.any() else None
+    grid = val.grid
+    thresholds = grid.thresholds if grid is not None else np.zeros(0)
     test_grid = GridCounts(test_maps, test_masks, thresholds)
     test_iou_at = test_grid.pooled_iou(np.arange(len(test_maps)))
     rng = np.random.default_rng([seed, 11])
@@ -503,7 +525,7 @@ def _enough(points: list[FewShotPoint]) -> int | None:
 
 
 # ---- synthetic anomalies ----------------------------------------------------------------------
-def cut_paste(images: np.ndarray, seed: int, per_image: int = 2) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def cut_paste(images: np.ndarray, seed: int, per_image: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """CutPaste-style synthetic defects (Li et al., CVPR 2021) in defect-free uint8 images (N, S, S, 3).
 
     Each synthetic image takes a rectangle (2-12 % of the area, aspect 1:3..3:1) from another

@@ -224,7 +224,7 @@ def _breakdowns(test, vi, ti, maps, masks, labels, test_counts, scores=None) -> 
         note = ""
         if in_test:
             idx = sorted(good_test + in_test)
-            entry_tf = ThresholdFree(**metrics.threshold_free(maps[idx], masks[idx], scores[idx]))
+            entry_tf = ThresholdFree(**metrics.threshold_free(maps[idx], masks[idx], labels[idx], scores=scores[idx]))
             rows = [pos_in_test[i] for i in in_test]
             for name, c in test_counts.items():
                 segmentation[name] = evaluation.segmentation(c.take(rows), np.ones(len(rows), bool))
@@ -232,7 +232,7 @@ def _breakdowns(test, vi, ti, maps, masks, labels, test_counts, scores=None) -> 
             note = f"all {len(members)} anomalous image(s) of this subset are in the validation part"
         return SubsetReport(
             n_anomalous_test=len(in_test), n_anomalous_validation=len(members) - len(in_test),
-            threshold_free=entry_tf, whole_folder=ThresholdFree(**metrics.threshold_free(maps[whole], masks[whole], scores[whole])),
+            threshold_free=entry_tf, whole_folder=ThresholdFree(**metrics.threshold_free(maps[whole], masks[whole], labels[whole], scores=scores[whole])),
             segmentation=segmentation, note=note,
         )
 
@@ -279,7 +279,7 @@ def _evaluate(test, maps, scores, masks, labels, syn, config, seed, full: bool, 
            "techniques": techniques, "test_counts": test_counts, "selection": selection,
            "image_decision": decision, "scores": scores}
     if not full:
-        out["test_part"] = metrics.threshold_free(maps[ti], masks[ti], scores[ti])
+        out["test_part"] = metrics.threshold_free(maps[ti], masks[ti], labels[ti], scores=scores[ti])
         return out
     out["test_part"] = evaluation.threshold_free_estimates(maps[ti], masks[ti], labels[ti], resampler, scores[ti])
     step(0.55)
@@ -435,7 +435,7 @@ def _run(train, test, config: BenchmarkConfig, progress, should_cancel, artifact
         comparability=Comparability(
             test_images_digest=evaluation.test_images_digest(test_entries), image_size=size,
             backbone=config.backbone, seed=config.seed, val_fraction=config.val_fraction),
-        whole_folder=ThresholdFree(**metrics.threshold_free(maps, masks, first["scores"])),
+        whole_folder=ThresholdFree(**metrics.threshold_free(maps, masks, labels, scores=first["scores"])),
         test_part=ev["test_part"],
         techniques=ev["techniques"],
         selection=ev["selection"],

@@ -10,7 +10,7 @@ class Sample:
     """One image of a dataset, as the Django side hands it to the engine."""
 
     image_path: str  # absolute path to an RGB image file
-    mask_path: str | None  # binary mask (0/255), None for good images
+    mask_path: str | None  # mask of any kind pixels.decode_mask reads, None for good images
     defect_type: str  # dataset's own: "good", "broken_large", ...
     category: str | None = None  # structural/surface/contamination/combined or None
     background: bool | None = None

@@ -120,42 +120,6 @@ def paired(best: dict, other: dict) -> Estimate:
     )
 
 
-def paired_rows(runs) -> list[dict]:
-    """For the comparison page: per product measured by two runs or more on the same test images
-    (the same evidence key), each run's chosen technique and test IoU, and its paired test-IoU
-    difference to the run with the best cross-validated IoU there (0 inside the interval: not
-    distinguishable)."""
-    by_product: dict[str, list[dict]] = {}
-    for run in runs:
-        for part in run.product_runs.all():
-            report = part.report or {}
-            if part.status != Status.SUCCEEDED or not is_current(report):
-                continue
-            chosen = report["selection"]["chosen"]
-            entry = next((e for e in report["selection"]["entries"] if e["technique"] == chosen), None)
-            result = report["techniques"].get(chosen or "") or {}
-            if entry is None or entry["cv_iou_mean"] is None or result.get("failure"):
-                continue
-            by_product.setdefault(part.product.name, []).append({
-                "run": run, "part": part, "model": run.model, "technique": chosen, "cv_iou": entry["cv_iou_mean"],
-                "iou": result["test"]["iou"], "key": evidence_key(report)})
-    rows = []
-    for product, found in sorted(by_product.items()):
-        best = max(found, key=lambda c: (c["cv_iou"], -c["run"].pk))
-        comparable = [c for c in found if c["key"] == best["key"]]
-        if len(comparable) < 2:
-            continue
-        cells = {}
-        for c in comparable:
-            diff = None if c is best else paired(best, c)
-            cells[c["run"].pk] = {"technique": TECHNIQUE_LABELS.get(c["technique"], c["technique"]),
-                                  "iou": c["iou"], "best": c is best,
-                                  "difference": dataclasses.asdict(diff) if diff is not None else None}
-        rows.append({"product": product, "best_run": best["run"].pk,
-                     "cells": [cells.get(run.pk) for run in runs]})
-    return rows
-
-
 def _fmt_est(e: dict) -> str:
     text = f"{e['value']:.3f}"
     if e.get("low") is not None:

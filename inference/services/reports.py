@@ -156,6 +156,26 @@ def few_shot_rows(report: dict) -> list[dict]:
     return rows
 
 
+REPEAT_LABELS = {"test_part.image_auroc": "Image AUROC (test part)", "test_part.pixel_auroc": "Pixel AUROC (test part)",
+                 "test_part.aupro": "AUPRO (test part)", "chosen_technique.iou": "Test IoU of the chosen technique",
+                 "image_decision.accuracy": "Image decision accuracy"}
+
+
+def repeat_rows(report: dict) -> list[dict]:
+    """The repeated splits' mean ± spread, labelled for people (the report's keys are dotted paths)."""
+    rows = []
+    for key, value in ((report.get("repeats") or {}).get("metrics") or {}).items():
+        if key.startswith("techniques."):
+            technique = key.split(".")[1]
+            label = f"Test IoU · {TECHNIQUE_SHORT.get(technique, technique)}"
+        else:
+            label = REPEAT_LABELS.get(key, key)
+        rows.append({"key": key, "label": label, **value})
+    order = list(REPEAT_LABELS)
+    rows.sort(key=lambda r: (order.index(r["key"]) if r["key"] in order else len(order), r["label"]))
+    return rows
+
+
 CSV_COLUMNS = ["run", "model", "product", "subset", "n_anomalous_test", "technique", "threshold", "cv_iou_mean",
                *[f"{k}{suffix}" for k in SEGMENTATION_KEYS for suffix in ("", "_low", "_high")],
                *[f"{k}{suffix}" for k in THRESHOLD_FREE_KEYS for suffix in ("", "_low", "_high")]]
@@ -274,7 +294,42 @@ def comparison(runs: list[BenchmarkRun]) -> dict:
             values = [((c["agg"].get("techniques") or {}).get(t) or {}).get(key) for c in columns]
             technique_rows_.append({"technique": t, "metric": key, "values": values,
                                     "best": _best_index(values, lower=key == "fpr")})
-    return {"runs": runs, "free_rows": free_rows, "technique_rows": technique_rows_}
+    return {"runs": runs, "free_rows": free_rows, "technique_rows": technique_rows_, **paired_comparison(runs)}
+
+
+def paired_comparison(runs: list[BenchmarkRun]) -> dict:
+    """Each run's chosen technique against the first run's, paired on the same test images.
+
+    Only for runs of one product each, on the same evidence (test images and labels, image size,
+    backbone: :func:`recommendation.evidence_key`); otherwise ``paired_note`` says why not.
+    """
+    from inference.engine.evaluation import paired_difference
+    from inference.services.recommendation import evidence_key
+
+    reports = []
+    for run in runs:
+        parts = [p for p in run.product_runs.all() if p.report]
+        if len(parts) != 1 or not is_current(parts[0].report):
+            return {"paired": [], "paired_note": "Paired differences need runs of one product each, made by this version."}
+        reports.append(parts[0].report)
+    if len({evidence_key(r) for r in reports}) != 1:
+        return {"paired": [], "paired_note": "Not compared pairwise: the runs do not share the same test images, "
+                                             "labels, image size and backbone."}
+    first = reports[0]
+    chosen_first = first["selection"]["chosen"]
+    base = {e["key"]: e for e in first["per_image"]}
+    paired = []
+    for run, report in zip(runs[1:], reports[1:]):
+        chosen = report["selection"]["chosen"]
+        other = {e["key"]: e for e in report["per_image"]}
+        keys = sorted(set(base) & set(other))
+        if not (chosen and chosen_first):
+            continue
+        diff = paired_difference([other[k]["counts"][chosen] for k in keys], [base[k]["counts"][chosen_first] for k in keys],
+                                 [base[k]["anomalous"] for k in keys], seed=first["bootstrap"]["seed"])
+        paired.append({"run": run, "technique": chosen, "difference": diff.__dict__,
+                       "distinguishable": diff.low is not None and not (diff.low <= 0.0 <= diff.high)})
+    return {"paired": paired, "paired_note": "", "paired_base": runs[0], "paired_base_technique": chosen_first}
 
 
 def _best_index(values, lower=False):

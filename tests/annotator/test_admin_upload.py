@@ -6,7 +6,8 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
-from annotator.models import Dataset, Image
+from annotator.models import Dataset, Image, ImportJob
+from annotator.services import upload_jobs
 from tests.annotator.test_layouts import make_mvtec
 
 pytestmark = pytest.mark.django_db
@@ -36,25 +37,38 @@ def test_changelist_shows_the_upload_button_to_admins(client, admin_account):
     assert reverse(UPLOAD_URL) in response.content.decode()
 
 
-def test_admin_uploads_a_zip_and_sees_the_summary(client, admin_account, bottle_zip):
+def upload(client, data: dict, django_capture_on_commit_callbacks):
+    """POST the form, run the queued job as the worker would; the job page afterwards."""
+    with django_capture_on_commit_callbacks(execute=False) as queued:
+        response = client.post(reverse(UPLOAD_URL), data)
+    if response.status_code != 302:
+        return response
+    assert len(queued) == 1  # one job queued after the commit
+    job = ImportJob.objects.latest("created_at")
+    assert response["Location"] == reverse("admin:annotator_dataset_upload_job", args=[job.pk])
+    assert job.status == "queued" and Dataset.objects.count() == 0  # nothing imported in the request
+    upload_jobs.run_job(job.pk)
+    return client.get(response["Location"])
+
+
+def test_admin_uploads_a_zip_and_sees_the_summary(client, admin_account, bottle_zip,
+                                                  django_capture_on_commit_callbacks):
     client.force_login(admin_account)
     assert client.get(reverse(UPLOAD_URL)).status_code == 200
 
-    response = client.post(
-        reverse(UPLOAD_URL),
-        {"file": SimpleUploadedFile("bottles.zip", bottle_zip), "layout": "auto", "name": "Bottles"},
-        follow=True,
-    )
+    response = upload(client, {"file": SimpleUploadedFile("bottles.zip", bottle_zip), "layout": "auto",
+                               "name": "Bottles"}, django_capture_on_commit_callbacks)
 
-    assert response.redirect_chain[-1][0] == reverse("admin:annotator_dataset_changelist")
     page = response.content.decode()
+    assert "Done" in page and 'id="job-progress"' in page
     assert "bottle: 3 train/good, 2 test/good, 2 anomalous (2 with mask) — 7 added, 0 unchanged" in page
     dataset = Dataset.objects.get()
     assert (dataset.name, dataset.layout, dataset.created_by) == ("Bottles", "mvtec", admin_account)
     assert Image.objects.count() == 7
 
 
-def test_failed_upload_lists_every_problem_and_imports_nothing(client, admin_account, settings, tmp_path):
+def test_failed_upload_lists_every_problem_and_imports_nothing(client, admin_account, settings, tmp_path,
+                                                              django_capture_on_commit_callbacks):
     settings.DEFECTBENCH_DATA_ROOTS = [tmp_path]
     folder = make_mvtec(tmp_path / "src", "bottle", defects={"broken_large": 3})
     (folder / "ground_truth/broken_large/001_mask.png").unlink()
@@ -67,13 +81,11 @@ def test_failed_upload_lists_every_problem_and_imports_nothing(client, admin_acc
         archive.writestr("../evil.png", b"evil")
     client.force_login(admin_account)
 
-    response = client.post(
-        reverse(UPLOAD_URL), {"file": SimpleUploadedFile("bad.zip", buffer.getvalue()), "layout": "auto"}
-    )
+    response = upload(client, {"file": SimpleUploadedFile("bad.zip", buffer.getvalue()), "layout": "auto"},
+                      django_capture_on_commit_callbacks)
 
-    assert response.status_code == 400
     page = response.content.decode()
-    assert "Nothing was imported (1 problem)" in page
+    assert "Failed" in page
     assert "../evil.png: path escapes the dataset folder" in page
     assert Dataset.objects.count() == 0
 
@@ -83,12 +95,10 @@ def test_failed_upload_lists_every_problem_and_imports_nothing(client, admin_acc
         for path in sorted(folder.rglob("*")):
             if path.is_file():
                 archive.write(path, path.relative_to(folder.parent).as_posix())
-    response = client.post(
-        reverse(UPLOAD_URL), {"file": SimpleUploadedFile("bad.zip", buffer.getvalue()), "layout": "mvtec"}
-    )
+    response = upload(client, {"file": SimpleUploadedFile("bad2.zip", buffer.getvalue()), "layout": "mvtec"},
+                      django_capture_on_commit_callbacks)
     page = response.content.decode()
-    assert response.status_code == 400
-    assert "Nothing was imported (2 problems)" in page
+    assert "Failed" in page
     assert "bottle/test/broken_large/001.png: no mask at bottle/ground_truth/broken_large/001_mask.png" in page
     assert "bottle/test/broken_large/002.png: not a readable image" in page
     assert Dataset.objects.count() == 0 and Image.objects.count() == 0
@@ -120,3 +130,65 @@ def test_annotator_without_staff_is_sent_to_the_admin_login(client, annotator_ac
 
     assert response.status_code == 302
     assert "/admin/login/" in response["Location"]
+
+
+def test_skip_invalid_upload_imports_the_valid_files_and_shows_the_problem_report(
+        client, admin_account, settings, tmp_path, django_capture_on_commit_callbacks):
+    settings.DEFECTBENCH_DATA_ROOTS = [tmp_path]
+    folder = make_mvtec(tmp_path / "src", "bottle", defects={"broken_large": 3})
+    (folder / "test/broken_large/002.png").write_bytes(b"garbage")
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for path in sorted(folder.rglob("*")):
+            if path.is_file():
+                archive.write(path, path.relative_to(folder.parent).as_posix())
+    client.force_login(admin_account)
+
+    page = upload(client, {"file": SimpleUploadedFile("b.zip", buffer.getvalue()), "layout": "auto",
+                           "skip_invalid": "on"}, django_capture_on_commit_callbacks).content.decode()
+
+    assert "1 problem(s), files left out" in page
+    dataset = Dataset.objects.get()
+    assert Image.objects.count() == 7
+    change = client.get(reverse("admin:annotator_dataset_change", args=[dataset.pk])).content.decode()
+    assert "bottle/test/broken_large/002.png" in change and "not a readable image" in change
+
+
+def test_cancelled_job_imports_nothing(client, admin_account, bottle_zip, django_capture_on_commit_callbacks):
+    client.force_login(admin_account)
+    with django_capture_on_commit_callbacks(execute=False):
+        response = client.post(reverse(UPLOAD_URL), {"file": SimpleUploadedFile("b.zip", bottle_zip), "layout": "auto"})
+    job = ImportJob.objects.get()
+    client.post(reverse("admin:annotator_dataset_upload_cancel", args=[job.pk]))
+    assert upload_jobs.run_job(job.pk) == "cancelled"
+    state = client.get(reverse("admin:annotator_dataset_upload_status", args=[job.pk])).json()
+    assert state["status"] == "cancelled" and state["finished"]
+    assert Dataset.objects.count() == 0
+    assert upload_jobs.run_job(job.pk) == "cancelled"  # idempotent
+
+
+def test_cancel_while_checking_stops_and_writes_nothing(admin_account, bottle_zip, monkeypatch,
+                                                        django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=False):
+        job = upload_jobs.start_upload(SimpleUploadedFile("b.zip", bottle_zip), created_by=admin_account)
+    monkeypatch.setattr(upload_jobs, "PROGRESS_EVERY_S", 0)
+    real_stage = []
+
+    original = upload_jobs.ImportJob.objects.filter
+
+    def cancel_when_checking(*args, **kwargs):
+        if kwargs.get("cancel_requested") and real_stage:
+            return original(pk=job.pk)  # exists(): the flag reads as set
+        return original(*args, **kwargs)
+
+    from annotator.services import importing
+    real_import = importing.import_dataset
+
+    def import_dataset(*args, **kwargs):
+        real_stage.append("checking")
+        return real_import(*args, **kwargs)
+
+    monkeypatch.setattr(importing, "import_dataset", import_dataset)
+    monkeypatch.setattr(upload_jobs.ImportJob.objects, "filter", cancel_when_checking)
+    assert upload_jobs.run_job(job.pk) == "cancelled"
+    assert Dataset.objects.count() == 0 and Image.objects.count() == 0

@@ -198,11 +198,9 @@ def resize_mask(folder):
     write_mask(folder / "ground_truth/broken_large/001_mask.png", size=(16, 20))
 
 
-def grey_mask(folder):
-    mask = PILImage.new("L", (32, 32), 0)
-    for value in range(1, 37):
-        mask.putpixel((value % 32, value // 32), value * 7)
-    mask.save(folder / "ground_truth/broken_large/001_mask.png")
+def float_mask(folder):
+    """A 32-bit float mask (TIFF): no mask rule covers it."""
+    PILImage.new("F", (32, 32), 0.5).save(folder / "ground_truth/broken_large/001_mask.png", format="TIFF")
 
 
 def empty_mask(folder):
@@ -225,8 +223,8 @@ BAD_FILES = {
     "truncated image": (truncate, "test/broken_large/001.png: not a readable image ("),
     "mask missing": (remove_mask, "test/broken_large/001.png: no mask at ground_truth/broken_large/001_mask.png"),
     "mask of another size": (resize_mask, "ground_truth/broken_large/001_mask.png: mask 16x20 but image 32x32"),
-    "non-binary mask": (grey_mask, "ground_truth/broken_large/001_mask.png: mask is not binary: 37 distinct values"),
-    "all-zero mask": (empty_mask, "ground_truth/broken_large/001_mask.png: mask is empty (all zero) for an anomalous image"),
+    "mask of no known kind": (float_mask, "ground_truth/broken_large/001_mask.png: mask has pixel mode F, which no mask rule covers"),
+    "all-zero mask": (empty_mask, "ground_truth/broken_large/001_mask.png: mask is empty (no defect pixel) for an anomalous image"),
     "decompression bomb": (huge_declared_size, "test/broken_large/001.png: refused as a possible decompression bomb"),
 }
 
@@ -284,7 +282,7 @@ def test_every_problem_is_listed_one_per_file(data_root):
     assert errors == [
         "test/broken_large/002.png: no mask at ground_truth/broken_large/002_mask.png",
         "test/broken_large/001.png: not a readable image (unknown or corrupt image format)",
-        "ground_truth/broken_large/003_mask.png: mask is empty (all zero) for an anomalous image",
+        "ground_truth/broken_large/003_mask.png: mask is empty (no defect pixel) for an anomalous image",
     ]
     assert "Nothing was imported (3 problems):" in str(ImportFailed(errors))
     assert db_counts() == (0, 0, 0)
@@ -297,7 +295,7 @@ def test_unknown_layout_is_refused(data_root):
 
     assert len(errors) == 1 and "unknown dataset layout" in errors[0] and "mvtec:" in errors[0]
     assert failure_of(data_root / "holiday", layout="coco") == [
-        "Unknown layout 'coco'; expected auto, mvtec, btad, folder."
+        "Unknown layout 'coco'; expected auto, mvtec, btad, folder, beside, manifest."
     ]
     assert db_counts() == (0, 0, 0)
 

@@ -43,7 +43,7 @@ def test_launch_watch_progress_and_read_results(bench_demo, celery_worker_proces
 
     # Watch the progress bar move until the page reloads with the results.
     widths = []
-    deadline = time.monotonic() + 180
+    deadline = time.monotonic() + 300  # a loaded 2-core machine can take minutes
     while time.monotonic() < deadline:
         try:
             if page.query_selector("#results"):
@@ -55,7 +55,7 @@ def test_launch_watch_progress_and_read_results(bench_demo, celery_worker_proces
             widths.append(width)
         time.sleep(0.1)
     else:
-        raise AssertionError(f"no results after 180 s; run is {BenchmarkRun.objects.get(pk=run.pk).status}, "
+        raise AssertionError(f"no results after 300 s; run is {BenchmarkRun.objects.get(pk=run.pk).status}, "
                              f"worker log:\n{celery_worker_process.log_path.read_text()[-3000:]}")
     moving = [w for w in widths if w not in ("0%", "100%")]
     assert len(set(moving)) >= 2, widths
@@ -135,6 +135,6 @@ def test_launch_every_family_at_once_and_read_them_side_by_side(bench_demo, cele
         assert spec.label in header
     for family in ("Reconstruction", "Attribution map", "Patch similarity", "Normalizing flow"):
         assert family in header, family
-    paired = page.inner_text("#paired")
-    assert "widget" in paired and "best cross-validated" in paired and "vs best" in paired
+    paired = page.inner_text(".card.paired")
+    assert paired.count("distinguishable") == len(runs) - 1, paired  # every family against the first
     page.screenshot(path=str(test_output_dir / "compare_families.png"), full_page=True)

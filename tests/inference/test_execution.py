@@ -103,7 +103,7 @@ def _recommendation_prefers_measured_results(finished_run, bench_demo):
     assert rec["excluded"] == []
 
 
-def test_recommendation_compares_only_runs_on_the_same_evidence(bench_demo, admin_account):
+def test_recommendation_compares_only_runs_on_the_same_evidence(bench_demo, admin_account, client):
     """Runs at another image size, or on another label subset, are listed as not compared, with why."""
     widget = bench_demo.products.get(name="widget")
     runs = [launch_run(admin_account, bench_demo, [widget], model="padim", config={**SMALL, **extra}, seed=1,
@@ -120,6 +120,11 @@ def test_recommendation_compares_only_runs_on_the_same_evidence(bench_demo, admi
     # the same model, seed and images twice: the paired difference of the two identical runs is 0
     same = [c for c in rec["evidence"] if c["technique"] == rec["technique"]]
     assert len(same) == 2 and same[0]["iou"] == same[1]["iou"]
+    client.force_login(admin_account)
+    html = client.get(f"/benchmarks/compare/?runs={runs[0].pk}&runs={runs[1].pk}").content.decode()
+    assert "Paired on the same test images" in html and "0.000 <span" in html and "not distinguishable" in html
+    html = client.get(f"/benchmarks/compare/?runs={runs[0].pk}&runs={runs[2].pk}").content.decode()
+    assert "Not compared pairwise: the runs do not share the same test images" in html
 
 
 def test_starting_advice_without_runs(bench_demo):

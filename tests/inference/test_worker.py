@@ -63,15 +63,20 @@ def test_run_launched_through_api_succeeds_on_worker(bench_demo, celery_worker_p
     assert data["metrics"]["n_products"] == 2 and set(data["metrics"]["products"]) == {"widget", "fabric"}
 
     agg = data["metrics"]["aggregate"]
-    assert set(agg["by_background"]) == {"True", "False"}  # widget has a backdrop, fabric does not
-    assert set(agg["threshold_free"]) >= {"image_auroc", "pixel_auroc", "aupro"}
-    assert 0.6 < agg["threshold_free"]["image_auroc"] <= 1.0
-    assert 0.5 < agg["threshold_free"]["pixel_auroc"] <= 1.0
-    assert set(agg["by_category"]) == {"structural", "contamination", "combined"}
-    for technique in ("iou_curve", "f1", "roc", "normal_fpr", "normal_max"):
-        values = agg["inference"][technique]
-        assert "error" in values or 0.0 <= values["iou"] <= 1.0
-    assert agg["recommended_technique"] in agg["inference"]
+    products = data["metrics"]["products"]
+    assert set(products["widget"]["breakdowns"]["by_background"]) == {"True"}  # widget has a backdrop
+    assert set(products["fabric"]["breakdowns"]["by_background"]) == {"False"}  # fabric does not
+    assert set(agg["whole_folder"]) >= {"image_auroc", "pixel_auroc", "aupro"}
+    assert 0.6 < agg["whole_folder"]["image_auroc"] <= 1.0
+    assert 0.5 < agg["whole_folder"]["pixel_auroc"] <= 1.0
+    categories = set()
+    for report in products.values():
+        categories |= set(report["breakdowns"]["by_category"])
+    assert categories == {"structural", "contamination", "combined"}
+    for technique in ("iou_curve", "f1", "roc", "normal_fpr", "normal_max", "synthetic"):
+        values = agg["techniques"][technique]
+        assert "failure" in values or 0.0 <= values["iou"] <= 1.0
+    assert agg["recommended_technique"] in agg["techniques"]
     assert agg["timing"]["total_seconds"] > 0
 
     # Artifacts exist on disk under MEDIA_ROOT/benchmarks/<id>/ and are served to logged-in users only.

@@ -20,6 +20,7 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 
 from annotator.label_format import SuffixIndex, match_rows, parse_label_csv
+from annotator.layouts import LAYOUTS
 from inference.engine import registry
 from inference.engine.split import split_problems
 from inference.engine.types import BenchmarkConfig
@@ -98,7 +99,7 @@ class Command(BaseCommand):
         parser.add_argument("--product", required=True, help="product folder name, e.g. bottle")
         parser.add_argument("--model", required=True, choices=list(registry.MODELS),
                             help="; ".join(f"{m.name}: {m.label}, {m.summary}" for m in registry.MODELS.values()))
-        parser.add_argument("--layout", default="auto", choices=["auto", "mvtec", "btad", "folder"])
+        parser.add_argument("--layout", default="auto", choices=["auto", *LAYOUTS])
         parser.add_argument("--seed", type=int, default=BenchmarkConfig().seed)
         # One option per registry setting (--image-size, --n-features, --coreset-ratio, ...); left out,
         # the engine's default applies.
@@ -137,12 +138,14 @@ class Command(BaseCommand):
             except ValueError as error:
                 raise CommandError(str(error).replace(f"Setting {setting.name}", option))
         root = Path(options["data_root"]).expanduser().resolve()
-        if not root.is_dir():
+        if not root.is_dir() and not (root.is_file() and options["layout"] in ("auto", "manifest")):
             raise CommandError(f"--data-root {root} is not a folder.")
         try:
             scan = scan_dataset(root, layout=options["layout"])
         except UnknownLayoutError as error:
             raise CommandError(str(error))
+        root = scan.root
+        scan = _resolved(scan, self.stderr)
         for problem in scan.errors[:20]:
             self.stderr.write(f"warning: {problem}")
         images = [i for i in scan.images if i.product == options["product"]]
@@ -197,6 +200,38 @@ def _argument_type(setting):
     if setting.kind is bool:
         return setting.clean
     return setting.kind
+
+
+def _resolved(scan, stderr):
+    """``scan`` with duplicates left out and, where the folder leaves them open (beside,
+    manifest), anomaly decided by the masks and the split made, as an import does."""
+    from django.conf import settings
+
+    from annotator.layouts import ScanResult, resolve_images
+    from annotator.services.image_checks import check_many
+
+    results = check_many([(i.image_path, i.mask_path, scan.relative(i.image_path),
+                           scan.relative(i.mask_path) if i.mask_path else None) for i in scan.images],
+                         max_pixels=settings.DEFECTBENCH_MAX_IMAGE_PIXELS)
+    errors = list(scan.errors)
+    valid = []
+    for image, result in zip(scan.images, results):
+        errors.extend(result.errors)
+        if not result.errors:
+            valid.append((image, result))
+    resolution = resolve_images(
+        ScanResult(scan.layout, scan.root, [image for image, _ in valid]),
+        checksums={image.image_path: result.image.checksum for image, result in valid},
+        defect_pixels={image.mask_path: result.mask.defect_pixels for image, result in valid if result.mask},
+    )
+    errors += [f"{scan.relative(path)}: {problem}" for path, problem in resolution.problems]
+    for copy, kept in resolution.duplicates:
+        stderr.write(f"duplicate left out: {scan.relative(copy)} (same content as {scan.relative(kept)})")
+    if resolution.split_made:
+        made = resolution.split_made
+        stderr.write(f"split made (none given): seed {made['seed']}, {made['test_share']:.0%} of the "
+                     f"defect-free images in test ({made['test_good']} test, {made['train']} train)")
+    return ScanResult(scan.layout, scan.root, resolution.images, errors, scan.manifest)
 
 
 def _main_thread() -> bool:

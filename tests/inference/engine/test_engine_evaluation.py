@@ -196,7 +196,7 @@ def test_synthetic_anomalies_are_seeded_and_masked():
     images = np.random.default_rng(0).integers(0, 255, (3, 32, 32, 3), dtype=np.uint8)
     a, masks, source = evaluation.cut_paste(images, seed=1)
     b, _, _ = evaluation.cut_paste(images, seed=1)
-    assert np.array_equal(a, b) and len(a) == 6 and list(source) == [0, 0, 1, 1, 2, 2]
+    assert np.array_equal(a, b) and len(a) == 3 and list(source) == [0, 1, 2]
     for img, mask, s in zip(a, masks, source):
         assert mask.any() and np.array_equal(img[~mask], images[s][~mask])  # only the pasted patch changed
 
@@ -213,3 +213,11 @@ def test_failures_are_typed():
     failure = evaluation.failure_of(exc)
     assert failure.reason == "no_anomalous_validation_images" and "f1" in failure.message
     assert math.isnan(evaluation._ratio(1, 0))
+
+
+def test_image_auroc_counts_an_anomalous_image_whose_mask_vanished_as_anomalous():
+    maps, masks, labels = _maps(3, 3)
+    masks[0] = False  # its thin defect vanished when the mask was resized; the folder still says defective
+    maps[0] -= 10.0  # and the model missed it: image AUROC must pay for that
+    assert metrics.threshold_free(maps, masks, labels)["image_auroc"] < 1.0
+    assert metrics.threshold_free(maps, masks)["image_auroc"] == 1.0  # the mask-based reading hid the miss
