@@ -7,7 +7,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods
 
-from annotator.models import Dataset, Label, Product
+from annotator.models import Dataset, Product
 from annotator.views import role_required
 from inference.forms import LaunchForm
 from inference.models import BenchmarkRun, Status
