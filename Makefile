@@ -21,16 +21,17 @@ migrate: venv
 	$(PY) manage.py migrate --no-input
 
 # The app on embedded defaults: SQLite, Celery's filesystem broker, a real worker process beside
-# the web server; demo users and the demo dataset are created on first start. The worker runs
-# in its own process group so Ctrl-C reaches it only through the trap, as a warm shutdown.
+# the web server; demo users and the demo dataset are created on first start. The worker embeds
+# Celery beat (--beat) for the periodic tasks, e.g. failing runs whose worker died. It runs in its
+# own process group so Ctrl-C reaches it only through the trap, as a warm shutdown.
 run: migrate
 	$(PY) manage.py setup_demo
 	@set -m; \
 	log=$${DEFECTBENCH_VAR_DIR:-var}/worker.log; \
-	$(VENV)/bin/celery -A config worker --loglevel=INFO --concurrency=1 --pool=prefork \
+	$(VENV)/bin/celery -A config worker --beat --loglevel=INFO --concurrency=1 --pool=prefork \
 	  --logfile=$$log & worker=$$!; \
 	trap 'kill -TERM $$worker 2>/dev/null; wait $$worker 2>/dev/null' EXIT INT TERM; \
-	echo "Celery worker started (pid $$worker, log $$log)"; \
+	echo "Celery worker with beat started (pid $$worker, log $$log)"; \
 	echo "DefectBench is running at http://$(HOST):$(PORT)/  (Ctrl-C stops web server and worker)"; \
 	$(PY) manage.py runserver --noreload $(HOST):$(PORT)
 

@@ -6,6 +6,8 @@ from django.contrib.auth.models import AbstractUser
 from django.core.exceptions import ValidationError
 from django.db import models
 
+from annotator.paths import validate_data_root, validate_relative_path
+
 
 class User(AbstractUser):
     class Role(models.TextChoices):
@@ -36,7 +38,7 @@ class Dataset(models.Model):
     name = models.CharField(max_length=200, unique=True)
     layout = models.CharField(max_length=16, choices=Layout.choices)
     # Absolute path of the folder the images are referenced in (never copied).
-    root = models.CharField(max_length=1024, unique=True)
+    root = models.CharField(max_length=1024, unique=True, validators=[validate_data_root])
     # How many different annotators must label each anomalous image.
     label_overlap = models.PositiveSmallIntegerField(default=1)
     # Options the dataset was imported with (mask suffix/extension, good folders, mask threshold,
@@ -54,6 +56,22 @@ class Dataset(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._saved_overlap = self.label_overlap
+
+    def save(self, *args, **kwargs):
+        super().save(*args, **kwargs)
+        if self.label_overlap != self._saved_overlap:
+            # Keep the queue's precomputed "still needs labels" flag in step with the new overlap.
+            Image.objects.filter(product__dataset=self).update(
+                needs_labels=models.ExpressionWrapper(
+                    models.Q(label_count__lt=self.label_overlap), output_field=models.BooleanField()
+                )
+            )
+            rebuild_annotator_progress(self)
+            self._saved_overlap = self.label_overlap
 
     @property
     def root_path(self) -> Path:
@@ -95,19 +113,33 @@ class Image(models.Model):
     # The dataset's own defect type ("good", "broken_large", "ko", ...).
     defect_type = models.CharField(max_length=100)
     # Paths relative to the dataset root, with forward slashes.
-    path = models.CharField(max_length=1024)
-    mask_path = models.CharField(max_length=1024, blank=True, default="")
+    path = models.CharField(max_length=1024, validators=[validate_relative_path])
+    mask_path = models.CharField(max_length=1024, blank=True, default="", validators=[validate_relative_path])
     width = models.PositiveIntegerField()
     height = models.PositiveIntegerField()
     checksum = models.CharField(max_length=64, help_text="SHA-256 of the image file")
     created_at = models.DateTimeField(auto_now_add=True)
+    # Kept by annotator.services.labels on every label change (and by Dataset.save when the
+    # overlap changes) so the queue finds an open image with one indexed query at any size.
+    label_count = models.PositiveIntegerField(default=0, editable=False)
+    needs_labels = models.BooleanField(default=True, editable=False)
+    # Its annotators gave different labels (background or category): a reviewer should settle it.
+    disagrees = models.BooleanField(default=False, editable=False)
 
     class Meta:
         ordering = ["product", "split", "defect_type", "path"]
         constraints = [
             models.UniqueConstraint(fields=["product", "path"], name="unique_image_path_per_product")
         ]
-        indexes = [models.Index(fields=["product", "split", "is_anomalous"])]
+        indexes = [
+            models.Index(fields=["product", "split", "is_anomalous"]),
+            # The queue's walk: the product's anomalous test images still short of labels, in order.
+            models.Index(
+                fields=["product", "defect_type", "path"], name="image_queue_open",
+                condition=models.Q(split="test", is_anomalous=True, needs_labels=True),
+            ),
+            models.Index(fields=["product", "path"], name="image_disagrees", condition=models.Q(disagrees=True)),
+        ]
 
     def __str__(self) -> str:
         return self.path
@@ -143,6 +175,7 @@ class Label(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["image", "annotator"], name="one_label_per_annotator")
         ]
+        indexes = [models.Index(fields=["annotator", "created_at"], name="label_by_annotator_time")]
 
     def __str__(self) -> str:
         return f"{self.image} by {self.annotator}: {self.category}"
@@ -187,7 +220,8 @@ class Claim(models.Model):
     """An annotator is working on an image: the queue hands it to nobody else while it is fresh.
 
     A claim older than ``DEFECTBENCH_CLAIM_TIMEOUT_SECONDS`` (default 600) counts as abandoned and
-    no longer holds the image; submitting a label removes the claim.
+    no longer holds the image; submitting a label removes the claim. An annotator holds at most
+    one claim (the database refuses a second).
     """
 
     image = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="claims")
@@ -199,9 +233,10 @@ class Claim(models.Model):
     class Meta:
         ordering = ["claimed_at", "id"]
         constraints = [
-            models.UniqueConstraint(fields=["image", "annotator"], name="one_claim_per_annotator")
+            # One image at a time: a new claim replaces the annotator's previous one.
+            models.UniqueConstraint(fields=["annotator"], name="one_claim_per_annotator_at_a_time")
         ]
-        indexes = [models.Index(fields=["claimed_at"])]
+        indexes = [models.Index(fields=["image", "claimed_at"]), models.Index(fields=["claimed_at"])]
 
     def __str__(self) -> str:
         return f"{self.image} claimed by {self.annotator}"
@@ -280,3 +315,53 @@ class ImportJob(models.Model):
     @property
     def finished(self) -> bool:
         return self.status in (self.Status.DONE, self.Status.FAILED, self.Status.CANCELLED)
+
+class DatasetStatistics(models.Model):
+    """A snapshot of a dataset's label statistics (agreement, distributions, progress).
+
+    Written only by the periodic task ``annotator.refresh_statistics`` (Celery beat), read by the
+    dashboard and the agreement API, so reviewers' pages cost the same with 100 or 100 000 labels.
+    ``history_mark`` is the newest label-history id the snapshot has seen.
+    """
+
+    dataset = models.OneToOneField(Dataset, on_delete=models.CASCADE, related_name="statistics")
+    computed_at = models.DateTimeField()
+    history_mark = models.BigIntegerField(default=0)
+    data = models.JSONField()
+
+    class Meta:
+        verbose_name_plural = "dataset statistics"
+
+    def __str__(self) -> str:
+        return f"statistics of {self.dataset} at {self.computed_at:%Y-%m-%d %H:%M:%S}"
+
+
+class AnnotatorProgress(models.Model):
+    """Per annotator and product: images labelled (``done``) and, of those, images still short of
+    labels from others (``waiting``). Kept by ``annotator.services.labels`` on every label change,
+    so the workspace's progress is two row reads at any dataset size."""
+
+    annotator = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    product = models.ForeignKey(Product, on_delete=models.CASCADE, related_name="+")
+    done = models.IntegerField(default=0)
+    waiting = models.IntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["annotator", "product"], name="one_progress_row_per_annotator_product")
+        ]
+
+
+def rebuild_annotator_progress(dataset: Dataset) -> None:
+    """Recount every ``AnnotatorProgress`` row of ``dataset`` from its labels (after an overlap change)."""
+    AnnotatorProgress.objects.filter(product__dataset=dataset).delete()
+    rows = (
+        Label.objects.filter(image__product__dataset=dataset).order_by()
+        .values("annotator_id", "image__product_id")
+        .annotate(done=models.Count("id"), waiting=models.Count("id", filter=models.Q(image__needs_labels=True)))
+    )
+    AnnotatorProgress.objects.bulk_create([
+        AnnotatorProgress(annotator_id=row["annotator_id"], product_id=row["image__product_id"],
+                          done=row["done"], waiting=row["waiting"])
+        for row in rows
+    ])

@@ -1,8 +1,12 @@
-"""Celery tasks of the annotator: a thin wrapper over ``annotator.services.upload_jobs``."""
+"""Celery tasks of the annotator: thin wrappers over its services.
+
+``import_upload`` runs an admin zip upload as a job (``annotator.services.upload_jobs``);
+``refresh_statistics`` is periodic (Celery beat; see ``CELERY_BEAT_SCHEDULE``).
+"""
 from celery import shared_task
 from django.db import close_old_connections
 
-from annotator.services import upload_jobs
+from annotator.services import statistics, upload_jobs
 
 
 @shared_task(name="annotator.import_upload", acks_late=True, reject_on_worker_lost=True, time_limit=6 * 3600)
@@ -10,3 +14,9 @@ def import_upload(job_id: int) -> str:
     """Import an uploaded zip (idempotent: a finished job is left alone)."""
     close_old_connections()
     return upload_jobs.run_job(job_id)
+
+
+@shared_task(name="annotator.refresh_statistics", ignore_result=True, expires=60)
+def refresh_statistics() -> int:
+    """Renew the reviewer statistics of datasets whose labels changed (idempotent)."""
+    return statistics.refresh()

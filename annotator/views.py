@@ -5,14 +5,16 @@ from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db.models import Count, Q
-from django.http import FileResponse, Http404, HttpResponseBadRequest, StreamingHttpResponse
+from django.http import FileResponse, Http404, HttpResponseBadRequest, HttpResponseNotFound, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
+from django.utils.dateparse import parse_datetime
 from django.views.decorators.http import require_GET, require_http_methods
 
 from annotator.models import Dataset, Image, Label, Product, User
-from annotator.services import agreement, label_csv, queue, review
-from annotator.services.display import display_file
+from annotator.services import agreement, label_csv, queue, review, statistics
+from annotator.paths import UnsafeFile
+from annotator.services.display import UnreadableImage, display_file
 from annotator.services.labels import visible_history
 
 
@@ -62,8 +64,11 @@ def image_file(request, pk: int, kind: str):
         path = display_file(image, kind=kind, size=int(size) if size else None)
     except ValueError as error:
         return HttpResponseBadRequest(str(error))
-    except FileNotFoundError:
-        raise Http404("No such file.")
+    except (FileNotFoundError, UnsafeFile):
+        # A file outside the data roots is answered like a missing one: nothing about it leaks.
+        raise Http404("The file is missing from the dataset folder.")
+    except UnreadableImage as error:
+        return HttpResponseNotFound(str(error), content_type="text/plain; charset=utf-8")
     if not path.is_file():
         raise Http404("The file is missing from the dataset folder.")
     response = FileResponse(path.open("rb"))
@@ -97,13 +102,18 @@ def role_required(role: str):
     return decorator
 
 
-@require_GET
+@require_http_methods(["GET", "POST"])
 def label_start(request, pk: int):
-    """Claim the next image of a dataset (or ``?product=``) and open the workspace on it."""
+    """GET: the start page of a dataset's (or ``?product=``) queue; it changes nothing.
+    POST: claim the next image and open the workspace on it."""
     dataset = get_object_or_404(Dataset, pk=pk)
     product = None
     if request.GET.get("product", "").isdigit():
         product = get_object_or_404(Product, pk=int(request.GET["product"]), dataset=dataset)
+    if request.method == "GET":
+        if not queue.has_work(request.user, dataset=dataset, product=product):
+            return render(request, "annotator/queue_done.html", {"dataset": dataset, "product": product})
+        return render(request, "annotator/queue_start.html", {"dataset": dataset, "product": product})
     image = queue.next_image(request.user, dataset=dataset, product=product)
     if image is None:
         return render(request, "annotator/queue_done.html", {"dataset": dataset, "product": product})
@@ -150,15 +160,21 @@ def review_page(request):
         if background not in ("yes", "no") or category not in Label.Category.values:
             messages.error(request, "Choose a background and a category.")
         else:
-            review.decide(image=image, reviewer=request.user, background=background == "yes",
-                          category=category, note=request.POST.get("note", ""))
-            messages.success(request, f"Final label of {image.path} saved.")
+            try:
+                review.decide(image=image, reviewer=request.user, background=background == "yes",
+                              category=category, note=request.POST.get("note", ""))
+            except review.NotReviewable as error:
+                messages.error(request, str(error))
+            else:
+                messages.success(request, f"Final label of {image.path} saved.")
         return redirect(request.get_full_path())
     show_decided = request.GET.get("decided") == "1"
-    items = review.review_items(dataset=dataset, include_decided=show_decided)
+    page = Paginator(review.disagreements(dataset=dataset, include_decided=show_decided), 25).get_page(
+        request.GET.get("page")
+    )
     return render(request, "annotator/review.html", {
-        "items": items, "dataset": dataset, "datasets": Dataset.objects.all(), "show_decided": show_decided,
-        "categories": Label.Category.choices,
+        "items": review.items_for(page), "page": page, "dataset": dataset, "datasets": Dataset.objects.all(),
+        "show_decided": show_decided, "categories": Label.Category.choices,
     })
 
 
@@ -184,23 +200,16 @@ def _bars(counts: dict, order: list, labels: dict) -> list[dict]:
 def dashboard(request, pk: int):
     """Progress per product, label distribution (category, background), annotators' progress, agreement."""
     dataset = get_object_or_404(Dataset, pk=pk)
+    snapshot = statistics.current(dataset)
     products = []
     for product in dataset.products.all():
-        progress = queue.product_progress(product)
+        figures = snapshot["products"].get(str(product.pk))
+        progress = queue.Progress(figures["done"], figures["total"]) if figures else queue.product_progress(product)
         products.append({"product": product, "progress": progress})
-    labels = Label.objects.filter(image__product__dataset=dataset)
-    category_counts = dict(labels.values_list("category").annotate(n=Count("id")))
-    background_counts = {("yes" if k else "no"): v for k, v in labels.values_list("background").annotate(n=Count("id"))}
-    from annotator.services.labels import effective_labels
-
-    effective = effective_labels(
-        queue.labellable_images(dataset=dataset).values_list("pk", flat=True)
-    ).values()
-    final_categories: dict[str, int] = {}
-    for label in effective:
-        final_categories[label.category] = final_categories.get(label.category, 0) + 1
-    total_images = queue.labellable_images(dataset=dataset).count()
-    stats = agreement.dataset_agreement(dataset)
+    category_counts, background_counts = snapshot["category_counts"], snapshot["background_counts"]
+    final_categories = snapshot["final_categories"]
+    total_images = sum(p["progress"].total for p in products)
+    stats = snapshot["agreement"]
     category_names = dict(Label.Category.choices)
     pair_rows = []
     for index, pair in enumerate(stats["fields"]["overall"]["pairs"]):
@@ -226,7 +235,8 @@ def dashboard(request, pk: int):
         "annotators": stats["per_annotator"],
         "agreement": stats,
         "pair_rows": pair_rows,
-        "open_disagreements": len(review.review_items(dataset=dataset)),
+        "open_disagreements": review.disagreements(dataset=dataset).count(),
+        "computed_at": parse_datetime(snapshot["computed_at"]),
     })
 
 
@@ -265,6 +275,6 @@ def import_labels_page(request, pk: int):
         elif name and annotator is None:
             messages.error(request, f"No user named {name!r}.")
         else:
-            report = label_csv.import_labels(upload.read(), dataset=dataset, importer=request.user,
+            report = label_csv.import_labels(upload, dataset=dataset, importer=request.user,
                                              annotator=annotator, dry_run=request.POST.get("apply") != "1")
     return render(request, "annotator/import_labels.html", {"dataset": dataset, "report": report})

@@ -4,6 +4,7 @@ from rest_framework import serializers
 
 from annotator.models import Label
 from inference.engine import registry
+from inference.services import runs
 from inference.models import BenchmarkRun, ModelName, ProductRun, Technique
 
 
@@ -53,10 +54,17 @@ class BenchmarkRunDetailSerializer(BenchmarkRunSerializer):
     artifacts = serializers.SerializerMethodField()
 
     def get_artifacts(self, run) -> list[str]:
-        """URLs of the artifact files (served to logged-in users only)."""
+        """URLs of the artifact files (served to logged-in users only; annotators: the curves)."""
         root = run.artifacts_root
         if not root.is_dir():
             return []
+        request = self.context.get("request")
+        if request is not None and not runs.sees_per_image_results(request.user):
+            return [
+                reverse("benchmark-file", args=[run.pk, path.relative_to(root).as_posix()])
+                for path in sorted(root.rglob("*"))
+                if path.is_file() and runs.is_aggregate_artifact(path.relative_to(root).as_posix())
+            ][:2000]
         return [
             reverse("benchmark-file", args=[run.pk, path.relative_to(root).as_posix()])
             for path in sorted(root.rglob("*")) if path.is_file()
@@ -78,7 +86,7 @@ class LaunchSerializer(serializers.Serializer):
     techniques = serializers.ListField(
         child=serializers.ChoiceField(choices=Technique.choices), required=False, default=list
     )
-    seed = serializers.IntegerField(required=False, default=0)
+    seed = serializers.IntegerField(required=False, default=0, min_value=0, max_value=runs.SEED_MAX)
     config = serializers.DictField(
         required=False, default=dict,
         help_text="engine settings (the model registry's; blank = default): " + "; ".join(

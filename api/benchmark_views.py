@@ -32,7 +32,6 @@ class RunListView(generics.ListCreateAPIView):
     serializer_class = s.BenchmarkRunSerializer
 
     def get_queryset(self):
-        runs.mark_stale_runs()
         queryset = _runs_queryset()
         wanted = self.request.query_params.get("status")
         if wanted:
@@ -72,7 +71,6 @@ class RunDetailView(generics.RetrieveAPIView):
     serializer_class = s.BenchmarkRunDetailSerializer
 
     def get_queryset(self):
-        runs.mark_stale_runs()
         return _runs_queryset()
 
 

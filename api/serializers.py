@@ -78,7 +78,7 @@ class WorkspaceSerializer(serializers.Serializer):
     progress_user = ProgressSerializer()
     progress_product = ProgressSerializer()
     labelled_ids = serializers.ListField(child=serializers.IntegerField(),
-                                         help_text="Images of this product the user labelled, oldest first.")
+                                         help_text="Images of this product the user labelled, oldest first (the latest 50).")
     upcoming = serializers.ListField(child=serializers.IntegerField(),
                                      help_text="Images the user will probably get next (to prefetch; not claimed).")
 
@@ -86,6 +86,12 @@ class WorkspaceSerializer(serializers.Serializer):
 class NextImageRequestSerializer(serializers.Serializer):
     dataset = serializers.PrimaryKeyRelatedField(queryset=Dataset.objects.all(), required=False, allow_null=True)
     product = serializers.PrimaryKeyRelatedField(queryset=Product.objects.all(), required=False, allow_null=True)
+
+    def validate(self, attrs):
+        dataset, product = attrs.get("dataset"), attrs.get("product")
+        if dataset is not None and product is not None and product.dataset_id != dataset.pk:
+            raise serializers.ValidationError({"product": f"Product {product.pk} is not a product of dataset {dataset.pk}."})
+        return attrs
 
 
 class SkipRequestSerializer(serializers.Serializer):
@@ -132,4 +138,14 @@ class LabelImportReportSerializer(serializers.Serializer):
     unchanged = serializers.IntegerField()
     categories = serializers.DictField(child=serializers.IntegerField())
     background = serializers.DictField(child=serializers.IntegerField())
+    error_count = serializers.IntegerField(help_text="all errors found; at most 100 are listed")
     errors = ImportErrorSerializer(many=True)
+
+
+class TokenRequestSerializer(serializers.Serializer):
+    username = serializers.CharField()
+    password = serializers.CharField(style={"input_type": "password"})
+
+
+class TokenSerializer(serializers.Serializer):
+    token = serializers.CharField()

@@ -1,20 +1,26 @@
 """Labelling API views (thin: the rules live in annotator.services)."""
+import json
+
 from django.contrib.auth import get_user_model
+from django.contrib.auth.decorators import login_not_required
+from django.utils.decorators import method_decorator
+from rest_framework.authtoken.views import ObtainAuthToken
 from django.http import StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect
 from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
-from rest_framework import mixins, status, viewsets
+from rest_framework import generics, mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import PermissionDenied, ValidationError
 from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from annotator.models import Dataset, Image, Label, LabelHistory, Product
-from annotator.services import agreement, label_csv, queue, review
+from annotator.services import agreement, label_csv, queue, review, statistics
 from annotator.services.display import DISPLAY_SIZES
 from annotator.services.labels import delete_label, visible_history
 from annotator.services.workspace import workspace_data
@@ -190,23 +196,33 @@ class SkipView(APIView):
         """Skip an image: it is released, and offered to the caller again only when nothing else is left."""
         serializer = s.SkipRequestSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        queue.skip_image(request.user, serializer.validated_data["image"])
+        try:
+            queue.skip_image(request.user, serializer.validated_data["image"])
+        except queue.QueueError as error:
+            raise ValidationError({"image": str(error)})
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
-class ReviewListView(APIView):
-    permission_classes = [IsAuthenticated, IsReviewerRole]
+@extend_schema(parameters=[OpenApiParameter("dataset", int), OpenApiParameter("include_decided", bool)])
+class ReviewListView(generics.ListAPIView):
+    """Images whose annotators disagree, with every label and who gave it (paginated)."""
 
-    @extend_schema(parameters=[OpenApiParameter("dataset", int), OpenApiParameter("include_decided", bool)],
-                   responses=s.ReviewItemSerializer(many=True))
-    def get(self, request):
-        """Images whose annotators disagree, with every label and who gave it."""
-        dataset = _int_param(request, "dataset")
-        items = review.review_items(
+    permission_classes = [IsAuthenticated, IsReviewerRole]
+    serializer_class = s.ReviewItemSerializer
+    queryset = Image.objects.none()
+
+    def get_queryset(self):
+        if getattr(self, "swagger_fake_view", False):
+            return Image.objects.none()
+        dataset = _int_param(self.request, "dataset")
+        return review.disagreements(
             dataset=get_object_or_404(Dataset, pk=dataset) if dataset else None,
-            include_decided=request.query_params.get("include_decided") in ("1", "true"),
+            include_decided=self.request.query_params.get("include_decided") in ("1", "true"),
         )
-        return Response(s.ReviewItemSerializer(items, many=True).data)
+
+    def list(self, request, *args, **kwargs):
+        page = self.paginate_queryset(self.get_queryset())
+        return self.get_paginated_response(self.get_serializer(review.items_for(page), many=True).data)
 
 
 class ReviewDecisionView(APIView):
@@ -218,7 +234,10 @@ class ReviewDecisionView(APIView):
         image = get_object_or_404(Image, pk=image_id)
         serializer = s.ReviewDecisionSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        decision = review.decide(image=image, reviewer=request.user, **serializer.validated_data)
+        try:
+            decision = review.decide(image=image, reviewer=request.user, **serializer.validated_data)
+        except review.NotReviewable as error:
+            raise ValidationError({"image": str(error)})
         return Response(s.ReviewDecisionSerializer(decision).data)
 
 
@@ -228,12 +247,26 @@ class AgreementView(APIView):
     @extend_schema(parameters=[OpenApiParameter("dataset", int, required=True)], responses=OpenApiTypes.OBJECT)
     def get(self, request):
         """Cohen's kappa per annotator pair with confusion matrices, Fleiss' kappa, Krippendorff's
-        alpha (per field and overall), per-annotator counts and speed."""
+        alpha (per field and overall), per-annotator counts and speed, as of ``computed_at`` (a
+        snapshot renewed every few seconds while labels change)."""
         dataset = get_object_or_404(Dataset, pk=_int_param(request, "dataset") or 0)
-        return Response(agreement.dataset_agreement(dataset))
+        snapshot = statistics.current(dataset)
+        return Response({**snapshot["agreement"], "computed_at": snapshot["computed_at"]})
+
+
+class CSVRenderer(BaseRenderer):
+    """Lets clients ask for ``Accept: text/csv`` (the export streams its own CSV)."""
+
+    media_type = "text/csv"
+    format = "csv"
+    charset = "utf-8"
+
+    def render(self, data, accepted_media_type=None, renderer_context=None):
+        return data if isinstance(data, (bytes, str)) else json.dumps(data)
 
 
 class ExportView(APIView):
+    renderer_classes = [JSONRenderer, CSVRenderer]
     @extend_schema(
         parameters=[OpenApiParameter("dataset", int, required=True),
                     OpenApiParameter("variant", str, enum=list(label_csv.EXPORT_VARIANTS))],
@@ -258,7 +291,10 @@ class LabelImportView(APIView):
     parser_classes = [MultiPartParser, FormParser]
 
     @extend_schema(request={"multipart/form-data": s.LabelImportRequestSerializer},
-                   responses={200: s.LabelImportReportSerializer, 400: s.LabelImportReportSerializer})
+                   responses={200: s.LabelImportReportSerializer,
+                              400: OpenApiResponse(OpenApiTypes.OBJECT, description=(
+                                  "The import report with ok=false and its errors (a bad file), or the "
+                                  "request's field errors (no file, unknown dataset or annotator)"))})
     def post(self, request):
         """Import a label CSV (dry run with ``dry_run=true``); all rows or none."""
         serializer = s.LabelImportRequestSerializer(data=request.data)
@@ -269,7 +305,7 @@ class LabelImportView(APIView):
             annotator = get_user_model().objects.filter(username=data["annotator"]).first()
             if annotator is None:
                 raise ValidationError({"annotator": "No such user."})
-        report = label_csv.import_labels(data["file"].read(), dataset=data["dataset"], importer=request.user,
+        report = label_csv.import_labels(data["file"], dataset=data["dataset"], importer=request.user,
                                          annotator=annotator, dry_run=data["dry_run"])
         return Response(report.as_dict(), status=status.HTTP_200_OK if report.ok else status.HTTP_400_BAD_REQUEST)
 
@@ -287,3 +323,12 @@ class HistoryViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
             return LabelHistory.objects.none()
         image = _int_param(self.request, "image")
         return visible_history(self.request.user, get_object_or_404(Image, pk=image) if image else None)
+
+
+@method_decorator(login_not_required, name="dispatch")
+class TokenView(ObtainAuthToken):
+    """Exchange a username and password for the user's API token (``Authorization: Token <key>``)."""
+
+    @extend_schema(request=s.TokenRequestSerializer, responses={200: s.TokenSerializer}, auth=[])
+    def post(self, request, *args, **kwargs):
+        return super().post(request, *args, **kwargs)

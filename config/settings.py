@@ -20,11 +20,22 @@ def env_bool(name: str, default: bool) -> bool:
     return value.strip().lower() in {"1", "true", "yes", "on"}
 
 
-def env_list(name: str, default: list[str]) -> list[str]:
+def env_list(name: str, default: list[str], separator: str = ",") -> list[str]:
+    """A list from the environment: comma-separated (hosts, origins); folders use os.pathsep."""
     value = os.environ.get(name)
     if value is None:
         return default
-    return [item for item in value.split(os.pathsep) if item]
+    return [item.strip() for item in value.split(separator) if item.strip()]
+
+
+def env_int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    if value is None or not value.strip():
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise RuntimeError(f"{name} must be an integer, not {value!r}.") from None
 
 
 DEBUG = env_bool("DJANGO_DEBUG", True)
@@ -35,6 +46,17 @@ if not SECRET_KEY:
     SECRET_KEY = "dev-only-insecure-key-never-use-in-production"
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", "testserver"])
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
+
+# --- HTTPS (production behind TLS; see the README's production section) --------------------
+SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", False)
+SESSION_COOKIE_SECURE = env_bool("DJANGO_SECURE_COOKIES", False)
+CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+SECURE_HSTS_SECONDS = env_int("DJANGO_SECURE_HSTS_SECONDS", 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("DJANGO_SECURE_HSTS_PRELOAD", False)
+if env_bool("DJANGO_BEHIND_TLS_PROXY", False):
+    # The proxy terminates TLS and says so in X-Forwarded-Proto (set it there, strip it from clients).
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -93,7 +115,10 @@ TEMPLATES = [
 # real Celery worker process started by a test can open the same database.
 DATABASES = {
     "default": dj_database_url.config(
-        default=f"sqlite:///{VAR_DIR / 'db.sqlite3'}", conn_max_age=0
+        default=f"sqlite:///{VAR_DIR / 'db.sqlite3'}",
+        # Persistent connections save a PostgreSQL connect per request (production: e.g. 60).
+        conn_max_age=env_int("DJANGO_DB_CONN_MAX_AGE", 0),
+        conn_health_checks=True,
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
@@ -137,6 +162,7 @@ DEFECTBENCH_DATA_ROOTS = [
     for p in env_list(
         "DEFECTBENCH_DATA_ROOTS",
         [str(BASE_DIR.parent / "shared" / "data"), str(VAR_DIR / "datasets"), str(MEDIA_ROOT)],
+        separator=os.pathsep,
     )
 ]
 # Images above this many pixels are refused (decompression-bomb guard, also Pillow's limit).
@@ -146,6 +172,10 @@ DEFECTBENCH_MAX_UPLOAD_BYTES = int(os.environ.get("DEFECTBENCH_MAX_UPLOAD_BYTES"
 DEFECTBENCH_MAX_UNPACKED_BYTES = int(
     os.environ.get("DEFECTBENCH_MAX_UNPACKED_BYTES", 8 * 1024**3)
 )
+# An annotator's claim on an image lapses after this many seconds (the queue hands it on).
+DEFECTBENCH_CLAIM_TIMEOUT_SECONDS = env_int("DEFECTBENCH_CLAIM_TIMEOUT_SECONDS", 600)
+# Largest label CSV accepted for import (about 200 000 rows); larger files are refused unread.
+DEFECTBENCH_MAX_LABEL_CSV_BYTES = env_int("DEFECTBENCH_MAX_LABEL_CSV_BYTES", 10 * 1024**2)
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024**2
 FILE_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024**2
 
@@ -168,6 +198,10 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "api.schema.add_error_responses",
+    ],
     # One schema name per choice set, wherever a serializer uses it.
     "ENUM_NAME_OVERRIDES": {
         "DefectCategoryEnum": "annotator.models.Label.Category",
@@ -200,6 +234,8 @@ CELERY_RESULT_BACKEND = os.environ.get(
 )
 if CELERY_RESULT_BACKEND.startswith("file://"):
     Path(CELERY_RESULT_BACKEND[len("file://"):]).mkdir(parents=True, exist_ok=True)
+# One queue for everything; a test worker gets a queue of its own (and sends chord callbacks there).
+CELERY_TASK_DEFAULT_QUEUE = os.environ.get("CELERY_TASK_DEFAULT_QUEUE", "celery")
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
@@ -227,6 +263,21 @@ BENCHMARK_SOFT_TIME_LIMIT = int(os.environ.get("DEFECTBENCH_BENCHMARK_SOFT_TIME_
 BENCHMARK_HARD_TIME_LIMIT = BENCHMARK_SOFT_TIME_LIMIT + 120
 BENCHMARK_HEARTBEAT_SECONDS = float(os.environ.get("DEFECTBENCH_BENCHMARK_HEARTBEAT_SECONDS", 2))
 BENCHMARK_STALE_SECONDS = int(os.environ.get("DEFECTBENCH_BENCHMARK_STALE_SECONDS", 60))
+# Celery beat runs the periodic work; readers never write. ``make run`` embeds beat in its worker
+# (``--beat``); docker-compose runs it as its own service.
+DEFECTBENCH_STATISTICS_REFRESH_SECONDS = env_int("DEFECTBENCH_STATISTICS_REFRESH_SECONDS", 15)
+DEFECTBENCH_STATISTICS_MAX_AGE_SECONDS = env_int("DEFECTBENCH_STATISTICS_MAX_AGE_SECONDS", 120)
+CELERY_BEAT_SCHEDULE = {
+    "refresh-dataset-statistics": {
+        "task": "annotator.refresh_statistics",
+        "schedule": float(DEFECTBENCH_STATISTICS_REFRESH_SECONDS),
+    },
+    "mark-stale-benchmark-runs": {
+        "task": "inference.mark_stale_runs",
+        "schedule": float(max(5, BENCHMARK_STALE_SECONDS // 3)),
+    },
+}
+CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         **globals().get("CELERY_BROKER_TRANSPORT_OPTIONS", {}),

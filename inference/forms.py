@@ -44,7 +44,8 @@ class LaunchForm(forms.Form):
                                        widget=forms.CheckboxSelectMultiple)
     techniques = forms.MultipleChoiceField(choices=Technique.choices, required=False,
                                            initial=list(BenchmarkConfig().techniques))
-    seed = forms.IntegerField(initial=BenchmarkConfig().seed)
+    # checked by runs.clean_seed (range of the database column, whole numbers only)
+    seed = forms.CharField(required=False, initial=BenchmarkConfig().seed)
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

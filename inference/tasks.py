@@ -8,7 +8,7 @@ from celery import shared_task
 from django.conf import settings
 from django.db import close_old_connections
 
-from inference.services import execution
+from inference.services import execution, runs
 
 
 @shared_task(
@@ -30,3 +30,12 @@ def finalize_run(run_id: int) -> str | None:
     """Chord callback of a multi-product run: aggregate the products' reports into the run."""
     close_old_connections()
     return execution.finalize_run(run_id)
+
+
+@shared_task(name="inference.mark_stale_runs", ignore_result=True, expires=60)
+def mark_stale_runs() -> int:
+    """Periodic (Celery beat, see ``CELERY_BEAT_SCHEDULE``): fail runs whose worker stopped beating.
+
+    Idempotent: a run already settled is left alone. (Celery's Django fix-up recycles connections.)
+    """
+    return runs.mark_stale_runs()

@@ -2,6 +2,7 @@
 from pathlib import Path
 
 from django.contrib import messages
+from django.core.exceptions import PermissionDenied
 from django.http import FileResponse, Http404, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -16,7 +17,6 @@ from inference.services import recommendation, reports, runs
 
 @require_GET
 def run_list(request):
-    runs.mark_stale_runs()
     queryset = BenchmarkRun.objects.select_related("dataset", "created_by").prefetch_related("product_runs__product")[:200]
     return render(request, "inference/run_list.html", {"runs": queryset})
 
@@ -37,7 +37,7 @@ def launch(request):
                 launched = runs.launch_runs(
                     request.user, data["dataset"], list(data["products"]), data["models"],
                     categories=data["categories"], background=data["background"] or "any", config=form.config(),
-                    techniques=data["techniques"] or None, seed=data["seed"],
+                    techniques=data["techniques"] or None, seed=data["seed"] or 0,
                 )
             except runs.LaunchRefused as error:
                 problems = error.messages
@@ -80,7 +80,7 @@ def _file_url(run, part, relpath):
     return reverse("benchmark-file", args=[run.pk, f"{part_dir}/{relpath}" if part_dir else relpath])
 
 
-def _part_context(run, part):
+def _part_context(run, part, per_image=True):
     report = part.report or {}
     s = reports.summary(report)
     curves = [
@@ -93,6 +93,8 @@ def _part_context(run, part):
     if not context["current"]:
         return context
     gallery = reports.gallery(part)
+    if not per_image:  # annotators: no other annotators' labels, image by image
+        gallery = {**gallery, "worst": [], "best": [], "good": []}
     for group in ("worst", "best", "good"):
         for entry in gallery[group]:
             entry["heatmap_url"] = _file_url(run, part, entry["heatmap"])
@@ -116,7 +118,6 @@ def _part_context(run, part):
 
 @require_GET
 def run_detail(request, pk):
-    runs.mark_stale_runs()
     run = get_object_or_404(
         BenchmarkRun.objects.select_related("dataset", "created_by").prefetch_related("product_runs__product"), pk=pk
     )
@@ -124,7 +125,7 @@ def run_detail(request, pk):
     metrics = run.metrics or {}
     agg = metrics.get("aggregate") or {}
     context = {
-        "run": run, "parts": [_part_context(run, p) for p in parts if p.report] if run.status == Status.SUCCEEDED or any(p.report for p in parts) else [],
+        "run": run, "parts": [_part_context(run, p, runs.sees_per_image_results(request.user)) for p in parts if p.report] if run.status == Status.SUCCEEDED or any(p.report for p in parts) else [],
         "all_parts": parts,
         "multi": len(parts) > 1,
         "agg": agg,
@@ -139,7 +140,10 @@ def run_detail(request, pk):
 def download(request, pk, fmt):
     run = get_object_or_404(BenchmarkRun, pk=pk)
     if fmt == "json":
-        response = JsonResponse(reports.run_json(run), json_dumps_params={"indent": 2})
+        data = reports.run_json(run)
+        if not runs.sees_per_image_results(request.user):
+            data["products"] = {name: reports.summary(report) for name, report in data["products"].items()}
+        response = JsonResponse(data, json_dumps_params={"indent": 2})
     else:
         response = HttpResponse(reports.run_csv(run), content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="benchmark-{run.pk}.{fmt}"'
@@ -161,6 +165,8 @@ def resolve_artifact(run: BenchmarkRun, relpath: str) -> Path:
 @require_GET
 def artifact_file(request, pk, relpath):
     run = get_object_or_404(BenchmarkRun, pk=pk)
+    if not runs.sees_per_image_results(request.user) and not runs.is_aggregate_artifact(relpath):
+        raise PermissionDenied("Per-image results of a run are for reviewers and admins.")
     target = resolve_artifact(run, relpath)
     response = FileResponse(target.open("rb"))
     response["Cache-Control"] = "private, max-age=3600"
@@ -188,7 +194,6 @@ def compare(request):
 @require_GET
 def product_benchmarks(request, pk):
     product = get_object_or_404(Product.objects.select_related("dataset"), pk=pk)
-    runs.mark_stale_runs()
     product_runs = (
         BenchmarkRun.objects.filter(product_runs__product=product).select_related("created_by").distinct()[:50]
     )

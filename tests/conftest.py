@@ -63,6 +63,16 @@ def _isolated_media(settings, tmp_path):
     settings.MEDIA_ROOT.mkdir()
 
 
+@pytest.fixture(autouse=True)
+def _fresh_cache():
+    """Cached figures (queue progress) of one test never show in another."""
+    from django.core.cache import cache
+
+    cache.clear()
+    yield
+    cache.clear()
+
+
 @pytest.fixture
 def make_user(db, django_user_model):
     def make(username: str, role: str = "annotator", password: str = "pass-for-tests", **extra):
@@ -145,6 +155,8 @@ def celery_worker_process(transactional_db, settings, tmp_path):
     # A queue of its own per test so stale messages from other runs can never reach this worker.
     queue = f"test-{os.getpid()}-{time.monotonic_ns()}"
     settings.CELERY_TASK_DEFAULT_QUEUE = queue
+    # The worker sends chord callbacks itself: to this queue too, not to the default one.
+    env["CELERY_TASK_DEFAULT_QUEUE"] = queue
     from config.celery import app
 
     previous_queue = app.conf.task_default_queue

@@ -25,9 +25,11 @@ import statistics
 from collections import Counter, defaultdict
 from itertools import combinations
 
-from sklearn.metrics import cohen_kappa_score, confusion_matrix
+from django.db import connection
+from django.db.models import Count
+from sklearn.metrics import cohen_kappa_score
 
-from annotator.models import Label, LabelHistory
+from annotator.models import Image, Label, LabelHistory, User
 
 FIELDS = ("background", "category", "overall")
 
@@ -111,64 +113,123 @@ def krippendorff_alpha_nominal(items: list[list[str]]) -> float | None:
     return 1 - observed / expected
 
 
-def compute_agreement(labels) -> dict:
-    """Agreement statistics of ``labels`` (a Label queryset or iterable with annotator loaded)."""
-    ratings: dict[int, dict[str, tuple[bool, str]]] = defaultdict(dict)
-    for label in labels:
-        ratings[label.image_id][label.annotator.username] = (label.background, label.category)
-    annotators = sorted({name for per_image in ratings.values() for name in per_image})
-    result = {"annotators": annotators, "images": len(ratings),
-              "images_with_several_labels": sum(1 for r in ratings.values() if len(r) >= 2),
-              "fields": {}}
-    for field in FIELDS:
-        values = field_values(field)
-        pairs = []
-        for first, second in combinations(annotators, 2):
-            common = [image for image, r in ratings.items() if first in r and second in r]
-            if not common:
-                continue
-            a = [field_value(field, *ratings[image][first]) for image in sorted(common)]
-            b = [field_value(field, *ratings[image][second]) for image in sorted(common)]
-            matrix = confusion_matrix(a, b, labels=values).tolist()
-            pairs.append({
-                "annotators": [first, second],
-                "n": len(common),
-                "observed_agreement": sum(x == y for x, y in zip(a, b)) / len(common),
-                "cohen_kappa": cohen_kappa(a, b, values),
-                "confusion_matrix": {"values": values, "matrix": matrix},
+# --- in SQL: what the dashboard and the agreement API read -----------------------------------
+# Every statistic above depends on the labels only through a few small tables, which the database
+# computes with GROUP BY, so the cost stays the same whatever the number of labels:
+#   * per annotator pair, the joint counts of (background, category) over the images both
+#     labelled (at most 8 x 8 rows per pair): confusion matrices and Cohen's kappa per field;
+#   * per field, how many items have m ratings with sum of squared value counts q: both Fleiss'
+#     P_i = (q - m) / (m (m - 1)) and Krippendorff's observed disagreement (m^2 - q) / (m - 1);
+#   * per field, the value totals over items with two or more ratings.
+SPEED_WINDOW = 1000  # the median speed is taken over each annotator's latest submissions
+
+_BG = "CASE WHEN l.background THEN 'yes' ELSE 'no' END"
+VALUE_SQL = {"background": _BG, "category": "l.category", "overall": f"({_BG} || '/' || l.category)"}
+_IN_DATASET = (
+    "FROM annotator_label l JOIN annotator_image i ON i.id = l.image_id "
+    "JOIN annotator_product p ON p.id = i.product_id WHERE p.dataset_id = %s"
+)
+
+
+def _rows(sql: str, params) -> list[tuple]:
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchall()
+
+
+def _kappa_from_matrix(matrix: list[list[int]]) -> tuple[int, float, float | None]:
+    n = sum(map(sum, matrix))
+    observed = sum(matrix[i][i] for i in range(len(matrix))) / n
+    rows = [sum(row) for row in matrix]
+    cols = [sum(col) for col in zip(*matrix)]
+    chance = sum(r * c for r, c in zip(rows, cols)) / (n * n)
+    kappa = None if math.isclose(chance, 1.0) else (observed - chance) / (1 - chance)
+    return n, observed, kappa
+
+
+def _pairs(dataset_id: int, names: dict[int, str]) -> dict[str, list[dict]]:
+    """Cohen's kappa and confusion matrices per annotator pair, per field, from joint counts."""
+    joint: dict[tuple[str, str], Counter] = defaultdict(Counter)
+    sql = (
+        "SELECT l.annotator_id, b.annotator_id, l.background, l.category, b.background, b.category, COUNT(*) "
+        "FROM annotator_label l JOIN annotator_label b ON b.image_id = l.image_id AND b.annotator_id > l.annotator_id "
+        "JOIN annotator_image i ON i.id = l.image_id JOIN annotator_product p ON p.id = i.product_id "
+        "WHERE p.dataset_id = %s GROUP BY l.annotator_id, b.annotator_id, l.background, l.category, "
+        "b.background, b.category"
+    )
+    for a, b, bg_a, cat_a, bg_b, cat_b, count in _rows(sql, [dataset_id]):
+        first, second = names[a], names[b]
+        if first > second:  # pairs and matrices are oriented by username
+            first, second, bg_a, cat_a, bg_b, cat_b = second, first, bg_b, cat_b, bg_a, cat_a
+        joint[(first, second)][(bool(bg_a), cat_a, bool(bg_b), cat_b)] += count
+    result: dict[str, list[dict]] = {field: [] for field in FIELDS}
+    for first, second in sorted(joint):
+        counts = joint[(first, second)]
+        for field in FIELDS:
+            values = field_values(field)
+            index = {value: i for i, value in enumerate(values)}
+            matrix = [[0] * len(values) for _ in values]
+            for (bg_a, cat_a, bg_b, cat_b), count in counts.items():
+                matrix[index[field_value(field, bg_a, cat_a)]][index[field_value(field, bg_b, cat_b)]] += count
+            n, observed, kappa = _kappa_from_matrix(matrix)
+            result[field].append({
+                "annotators": [first, second], "n": n, "observed_agreement": observed,
+                "cohen_kappa": kappa, "confusion_matrix": {"values": values, "matrix": matrix},
             })
-        items = [[field_value(field, *v) for v in r.values()] for r in ratings.values()]
-        result["fields"][field] = {
-            "pairs": pairs,
-            "fleiss_kappa": fleiss_kappa(items),
-            "krippendorff_alpha": krippendorff_alpha_nominal(items),
-            "items": sum(1 for i in items if len(i) >= 2),
-        }
     return result
 
 
-def annotator_stats(labels) -> list[dict]:
-    """Per annotator: labels given, per category and background, median seconds between submissions."""
-    per_user: dict[str, dict] = {}
-    user_ids = {}
-    image_ids = set()
-    for label in labels:
-        image_ids.add(label.image_id)
-        name = label.annotator.username
-        user_ids[name] = label.annotator_id
-        stats = per_user.setdefault(
-            name, {"annotator": name, "labels": 0, "categories": Counter(), "background_yes": 0}
-        )
-        stats["labels"] += 1
-        stats["categories"][label.category] += 1
-        stats["background_yes"] += int(label.background)
-    for name, stats in per_user.items():
+def _item_statistics(dataset_id: int, field: str) -> dict:
+    """Fleiss' kappa and Krippendorff's alpha of one field, from item profiles counted in SQL."""
+    value = VALUE_SQL[field]
+    profiles = _rows(
+        "SELECT m, q, COUNT(*) FROM (SELECT image_id, SUM(c) AS m, SUM(c * c) AS q FROM ("
+        f"SELECT l.image_id AS image_id, {value} AS v, COUNT(*) AS c {_IN_DATASET} AND i.label_count >= 2 "
+        "GROUP BY l.image_id, v) per_value GROUP BY image_id) per_item GROUP BY m, q",
+        [dataset_id],
+    )
+    profiles = [(int(m), int(q), int(count)) for m, q, count in profiles]  # PostgreSQL sums are Decimal
+    totals = dict(_rows(f"SELECT {value} AS v, COUNT(*) {_IN_DATASET} AND i.label_count >= 2 GROUP BY v",
+                        [dataset_id]))
+    items = sum(count for _m, _q, count in profiles if _m >= 2)
+    result = {"fleiss_kappa": None, "krippendorff_alpha": None, "items": items}
+    if not items:
+        return result
+    n = sum(totals.values())
+    p_bar = sum(count * (q - m) / (m * (m - 1)) for m, q, count in profiles if m >= 2) / items
+    p_e = sum((total / n) ** 2 for total in totals.values())
+    if not math.isclose(p_e, 1.0):
+        result["fleiss_kappa"] = (p_bar - p_e) / (1 - p_e)
+    observed = sum(count * (m * m - q) / (m - 1) for m, q, count in profiles if m >= 2)
+    expected = (n * n - sum(total * total for total in totals.values())) / (n - 1)
+    if expected:
+        result["krippendorff_alpha"] = 1 - observed / expected
+    return result
+
+
+def _per_annotator(dataset, names: dict[int, str]) -> list[dict]:
+    """Labels given per annotator, per category and background, and the median seconds between
+    their latest ``SPEED_WINDOW`` first submissions in this dataset."""
+    per_user: dict[int, dict] = {}
+    counts = (
+        Label.objects.filter(image__product__dataset=dataset).order_by()
+        .values_list("annotator_id", "category", "background").annotate(n=Count("id"))
+    )
+    for user_id, category, background, n in counts:
+        stats = per_user.setdefault(user_id, {"annotator": names[user_id], "labels": 0, "categories": Counter(),
+                                              "background_yes": 0})
+        stats["labels"] += n
+        stats["categories"][category] += n
+        stats["background_yes"] += n if background else 0
+    for user_id, stats in per_user.items():
         times = list(
             LabelHistory.objects.filter(
-                annotator_id=user_ids[name], changed_by_id=user_ids[name],
-                action=LabelHistory.Action.CREATED, image_id__in=image_ids,
-            ).exclude(source__in=["review", "csv-import"]).order_by("changed_at").values_list("changed_at", flat=True)
-        )
+                annotator_id=user_id, changed_by_id=user_id, action=LabelHistory.Action.CREATED,
+                image__product__dataset=dataset,
+            ).exclude(source__in=["review", "csv-import"]).order_by("-changed_at").values_list("changed_at", flat=True)[
+                :SPEED_WINDOW
+            ]
+        )[::-1]
         gaps = [(b - a).total_seconds() for a, b in zip(times, times[1:])]
         stats["median_seconds"] = statistics.median(gaps) if gaps else None
         stats["categories"] = dict(stats["categories"])
@@ -176,10 +237,18 @@ def annotator_stats(labels) -> list[dict]:
 
 
 def dataset_agreement(dataset) -> dict:
-    labels = list(
-        Label.objects.filter(image__product__dataset=dataset).select_related("annotator").order_by("image_id")
-    )
-    result = compute_agreement(labels)
-    result["dataset"] = dataset.name
-    result["per_annotator"] = annotator_stats(labels)
+    """Everything the agreement API and the dashboard show, computed in SQL (see above)."""
+    annotator_ids = Label.objects.filter(image__product__dataset=dataset).order_by().values_list(
+        "annotator_id", flat=True).distinct()
+    names = dict(User.objects.filter(pk__in=annotator_ids).values_list("pk", "username"))
+    labelled = Image.objects.filter(product__dataset=dataset, label_count__gte=1)
+    pairs = _pairs(dataset.pk, names)
+    result = {
+        "annotators": sorted(names.values()),
+        "images": labelled.count(),
+        "images_with_several_labels": labelled.filter(label_count__gte=2).count(),
+        "fields": {field: {"pairs": pairs[field], **_item_statistics(dataset.pk, field)} for field in FIELDS},
+        "dataset": dataset.name,
+        "per_annotator": _per_annotator(dataset, names),
+    }
     return result

@@ -13,6 +13,12 @@ from PIL import Image as PILImage
 from inference.engine.pixels import MASK_THRESHOLD, decode_image, decode_mask, orientation_of
 
 from annotator.models import Image
+from annotator.paths import servable_file
+
+
+class UnreadableImage(Exception):
+    """The file is no longer an image Pillow can read (corrupted or replaced after import)."""
+
 
 # The only sizes the UI asks for; anything else is refused so the cache cannot be flooded.
 DISPLAY_SIZES = (128, 256, 512, 1024)
@@ -30,15 +36,17 @@ def display_file(image: Image, *, kind: str, size: int | None) -> Path:
     image upright (EXIF orientation) as 8-bit RGB, the mask as the binary 0/255 mask the mask rule
     gives (with its image's orientation), so what a user sees is what a model is scored on.
     ``size`` None means full size; otherwise the picture fits in ``size``² (masks resized with
-    nearest-neighbour so they stay binary, images with Lanczos).
+    nearest-neighbour so they stay binary, images with Lanczos). The stored path is resolved now
+    and must still be a file inside the data roots (``UnsafeFile`` otherwise: a symlink or an
+    edited path pointing elsewhere); ``UnreadableImage`` when the file cannot be decoded.
     """
-    source = image.file_path if kind == "image" else image.mask_file_path
-    if source is None:
+    relative = image.path if kind == "image" else image.mask_path
+    if not relative:
         raise FileNotFoundError(f"Image {image.pk} has no mask.")
     if size is not None and size not in DISPLAY_SIZES:
         raise ValueError(f"Display size must be one of {DISPLAY_SIZES}.")
-    if not Path(source).is_file():
-        raise FileNotFoundError(f"{source} is missing.")
+    root = image.product.dataset.root
+    source = servable_file(root, relative)
     options = image.product.dataset.import_options
     key = hashlib.sha256(
         f"{image.checksum}:{kind}:{source}:{size or 'full'}:{options.get('mask_threshold')}:v2".encode()
@@ -47,17 +55,22 @@ def display_file(image: Image, *, kind: str, size: int | None) -> Path:
     if target.exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    if kind == "mask":
-        threshold = image.product.dataset.import_options.get("mask_threshold") or MASK_THRESHOLD
-        decoded = decode_mask(source, orientation=orientation_of(image.file_path), threshold=threshold)
-        picture = PILImage.fromarray(decoded.defect.astype(np.uint8) * 255, "L")
-    else:
-        picture = decode_image(source)
-    if size is not None:
-        picture.thumbnail(
-            (size, size),
-            PILImage.Resampling.NEAREST if kind == "mask" else PILImage.Resampling.LANCZOS,
-        )
+    try:
+        if kind == "mask":
+            threshold = options.get("mask_threshold") or MASK_THRESHOLD
+            image_file = servable_file(root, image.path)
+            decoded = decode_mask(source, orientation=orientation_of(image_file), threshold=threshold)
+            picture = PILImage.fromarray(decoded.defect.astype(np.uint8) * 255, "L")
+        else:
+            picture = decode_image(source)
+        if size is not None:
+            picture.thumbnail(
+                (size, size),
+                PILImage.Resampling.NEAREST if kind == "mask" else PILImage.Resampling.LANCZOS,
+            )
+    except (OSError, ValueError, PILImage.DecompressionBombError) as error:
+        # UnidentifiedImageError is an OSError; truncated files raise OSError on load.
+        raise UnreadableImage(f"{relative} is not a readable image ({type(error).__name__}).") from None
     # Write then rename so a concurrent reader never sees a half-written file.
     partial = target.with_suffix(f".{id(picture)}.tmp")
     picture.save(partial, format="PNG", optimize=False)

@@ -63,6 +63,7 @@ from annotator.layouts import (
     resolve_images,
     scan_dataset,
 )
+from annotator.paths import data_roots, inside_data_roots  # noqa: F401 (re-exported)
 from annotator.models import Dataset, Image, Product
 from annotator.services.image_checks import CheckedFile, check_many
 from inference.engine.pixels import MASK_RULES, MASK_THRESHOLD
@@ -177,15 +178,6 @@ class ImportReport:
 
 
 # --- Paths --------------------------------------------------------------------------------
-
-
-def data_roots() -> list[Path]:
-    return [Path(root).resolve() for root in settings.DEFECTBENCH_DATA_ROOTS]
-
-
-def inside_data_roots(path: Path) -> bool:
-    resolved = Path(path).resolve()
-    return any(resolved == root or resolved.is_relative_to(root) for root in data_roots())
 
 
 def resolve_dataset_root(path) -> Path:

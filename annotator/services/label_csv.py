@@ -19,6 +19,7 @@ import csv
 from collections import Counter
 from dataclasses import dataclass, field
 
+from django.conf import settings
 from django.db import transaction
 
 from annotator.label_format import (
@@ -37,6 +38,22 @@ ANNOTATION_COLUMNS = [
     "annotators", "agreement", "labelled_at",
 ]
 IMPORT_SOURCE = "csv-import"
+# A report lists at most this many row errors (and how many there were): a million bad rows must
+# not become a 100 MB response.
+MAX_REPORTED_ERRORS = 100
+# Spreadsheets run a cell starting with one of these as a formula (OWASP "CSV injection").
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+
+
+def max_import_bytes() -> int:
+    return settings.DEFECTBENCH_MAX_LABEL_CSV_BYTES
+
+
+def safe_cell(value):
+    """A text cell a spreadsheet will show as text: a leading ``= + - @``, tab or CR gets a ``'``."""
+    if isinstance(value, str) and value.startswith(FORMULA_PREFIXES):
+        return "'" + value
+    return value
 
 
 def yes_no(value: bool | None) -> str:
@@ -52,7 +69,7 @@ def _csv_lines(header, rows):
     writer = csv.writer(_Echo())
     yield writer.writerow(header)
     for row in rows:
-        yield writer.writerow(row)
+        yield writer.writerow([safe_cell(cell) for cell in row])
 
 
 def _labels_for(dataset: Dataset, user: User | None):
@@ -168,13 +185,20 @@ class ImportReport:
     def ok(self) -> bool:
         return not self.errors
 
+    @property
+    def listed_errors(self) -> list[RowError]:
+        return self.errors[:MAX_REPORTED_ERRORS]
+
     def as_dict(self) -> dict:
+        """The report; only the first ``MAX_REPORTED_ERRORS`` errors are listed, ``error_count`` says how many."""
         return {
             "dataset": self.dataset, "annotator": self.annotator, "dry_run": self.dry_run,
             "rows": self.rows, "ok": self.ok, "applied": self.applied,
             "created": self.created, "updated": self.updated, "unchanged": self.unchanged,
             "categories": dict(self.categories), "background": dict(self.background),
-            "errors": [{"line": e.line, "image_path": e.image_path, "message": e.message} for e in self.errors],
+            "error_count": len(self.errors),
+            "errors": [{"line": e.line, "image_path": e.image_path, "message": e.message}
+                       for e in self.listed_errors],
         }
 
     def summary(self) -> str:
@@ -198,9 +222,21 @@ def _labellable(image: Image) -> bool:
 def import_labels(
     data: bytes | str, *, dataset: Dataset, importer: User, annotator: User | None = None, dry_run: bool = False
 ) -> ImportReport:
-    """Check every row, then (unless ``dry_run`` or any error) save all labels in one transaction."""
+    """Check every row, then (unless ``dry_run`` or any error) save all labels in one transaction.
+
+    ``data`` is the file's content or an uploaded file (its size is checked before it is read):
+    a file above ``DEFECTBENCH_MAX_LABEL_CSV_BYTES`` is refused as a whole.
+    """
     annotator = annotator or importer
     report = ImportReport(dataset=dataset.name, annotator=annotator.username, dry_run=dry_run)
+    size = len(data) if isinstance(data, (bytes, str)) else data.size
+    limit = max_import_bytes()
+    if size > limit:
+        report.errors.append(RowError(0, "", f"The file has {size} bytes; at most {limit} bytes "
+                                             "(DEFECTBENCH_MAX_LABEL_CSV_BYTES) are accepted. Split it."))
+        return report
+    if not isinstance(data, (bytes, str)):
+        data = data.read()
     rows, errors = parse_label_csv(data)
     report.rows = count_rows(rows, errors)
     report.errors.extend(errors)

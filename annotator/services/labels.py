@@ -2,9 +2,45 @@
 from collections import defaultdict
 from typing import NamedTuple
 
-from django.db import transaction
+from django.db import connection, transaction
 
 from annotator.models import Image, Label, LabelHistory, ReviewDecision, User
+
+
+def recount_labels(image: Image) -> tuple[bool, bool, list[int]]:
+    """Refresh the image's label count, "still needs labels" and "annotators disagree" flags
+    (the queue and the review list read them through partial indexes).
+
+    Returns (needed labels before, needs labels now, ids of its annotators).
+    """
+    row = Image.objects.filter(pk=image.pk).values_list("needs_labels", "product__dataset__label_overlap").first()
+    if row is None:
+        return False, False, []
+    before, overlap = row
+    labels = Label.objects.filter(image_id=image.pk)
+    annotators = list(labels.values_list("annotator_id", flat=True))
+    n = len(annotators)
+    disagrees = n > 1 and labels.values("background", "category").distinct().count() > 1
+    Image.objects.filter(pk=image.pk).update(label_count=n, needs_labels=n < overlap, disagrees=disagrees)
+    return before, n < overlap, annotators
+
+
+_UPSERT_PROGRESS = (
+    "INSERT INTO annotator_annotatorprogress (annotator_id, product_id, done, waiting) VALUES (%s, %s, %s, %s) "
+    "ON CONFLICT (annotator_id, product_id) DO UPDATE SET "
+    "done = annotator_annotatorprogress.done + excluded.done, "
+    "waiting = annotator_annotatorprogress.waiting + excluded.waiting"
+)
+
+
+def _bump_progress(product_id: int, deltas: dict[int, list[int]]) -> None:
+    """Add (done, waiting) deltas per annotator, in annotator-id order (no deadlock between two
+    transactions that touch the same rows)."""
+    with connection.cursor() as cursor:
+        for annotator_id in sorted(deltas):
+            done, waiting = deltas[annotator_id]
+            if done or waiting:
+                cursor.execute(_UPSERT_PROGRESS, [annotator_id, product_id, done, waiting])
 
 
 def _snapshot(label: Label | None) -> dict | None:
@@ -36,6 +72,14 @@ def save_label(
     if before == after:
         return label
     label.save()
+    needed, needs, annotators = recount_labels(image)
+    if before is None:
+        deltas = {annotator.pk: [1, 1 if needs else 0]}
+        if needed and not needs:  # this label completed the image: the others no longer wait
+            for other in annotators:
+                if other != annotator.pk:
+                    deltas.setdefault(other, [0, 0])[1] -= 1
+        _bump_progress(image.product_id, deltas)
     LabelHistory.objects.create(
         image=image,
         annotator=annotator,
@@ -59,7 +103,15 @@ def delete_label(*, label: Label, changed_by: User, source: str = "workspace") -
         after=None,
         source=source,
     )
+    image = label.image
+    annotator_id = label.annotator_id
     label.delete()
+    needed, needs, annotators = recount_labels(image)
+    deltas = {annotator_id: [-1, -1 if needed else 0]}
+    if needs and not needed:  # the image is short of a label again: its other annotators wait
+        for other in annotators:
+            deltas.setdefault(other, [0, 0])[1] += 1
+    _bump_progress(image.product_id, deltas)
 
 
 class EffectiveLabel(NamedTuple):

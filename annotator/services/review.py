@@ -3,6 +3,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from django.db import transaction
+from django.db.models import Count
 
 from annotator.models import Image, Label, LabelHistory, ReviewDecision, User
 
@@ -18,34 +19,46 @@ class ReviewItem:
         return len({(label.background, label.category) for label in self.labels}) > 1
 
 
-def review_items(*, dataset=None, include_decided: bool = False) -> list[ReviewItem]:
-    """Images whose annotators disagree (on background or category), with each label and who gave it.
+def disagreements(*, dataset=None, include_decided: bool = False):
+    """Images whose annotators disagree (on background or category), in review order, as a queryset.
 
-    Decided images are left out unless ``include_decided``.
+    Decided images are left out unless ``include_decided``. It reads the ``disagrees`` flag kept
+    on each image (partial index), so a page costs the same with 100 or 100 000 labels.
     """
-    labels = Label.objects.select_related("annotator", "image__product__dataset").order_by(
-        "image__product__name", "image__path", "annotator__username"
-    )
+    images = Image.objects.filter(disagrees=True, split=Image.Split.TEST, is_anomalous=True)
     if dataset is not None:
-        labels = labels.filter(image__product__dataset=dataset)
-    by_image: dict[int, ReviewItem] = {}
+        images = images.filter(product__dataset=dataset)
+    if not include_decided:
+        images = images.filter(review_decision__isnull=True)
+    return images.select_related("product__dataset").order_by("product__dataset__name", "product__name", "path")
+
+
+def items_for(images) -> list[ReviewItem]:
+    """One ReviewItem per image (a page of ``disagreements``), with each label and who gave it."""
+    by_image = {image.pk: ReviewItem(image=image) for image in images}
+    labels = Label.objects.filter(image_id__in=list(by_image)).select_related("annotator").order_by(
+        "annotator__username"
+    )
     for label in labels:
-        item = by_image.setdefault(label.image_id, ReviewItem(image=label.image))
-        item.labels.append(label)
-    decisions = ReviewDecision.objects.filter(image_id__in=list(by_image)).select_related("reviewer")
-    for decision in decisions:
+        by_image[label.image_id].labels.append(label)
+    for decision in ReviewDecision.objects.filter(image_id__in=list(by_image)).select_related("reviewer"):
         by_image[decision.image_id].decision = decision
-    return [
-        item
-        for item in by_image.values()
-        if item.disagrees and (include_decided or item.decision is None)
-    ]
+    return list(by_image.values())
+
+
+def review_items(*, dataset=None, include_decided: bool = False) -> list[ReviewItem]:
+    """Every disagreement as a ReviewItem (small datasets and tests; pages use ``disagreements``)."""
+    return items_for(disagreements(dataset=dataset, include_decided=include_decided))
 
 
 def _snapshot(decision: ReviewDecision | None) -> dict | None:
     if decision is None:
         return None
     return {"background": decision.background, "category": decision.category}
+
+
+class NotReviewable(ValueError):
+    """Only anomalous test images carry labels, so only they get a final label."""
 
 
 @transaction.atomic
@@ -55,6 +68,8 @@ def decide(*, image: Image, reviewer: User, background: bool, category: str, not
         raise PermissionError("Only reviewers and admins decide final labels.")
     if category not in Label.Category.values:
         raise ValueError(f"Unknown defect category {category!r}; expected one of {Label.Category.values}.")
+    if not (image.split == Image.Split.TEST and image.is_anomalous):
+        raise NotReviewable(f"{image.path} is not an anomalous test image; only those get a final label.")
     decision = ReviewDecision.objects.select_for_update().filter(image=image).first()
     before = _snapshot(decision)
     if decision is None:
@@ -78,9 +93,23 @@ def decide(*, image: Image, reviewer: User, background: bool, category: str, not
     return decision
 
 
+def final_category_counts(dataset) -> dict[str, int]:
+    """Images per final category (as ``labels.resolve_label`` decides), counted in SQL: a reviewer's
+    decision, else the category of images whose annotators all agree (``disagrees`` is false)."""
+    counts: dict[str, int] = defaultdict(int)
+    decided = ReviewDecision.objects.filter(image__product__dataset=dataset).order_by()
+    for category, n in decided.values_list("category").annotate(n=Count("pk")):
+        counts[category] += n
+    agreed = Label.objects.filter(
+        image__product__dataset=dataset, image__disagrees=False, image__review_decision__isnull=True
+    ).order_by()
+    for category, n in agreed.values_list("category").annotate(n=Count("image_id", distinct=True)):
+        counts[category] += n
+    return dict(counts)
+
+
 def counts_by_dataset() -> dict[int, int]:
-    """Number of undecided disagreements per dataset id (for navigation badges)."""
-    result: dict[int, int] = defaultdict(int)
-    for item in review_items():
-        result[item.image.product.dataset_id] += 1
-    return dict(result)
+    """Number of undecided disagreements per dataset id (for navigation badges), counted in SQL."""
+    return dict(
+        disagreements().order_by().values_list("product__dataset").annotate(n=Count("pk"))
+    )

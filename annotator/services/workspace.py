@@ -4,6 +4,8 @@ from annotator.services import queue
 from annotator.services.labels import visible_history
 
 REFERENCE_LIMIT = 24
+# How far back the workspace's Back key reaches (the newest labels of this product).
+LABELLED_LIMIT = 50
 
 
 def workspace_data(image: Image, user) -> dict:
@@ -11,9 +13,9 @@ def workspace_data(image: Image, user) -> dict:
     references = Image.objects.filter(product=product, split=Image.Split.TRAIN, is_anomalous=False)[:REFERENCE_LIMIT]
     my_label = Label.objects.filter(image=image, annotator=user).select_related("annotator").first()
     labelled_ids = list(
-        Label.objects.filter(annotator=user, image__product=product).order_by("created_at", "id")
-        .values_list("image_id", flat=True)
-    )
+        Label.objects.filter(annotator=user, image__product=product).order_by("-created_at")
+        .values_list("image_id", flat=True)[:LABELLED_LIMIT]
+    )[::-1]
     return {
         "image": image,
         "product": product,

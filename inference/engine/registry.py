@@ -68,17 +68,29 @@ class Setting:
             if text in {"0", "false", "no", "off"}:
                 return False
             raise ValueError(f"Setting {self.name} must be true or false, not {value!r}.")
-        if self.kind is int and isinstance(value, float) and not value.is_integer():
-            raise ValueError(f"Setting {self.name} must be a whole number, not {value!r}.")
         try:
-            value = self.kind(value)
-        except (TypeError, ValueError):
-            raise ValueError(f"Setting {self.name} must be a {self.kind.__name__}, not {value!r}.")
+            value = whole_number(value) if self.kind is int else self.kind(value)
+        except (TypeError, ValueError, OverflowError):
+            kind = "whole number" if self.kind is int else self.kind.__name__
+            raise ValueError(f"Setting {self.name} must be a {kind}, not {value!r}.") from None
         if self.choices is not None and value not in self.choices:
-            raise ValueError(f"Setting {self.name} must be one of {', '.join(self.choices)}, not {value!r}.")
+            raise ValueError(f"{self.title} must be one of {', '.join(self.choices)}, not {value!r}.")
         if self.low is not None and not (self.low <= value <= self.high):
             raise ValueError(f"Setting {self.name} must lie between {self.low} and {self.high}, not {value}.")
         return value
+
+
+def whole_number(value) -> int:
+    """An int from an int, an integral float (256.0) or its text; 256.7, "256.7" and booleans are refused."""
+    if isinstance(value, bool):
+        raise TypeError("a boolean is not a number")
+    if isinstance(value, float):
+        if not value.is_integer():
+            raise ValueError(value)
+        return int(value)
+    if isinstance(value, int):
+        return value
+    return int(str(value).strip())
 
 
 _CONFIG_DEFAULTS = {f.name: getattr(BenchmarkConfig(), f.name) for f in fields(BenchmarkConfig)}

@@ -19,7 +19,7 @@ from dataclasses import fields as dataclass_fields
 from pathlib import Path
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 from django.db.models import Avg
 from django.utils import timezone
 
@@ -164,6 +164,18 @@ def _finish_part(part_id: int, status: str, *, error: str = "", report=None, sta
     ProductRun.objects.filter(pk=part_id, status=Status.RUNNING).update(**values)
 
 
+def _finish_part_after_db_error(part_id: int, message: str, attempts: int = 3) -> None:
+    """Mark the part failed with ``message``, on a fresh connection if the old one broke."""
+    for attempt in range(attempts):
+        try:
+            _finish_part(part_id, Status.FAILED, error=message[:4000], stage="failed")
+            return
+        except DatabaseError:
+            logger.exception("could not record the failure of product run %s (attempt %d)", part_id, attempt + 1)
+            connection.close()
+            time.sleep(0.5 * (attempt + 1))
+
+
 def execute_product_run(part_id: int, *, task_id: str | None = None, finalize: bool = False) -> str:
     """Run the engine on one product of a run. Returns the part's final status."""
     from inference.engine import BenchmarkCancelled, run_benchmark
@@ -197,7 +209,13 @@ def execute_product_run(part_id: int, *, task_id: str | None = None, finalize: b
         )
         report["source"] = {"dataset": part.run.dataset.name, "product": part.product.name}
         (root / "report.json").write_text(json.dumps(report, indent=2))
-        _finish_part(part.pk, Status.SUCCEEDED, report=report, stage="done")
+        try:
+            _finish_part(part.pk, Status.SUCCEEDED, report=report, stage="done")
+        except DatabaseError as error:
+            # The results exist (report.json) but could not be stored: say so, not "worker lost".
+            message = f"Database error while saving the results: {type(error).__name__}: {error}".strip()
+            logger.error("product run %s: %s\n%s", part.pk, message, traceback.format_exc())
+            _finish_part_after_db_error(part.pk, message)
     except BenchmarkCancelled:
         _finish_part(part.pk, Status.CANCELLED, stage="cancelled")
     except Exception as error:  # includes SoftTimeLimitExceeded
@@ -209,7 +227,7 @@ def execute_product_run(part_id: int, *, task_id: str | None = None, finalize: b
         else:
             message = f"{type(error).__name__}: {error}"
         logger.error("product run %s failed: %s\n%s", part.pk, message, traceback.format_exc())
-        _finish_part(part.pk, Status.FAILED, error=message, stage="failed")
+        _finish_part_after_db_error(part.pk, message)
     finally:
         if heartbeat is not None:
             heartbeat.stop()

@@ -10,6 +10,7 @@ import csv
 import io
 from numbers import Number
 
+from annotator.services.label_csv import safe_cell
 from inference.engine.report import SCHEMA_VERSION
 from inference.models import BenchmarkRun, Technique
 
@@ -208,7 +209,7 @@ def run_csv(run: BenchmarkRun) -> str:
     writer.writerow(CSV_COLUMNS)
     for name, s in ((run.metrics or {}).get("products") or {}).items():
         if is_current(s):
-            for row in _csv_rows(run, name, s):
+            for row in _csv_rows(run, safe_cell(name), s):  # a product name is user text: no live formulas
                 writer.writerow(row)
     return out.getvalue()
 

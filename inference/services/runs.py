@@ -11,8 +11,8 @@ Worker loss is handled in two layers:
   Redis after ``visibility_timeout`` when the whole worker dies). A redelivered task finds its
   part still "running" and restarts it cleanly (artifacts wiped, ``attempts`` + 1).
 * Every running task beats a heartbeat into its rows every ``BENCHMARK_HEARTBEAT_SECONDS``.
-  ``mark_stale_runs`` (called whenever the runs console, a results page or the runs API is
-  read) marks parts and runs whose heartbeat is older than ``BENCHMARK_STALE_SECONDS`` as failed
+  ``mark_stale_runs`` (a periodic Celery beat task, ``inference.mark_stale_runs``; pages and
+  the API only read) marks parts and runs whose heartbeat is older than ``BENCHMARK_STALE_SECONDS`` as failed
   ("worker lost"). A failed part is final: a message redelivered later does not redo it; the
   retry button launches a fresh run with the same settings.
 """
@@ -156,6 +156,20 @@ def parse_background(value) -> bool | None:
     raise LaunchRefused([f"Background must be yes, no or any, not {value!r}."])
 
 
+# The seed is stored in an IntegerField (32-bit signed on PostgreSQL) and fed to numpy/torch.
+SEED_MAX = 2**31 - 1
+
+
+def clean_seed(seed) -> int:
+    try:
+        seed = registry.whole_number(seed)
+    except (TypeError, ValueError, OverflowError):
+        raise LaunchRefused([f"Seed must be a whole number, not {seed!r}."]) from None
+    if not 0 <= seed <= SEED_MAX:
+        raise LaunchRefused([f"Seed must lie between 0 and {SEED_MAX}, not {seed}."])
+    return seed
+
+
 def clean_config(model: str, config: dict | None) -> dict:
     """The run's engine settings, checked against the model registry (types, bounds, choices).
 
@@ -256,10 +270,7 @@ def launch_run(
     background = parse_background(background)
     techniques = _clean_choice_list(techniques, Technique.values, "technique") if techniques else list(DEFAULT_TECHNIQUES)
     config = clean_config(model, {**(config or {}), **settings_kwargs})
-    try:
-        seed = int(seed)
-    except (TypeError, ValueError):
-        raise LaunchRefused([f"Seed must be an integer, not {seed!r}."])
+    seed = clean_seed(seed)
 
     selections = [select_images(p, categories, background) for p in products]
     problems = [msg for sel in selections for msg in problems_of(sel, categories, background, techniques)]
@@ -372,6 +383,21 @@ def retry_run(run: BenchmarkRun, user) -> BenchmarkRun:
         background=run.background, model=run.model, config=dict(run.config),
         techniques=run.techniques, seed=run.seed, retry_of=run,
     )
+
+
+def sees_per_image_results(user) -> bool:
+    """What each role sees of a run. Everyone logged in sees its status, settings and aggregate
+    metrics (threshold-free, per technique, per category and background, curves). Per-image
+    results carry the labels annotators gave (each image's category, its heat map and mask), so
+    only reviewers and admins, who see every label anyway, get them: the gallery, the per-image
+    lists of the JSON download and the files under a part's ``images/`` folder (and report.json)."""
+    return bool(getattr(user, "is_reviewer_role", False))
+
+
+def is_aggregate_artifact(relpath: str) -> bool:
+    """Artifact files anyone may read: the curve plots (``<part>/curves/...`` or ``curves/...``)."""
+    parts = relpath.split("/")
+    return "curves" in parts[:2] and parts[-1] != "report.json"
 
 
 def mark_stale_runs(now=None) -> int:

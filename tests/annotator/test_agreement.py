@@ -88,3 +88,36 @@ def test_per_annotator_counts_and_speed(rated):
     assert alice["background_yes"] == 4
     # Gaps 10, 20, 10, 60, 10 -> median 10 s.
     assert alice["median_seconds"] == pytest.approx(10)
+
+
+def test_sql_statistics_match_the_reference_formulas(db, tmp_path, settings, make_user):
+    """Three annotators, two or three labels per image: the SQL path gives the textbook values."""
+    import random
+
+    settings.DEFECTBENCH_DATA_ROOTS = [tmp_path]
+    dataset = make_dataset(tmp_path, overlap=3, products=(("widget", "object", 12),), good_train=1)
+    images = list(Image.objects.filter(is_anomalous=True).order_by("pk"))
+    users = [make_user(name) for name in ("carol", "alice", "bob")]
+    rng = random.Random(7)
+    given = {}
+    for index, image in enumerate(images):
+        for user in users[: 2 + index % 2]:
+            value = (rng.random() < 0.6, rng.choice([S, X, C, M]))
+            save_label(image=image, annotator=user, background=value[0], category=value[1])
+            given.setdefault(image.pk, {})[user.username] = value
+    result = agreement.dataset_agreement(dataset)
+    assert result["annotators"] == ["alice", "bob", "carol"]
+    assert result["images"] == 12 and result["images_with_several_labels"] == 12
+    for field in agreement.FIELDS:
+        items = [[agreement.field_value(field, *v) for v in r.values()] for r in given.values()]
+        stats = result["fields"][field]
+        assert stats["fleiss_kappa"] == pytest.approx(agreement.fleiss_kappa(items))
+        assert stats["krippendorff_alpha"] == pytest.approx(agreement.krippendorff_alpha_nominal(items))
+        for pair in stats["pairs"]:
+            first, second = pair["annotators"]
+            common = sorted(pk for pk, r in given.items() if first in r and second in r)
+            a = [agreement.field_value(field, *given[pk][first]) for pk in common]
+            b = [agreement.field_value(field, *given[pk][second]) for pk in common]
+            assert pair["n"] == len(common)
+            expected = agreement.cohen_kappa(a, b, agreement.field_values(field))
+            assert pair["cohen_kappa"] == (pytest.approx(expected) if expected is not None else None)

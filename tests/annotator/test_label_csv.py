@@ -178,3 +178,56 @@ def test_import_real_bottle_reference_labels(db, settings, real_bottle_root, rea
     assert Label.objects.filter(image__defect_type="broken_large", category="structural").count() == 20
     exported = rows(label_csv.export_lines(dataset, "images", admin_account))
     assert len(exported) == 63 and all(r["background"] == "yes" for r in exported)
+
+
+@pytest.mark.parametrize("variant", ["images", "annotations"])
+def test_export_neutralises_cells_a_spreadsheet_would_run_as_formulas(dataset, make_user, reviewer_account, variant):
+    dataset.name = "=cmd|' /C calc'!A0"
+    dataset.save()
+    product = dataset.products.get(name="widget")
+    product.name = "@SUM(1+1)"
+    product.save()
+    image = Image.objects.filter(product=product, is_anomalous=True).order_by("path").first()
+    save_label(image=image, annotator=make_user("+plus"), background=True, category="surface")
+    save_label(image=image, annotator=make_user("-minus"), background=True, category="surface")
+    Image.objects.filter(pk=image.pk).update(defect_type="\tcrack\r")
+    text = "".join(label_csv.export_lines(dataset, variant, reviewer_account))
+    row = rows([text])[0]
+    assert row["dataset"] == "'=cmd|' /C calc'!A0"
+    assert row["product"] == "'@SUM(1+1)"
+    assert row["defect_type"] == "'\tcrack\r"
+    assert row["annotators"] == "'+plus;-minus"
+    for cell in row.values():
+        assert not cell.startswith(("=", "+", "-", "@", "\t", "\r")), cell
+
+
+def test_import_refuses_a_file_above_the_size_limit_before_reading_it(dataset, admin_account, settings, client):
+    settings.DEFECTBENCH_MAX_LABEL_CSV_BYTES = 1000
+    data = b"image_path,background,defect_category\n" + b"widget/test/crack/000.png,yes,surface\n" * 40
+
+    class Upload(io.BytesIO):
+        size = len(data)
+
+        def read(self, *args):
+            raise AssertionError("an oversized file must not be read")
+
+    report = label_csv.import_labels(Upload(data), dataset=dataset, importer=admin_account)
+    assert not report.ok and "at most 1000 bytes" in report.errors[0].message
+    assert Label.objects.count() == 0
+    from rest_framework.test import APIClient
+
+    api = APIClient()
+    api.force_authenticate(admin_account)
+    upload = io.BytesIO(data)
+    upload.name = "labels.csv"
+    response = api.post("/api/labels-import/", {"file": upload, "dataset": dataset.name}, format="multipart")
+    assert response.status_code == 400
+    assert "at most 1000 bytes" in response.json()["errors"][0]["message"]
+    assert Label.objects.count() == 0
+
+
+def test_import_report_lists_a_bounded_number_of_errors(dataset, admin_account):
+    data = "image_path,background,defect_category\n" + "".join(f"nope/{i}.png,yes,surface\n" for i in range(500))
+    report = label_csv.import_labels(data.encode(), dataset=dataset, importer=admin_account)
+    body = report.as_dict()
+    assert body["error_count"] == 500 and len(body["errors"]) == label_csv.MAX_REPORTED_ERRORS

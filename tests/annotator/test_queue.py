@@ -148,3 +148,98 @@ def test_eight_annotators_in_parallel(tmp_path, settings, make_user, overlap):
         assert Label.objects.filter(image_id=pk).count() == overlap
     assert LabelHistory.objects.count() == len(submitted)
     assert connection.vendor in ("sqlite", "postgresql")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_parallel_next_image_calls_of_one_user_hold_one_claim(tmp_path, settings, make_user):
+    """The browser fires next-image twice (double click, two tabs): still one image held."""
+    settings.DEFECTBENCH_DATA_ROOTS = [tmp_path]
+    dataset = make_dataset(tmp_path, products=(("widget", "object", 12),))
+    user = make_user("eager")
+    got, errors = [], []
+    start = threading.Barrier(4)
+
+    def work():
+        try:
+            start.wait()
+            got.append(queue.next_image(user, dataset=dataset).pk)
+        except Exception as error:  # noqa: BLE001 - reported below
+            errors.append(repr(error))
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not errors, errors
+    assert Claim.objects.filter(annotator=user).count() == 1
+    assert len(set(got)) == 1
+
+
+def test_a_new_claim_elsewhere_replaces_the_old_one(dataset, make_user):
+    user = make_user("u1")
+    widget, fabric = dataset.products.get(name="widget"), dataset.products.get(name="fabric")
+    first = queue.next_image(user, product=widget)
+    second = queue.next_image(user, product=fabric)
+    assert first.pk != second.pk
+    assert list(Claim.objects.filter(annotator=user).values_list("image_id", flat=True)) == [second.pk]
+
+
+def test_a_product_of_another_dataset_is_refused(dataset, make_user, tmp_path):
+    other = make_dataset(tmp_path, name="other", products=(("gizmo", "object", 2),))
+    user = make_user("u1")
+    with pytest.raises(queue.QueueError):
+        queue.next_image(user, dataset=dataset, product=other.products.get())
+    assert not Claim.objects.exists()
+
+
+def test_train_and_good_images_cannot_be_skipped(dataset, make_user):
+    user = make_user("u1")
+    for image in Image.objects.exclude(split="test", is_anomalous=True):
+        with pytest.raises(queue.QueueError):
+            queue.skip_image(user, image)
+    assert not Skip.objects.exists()
+
+
+def test_overlap_change_reopens_labelled_images(dataset, make_user):
+    a, b = make_user("a"), make_user("b")
+    assert len(label_all(a, dataset)) == 7
+    assert label_all(b, dataset) == []
+    dataset.label_overlap = 2
+    dataset.save()
+    assert len(label_all(b, dataset)) == 7
+    assert Image.objects.filter(is_anomalous=True, needs_labels=True).count() == 0
+
+
+def test_progress_counters_match_a_recount_after_labels_come_and_go(dataset, make_user):
+    import random
+
+    from annotator.models import AnnotatorProgress
+    from annotator.services.labels import delete_label, save_label
+
+    dataset.label_overlap = 2
+    dataset.save()
+    users = [make_user(f"c{i}") for i in range(3)]
+    images = list(queue.labellable_images(dataset=dataset))
+    rng = random.Random(5)
+    for _ in range(60):
+        user, image = rng.choice(users), rng.choice(images)
+        label = Label.objects.filter(image=image, annotator=user).first()
+        if label is not None and rng.random() < 0.4:
+            delete_label(label=label, changed_by=user)
+        elif label is not None or Label.objects.filter(image=image).count() < 2:
+            save_label(image=image, annotator=user, background=True, category=rng.choice(["surface", "combined"]))
+    for user in users:
+        for product in dataset.products.all():
+            mine = Label.objects.filter(annotator=user, image__product=product)
+            row = AnnotatorProgress.objects.filter(annotator=user, product=product).first()
+            assert (row.done if row else 0) == mine.count()
+            assert (row.waiting if row else 0) == mine.filter(image__needs_labels=True).count()
+            progress = queue.user_progress(user, product)
+            open_now = sum(
+                1 for image in queue.labellable_images(product=product)
+                if not image.labels.filter(annotator=user).exists() and image.labels.count() < 2
+            )
+            assert progress.as_dict()["total"] == mine.count() + open_now

@@ -51,3 +51,28 @@ def test_decision_is_final_and_in_history(disputed, reviewer_account, annotator_
         review.decide(image=first, reviewer=annotator_account, background=True, category="surface")
     with pytest.raises(ValueError):
         review.decide(image=first, reviewer=reviewer_account, background=True, category="bogus")
+
+
+def test_final_category_counts_match_the_effective_labels(db, tmp_path, settings, make_user, reviewer_account):
+    import random
+
+    from annotator.models import Image
+    from annotator.services.labels import effective_labels, save_label
+    from tests.api.labelling_factory import make_dataset
+
+    settings.DEFECTBENCH_DATA_ROOTS = [tmp_path]
+    dataset = make_dataset(tmp_path, overlap=2, products=(("widget", "object", 10),), good_train=1)
+    a, b = make_user("a1"), make_user("b1")
+    rng = random.Random(3)
+    images = list(Image.objects.filter(is_anomalous=True).order_by("pk"))
+    for image in images:
+        for user in (a, b) if rng.random() < 0.7 else (a,):
+            save_label(image=image, annotator=user, background=True, category=rng.choice(["surface", "combined"]))
+    review.decide(image=images[0], reviewer=reviewer_account, background=False, category="structural")
+    expected: dict[str, int] = {}
+    for label in effective_labels([i.pk for i in images]).values():
+        expected[label.category] = expected.get(label.category, 0) + 1
+    assert review.final_category_counts(dataset) == expected
+    assert review.disagreements(dataset=dataset).count() == len(
+        [i for i in images if len({(l.background, l.category) for l in i.labels.all()}) > 1 and i.pk != images[0].pk]
+    )

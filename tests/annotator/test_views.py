@@ -63,7 +63,7 @@ def test_home_links_to_labelling(client, world):
 
 def test_label_start_claims_and_redirects(client, world):
     client.force_login(world["users"]["admin"])
-    response = client.get(f"/datasets/{world['dataset'].pk}/label/")
+    response = client.post(f"/datasets/{world['dataset'].pk}/label/")
     assert response.status_code == 302 and response["Location"].startswith("/images/")
     image_id = int(response["Location"].split("/")[2])
     assert Image.objects.get(pk=image_id).claims.filter(annotator=world["users"]["admin"]).exists()

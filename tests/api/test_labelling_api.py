@@ -92,12 +92,12 @@ def test_review_agreement_export_import(dataset, make_user, reviewer_account, ad
         assert a.post("/api/labels/", {"image": image.pk, "background": True, "category": cat_a}, format="json").status_code == 201
         assert b.post("/api/labels/", {"image": image.pk, "background": True, "category": cat_b}, format="json").status_code == 201
     reviewer = client_for(reviewer_account)
-    items = reviewer.get(f"/api/review/?dataset={dataset.pk}").data
+    items = reviewer.get(f"/api/review/?dataset={dataset.pk}").data["results"]
     assert [item["image"]["id"] for item in items] == [images[1].pk]
     assert {(l["annotator"], l["category"]) for l in items[0]["labels"]} == {("alice", "surface"), ("bob", "structural")}
     response = reviewer.post(f"/api/review/{images[1].pk}/", {"background": True, "category": "structural"}, format="json")
     assert response.status_code == 200 and response.data["reviewer"] == reviewer_account.username
-    assert reviewer.get(f"/api/review/?dataset={dataset.pk}").data == []
+    assert reviewer.get(f"/api/review/?dataset={dataset.pk}").data["results"] == []
 
     stats = reviewer.get(f"/api/agreement/?dataset={dataset.pk}").data
     category = stats["fields"]["category"]["pairs"][0]
@@ -135,3 +135,43 @@ def test_history_endpoint_scoped_by_role(dataset, annotator_account, reviewer_ac
     assert client_for(annotator_account).get("/api/history/").data["count"] == 1
     assert client_for(reviewer_account).get("/api/history/").data["count"] == 2
     assert client_for(reviewer_account).get(f"/api/history/?image={images[1].pk}").data["count"] == 1
+
+
+def test_queue_and_review_refuse_what_does_not_fit(db, tmp_path, settings, make_user):
+    """Another dataset's product, skipping or deciding a train/good image: 400, nothing changes."""
+    from rest_framework.test import APIClient
+
+    from annotator.models import Claim, Image, ReviewDecision, Skip
+    from tests.api.labelling_factory import make_dataset
+
+    settings.DEFECTBENCH_DATA_ROOTS = [tmp_path]
+    first = make_dataset(tmp_path, name="first")
+    second = make_dataset(tmp_path, name="second", products=(("gizmo", "object", 2),))
+    annotator, reviewer = make_user("ann2"), make_user("rev2", role="reviewer")
+    api = APIClient()
+    api.force_authenticate(annotator)
+    response = api.post("/api/queue/next/", {"dataset": first.pk, "product": second.products.get().pk}, format="json")
+    assert response.status_code == 400 and "product" in response.json()
+    assert not Claim.objects.exists()
+    good = Image.objects.filter(product__dataset=first, split="train").first()
+    response = api.post("/api/queue/skip/", {"image": good.pk}, format="json")
+    assert response.status_code == 400 and "image" in response.json()
+    assert not Skip.objects.exists()
+    api.force_authenticate(reviewer)
+    response = api.post(f"/api/review/{good.pk}/", {"background": True, "category": "surface"}, format="json")
+    assert response.status_code == 400 and "image" in response.json()
+    assert not ReviewDecision.objects.exists()
+
+
+def test_opening_the_label_page_claims_nothing(db, tmp_path, settings, make_user, client):
+    from annotator.models import Claim
+    from tests.api.labelling_factory import make_dataset
+
+    settings.DEFECTBENCH_DATA_ROOTS = [tmp_path]
+    dataset = make_dataset(tmp_path)
+    client.force_login(make_user("ann3"))
+    response = client.get(f"/datasets/{dataset.pk}/label/")
+    assert response.status_code == 200 and b"Start labelling" in response.content
+    assert not Claim.objects.exists()
+    response = client.post(f"/datasets/{dataset.pk}/label/")
+    assert response.status_code == 302 and Claim.objects.count() == 1

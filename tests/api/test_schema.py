@@ -20,3 +20,46 @@ def test_schema_and_docs_need_login(make_user):
     client.force_authenticate(make_user("someone"))
     assert client.get("/api/schema/").status_code == 200
     assert client.get("/api/docs/").status_code == 200
+
+
+def test_schema_documents_error_responses(tmp_path):
+    import yaml
+
+    target = tmp_path / "schema.yml"
+    call_command("spectacular", "--validate", "--fail-on-warn", "--file", str(target))
+    paths = yaml.safe_load(target.read_text())["paths"]
+    for path, operations in paths.items():
+        for method, operation in operations.items():
+            responses = operation["responses"]
+            if path != "/api/auth/token/":
+                assert {"401", "403"} <= set(responses), (path, method)
+            if method in ("post", "put", "patch"):
+                assert "400" in responses, (path, method)
+            if "{id}" in path:
+                assert "404" in responses, (path, method)
+    assert "409" in paths["/api/labels/"]["post"]["responses"]
+    assert "409" in paths["/api/labels/{id}/"]["patch"]["responses"]
+
+
+@pytest.mark.django_db
+def test_a_token_for_a_username_and_password(make_user):
+    user = make_user("tokenuser")
+    client = APIClient()
+    response = client.post("/api/auth/token/", {"username": "tokenuser", "password": user.raw_password}, format="json")
+    assert response.status_code == 200
+    token = response.json()["token"]
+    assert client.post("/api/auth/token/", {"username": "tokenuser", "password": "wrong"}, format="json").status_code == 400
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
+    assert client.get("/api/datasets/").status_code == 200
+
+
+@pytest.mark.django_db
+def test_export_answers_a_client_that_accepts_csv(make_user, tmp_path, settings):
+    from tests.api.labelling_factory import make_dataset
+
+    settings.DEFECTBENCH_DATA_ROOTS = [tmp_path]
+    dataset = make_dataset(tmp_path)
+    client = APIClient()
+    client.force_authenticate(make_user("csvuser"))
+    response = client.get(f"/api/export/?dataset={dataset.pk}&variant=images", HTTP_ACCEPT="text/csv")
+    assert response.status_code == 200 and response["Content-Type"].startswith("text/csv")

@@ -62,3 +62,71 @@ def test_production_refuses_to_start_without_secret_key(tmp_path):
     )
     assert result.returncode != 0
     assert "DJANGO_SECRET_KEY must be set" in result.stderr
+
+
+PRODUCTION_ENV = {
+    "DJANGO_DEBUG": "0",
+    "DJANGO_SECRET_KEY": "x7$kq!2vR9#mZp@4LwT8&nYc6^bHs0Ue+Jd3Gf5*Aa1Qo-Xi_w8Lr%Kt",
+    "DJANGO_ALLOWED_HOSTS": "defectbench.example.com,[::1]",
+    "DJANGO_CSRF_TRUSTED_ORIGINS": "https://defectbench.example.com",
+    "DJANGO_SECURE_SSL_REDIRECT": "1",
+    "DJANGO_SECURE_COOKIES": "1",
+    "DJANGO_SECURE_HSTS_SECONDS": "31536000",
+    "DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS": "1",
+    "DJANGO_SECURE_HSTS_PRELOAD": "1",
+    "DJANGO_BEHIND_TLS_PROXY": "1",
+}
+
+
+def test_check_deploy_is_clean_with_the_documented_production_variables(tmp_path):
+    # Browser tests set DJANGO_ALLOW_ASYNC_UNSAFE in this process; a deployment never has it.
+    leave_out = {"DATABASE_URL", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND", "DJANGO_ALLOW_ASYNC_UNSAFE"}
+    env = {k: v for k, v in os.environ.items() if k not in leave_out}
+    env.update(PRODUCTION_ENV, DEFECTBENCH_VAR_DIR=str(tmp_path))
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no issues" in result.stdout
+    readme = (REPO_ROOT / "README.md").read_text()
+    production = readme[readme.index("## Production"):]
+    for name in PRODUCTION_ENV:
+        assert f"`{name}`" in production, f"{name} is not in the README's production section"
+
+
+def test_allowed_hosts_and_origins_are_comma_separated(tmp_path):
+    out = _settings_in_subprocess(
+        {**PRODUCTION_ENV, "DEFECTBENCH_VAR_DIR": str(tmp_path),
+         "DJANGO_ALLOWED_HOSTS": "example.com, [::1] ,10.0.0.5"},
+        "settings.ALLOWED_HOSTS, settings.CSRF_TRUSTED_ORIGINS",
+    )
+    assert out == "['example.com', '[::1]', '10.0.0.5'] ['https://defectbench.example.com']"
+
+
+def test_claim_timeout_is_read_from_the_environment(tmp_path):
+    out = _settings_in_subprocess(
+        {"DEFECTBENCH_VAR_DIR": str(tmp_path), "DEFECTBENCH_CLAIM_TIMEOUT_SECONDS": "42"},
+        "settings.DEFECTBENCH_CLAIM_TIMEOUT_SECONDS",
+    )
+    assert out == "42"
+
+
+def test_the_wsgi_entry_point_runs_with_debug_off_unless_told(tmp_path):
+    env = {k: v for k, v in os.environ.items()
+           if k not in {"DATABASE_URL", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND", "DJANGO_DEBUG"}}
+    env.update({"DEFECTBENCH_VAR_DIR": str(tmp_path), "DJANGO_SECRET_KEY": PRODUCTION_ENV["DJANGO_SECRET_KEY"]})
+    code = "import config.wsgi; from django.conf import settings; print(settings.DEBUG)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, env=env, capture_output=True,
+                         text=True, check=True).stdout.strip()
+    assert out == "False"
+
+
+def test_gunicorn_recycles_its_workers():
+    import runpy
+
+    config = runpy.run_path(str(REPO_ROOT / "config" / "gunicorn.conf.py"))
+    assert config["max_requests"] > 0 and config["max_requests_jitter"] > 0
+    compose = yaml.safe_load((REPO_ROOT / "docker-compose.yml").read_text())
+    assert "-c config/gunicorn.conf.py" in compose["services"]["web"]["command"]
+    assert "config/gunicorn.conf.py" in (REPO_ROOT / "Dockerfile").read_text()

@@ -28,6 +28,7 @@ def test_keyboard_labelling_back_and_export(browser_page, login_as, live_server,
     widget = dataset.products.get(name="widget")
     login_as(page, annotator_account)
     page.goto(f"{live_server.url}/datasets/{dataset.pk}/label/?product={widget.pk}")
+    page.click("#start-labelling")  # opening the queue changes nothing; starting claims an image
     page.wait_for_function("document.getElementById('workspace').dataset.imageId")
     page.wait_for_function("document.getElementById('img-anomaly').complete && document.getElementById('img-anomaly').naturalWidth > 0")
 

@@ -56,8 +56,33 @@ def test_run_metrics_artifacts_snapshot_page_and_recommendation(finished_run, be
     assert (snapshot.category, snapshot.background) == before
 
     # One run serves the page/download/file/recommendation checks too (each run costs seconds).
-    _results_page_downloads_and_files(run, client, annotator_account)
+    _results_page_downloads_and_files(run, client, make_user("rev", role="reviewer"))
+    _annotators_see_aggregates_not_labels_image_by_image(run, client, annotator_account)
     _recommendation_prefers_measured_results(run, bench_demo)
+
+
+def _annotators_see_aggregates_not_labels_image_by_image(run, client, annotator_account):
+    """Per-image results show other annotators' labels: an annotator gets the aggregates only."""
+    from rest_framework.test import APIClient
+
+    part = run.product_runs.get()
+    client.force_login(annotator_account)
+    html = client.get(reverse("benchmark-detail", args=[run.pk])).content.decode()
+    assert "Image AUROC" in html and "Per defect category" in html
+    overlay = part.report["per_image"][0]["artifacts"]["overlay"]
+    assert overlay not in html  # no gallery entries
+    data = json.loads(client.get(reverse("benchmark-download", args=[run.pk, "json"])).content)
+    assert "per_image" not in data["products"]["widget"] and "whole_folder" in data["products"]["widget"]
+    prefix = part.artifacts_root.relative_to(run.artifacts_root).as_posix()
+    for rel in (f"{prefix}/report.json", f"{prefix}/{overlay}"):
+        assert client.get(reverse("benchmark-file", args=[run.pk, rel])).status_code == 403, rel
+    curve = sorted(part.report["curves"].values())[0]
+    assert client.get(reverse("benchmark-file", args=[run.pk, f"{prefix}/{curve}"])).status_code == 200
+    api = APIClient()
+    api.force_authenticate(annotator_account)
+    artifacts = api.get(f"/api/benchmarks/runs/{run.pk}/").json()["artifacts"]
+    assert artifacts and all("/curves/" in url for url in artifacts)
+    client.logout()
 
 
 def _results_page_downloads_and_files(run, client, annotator_account):
@@ -234,3 +259,25 @@ def _aggregate_leaves_out_a_technique_that_failed_somewhere(run):
     assert aggregate["techniques"]["normal_max"]["iou"] == pytest.approx(
         sum(r["techniques"]["normal_max"]["test"]["iou"]["value"] for r in reports.values()) / 2)
     assert aggregate["recommended_technique"] == "normal_max"
+
+
+def test_a_database_error_when_saving_results_says_so(bench_demo, admin_account, monkeypatch):
+    from django.db import OperationalError
+
+    import inference.engine
+    from inference.services import execution
+
+    monkeypatch.setattr(inference.engine, "run_benchmark", lambda *a, **k: {"threshold_free": {}})
+    real_finish = execution._finish_part
+
+    def finish(part_id, status, **kwargs):
+        if status == Status.SUCCEEDED:
+            raise OperationalError("server closed the connection unexpectedly")
+        return real_finish(part_id, status, **kwargs)
+
+    monkeypatch.setattr(execution, "_finish_part", finish)
+    run = launch_run(admin_account, bench_demo, [bench_demo.products.get(name="widget")], config=SMALL)
+    assert execute_product_run(run.product_runs.get().pk, finalize=True) == Status.FAILED
+    run.refresh_from_db()
+    assert "Database error while saving the results" in run.error and "server closed" in run.error
+    assert "Worker lost" not in run.error

@@ -182,3 +182,70 @@ def test_web_technique_lists_match_the_engine():
         except ThresholdError:
             refused.add(name)
     assert refused == set(TECHNIQUES_NEEDING_ANOMALOUS)
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"seed": 2**31}, "seed"),
+    ({"seed": 2**63}, "seed"),
+    ({"seed": -1}, "seed"),
+    ({"config": {**SMALL, "backbone": "../../etc/passwd"}}, "Backbone must be one of"),
+    ({"config": {**SMALL, "image_size": 256.7}}, "Setting image_size must be a whole number"),
+    ({"config": {**SMALL, "image_size": "256.7"}}, "Setting image_size must be a whole number"),
+])
+def test_api_refuses_bad_settings_with_a_message_and_creates_nothing(bench_demo, admin_api, change, message):
+    widget = bench_demo.products.get(name="widget")
+    body = {"dataset": bench_demo.pk, "products": [widget.pk], "model": "padim", "config": SMALL, **change}
+    response = admin_api.post("/api/benchmarks/runs/", body, format="json")
+    assert response.status_code == 400, response.content
+    assert message in response.content.decode()
+    assert BenchmarkRun.objects.count() == 0
+
+
+@pytest.mark.parametrize("seed", [2**31, "99999999999999999999", "1.5"])
+def test_launch_page_refuses_an_out_of_range_seed(bench_demo, client, admin_account, seed):
+    widget = bench_demo.products.get(name="widget")
+    client.force_login(admin_account)
+    response = client.post("/benchmarks/new/", {"dataset": bench_demo.pk, "products": [widget.pk], "models": "padim",
+                                                "seed": seed, "image_size": 64})
+    assert response.status_code == 400
+    assert "Seed must" in response.content.decode()
+    assert BenchmarkRun.objects.count() == 0
+
+
+def test_an_integral_float_image_size_is_accepted(bench_demo, admin_account, django_capture_on_commit_callbacks):
+    widget = bench_demo.products.get(name="widget")
+    with django_capture_on_commit_callbacks(execute=False):
+        run = launch_run(admin_account, bench_demo, [widget], config={**SMALL, "image_size": 64.0}, seed=2**31 - 1)
+    assert run.config["image_size"] == 64 and run.seed == 2**31 - 1
+
+
+def test_reading_pages_and_the_api_changes_no_run_the_beat_task_does(bench_demo, admin_account, settings, client,
+                                                                     admin_api):
+    from inference import tasks
+
+    settings.BENCHMARK_STALE_SECONDS = 30
+    widget = bench_demo.products.get(name="widget")
+    run = launch_run(admin_account, bench_demo, [widget], config=SMALL)
+    old = timezone.now() - timedelta(seconds=31)
+    BenchmarkRun.objects.filter(pk=run.pk).update(status=Status.RUNNING, started_at=old, heartbeat_at=old)
+    ProductRun.objects.filter(run=run).update(status=Status.RUNNING, started_at=old, heartbeat_at=old)
+    client.force_login(admin_account)
+    for url in ("/benchmarks/", f"/benchmarks/{run.pk}/", f"/benchmarks/products/{widget.pk}/"):
+        assert client.get(url).status_code == 200, url
+    assert admin_api.get("/api/benchmarks/runs/").status_code == 200
+    assert admin_api.get(f"/api/benchmarks/runs/{run.pk}/").status_code == 200
+    run.refresh_from_db()
+    assert run.status == Status.RUNNING  # reads wrote nothing
+    # Celery beat runs the task periodically (here: once, in-process).
+    assert settings.CELERY_BEAT_SCHEDULE["mark-stale-benchmark-runs"]["task"] == tasks.mark_stale_runs.name
+    assert settings.CELERY_BEAT_SCHEDULE["mark-stale-benchmark-runs"]["schedule"] <= settings.BENCHMARK_STALE_SECONDS
+    tasks.mark_stale_runs.apply()
+    run.refresh_from_db()
+    assert run.status == Status.FAILED and "Worker lost" in run.error
+
+
+def test_make_run_starts_beat_with_its_worker():
+    from pathlib import Path
+
+    makefile = (Path(__file__).resolve().parents[2] / "Makefile").read_text()
+    assert "worker --beat" in makefile

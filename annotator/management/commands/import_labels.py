@@ -2,6 +2,7 @@
 from pathlib import Path
 
 from django.contrib.auth import get_user_model
+from django.core.files import File
 from django.core.management.base import BaseCommand, CommandError
 
 from annotator.models import Dataset
@@ -42,8 +43,9 @@ class Command(BaseCommand):
         path = options["csv"]
         if not path.is_file():
             raise CommandError(f"No such file: {path}")
-        report = import_labels(path.read_bytes(), dataset=dataset, importer=importer,
-                               annotator=annotator, dry_run=options["dry_run"])
+        with path.open("rb") as handle:
+            report = import_labels(File(handle), dataset=dataset, importer=importer,
+                                   annotator=annotator, dry_run=options["dry_run"])
         for error in report.errors:
             self.stderr.write(str(error))
         if not report.ok:

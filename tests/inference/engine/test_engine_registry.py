@@ -38,9 +38,13 @@ def test_every_setting_is_an_engine_setting_with_its_default_inside_the_bounds()
 def test_settings_are_checked_with_a_readable_message():
     with pytest.raises(ValueError, match="image_size must lie between 32 and 1024"):
         registry.SETTINGS["image_size"].clean(4)
-    with pytest.raises(ValueError, match="device must be one of"):
+    with pytest.raises(ValueError, match="Device must be one of"):
         registry.SETTINGS["device"].clean("tpu")
     assert registry.SETTINGS["pretrained"].clean("off") is False
+    for bad in (256.7, "256.7", True):
+        with pytest.raises(ValueError, match="image_size must be a whole number"):
+            registry.SETTINGS["image_size"].clean(bad)
+    assert registry.SETTINGS["image_size"].clean(256.0) == 256
     with pytest.raises(ValueError, match="unknown model 'nope'"):
         registry.get("nope")
 

@@ -1,0 +1,63 @@
+"""Where dataset files may live: the one rule for import, the admin and serving.
+
+Files are referenced in place under ``settings.DEFECTBENCH_DATA_ROOTS``. A path is acceptable
+only when, with every symlink and ``..`` resolved, it lies inside one of those roots. Paths stored
+on images are relative to their dataset's root and may not climb out of it by themselves.
+The check is repeated at serving time: a file replaced by a symlink after import is refused then.
+"""
+from pathlib import Path, PurePosixPath
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+
+
+def data_roots() -> list[Path]:
+    return [Path(root).resolve() for root in settings.DEFECTBENCH_DATA_ROOTS]
+
+
+def inside_data_roots(path) -> bool:
+    resolved = Path(path).resolve()
+    return any(resolved == root or resolved.is_relative_to(root) for root in data_roots())
+
+
+def validate_relative_path(value: str) -> None:
+    """A dataset-relative file path: forward slashes, no absolute path, no ``..``, no NUL."""
+    if not value:
+        return
+    if "\x00" in value or "\\" in value:
+        raise ValidationError("A file path may not contain backslashes or NUL characters.")
+    pure = PurePosixPath(value)
+    if pure.is_absolute() or (len(value) > 1 and value[1] == ":"):
+        raise ValidationError("A file path must be relative to the dataset folder, not absolute.")
+    if ".." in pure.parts:
+        raise ValidationError("A file path may not contain '..'.")
+
+
+def validate_data_root(value: str) -> None:
+    """A dataset folder: absolute and, resolved, inside the allowed data roots."""
+    if "\x00" in value or not Path(value).is_absolute():
+        raise ValidationError("The dataset folder must be an absolute path.")
+    if not inside_data_roots(value):
+        roots = ", ".join(str(root) for root in data_roots()) or "(none configured)"
+        raise ValidationError(f"{value} resolves outside the allowed data roots ({roots}).")
+
+
+class UnsafeFile(Exception):
+    """The file resolves outside the data roots (a symlink or path pointing elsewhere)."""
+
+
+def servable_file(root, relative: str) -> Path:
+    """``root / relative`` resolved now; UnsafeFile unless it is a regular file inside the data roots.
+
+    FileNotFoundError when it does not exist.
+    """
+    try:
+        validate_relative_path(relative)
+    except ValidationError as error:
+        raise UnsafeFile(error.messages[0]) from None
+    resolved = (Path(root) / relative).resolve()
+    if not inside_data_roots(resolved) or not inside_data_roots(root):
+        raise UnsafeFile(f"{relative} resolves outside the allowed data roots.")
+    if not resolved.is_file():
+        raise FileNotFoundError(relative)
+    return resolved

@@ -1,0 +1,14 @@
+"""gunicorn settings (``gunicorn -c config/gunicorn.conf.py config.wsgi:application``).
+
+Workers are recycled after a bounded number of requests (with jitter, so they do not all restart
+at once): a slow leak in a long-lived worker can never grow without bound.
+"""
+import os
+
+bind = os.environ.get("GUNICORN_BIND", "0.0.0.0:8000")
+workers = int(os.environ.get("GUNICORN_WORKERS", "3"))
+threads = int(os.environ.get("GUNICORN_THREADS", "1"))
+timeout = int(os.environ.get("GUNICORN_TIMEOUT", "120"))
+max_requests = int(os.environ.get("GUNICORN_MAX_REQUESTS", "1000"))
+max_requests_jitter = int(os.environ.get("GUNICORN_MAX_REQUESTS_JITTER", "100"))
+accesslog = os.environ.get("GUNICORN_ACCESS_LOG") or None
