@@ -4,6 +4,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from annotator.models import Label
+from inference.engine import registry
 from inference.services import runs
 from inference.models import BenchmarkRun, ModelName, ProductRun, Technique
 
@@ -79,13 +80,18 @@ class LaunchSerializer(serializers.Serializer):
     )
     background = serializers.CharField(required=False, allow_null=True, allow_blank=True, default=None,
                                        help_text="yes, no or any (default)")
-    model = serializers.ChoiceField(choices=ModelName.choices, default=ModelName.PADIM)
+    model = serializers.ChoiceField(
+        choices=ModelName.choices, default=registry.DEFAULT_MODEL,
+        help_text="; ".join(f"{m.name}: {m.label} ({registry.FAMILIES[m.family].split(' (')[0]}), {m.summary}"
+                            for m in registry.MODELS.values()))
     techniques = serializers.ListField(
         child=serializers.ChoiceField(choices=Technique.choices), required=False, default=list
     )
     seed = serializers.IntegerField(required=False, default=0, min_value=0, max_value=runs.SEED_MAX)
-    config = serializers.DictField(required=False, default=dict,
-                                   help_text="backbone, image_size, epochs, n_features, batch_size, ...")
+    config = serializers.DictField(
+        required=False, default=dict,
+        help_text="engine settings (the model registry's; blank = default): " + "; ".join(
+            f"{s.name} ({s.kind.__name__}, default {s.default}): {s.help}" for s in registry.SETTINGS.values()))
 
     def to_internal_value(self, data):
         # Booleans are welcome for background ("true"/"false" arrive as strings anyway).

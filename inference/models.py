@@ -12,6 +12,7 @@ from django.db import models
 from django.utils import timezone
 
 from annotator.models import Dataset, Image, Label, Product
+from inference.engine import registry
 from inference.engine.thresholds import NEEDS_ANOMALOUS
 
 
@@ -27,9 +28,8 @@ TERMINAL_STATUSES = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
 ACTIVE_STATUSES = (Status.QUEUED, Status.RUNNING)
 
 
-class ModelName(models.TextChoices):
-    PADIM = "padim", "PaDiM"
-    CFLOW = "cflow", "CFLOW"
+# The engine's model registry is the one list of models; ``ModelName.PADIM`` etc. follow it.
+ModelName = models.TextChoices("ModelName", [(m.name.upper(), (m.name, m.label)) for m in registry.MODELS.values()])
 
 
 class Technique(models.TextChoices):
@@ -106,6 +106,16 @@ class BenchmarkRun(models.Model):
     @property
     def artifacts_root(self) -> Path:
         return Path(settings.MEDIA_ROOT) / (self.artifacts_path or f"benchmarks/{self.pk}")
+
+    def settings_summary(self) -> str:
+        """The run's recorded engine settings, named as the model registry names them."""
+        return ", ".join(f"{registry.SETTINGS[k].title.lower()} {v}" for k, v in (self.config or {}).items()
+                         if k in registry.SETTINGS)
+
+    @property
+    def family_label(self) -> str:
+        spec = registry.MODELS.get(self.model)
+        return registry.FAMILIES[spec.family].split(" (")[0] if spec else ""
 
     def subset_description(self) -> str:
         cats = ", ".join(self.categories) if self.categories else "all categories"

@@ -8,10 +8,11 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods
 
-from annotator.models import Dataset, Label, Product
+from annotator.models import Dataset, Product
 from annotator.views import role_required
-from inference.engine.types import MAX_REPEATS, BenchmarkConfig
-from inference.models import BenchmarkRun, ModelName, RunSample, Status, Technique
+from inference.engine.types import MAX_REPEATS
+from inference.forms import LaunchForm
+from inference.models import BenchmarkRun, RunSample, Status
 from inference.services import deploy, recommendation, reports, runs
 
 
@@ -21,69 +22,50 @@ def run_list(request):
     return render(request, "inference/run_list.html", {"runs": queryset})
 
 
-def _form_defaults():
-    """The launch form starts from the engine's own defaults."""
-    engine = BenchmarkConfig()
-    return {
-        "dataset": None, "products": [], "categories": [], "background": "any", "model": engine.model,
-        "techniques": list(engine.techniques), "seed": engine.seed, "backbone": engine.backbone,
-        "image_size": engine.image_size, "epochs": engine.epochs, "n_features": engine.n_features,
-        "batch_size": engine.batch_size, "device": engine.device, "repeats": engine.repeats,
-    }
-
-
 @require_http_methods(["GET", "POST"])
 @role_required("admin")
 def launch(request):
-    form = _form_defaults()
+    """The launch form (:class:`inference.forms.LaunchForm`, built from the engine's model registry)."""
     problems = []
-    if request.method == "GET" and request.GET.get("dataset"):
-        form["dataset"] = int(request.GET["dataset"]) if request.GET["dataset"].isdigit() else None
-        form["products"] = [int(p) for p in request.GET.getlist("product") if p.isdigit()]
     if request.method == "POST":
-        post = request.POST
-        form.update({
-            "dataset": int(post["dataset"]) if post.get("dataset", "").isdigit() else None,
-            "products": [int(p) for p in post.getlist("products") if p.isdigit()],
-            "categories": post.getlist("categories"),
-            "background": post.get("background", "any"),
-            "model": post.get("model", "padim"),
-            "techniques": post.getlist("techniques"),
-            "seed": post.get("seed", "0"),
-        })
-        for key in ("backbone", "image_size", "epochs", "n_features", "batch_size", "device", "repeats"):
-            form[key] = post.get(key, form[key])
-        dataset = Dataset.objects.filter(pk=form["dataset"]).first()
-        if dataset is None:
-            problems = ["Pick a dataset."]
+        form = LaunchForm(request.POST)
+        if not form.is_valid():
+            problems = [f"{form.fields[name].label or name}: {' '.join(errors)}" if name != "__all__" else " ".join(errors)
+                        for name, errors in form.errors.items()]
         else:
-            products = list(Product.objects.filter(dataset=dataset, pk__in=form["products"]))
-            config = {k: form[k] for k in ("backbone", "image_size", "epochs", "n_features", "batch_size", "device",
-                                           "repeats")}
-            if form["model"] != "cflow":
-                config.pop("epochs", None)
-            else:
-                config.pop("n_features", None)
+            data = form.cleaned_data
             try:
-                run = runs.launch_run(
-                    request.user, dataset, products, categories=form["categories"],
-                    background=form["background"], model=form["model"], config=config,
-                    techniques=form["techniques"] or None, seed=form["seed"],
+                launched = runs.launch_runs(
+                    request.user, data["dataset"], list(data["products"]), data["models"],
+                    categories=data["categories"], background=data["background"] or "any", config=form.config(),
+                    techniques=data["techniques"] or None, seed=data["seed"] or 0,
                 )
             except runs.LaunchRefused as error:
                 problems = error.messages
             else:
-                messages.success(request, f"Run {run.pk} queued.")
-                return redirect("benchmark-detail", pk=run.pk)
+                ids = [run.pk for run in launched]
+                if len(ids) == 1:
+                    messages.success(request, f"Run {ids[0]} queued.")
+                    return redirect("benchmark-detail", pk=ids[0])
+                messages.success(request, f"Runs {', '.join(map(str, ids))} queued, one per model; they appear "
+                                          "side by side here as they finish.")
+                return redirect(f"{reverse('benchmark-compare')}?runs={','.join(map(str, ids))}")
+    else:
+        initial = {}
+        if request.GET.get("dataset", "").isdigit():
+            initial["dataset"] = int(request.GET["dataset"])
+            initial["products"] = [int(p) for p in request.GET.getlist("product") if p.isdigit()]
+        form = LaunchForm(initial=initial)
     datasets = Dataset.objects.prefetch_related("products").order_by("name")
-    if form["dataset"] is None and datasets:
-        form["dataset"] = datasets[0].pk
+    selected_dataset = form.selected("dataset") or (datasets[0].pk if datasets else None)
     context = {
         "datasets": datasets, "form": form, "problems": problems,
-        "categories": Label.Category.choices,
-        "models": ModelName.choices,
-        "techniques": Technique.choices, "backbones": runs.available_backbones(), "devices": runs.DEVICES,
-        "max_repeats": MAX_REPEATS,
+        "selected": {"dataset": str(selected_dataset or ""), "models": form.selected("models") or [],
+                     "products": [str(p) for p in form.selected("products") or []],
+                     "categories": form.selected("categories") or [],
+                     "background": form.selected("background") or "any",
+                     "techniques": form.selected("techniques") or []},
+        "backbones": runs.available_backbones(), "max_repeats": MAX_REPEATS,
     }
     return render(request, "inference/launch.html", context, status=400 if problems else 200)
 
@@ -206,9 +188,10 @@ def compare(request):
     for value in request.GET.getlist("runs"):
         ids += [int(v) for v in value.split(",") if v.strip().isdigit()]
     chosen = list(BenchmarkRun.objects.filter(pk__in=ids).select_related("dataset", "created_by")
-                  .prefetch_related("products", "product_runs").order_by("pk"))
+                  .prefetch_related("products", "product_runs__product").order_by("pk"))
     context = {
         "groups": reports.comparison_groups(chosen) if len(chosen) >= 2 else None,
+        "active": [r.pk for r in chosen if r.is_active],
         "chosen": chosen,
         "candidates": BenchmarkRun.objects.filter(status=Status.SUCCEEDED).select_related("dataset")[:100],
         "chosen_ids": [r.pk for r in chosen],

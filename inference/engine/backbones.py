@@ -283,3 +283,15 @@ class Backbone(nn.Module):
         with torch.inference_mode():
             x = self.normalise(x).contiguous(memory_format=torch.channels_last)
             return [f.contiguous() for f in self.model(x)]
+
+
+def backbone_settings(backbone: "Backbone") -> dict:
+    """What a saved model records of the backbone it was fitted on."""
+    return {"backbone": backbone.name, "layers": list(backbone.out_indices)}
+
+
+def check_backbone(settings: dict, backbone: "Backbone") -> None:
+    """A saved model loads only onto the backbone and layers it was fitted on."""
+    if settings["backbone"] != backbone.name or list(settings["layers"]) != list(backbone.out_indices):
+        raise ValueError(f"this model was fitted on {settings['backbone']} layers {settings['layers']}, "
+                         f"not {backbone.name} layers {list(backbone.out_indices)}")

@@ -47,7 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .backbones import Backbone
+from .backbones import Backbone, backbone_settings, check_backbone
 from .types import BenchmarkConfig
 
 LOG_2PI_HALF = 0.5 * math.log(2 * math.pi)
@@ -134,6 +134,10 @@ class Cflow:
         self.best_epoch: int | None = None
         self.feat_mean: list[torch.Tensor] = []
         self.feat_std: list[torch.Tensor] = []
+
+    @classmethod
+    def from_config(cls, backbone: Backbone, config: BenchmarkConfig) -> "Cflow":
+        return cls(backbone, config)
 
     # -- features ---------------------------------------------------------------------------
     def _positions(self, h: int, w: int) -> torch.Tensor:
@@ -276,6 +280,41 @@ class Cflow:
                 out[b] = log_sum_exp_score(shifted, size).cpu().numpy()
         return out
 
+    def anomaly_maps(self, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """Maps (B, S, S) and image scores (max of each map), each image on its own."""
+        maps = self.predict(images)
+        return maps, maps.reshape(len(maps), -1).max(axis=1).astype(np.float64)
+
+    # Settings a saved CFLOW needs to rebuild its decoders and score as it did.
+    _STATE_SETTINGS = ("image_size", "seed", "coupling_blocks", "condition_vector", "clamp_alpha")
+
+    def state(self) -> dict:
+        """Tensors + JSON-able settings of the fitted model (:meth:`load` rebuilds it)."""
+        if not self.feat_mean:
+            raise RuntimeError("CFLOW is not fitted")
+        tensors = {f"decoders.{k}": v.detach().cpu() for k, v in self.decoders.state_dict().items()}
+        for k, (m, sd) in enumerate(zip(self.feat_mean, self.feat_std)):
+            tensors[f"feat_mean.{k}"], tensors[f"feat_std.{k}"] = m.cpu(), sd.cpu()
+        settings = {key: getattr(self.config, key) for key in self._STATE_SETTINGS}
+        settings.update(model="cflow", reference_logp=[float(v) for v in self.reference_logp],
+                        best_epoch=self.best_epoch, **backbone_settings(self.backbone))
+        return {"tensors": tensors, "settings": settings}
+
+    @classmethod
+    def load(cls, state: dict, backbone: Backbone) -> "Cflow":
+        s = state["settings"]
+        check_backbone(s, backbone)
+        config = BenchmarkConfig(model="cflow", **{key: s[key] for key in cls._STATE_SETTINGS})
+        model = cls(backbone, config)
+        t = state["tensors"]
+        model.decoders.load_state_dict({k[len("decoders."):]: v for k, v in t.items() if k.startswith("decoders.")})
+        model.decoders.eval()
+        n = len(backbone.channels)
+        model.feat_mean = [t[f"feat_mean.{k}"].to(model.device) for k in range(n)]
+        model.feat_std = [t[f"feat_std.{k}"].to(model.device) for k in range(n)]
+        model.reference_logp, model.best_epoch = list(s["reference_logp"]), s["best_epoch"]
+        return model
+
     def memory_bytes(self) -> int:
         return sum(p.numel() * p.element_size() for p in self.decoders.parameters())
 
@@ -288,7 +327,7 @@ class Cflow:
                 "reference_log_likelihood": self.reference_logp, "history": self.history}
 
     # -- model packages (inference.engine.package) --------------------------------------------
-    def state(self) -> dict[str, torch.Tensor]:
+    def package_state(self) -> dict[str, torch.Tensor]:
         """Decoder weights, per-layer feature standardisation and reference log-likelihoods."""
         if not self.feat_mean:
             raise RuntimeError("CFLOW is not fitted")
@@ -300,7 +339,7 @@ class Cflow:
 
     @classmethod
     def from_state(cls, state: dict[str, torch.Tensor], config: BenchmarkConfig, backbone: Backbone) -> "Cflow":
-        """A fitted CFLOW from :meth:`state` (strict: every decoder tensor must fit these settings)."""
+        """A fitted CFLOW from :meth:`package_state` (strict: every decoder tensor must fit these settings)."""
         model = cls(backbone, config)
         decoders = {k[len("decoders."):]: v for k, v in state.items() if k.startswith("decoders.")}
         try:

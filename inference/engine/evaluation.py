@@ -260,10 +260,10 @@ def _areas_to_limit(x: np.ndarray, y: np.ndarray, limit: float) -> np.ndarray:
     return np.where(np.isfinite(x).all(axis=1) & np.isfinite(y).all(axis=1), area, np.nan)
 
 
-def threshold_free_estimates(maps, masks, anomalous, resampler: Resampler) -> ThresholdFreeEstimates:
-    point = metrics.threshold_free(maps, masks, anomalous)
+def threshold_free_estimates(maps, masks, anomalous, resampler: Resampler, scores=None) -> ThresholdFreeEstimates:
+    scores = metrics.image_scores(maps) if scores is None else scores
+    point = metrics.threshold_free(maps, masks, anomalous, scores=scores)
     ranks = PixelRanks(maps, masks)
-    scores = metrics.image_scores(maps)
     w = resampler.weights
     return ThresholdFreeEstimates(
         image_auroc=resampler.estimate(point["image_auroc"], image_auroc_resamples(scores, anomalous, w)),

@@ -204,18 +204,20 @@ def aupro(maps: np.ndarray, masks: np.ndarray, fpr_limit: float = AUPRO_FPR_LIMI
     return RankedPixels(maps, masks).aupro(fpr_limit)
 
 
-def threshold_free(maps: np.ndarray, masks: np.ndarray, labels: np.ndarray | None = None) -> dict:
+def threshold_free(maps: np.ndarray, masks: np.ndarray, labels: np.ndarray | None = None,
+                   scores: np.ndarray | None = None) -> dict:
     """Image AUROC, pixel AUROC and AUPRO; the pixels are ranked once for both pixel metrics.
 
     ``labels`` (True = anomalous image) decide image AUROC; without them the masks do, and an
     anomalous image whose thin defect vanished from its resized mask would count as defect-free.
+    ``scores``: the model's image scores (default: the maximum of each map).
     """
     _check(maps, masks)
     if labels is None:
         labels = masks.reshape(len(masks), -1).any(axis=1)
     ranked = RankedPixels(maps, masks)
     return {
-        "image_auroc": image_auroc(image_scores(maps), labels),
+        "image_auroc": image_auroc(image_scores(maps) if scores is None else scores, labels),
         "pixel_auroc": ranked.auroc(),
         "aupro": ranked.aupro(),
     }

@@ -24,11 +24,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import registry
 from .common import gaussian_blur
 from .package import Inspector, PackageError
 
 OPSET = 17
-EXPORTABLE = ("padim",)
+# The graph below re-implements PaDiM's maps: the registry's models built on that class export.
+EXPORTABLE = tuple(name for name in registry.MODELS if registry.get(name).cls == "Padim")
 
 
 class PadimGraph(nn.Module):

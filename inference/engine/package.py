@@ -33,6 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
+from . import registry
+
 FORMAT = "defectbench-model-package"
 FORMAT_VERSION = 1
 # Bump when a change to the engine alters the maps a fitted model gives for the same state:
@@ -41,7 +43,11 @@ ENGINE_VERSION = "1"
 MANIFEST = "manifest.json"
 WEIGHTS = "model.safetensors"
 BACKBONE_WEIGHTS = "backbone.safetensors"
-MODELS = ("padim", "cflow")
+def packable_models() -> tuple[str, ...]:
+    """The registry's models that can be rebuilt from a package (a ``from_state`` of their own)."""
+    return tuple(name for name in registry.MODELS if hasattr(registry.model_class(name), "from_state"))
+
+
 # Settings that change nothing a fitted model computes (how the run was executed, or evaluated).
 RUNTIME_SETTINGS = ("device", "num_threads", "num_workers", "batch_size", "repeats", "techniques",
                     "val_fraction", "normal_fpr_target", "weights_path")
@@ -73,9 +79,10 @@ def backbone_weights_sha256(backbone) -> str:
 
 
 def _model_name(model) -> str:
-    name = type(model).__name__.lower()
-    if name not in MODELS:
-        raise PackageError(f"cannot package a {type(model).__name__}; packages hold {', '.join(MODELS)}")
+    models = packable_models()
+    name = next((n for n in models if registry.model_class(n) is type(model)), None)
+    if name is None:
+        raise PackageError(f"cannot package a {type(model).__name__}; packages hold {', '.join(models)}")
     return name
 
 
@@ -115,7 +122,7 @@ def save_package(model, report: dict, out_dir: str | Path, source: dict | None =
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
     try:
-        state = {k: v.detach().to("cpu").contiguous() for k, v in model.state().items()}
+        state = {k: v.detach().to("cpu").contiguous() for k, v in model.package_state().items()}
         save_file(state, str(tmp / WEIGHTS))
         random_backbone = backbone.weights_source == "random"
         if random_backbone:
@@ -178,7 +185,7 @@ def read_manifest(path: str | Path) -> dict:
         raise PackageError(f"the package was made by engine version {manifest.get('engine_version')}, this is "
                            f"version {ENGINE_VERSION}: its maps would not be the ones it was validated with; "
                            "rerun the benchmark to get a package for this version")
-    if manifest.get("model", {}).get("name") not in MODELS:
+    if manifest.get("model", {}).get("name") not in packable_models():
         raise PackageError(f"unknown model {manifest.get('model', {}).get('name')!r} in the package")
     return manifest
 
@@ -251,16 +258,9 @@ def load_package(path: str | Path, *, device: str = "cpu", image_size: int | Non
             f"(from {backbone.weights_source}) hash to {found[:12]}…. Its statistics only fit the features "
             "of the exact weights it was fitted with")
     try:
-        if manifest["model"]["name"] == "padim":
-            from .padim import Padim
-
-            model = Padim.from_state(state, config, backbone)
-            if unpacked:
-                model.keep_unpacked()
-        else:
-            from .cflow import Cflow
-
-            model = Cflow.from_state(state, config, backbone)
+        model = registry.model_class(manifest["model"]["name"]).from_state(state, config, backbone)
+        if unpacked and hasattr(model, "keep_unpacked"):
+            model.keep_unpacked()
     except (KeyError, ValueError, RuntimeError) as error:
         raise PackageError(f"the stored {manifest['model']['name']} state does not fit its settings: {error}") from error
     return Inspector(model, manifest, path)

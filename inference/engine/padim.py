@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .backbones import Backbone
+from .backbones import Backbone, backbone_settings, check_backbone
 from .common import gaussian_blur
 
 REGULARISATION = 0.01
@@ -182,10 +182,16 @@ class Padim:
                 out[start : start + len(emb)] = emb
             yield out
 
-    def fit(self, loader, step: Callable[[int], None] | None = None) -> None:
-        """Streaming fit over a loader of (images, idx); ``step(n_done)`` after each batch."""
+    @classmethod
+    def from_config(cls, backbone: Backbone, config) -> "Padim":
+        return cls(backbone, n_features=config.n_features, seed=config.seed, image_size=config.image_size)
+
+    def fit(self, loader, val_loader=None, step: Callable[[float], None] | None = None) -> None:
+        """Streaming fit over a loader of (images, idx); ``step(fraction done)`` after each batch.
+        ``val_loader`` is not used (PaDiM has no training loop to stop)."""
         acc: GaussianAccumulator | None = None
         done = 0
+        total = max(1, len(loader.dataset))
         for images, _ in loader:
             for emb in self.embed_groups(images):
                 if acc is None:
@@ -194,7 +200,7 @@ class Padim:
                 del emb
             done += images.shape[0]
             if step:
-                step(done)
+                step(done / total)
         if acc is None:
             raise ValueError("PaDiM needs training images")
         self.mean = acc.mean().float()
@@ -202,6 +208,37 @@ class Padim:
         self.chunk = acc.chunk  # positions per Mahalanobis step: a 2.5 MB slice of unpacked matrices
         self.dim = acc.dim
         self.inv_cov = acc.invert_in_place(REGULARISATION)  # (P, d(d+1)/2) float32
+
+    def state(self) -> dict:
+        """Tensors + JSON-able settings of the fitted model (:meth:`load` rebuilds it)."""
+        if self.mean is None:
+            raise RuntimeError("PaDiM is not fitted")
+        return {"tensors": {"mean": self.mean.cpu(), "inv_cov": self.inv_cov.cpu()},
+                "settings": {"model": "padim", "n_features": self.n_features, "image_size": self.image_size,
+                             "channel_indices": self.channel_indices, "grid": list(self.grid),
+                             "dim": self.dim, "chunk": self.chunk, **backbone_settings(self.backbone)}}
+
+    @classmethod
+    def load(cls, state: dict, backbone: Backbone) -> "Padim":
+        s = state["settings"]
+        check_backbone(s, backbone)
+        model = cls(backbone, n_features=s["n_features"], image_size=s["image_size"])
+        idx = torch.tensor(s["channel_indices"], dtype=torch.long)
+        model.channel_indices = idx.tolist()
+        model.layer_idx, offset = [], 0
+        for c in backbone.channels:
+            model.layer_idx.append((idx[(idx >= offset) & (idx < offset + c)] - offset).to(backbone.device))
+            offset += c
+        model.dim, model.chunk, model.grid = s["dim"], s["chunk"], tuple(s["grid"])
+        model.gather_idx = symmetric_gather_index(model.dim, device=backbone.device)
+        model.mean = state["tensors"]["mean"].to(backbone.device)
+        model.inv_cov = state["tensors"]["inv_cov"].to(backbone.device)
+        return model
+
+    def anomaly_maps(self, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """Maps (B, S, S) and image scores (max of each map), each image on its own."""
+        maps = self.predict(images)
+        return maps, maps.reshape(len(maps), -1).max(axis=1).astype(np.float64)
 
     def describe(self) -> dict:
         return {"model": "padim", "n_features": self.n_features, "channel_indices": self.channel_indices,
@@ -246,7 +283,7 @@ class Padim:
         return np.concatenate(out)
 
     # -- model packages (inference.engine.package) --------------------------------------------
-    def state(self) -> dict[str, torch.Tensor]:
+    def package_state(self) -> dict[str, torch.Tensor]:
         """The fitted statistics: means, packed inverse covariances, channel subset, feature grid."""
         if self.mean is None or self.inv_cov is None:
             raise RuntimeError("PaDiM is not fitted")
@@ -256,7 +293,7 @@ class Padim:
 
     @classmethod
     def from_state(cls, state: dict[str, torch.Tensor], config, backbone: Backbone) -> "Padim":
-        """A fitted PaDiM from :meth:`state`; refuses statistics that do not fit these settings."""
+        """A fitted PaDiM from :meth:`package_state`; refuses statistics that do not fit these settings."""
         model = cls(backbone, n_features=config.n_features, seed=config.seed, image_size=config.image_size)
         channels = state["channel_indices"].tolist()
         if channels != model.channel_indices:

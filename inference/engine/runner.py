@@ -21,6 +21,7 @@ Protocol
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -30,7 +31,7 @@ import torch
 
 from . import metrics
 from .backbones import Backbone
-from . import evaluation
+from . import evaluation, registry
 from .common import RunPeakMemory, seed_everything
 from .data import load_image, load_masks, make_loader
 from .report import (
@@ -113,18 +114,12 @@ class _Progress:
 
 
 def build_model(config: BenchmarkConfig, backbone: Backbone):
-    if config.model == "padim":
-        from .padim import Padim
-
-        return Padim(backbone, n_features=config.n_features, seed=config.seed, image_size=config.image_size)
-    if config.model == "cflow":
-        from .cflow import Cflow
-
-        return Cflow(backbone, config)
-    raise ValueError(f"unknown model {config.model!r}; expected 'padim' or 'cflow'")
+    """A new model of ``config.model`` (any name in :data:`registry.MODELS`)."""
+    return registry.build(config, backbone)
 
 
 def _validate(train: Sequence[Sample], test: Sequence[Sample], config: BenchmarkConfig) -> None:
+    registry.get(config.model)  # unknown names are refused with the list of models
     if not train:
         raise ValueError("no training images")
     if not test:
@@ -178,28 +173,34 @@ def _fit_and_map(model, train, test, val_idx, labels, syn_images, config, prog, 
     t_fit = time.perf_counter()
     train_loader = make_loader(train, size, config.batch_size, config.num_workers)
     lo, width = fit_share
-    if config.model == "cflow":
+    val_loader = None
+    if registry.get(config.model).uses_validation:
         val_good = [test[i] for i in val_idx if not labels[i]]
         val_loader = make_loader(val_good, size, config.batch_size, config.num_workers) if val_good else None
-        model.fit(train_loader, val_loader, step=lambda f: prog("fit", lo + width * f),
-                  detail=lambda d: prog.detail("fit", d["steps_done"], d["steps_total"], "steps",
-                                               clock=f"fit{lo}", **d))
-    else:
-        n_train = len(train)
+    n_train = len(train)
+    # Models whose training loop reports its own steps (CFLOW's epochs and losses) say so in ``detail``;
+    # the others are measured in training images.
+    own_detail = "detail" in inspect.signature(model.fit).parameters
+    kwargs = {}
+    if own_detail:
+        kwargs["detail"] = lambda d: prog.detail("fit", d["steps_done"], d["steps_total"], "steps",
+                                                 clock=f"fit{lo}", **d)
 
-        def fit_step(n):
-            prog.detail("fit", n, n_train, "images", clock=f"fit{lo}")
-            prog("fit", lo + width * n / n_train)
+    def fit_step(fraction):
+        if not own_detail:
+            prog.detail("fit", round(fraction * n_train), n_train, "images", clock=f"fit{lo}")
+        prog("fit", lo + width * fraction)
 
-        model.fit(train_loader, step=fit_step)
+    model.fit(train_loader, val_loader, step=fit_step, **kwargs)
     fit_seconds = time.perf_counter() - t_fit
 
     t_inf = time.perf_counter()
     maps = np.empty((len(test), size, size), dtype=np.float32)
+    scores = np.empty(len(test), dtype=np.float64)
     total = len(test) + (len(syn_images) if syn_images is not None else 0)
     done = 0
     for images, idx in make_loader(test, size, config.batch_size, config.num_workers):
-        maps[idx.numpy()] = model.predict(images)
+        maps[idx.numpy()], scores[idx.numpy()] = model.anomaly_maps(images)
         done += len(idx)
         prog.detail("inference", done, total, "images", clock=f"inference{lo}")
         prog("inference", lo + width * done / total)
@@ -209,12 +210,12 @@ def _fit_and_map(model, train, test, val_idx, labels, syn_images, config, prog, 
         syn_maps = np.empty((len(syn_images), size, size), dtype=np.float32)
         for start in range(0, len(syn_images), config.batch_size):
             chunk = syn_images[start:start + config.batch_size]
-            syn_maps[start:start + len(chunk)] = model.predict(
-                torch.from_numpy(np.ascontiguousarray(chunk.transpose(0, 3, 1, 2))))
+            syn_maps[start:start + len(chunk)] = model.anomaly_maps(
+                torch.from_numpy(np.ascontiguousarray(chunk.transpose(0, 3, 1, 2))))[0]
             done += len(chunk)
             prog.detail("inference", done, total, "images", clock=f"inference{lo}")
             prog("inference", lo + width * done / total)
-    return {"maps": maps, "synthetic_maps": syn_maps, "fit_seconds": fit_seconds,
+    return {"maps": maps, "scores": scores, "synthetic_maps": syn_maps, "fit_seconds": fit_seconds,
             "inference_seconds": inference_seconds}
 
 
@@ -253,8 +254,10 @@ def _image_decision(scores, labels, vi, ti, resampler) -> ImageDecision:
                          evaluation.image_classification(scores[vi], labels[vi], thr), test)
 
 
-def _breakdowns(test, vi, ti, maps, masks, labels, test_counts) -> Breakdowns:
-    """Per defect type, category and background value (see :class:`report.SubsetReport`)."""
+def _breakdowns(test, vi, ti, maps, masks, labels, test_counts, scores=None) -> Breakdowns:
+    """Per defect type, category and background value (see :class:`report.SubsetReport`).
+    ``scores``: the model's image scores (default: the maximum of each map)."""
+    scores = metrics.image_scores(maps) if scores is None else scores
     good_all = [i for i in range(len(test)) if not labels[i]]
     good_test = [i for i in ti if not labels[i]]
     val_set = set(vi)
@@ -269,7 +272,7 @@ def _breakdowns(test, vi, ti, maps, masks, labels, test_counts) -> Breakdowns:
         note = ""
         if in_test:
             idx = sorted(good_test + in_test)
-            entry_tf = ThresholdFree(**metrics.threshold_free(maps[idx], masks[idx], labels[idx]))
+            entry_tf = ThresholdFree(**metrics.threshold_free(maps[idx], masks[idx], labels[idx], scores=scores[idx]))
             rows = [pos_in_test[i] for i in in_test]
             for name, c in test_counts.items():
                 segmentation[name] = evaluation.segmentation(c.take(rows), np.ones(len(rows), bool))
@@ -277,7 +280,7 @@ def _breakdowns(test, vi, ti, maps, masks, labels, test_counts) -> Breakdowns:
             note = f"all {len(members)} anomalous image(s) of this subset are in the validation part"
         return SubsetReport(
             n_anomalous_test=len(in_test), n_anomalous_validation=len(members) - len(in_test),
-            threshold_free=entry_tf, whole_folder=ThresholdFree(**metrics.threshold_free(maps[whole], masks[whole], labels[whole])),
+            threshold_free=entry_tf, whole_folder=ThresholdFree(**metrics.threshold_free(maps[whole], masks[whole], labels[whole], scores=scores[whole])),
             segmentation=segmentation, note=note,
         )
 
@@ -291,7 +294,7 @@ def _breakdowns(test, vi, ti, maps, masks, labels, test_counts) -> Breakdowns:
     return Breakdowns(by_type, by_cat, by_bg)
 
 
-def _evaluate(test, maps, masks, labels, syn, config, seed, full: bool, prog=None) -> dict:
+def _evaluate(test, maps, scores, masks, labels, syn, config, seed, full: bool, prog=None) -> dict:
     """The protocol's evaluation of one validation/test split of the computed maps.
 
     ``full``: with bootstrap intervals, few-shot study and breakdowns (the reported split);
@@ -319,20 +322,19 @@ def _evaluate(test, maps, masks, labels, syn, config, seed, full: bool, prog=Non
             selection.chosen = max(fitted, key=fitted.get)
             selection.rule += "; no technique could be cross-fitted, so the highest IoU on the whole validation part"
     step(0.35)
-    scores = metrics.image_scores(maps)
     decision = _image_decision(scores, labels, vi, ti, resampler)
     out = {"val_idx": val_idx, "test_idx": test_idx, "vi": vi, "ti": ti, "thresholds": thresholds,
            "techniques": techniques, "test_counts": test_counts, "selection": selection,
            "image_decision": decision, "scores": scores}
     if not full:
-        out["test_part"] = metrics.threshold_free(maps[ti], masks[ti], labels[ti])
+        out["test_part"] = metrics.threshold_free(maps[ti], masks[ti], labels[ti], scores=scores[ti])
         return out
-    out["test_part"] = evaluation.threshold_free_estimates(maps[ti], masks[ti], labels[ti], resampler)
+    out["test_part"] = evaluation.threshold_free_estimates(maps[ti], masks[ti], labels[ti], resampler, scores[ti])
     step(0.55)
     out["few_shot"] = evaluation.few_shot_study(val, maps[ti], masks[ti], config.techniques,
                                                 config.normal_fpr_target, seed)
     step(0.7)
-    out["breakdowns"] = _breakdowns(test, val_idx, test_idx, maps, masks, labels, test_counts)
+    out["breakdowns"] = _breakdowns(test, val_idx, test_idx, maps, masks, labels, test_counts, scores)
     step(1.0)
     return out
 
@@ -378,8 +380,9 @@ def _run_measured(train, test, config, progress, should_cancel, artifacts_dir, o
     seeds = [config.seed + r for r in range(repeats)]
     labels = np.array([s.is_anomalous for s in test], dtype=bool)  # the dataset's word, never the resized mask
     val_idx, test_idx = split_validation_test(test, config.val_fraction, config.seed)
+    layers = config.layers if config.layers is not None else registry.get(config.model).default_layers
     backbone = Backbone(
-        config.backbone, layers=config.layers, weights="pretrained" if config.pretrained else "random",
+        config.backbone, layers=layers, weights="pretrained" if config.pretrained else "random",
         weights_path=config.weights_path, device=config.device,
     )
     size = config.image_size
@@ -394,7 +397,7 @@ def _run_measured(train, test, config, progress, should_cancel, artifacts_dir, o
 
     # ---- fit + maps. A model that looks at validation images while fitting (CFLOW's early
     # stopping) is refitted for every repeated split; the others are split-independent.
-    refit = config.model == "cflow"
+    refit = registry.get(config.model).uses_validation
     fits = repeats if refit else 1
     mapped = []
     for r in range(fits):
@@ -416,7 +419,7 @@ def _run_measured(train, test, config, progress, should_cancel, artifacts_dir, o
     t_eval = time.perf_counter()
     masks = load_masks(test, size)
     syn = (first["synthetic_maps"], syn_masks, syn_source) if first["synthetic_maps"] is not None else None
-    ev = _evaluate(test, maps, masks, labels, syn, config, config.seed, full=True, prog=prog)
+    ev = _evaluate(test, maps, first["scores"], masks, labels, syn, config, config.seed, full=True, prog=prog)
     vi, ti = ev["vi"], ev["ti"]
     repeat_block = None
     if repeats > 1:
@@ -427,7 +430,7 @@ def _run_measured(train, test, config, progress, should_cancel, artifacts_dir, o
             else:
                 m = mapped[r if refit else 0]
                 s = (m["synthetic_maps"], syn_masks, syn_source) if m["synthetic_maps"] is not None else None
-                e = _evaluate(test, m["maps"], masks, labels, s, config, seed, full=False)
+                e = _evaluate(test, m["maps"], m["scores"], masks, labels, s, config, seed, full=False)
             e["labels_ti"] = labels[e["ti"]]
             rows.append(_repeat_metrics(e))
             chosen.append(e["selection"].chosen)
@@ -496,7 +499,7 @@ def _run_measured(train, test, config, progress, should_cancel, artifacts_dir, o
         comparability=Comparability(
             test_images_digest=evaluation.test_images_digest(test_entries), image_size=size,
             backbone=config.backbone, seed=config.seed, val_fraction=config.val_fraction),
-        whole_folder=ThresholdFree(**metrics.threshold_free(maps, masks, labels)),
+        whole_folder=ThresholdFree(**metrics.threshold_free(maps, masks, labels, scores=first["scores"])),
         test_part=ev["test_part"],
         techniques=ev["techniques"],
         selection=ev["selection"],

@@ -18,12 +18,12 @@ from numbers import Number
 
 from annotator.models import Product
 from annotator.services.labels import effective_labels
-from inference.models import ProductRun, Status
+from inference.engine import registry
+from inference.models import ModelName, ProductRun, Status
 from inference.engine.evaluation import paired_difference
 from inference.engine.report import Estimate
 from inference.services.reports import TECHNIQUE_LABELS, is_current
 
-MODEL_LABELS = {"padim": "PaDiM", "cflow": "CFLOW"}
 SURFACE_DOMINANT = 0.5
 
 
@@ -128,7 +128,7 @@ def _fmt_est(e: dict) -> str:
 
 
 def _describe(c: dict) -> str:
-    return (f"{MODEL_LABELS.get(c['model'], c['model'])} with the {TECHNIQUE_LABELS.get(c['technique'], c['technique'])} "
+    return (f"{registry.label(c['model'])} with the {TECHNIQUE_LABELS.get(c['technique'], c['technique'])} "
             f"threshold (cross-validated IoU {c['cv_iou']:.3f}, held-out test IoU {_fmt_est(c['iou'])}, run {c['run']})")
 
 
@@ -167,9 +167,10 @@ def recommend(product: Product) -> dict:
                        if best["enough"] else " This threshold needs no labelled anomalous image.")
         other_models = {c["model"] for c in found}
         if len(other_models) == 1:
-            missing = [m for m in MODEL_LABELS if m not in other_models]
+            missing = [m.label for m in registry.MODELS.values() if m.name not in other_models]
             if missing:
-                reason += f" Only {MODEL_LABELS[best['model']]} has been run; a {MODEL_LABELS[missing[0]]} run would confirm the choice."
+                reason += (f" Only {registry.label(best['model'])} has been run; a run of "
+                           f"{', '.join(missing)} would confirm the choice.")
         if excluded:
             reason += f" {len(excluded)} run(s) were not compared (see below)."
         for c in found:
@@ -180,13 +181,13 @@ def recommend(product: Product) -> dict:
         return _labelled(result)
     surface_share = mix.get("surface", 0) / labelled if labelled else 0.0
     if labelled and surface_share > SURFACE_DOMINANT:
-        model = "cflow"
+        model = ModelName.CFLOW
         reason = (f"No benchmark has been run on {product.name} yet. Surface defects dominate its labelled mix "
                   f"({mix['surface']} of {labelled}, {surface_share:.0%}); CFLOW's normalizing flow models fine "
                   "texture changes better than PaDiM's Gaussian. Threshold: the IoU curve (the threshold that "
                   "maximizes mean IoU on a validation half). Run a benchmark to confirm.")
     else:
-        model = "padim"
+        model = ModelName.PADIM
         mix_text = ", ".join(f"{n} {c}" for c, n in mix.most_common()) if labelled else "no labelled defects yet"
         reason = (f"No benchmark has been run on {product.name} yet ({mix_text}). Start with PaDiM: fast to fit, "
                   "no training loop, strong on structural defects and contamination. Threshold: the IoU curve "
@@ -196,6 +197,6 @@ def recommend(product: Product) -> dict:
 
 
 def _labelled(result: dict) -> dict:
-    result["model_label"] = MODEL_LABELS.get(result["model"], result["model"])
+    result["model_label"] = registry.label(result["model"])
     result["technique_label"] = TECHNIQUE_LABELS.get(result["technique"], result["technique"])
     return result

@@ -31,7 +31,7 @@ from django.utils import timezone
 
 from annotator.models import Dataset, Image, Label, Product
 from inference.engine.split import split_problems
-from inference.engine.types import MAX_REPEATS, BenchmarkConfig
+from inference.engine import registry
 from inference.engine.types import Sample as EngineSample
 from annotator.services.labels import effective_labels
 from inference.models import (
@@ -46,25 +46,10 @@ from inference.models import (
 
 DEFAULT_TECHNIQUES = [t.value for t in Technique]
 
-# Engine settings a launch may set, with (type, min, max) where it is a number.
-CONFIG_FIELDS = {
-    "backbone": (str, None, None),
-    "image_size": (int, 32, 1024),
-    "epochs": (int, 1, 500),
-    "n_features": (int, 1, 2048),
-    "batch_size": (int, 1, 256),
-    "learning_rate": (float, 1e-7, 1.0),
-    "early_stopping_patience": (int, 0, 100),
-    "val_fraction": (float, 0.05, 0.95),
-    "normal_fpr_target": (float, 0.0001, 0.5),
-    "device": (str, None, None),
-    "pretrained": (bool, None, None),
-    "repeats": (int, 1, MAX_REPEATS),
-}
-# Recorded on every run so its settings page says what ran; the values are the engine's defaults.
-DEFAULT_CONFIG = {key: getattr(BenchmarkConfig(), key) for key in ("backbone", "image_size", "epochs")}
-BACKBONES = ["tf_efficientnet_lite0", "resnet18", "wide_resnet50_2"]
-DEVICES = ["auto", "cpu", "cuda"]
+# Recorded on every run so its settings page says what ran (the engine's defaults, from the registry).
+RECORDED_SETTINGS = ("backbone", "image_size")
+# The backbones a launch may name (the registry's vocabulary); the form offers those with weights here.
+BACKBONES = list(registry.BACKBONE_NAMES)
 
 
 _WEIGHTS_CACHE: dict[str, tuple[float, str | None]] = {}
@@ -213,22 +198,9 @@ def parse_background(value) -> bool | None:
 SEED_MAX = 2**31 - 1
 
 
-def _whole_number(value) -> int:
-    """An int from an int, an integral float (256.0) or its text; 256.7 or "256.7" is refused, not cut."""
-    if isinstance(value, bool):
-        raise TypeError("a boolean is not a number")
-    if isinstance(value, float):
-        if not value.is_integer():
-            raise ValueError(value)
-        return int(value)
-    if isinstance(value, int):
-        return value
-    return int(str(value).strip())
-
-
 def clean_seed(seed) -> int:
     try:
-        seed = _whole_number(seed)
+        seed = registry.whole_number(seed)
     except (TypeError, ValueError, OverflowError):
         raise LaunchRefused([f"Seed must be a whole number, not {seed!r}."]) from None
     if not 0 <= seed <= SEED_MAX:
@@ -237,41 +209,33 @@ def clean_seed(seed) -> int:
 
 
 def clean_config(model: str, config: dict | None) -> dict:
-    if model not in ModelName.values:
-        raise LaunchRefused([f"Unknown model {model!r}; expected one of {', '.join(ModelName.values)}."])
-    cleaned = dict(DEFAULT_CONFIG)
+    """The run's engine settings, checked against the model registry (types, bounds, choices).
+
+    Unknown names are refused; a setting of another model is left out (a form shows every
+    model's settings). The common recorded ones and the model's own settings keep their defaults.
+    """
+    if model not in registry.MODELS:
+        raise LaunchRefused([f"Unknown model {model!r}; expected one of {', '.join(registry.MODELS)}."])
+    own = {s.name: s for s in registry.settings_of(model)}
+    cleaned = {name: registry.SETTINGS[name].default for name in RECORDED_SETTINGS + registry.get(model).settings}
     problems = []
     for key, value in (config or {}).items():
         if value in (None, ""):
             continue
-        if key not in CONFIG_FIELDS:
+        if key not in registry.SETTINGS:
             problems.append(f"Unknown setting {key!r}.")
             continue
-        kind, low, high = CONFIG_FIELDS[key]
+        if key not in own:
+            continue
         try:
-            if kind is bool:
-                value = value if isinstance(value, bool) else str(value).lower() in {"1", "true", "yes", "on"}
-            elif kind is int:
-                value = _whole_number(value)
-            else:
-                value = kind(value)
-        except (TypeError, ValueError, OverflowError):
-            problems.append(f"Setting {key} must be a {'whole number' if kind is int else kind.__name__}, not {value!r}.")
-            continue
-        if low is not None and not (low <= value <= high):
-            problems.append(f"Setting {key} must lie between {low} and {high}, not {value}.")
-            continue
-        cleaned[key] = value
-    if cleaned.get("backbone") not in BACKBONES:
-        problems.append(f"Backbone must be one of {', '.join(BACKBONES)}, not {cleaned.get('backbone')!r}.")
-    if cleaned.get("device") and cleaned["device"] not in DEVICES:
-        problems.append(f"Device must be one of {', '.join(DEVICES)}.")
-    if not problems and cleaned.get("pretrained", True):
+            cleaned[key] = own[key].clean(value)
+        except ValueError as error:
+            problems.append(str(error))
+    # Weights are never downloaded: a backbone without them would only fail in the worker.
+    if not problems and cleaned.get("pretrained", True) and cleaned.get("backbone"):
         problem = backbone_problem(cleaned["backbone"])
         if problem:
             problems.append(problem)
-    elif cleaned.get("backbone") not in BACKBONES:
-        problems.append(f"Unknown backbone {cleaned.get('backbone')!r}; expected one of {', '.join(BACKBONES)}.")
     if problems:
         raise LaunchRefused(problems)
     return cleaned
@@ -385,6 +349,17 @@ def launch_run(
         run_id = run.pk
         transaction.on_commit(lambda: enqueue_run(run_id))
     return run
+
+
+def launch_runs(user, dataset, products, models, config: dict | None = None, **kwargs) -> list[BenchmarkRun]:
+    """One run per model on the same products, subset, techniques and seed (so on the same test
+    images), all or none: a refusal of any leaves nothing launched. ``config`` may hold several
+    models' settings; each run keeps its own model's."""
+    models = [m for m in dict.fromkeys(models or []) if m]
+    if not models:
+        raise LaunchRefused(["Pick at least one model."])
+    with transaction.atomic():
+        return [launch_run(user, dataset, products, model=model, config=config, **kwargs) for model in models]
 
 
 def _slug(name: str) -> str:

@@ -4,7 +4,8 @@ import time
 import pytest
 from playwright.sync_api import Error as PlaywrightError
 
-from inference.models import BenchmarkRun
+from inference.engine import registry
+from inference.models import BenchmarkRun, Status
 
 pytestmark = [pytest.mark.browser, pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 
@@ -27,7 +28,8 @@ def test_launch_watch_progress_and_read_results(bench_demo, celery_worker_proces
     page.wait_for_selector("#subset-counts >> text=4 structural, 4 contamination, 4 combined images match")
     # CFLOW for a few epochs: a run long enough (some seconds) for the page's one-second polls to
     # see the bar move; a PaDiM run on this small demo ends within a poll or two.
-    page.select_option("#id_model", "cflow")
+    page.uncheck("input[name=models][value=padim]")
+    page.check("input[name=models][value=cflow]")
     page.fill("input[name=epochs]", "4")
     page.fill("input[name=image_size]", "96")
     page.fill("input[name=batch_size]", "4")
@@ -191,3 +193,41 @@ def test_compare_groups_runs_by_product_with_settings_and_cost(bench_demo, live_
     assert "Fit time (s)" in text and "Inference per image (ms)" in text and "Peak memory (MB)" in text
     assert widget_group.locator("tr.cost .best-cell").first.inner_text() == "3.0"  # the cheaper fit
     page.screenshot(path=str(test_output_dir / "compare_by_product.png"), full_page=True)
+
+
+def test_launch_every_family_at_once_and_read_them_side_by_side(bench_demo, celery_worker_process, live_server,
+                                                                browser_page, login_as, admin_account,
+                                                                test_output_dir):
+    page = browser_page
+    widget = bench_demo.products.get(name="widget")
+    login_as(page, admin_account)
+    page.goto(f"{live_server.url}/benchmarks/new/")
+    page.check(f"input[name=products][value='{widget.pk}']")
+    for spec in registry.MODELS.values():
+        page.check(f"input[name=models][value={spec.name}]")
+    # every ticked model's own settings are on show
+    assert page.is_visible("input[name=coreset_ratio]") and page.is_visible("input[name=n_features]")
+    page.fill("input[name=image_size]", "64")
+    page.fill("input[name=epochs]", "2")
+    page.fill("input[name=repeats]", "1")
+    page.wait_for_selector("#subset-counts >> text=images match")
+    page.click("#launch-button")
+    page.wait_for_url("**/benchmarks/compare/?runs=*")
+    runs = list(BenchmarkRun.objects.order_by("pk"))
+    assert [r.model for r in runs] == list(registry.MODELS)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        statuses = set(BenchmarkRun.objects.values_list("status", flat=True))
+        if statuses <= {Status.SUCCEEDED, Status.FAILED, Status.CANCELLED}:
+            break
+        time.sleep(1)
+    assert statuses == {Status.SUCCEEDED}, (statuses, celery_worker_process.log_path.read_text()[-3000:])
+    page.reload()
+    header = page.inner_text("table.compare thead")
+    for spec in registry.MODELS.values():
+        assert spec.label in header
+    for family in ("Reconstruction", "Attribution map", "Patch similarity", "Normalizing flow"):
+        assert family in header, family
+    paired = page.inner_text(".card.paired")
+    assert paired.count("distinguishable") == len(runs) - 1, paired  # every family against the first
+    page.screenshot(path=str(test_output_dir / "compare_families.png"), full_page=True)

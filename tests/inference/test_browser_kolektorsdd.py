@@ -28,7 +28,9 @@ def test_kolektorsdd_benchmark_from_the_browser(model, settings_to_fill, real_ko
     login_as(page, admin_account)
     page.goto(f"{live_server.url}/benchmarks/new/")
     page.check(f"input[name=products][value='{product.pk}']")
-    page.select_option("#id_model", model)
+    for ticked in page.query_selector_all("input[name=models]:checked"):  # the default model
+        ticked.uncheck()
+    page.check(f"input[name=models][value={model}]")
     for name, value in settings_to_fill.items():
         page.fill(f"input[name={name}]", value)
     page.click("#launch-button")

@@ -74,7 +74,7 @@ def test_cli_errors(demo_folder, tmp_path):
     with pytest.raises(CommandError, match="unknown defect category 'dent'"):
         call_command("benchmark", "--data-root", str(demo_folder), "--product", "widget", "--model", "padim",
                      "--labels", str(bad), "--output", str(tmp_path / "r.json"))
-    with pytest.raises(CommandError, match="--repeats must be between 1 and 20"):
+    with pytest.raises(CommandError, match="--repeats must lie between 1 and 20"):
         call_command("benchmark", "--data-root", str(demo_folder), "--product", "widget", "--model", "padim",
                      "--repeats", "0", "--output", str(tmp_path / "r.json"))
     assert not (tmp_path / "r.json").exists()

@@ -198,7 +198,6 @@
   /* Launch form: products of the chosen dataset only, live counts as the form changes. */
   function initLaunch(form) {
     const dataset = form.querySelector("#id_dataset");
-    const model = form.querySelector("#id_model");
     const out = form.querySelector("#subset-counts");
     const button = form.querySelector("#launch-button");
     let seq = 0;
@@ -208,7 +207,11 @@
         l.hidden = !mine;
         if (!mine) l.querySelector("input").checked = false;
       });
-      form.querySelectorAll("[data-model]").forEach((l) => { l.hidden = l.dataset.model !== model.value; });
+      // a model's own settings show while that model is ticked
+      const models = [...form.querySelectorAll("input[name=models]:checked")].map((i) => i.value);
+      form.querySelectorAll("[data-model]").forEach((l) => {
+        l.hidden = !l.dataset.model.split(" ").some((m) => models.includes(m));
+      });
     }
     async function refresh() {
       const params = new URLSearchParams();
@@ -246,7 +249,7 @@
       }
     }
     form.addEventListener("change", (event) => {
-      if (event.target === dataset || event.target === model) showProducts();
+      if (event.target === dataset || event.target.name === "models") showProducts();
       refresh();
     });
     showProducts();

@@ -21,8 +21,9 @@ from django.core.management.base import BaseCommand, CommandError
 
 from annotator.label_format import SuffixIndex, match_rows, parse_label_csv
 from annotator.layouts import LAYOUTS
+from inference.engine import registry
 from inference.engine.split import split_problems
-from inference.engine.types import MAX_REPEATS, BenchmarkConfig
+from inference.engine.types import BenchmarkConfig
 
 # Every technique the engine ships (its default); no torch import at start-up.
 TECHNIQUES = BenchmarkConfig().techniques
@@ -90,22 +91,26 @@ def progress_bar():
 
 
 class Command(BaseCommand):
-    help = "Benchmark PaDiM or CFLOW on one product of a dataset folder and write a JSON report."
+    help = ("Benchmark a model (" + ", ".join(m.label for m in registry.MODELS.values())
+            + ") on one product of a dataset folder and write a JSON report.")
 
     def add_arguments(self, parser):
         parser.add_argument("--data-root", required=True, help="dataset folder (or one product folder)")
         parser.add_argument("--product", required=True, help="product folder name, e.g. bottle")
-        parser.add_argument("--model", required=True, choices=["padim", "cflow"])
+        parser.add_argument("--model", required=True, choices=list(registry.MODELS),
+                            help="; ".join(f"{m.name}: {m.label}, {m.summary}" for m in registry.MODELS.values()))
         parser.add_argument("--layout", default="auto", choices=["auto", *LAYOUTS])
-        parser.add_argument("--backbone", default="tf_efficientnet_lite0")
-        parser.add_argument("--image-size", type=int, default=256)
-        parser.add_argument("--seed", type=int, default=0)
-        parser.add_argument("--epochs", type=int, default=None, help="CFLOW training epochs")
-        parser.add_argument("--n-features", type=int, default=None, help="PaDiM channel subset")
-        parser.add_argument("--batch-size", type=int, default=None)
-        parser.add_argument("--device", default="auto")
-        parser.add_argument("--repeats", type=int, default=1,
-                            help="evaluate on this many validation/test splits (seeds seed, seed+1, ...): mean and spread")
+        parser.add_argument("--seed", type=int, default=BenchmarkConfig().seed)
+        # One option per registry setting (--image-size, --n-features, --coreset-ratio, ...); left out,
+        # the engine's default applies.
+        for setting in registry.SETTINGS.values():
+            models = [m.label for m in registry.MODELS.values() if setting.name in m.settings]
+            bounds = (f"; {setting.low:g}..{setting.high:g}" if setting.low is not None else "")
+            parser.add_argument(f"--{setting.name.replace('_', '-')}", dest=f"setting_{setting.name}",
+                                type=_argument_type(setting), default=None,
+                                choices=list(setting.choices) if setting.choices else None,
+                                help=f"{setting.help} (default {setting.default}{bounds})"
+                                     + (f"; {', '.join(models)} only" if models else ""))
         parser.add_argument("--threads", type=int, default=1,
                             help="torch threads (default 1: on a shared CPU spin-waiting threads are slower)")
         parser.add_argument("--techniques", default=",".join(TECHNIQUES),
@@ -121,6 +126,19 @@ class Command(BaseCommand):
         from annotator.layouts import UnknownLayoutError, scan_dataset
         from inference.engine import BenchmarkCancelled, BenchmarkConfig, run_benchmark, samples_from_scan
 
+        own = {s.name for s in registry.settings_of(options["model"])}
+        settings = {}
+        for setting in registry.SETTINGS.values():
+            value = options[f"setting_{setting.name}"]
+            if value is None:
+                continue
+            option = f"--{setting.name.replace('_', '-')}"
+            if setting.name not in own:
+                raise CommandError(f"{option} does not apply to {registry.label(options['model'])}.")
+            try:
+                settings[setting.name] = setting.clean(value)
+            except ValueError as error:
+                raise CommandError(str(error).replace(f"Setting {setting.name}", option))
         root = Path(options["data_root"]).expanduser().resolve()
         if not root.is_dir() and not (root.is_file() and options["layout"] in ("auto", "manifest")):
             raise CommandError(f"--data-root {root} is not a folder.")
@@ -150,21 +168,14 @@ class Command(BaseCommand):
         problems = split_problems(test)
         if problems:
             raise CommandError("Cannot benchmark: " + " ".join(problems))
-        if not 1 <= options["repeats"] <= MAX_REPEATS:
-            raise CommandError(f"--repeats must be between 1 and {MAX_REPEATS}.")
         if options["threads"] < 1:
             raise CommandError("--threads must be at least 1.")
         techniques = tuple(t for t in options["techniques"].split(",") if t)
         unknown = [t for t in techniques if t not in TECHNIQUES]
         if unknown:
             raise CommandError(f"Unknown technique(s) {', '.join(unknown)}; expected {', '.join(TECHNIQUES)}.")
-        config_values = dict(model=options["model"], backbone=options["backbone"], image_size=options["image_size"],
-                             seed=options["seed"], device=options["device"], techniques=techniques,
-                             repeats=options["repeats"], num_threads=options["threads"])
-        for key in ("epochs", "n_features", "batch_size"):
-            if options[key] is not None:
-                config_values[key] = options[key]
-        config = BenchmarkConfig(**config_values)
+        config = BenchmarkConfig(model=options["model"], seed=options["seed"], techniques=techniques,
+                                 num_threads=options["threads"], **settings)
 
         save_model = None
         if options["save_model"] is not None:
@@ -195,6 +206,12 @@ class Command(BaseCommand):
         if options["save_model"] is not None:
             self.stdout.write(f"Saved the fitted model to {options['save_model']}")
         self.stdout.write(summary_text(report))
+
+
+def _argument_type(setting):
+    if setting.kind is bool:
+        return setting.clean
+    return setting.kind
 
 
 def _resolved(scan, stderr):

@@ -1,0 +1,223 @@
+"""Attribution map: gradient attributions of a variational autoencoder trained on defect-free images.
+
+A re-implementation (not the authors' code) after Liu, Li, Wu, Radke, Karanam, Suen and Camps,
+"Towards Visually Explaining Variational Autoencoders", CVPR 2020: a VAE learns normal data and
+a test image's anomaly map is an attribution, computed by backpropagation, of that VAE.
+
+Two attributions (setting ``attribution_target``):
+
+* ``latent`` (the paper's): each dimension ``z_i`` of the latent mean is explained with Grad-CAM
+  on an encoder feature map ``A`` (``alpha_ik`` = spatial mean of ``d z_i / d A_k``,
+  ``M_i = ReLU(sum_k alpha_ik A_k)``) and ``M = mean_i M_i``. Measured on bottle at 256 px
+  (10 epochs, seed 0): pixel AUROC 0.48 at the full-grid layer, 0.46 / 0.52 at the 16x16 /
+  8x8 layers: on this feature VAE the latent code's evidence does not lie on the defects.
+* ``elbo`` (default): the VAE's anomaly score, its negative ELBO with ``z = mu``
+  (squared reconstruction error + KL), attributed to the features it reads by gradient x input
+  (``|sum_c x_c dL/dx_c|`` per position: each activation weighted by its gradient, as Grad-CAM
+  weights activations, but per position instead of pooled). Measured: pixel AUROC 0.976,
+  image 0.996 (Grad-CAM-pooled weights of the same score on encoder layers: 0.70-0.71).
+
+Differences from the paper, for CPU speed: the VAE models the frozen backbone's features
+(stride-8 grid of 3x3-averaged features from strides 4, 8 and 16, standardised; as in
+:mod:`.reconstruction`) instead of raw pixels; the encoder is 1x1 conv -> 3x3 conv (the
+Grad-CAM layer, full grid) -> two stride-2 3x3 convs -> linear to the latent mean and
+log-variance (``latent_dim``); the decoder mirrors it. Loss: squared feature error + KL, Adam,
+``epochs`` passes over the training images in seeded batches of 8. Map: the attention
+upsampled bilinearly to the image size, Gaussian blur sigma 4; image score = its maximum.
+Each image is explained on its own (batch-independent).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .backbones import Backbone, backbone_settings, check_backbone
+from .common import gaussian_blur
+from .reconstruction import grid_features
+
+BLUR_SIGMA = 4.0
+WIDTH = 64
+IMAGE_BATCH = 8
+TARGETS = ("elbo", "latent")
+
+
+class FeatureVAE(nn.Module):
+    def __init__(self, channels: int, latent: int, grid: tuple[int, int]):
+        super().__init__()
+        self.grid = grid
+        self.inner = (-(-grid[0] // 4), -(-grid[1] // 4))
+        self.stem = nn.Sequential(nn.Conv2d(channels, WIDTH, 1), nn.ReLU(), nn.Conv2d(WIDTH, WIDTH, 3, padding=1),
+                                  nn.ReLU())  # -> A, the Grad-CAM layer
+        self.down = nn.Sequential(nn.Conv2d(WIDTH, WIDTH, 3, stride=2, padding=1), nn.ReLU(),
+                                  nn.Conv2d(WIDTH, 32, 3, stride=2, padding=1), nn.ReLU(), nn.Flatten())
+        flat = 32 * self.inner[0] * self.inner[1]
+        self.mu = nn.Linear(flat, latent)
+        self.logvar = nn.Linear(flat, latent)
+        self.expand = nn.Linear(latent, flat)
+        self.up = nn.Sequential(nn.ConvTranspose2d(32, WIDTH, 4, stride=2, padding=1), nn.ReLU(),
+                                nn.ConvTranspose2d(WIDTH, WIDTH, 4, stride=2, padding=1), nn.ReLU(),
+                                nn.Conv2d(WIDTH, channels, 1))
+
+    def encode(self, x):
+        a = self.stem(x)
+        h = self.down(a)
+        return a, self.mu(h), self.logvar(h).clamp(-10, 10)
+
+    def decode(self, z):
+        h = self.expand(z).view(len(z), 32, *self.inner)
+        return self.up(h)[..., : self.grid[0], : self.grid[1]]
+
+
+class VaeAttention:
+    """VAE-attention model on top of a frozen :class:`Backbone`."""
+
+    def __init__(self, backbone: Backbone, latent_dim: int = 32, epochs: int = 10, learning_rate: float = 2e-3,
+                 seed: int = 0, image_size: int = 256, target: str = "elbo"):
+        if target not in TARGETS:
+            raise ValueError(f"attribution_target must be one of {', '.join(TARGETS)}, not {target!r}")
+        self.target = target
+        self.backbone = backbone
+        self.latent_dim, self.epochs, self.learning_rate = int(latent_dim), int(epochs), float(learning_rate)
+        self.seed, self.image_size = int(seed), int(image_size)
+        self.grid_index = min(1, len(backbone.channels) - 1)
+        self.channels = sum(backbone.channels)
+        self.vae: FeatureVAE | None = None
+        self.mean = self.std = None
+        self.history: list[float] = []
+
+    @classmethod
+    def from_config(cls, backbone: Backbone, config) -> "VaeAttention":
+        return cls(backbone, latent_dim=config.latent_dim, epochs=config.epochs,
+                   learning_rate=config.learning_rate, seed=config.seed, image_size=config.image_size,
+                   target=config.attribution_target)
+
+    def _build(self, grid):
+        torch.manual_seed(self.seed)
+        self.vae = FeatureVAE(self.channels, self.latent_dim, tuple(grid)).to(self.backbone.device)
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        f = grid_features(self.backbone(images), self.grid_index)
+        return (f - self.mean.view(1, -1, 1, 1)) / self.std.view(1, -1, 1, 1)
+
+    def fit(self, loader, val_loader=None, step: Callable[[float], None] | None = None) -> None:
+        """Cache the training features (frozen backbone), then train the VAE; ``val_loader`` unused."""
+        maps = []
+        for images, _ in loader:
+            for b in range(images.shape[0]):
+                maps.append(grid_features(self.backbone(images[b:b + 1]), self.grid_index))
+        if not maps:
+            raise ValueError("the attribution model needs training images")
+        feats = torch.cat(maps)
+        del maps
+        flat = feats.transpose(0, 1).reshape(self.channels, -1)
+        self.mean = flat.double().mean(1).float()
+        self.std = flat.double().std(1).clamp_min(1e-6).float()
+        del flat
+        feats.sub_(self.mean.view(1, -1, 1, 1)).div_(self.std.view(1, -1, 1, 1))
+        self._build(feats.shape[-2:])
+        if step:
+            step(0.1)
+        gen = torch.Generator().manual_seed(self.seed)
+        opt = torch.optim.Adam(self.vae.parameters(), lr=self.learning_rate)
+        self.vae.train()
+        n = len(feats)
+        for epoch in range(self.epochs):
+            perm = torch.randperm(n, generator=gen)
+            total = 0.0
+            for s in range(0, n, IMAGE_BATCH):
+                x = feats[perm[s:s + IMAGE_BATCH].to(feats.device)]
+                _, mu, logvar = self.vae.encode(x)
+                z = mu + torch.randn(mu.shape, generator=gen).to(mu.device) * torch.exp(0.5 * logvar)
+                rec = ((self.vae.decode(z) - x) ** 2).sum((1, 2, 3))
+                kl = -0.5 * (1 + logvar - mu ** 2 - logvar.exp()).sum(1)
+                loss = (rec + kl).mean() / x[0].numel()
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                total += loss.item() * len(x)
+            self.history.append(total / n)
+            if step:
+                step(0.1 + 0.9 * (epoch + 1) / self.epochs)
+        self.vae.eval()
+        if step:
+            step(1.0)
+
+    def attention(self, f: torch.Tensor) -> torch.Tensor:
+        """The attribution map (1, 1, h, w) of one image's standardised features."""
+        return self.latent_gradcam(f) if self.target == "latent" else self.elbo_attribution(f)
+
+    def elbo_attribution(self, f: torch.Tensor) -> torch.Tensor:
+        """``|sum_c x_c dL/dx_c|``: the negative ELBO (z = mu) attributed to the features by gradient x input."""
+        with torch.enable_grad():
+            x = f.detach().clone().requires_grad_(True)
+            _, mu, logvar = self.vae.encode(x)
+            loss = ((self.vae.decode(mu) - x) ** 2).sum() - 0.5 * (1 + logvar - mu ** 2 - logvar.exp()).sum()
+            (grad,) = torch.autograd.grad(loss, x)
+        return (grad * x).sum(1, keepdim=True).abs().detach()
+
+    def latent_gradcam(self, f: torch.Tensor) -> torch.Tensor:
+        """Grad-CAM attention averaged over the latent mean's dimensions (Liu et al., eq. 1-2)."""
+        with torch.enable_grad():
+            f = f.detach().requires_grad_(False)
+            a, mu, _ = self.vae.encode(f)
+            total = torch.zeros_like(a[:, :1])
+            for i in range(mu.shape[1]):
+                (grad,) = torch.autograd.grad(mu[0, i], a, retain_graph=i + 1 < mu.shape[1])
+                alpha = grad.mean((2, 3), keepdim=True)
+                total += F.relu((alpha * a).sum(1, keepdim=True))
+        return (total / mu.shape[1]).detach()
+
+    def anomaly_maps(self, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        if self.vae is None:
+            raise RuntimeError("the attribution model is not fitted")
+        size = self.image_size
+        maps = np.empty((images.shape[0], size, size), dtype=np.float32)
+        for b in range(images.shape[0]):
+            with torch.inference_mode():
+                f = self.features(images[b:b + 1])
+            m = self.attention(f.clone())
+            m = F.interpolate(m, size=(size, size), mode="bilinear", align_corners=False)
+            maps[b] = gaussian_blur(m, BLUR_SIGMA)[0, 0].cpu().numpy()
+        return maps, maps.reshape(len(maps), -1).max(axis=1).astype(np.float64)
+
+    def predict(self, images: torch.Tensor) -> np.ndarray:
+        return self.anomaly_maps(images)[0]
+
+    def state(self) -> dict:
+        if self.vae is None:
+            raise RuntimeError("the attribution model is not fitted")
+        tensors = {f"vae.{k}": v.detach().cpu() for k, v in self.vae.state_dict().items()}
+        tensors.update(mean=self.mean.cpu(), std=self.std.cpu())
+        return {"tensors": tensors,
+                "settings": {"model": "attribution", "attribution_target": self.target, "latent_dim": self.latent_dim, "epochs": self.epochs,
+                             "learning_rate": self.learning_rate, "seed": self.seed, "image_size": self.image_size,
+                             "grid": list(self.vae.grid), "history": self.history, **backbone_settings(self.backbone)}}
+
+    @classmethod
+    def load(cls, state: dict, backbone: Backbone) -> "VaeAttention":
+        s, t = state["settings"], state["tensors"]
+        check_backbone(s, backbone)
+        model = cls(backbone, s["latent_dim"], s["epochs"], s["learning_rate"], s["seed"], s["image_size"],
+                    s["attribution_target"])
+        model._build(s["grid"])
+        model.vae.load_state_dict({k[4:]: v for k, v in t.items() if k.startswith("vae.")})
+        model.vae.eval()
+        model.mean, model.std = t["mean"].to(backbone.device), t["std"].to(backbone.device)
+        model.history = list(s["history"])
+        return model
+
+    def memory_bytes(self) -> int:
+        return 0 if self.vae is None else sum(p.numel() * p.element_size() for p in self.vae.parameters())
+
+    def describe(self) -> dict:
+        method = ("Grad-CAM attention of the VAE's latent mean (Liu et al., CVPR 2020)" if self.target == "latent"
+                  else "gradient x input attribution of the VAE's negative ELBO")
+        return {"model": "attribution", "attribution_target": self.target,
+                "method": method + "; re-implementation on backbone features", "layers": self.backbone.layer_names,
+                "strides": self.backbone.strides, "weights": self.backbone.weights_source,
+                "latent_dim": self.latent_dim, "epochs": self.epochs, "train_loss": self.history}

@@ -1,0 +1,220 @@
+"""The one registry of models and their settings: the CLI, the launch form, the API schema, the
+results labels and the recommendation all read it (a test holds every other module to it).
+
+Torch-free: the web process imports it; a model's module is imported only by :func:`model_class`.
+
+Every model class implements the same protocol:
+
+* ``from_config(backbone, config)``: a new, unfitted model with the run's settings;
+* ``fit(train_loader, val_loader=None, step=None)``: learn from defect-free images (``val_loader``:
+  the validation part's defect-free images, used only by models with ``uses_validation``);
+  ``step(fraction)`` reports progress;
+* ``anomaly_maps(images) -> (maps (B, S, S) float32, scores (B,) float64)``: each image on its own
+  (batch-independent);
+* ``state() -> {"tensors": {name: Tensor}, "settings": JSON-able dict}`` and the classmethod
+  ``load(state, backbone)``, which rebuilds a model that gives identical maps;
+* ``memory_bytes()`` (fitted parameters) and ``describe()`` (the report's ``model_info``).
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field, fields
+
+from .types import MAX_REPEATS, BenchmarkConfig
+
+# The four families of anomaly-localization models, by how they make the anomaly map.
+FAMILIES = {
+    "reconstruction": "Reconstruction (error of a model trained to rebuild normal data)",
+    "attribution": "Attribution map (where a model of normal data attends when explaining an image)",
+    "patch_similarity": "Patch similarity (distance to normal patch features)",
+    "normalizing_flow": "Normalizing flow (likelihood of features under a flow)",
+}
+
+# Backbones the engine can load (``backbones.BACKBONES`` holds their specs; a test keeps them equal).
+BACKBONE_NAMES = ("tf_efficientnet_lite0", "resnet18", "wide_resnet50_2")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One engine setting: its type, bounds or choices and a one-line help. The default is the
+    :class:`BenchmarkConfig` field's default (one source)."""
+
+    name: str
+    kind: type  # int | float | bool | str
+    help: str
+    low: float | None = None
+    high: float | None = None
+    choices: tuple[str, ...] | None = None
+    label: str = ""
+
+    @property
+    def default(self):
+        return _CONFIG_DEFAULTS[self.name]
+
+    @property
+    def title(self) -> str:
+        return self.label or self.name.replace("_", " ").capitalize()
+
+    def clean(self, value):
+        """The value converted to ``kind`` and checked; raises ValueError with a readable message."""
+        if self.kind is bool:
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in {"1", "true", "yes", "on"}:
+                return True
+            if text in {"0", "false", "no", "off"}:
+                return False
+            raise ValueError(f"Setting {self.name} must be true or false, not {value!r}.")
+        try:
+            value = whole_number(value) if self.kind is int else self.kind(value)
+        except (TypeError, ValueError, OverflowError):
+            kind = "whole number" if self.kind is int else self.kind.__name__
+            raise ValueError(f"Setting {self.name} must be a {kind}, not {value!r}.") from None
+        if self.choices is not None and value not in self.choices:
+            raise ValueError(f"{self.title} must be one of {', '.join(self.choices)}, not {value!r}.")
+        if self.low is not None and not (self.low <= value <= self.high):
+            raise ValueError(f"Setting {self.name} must lie between {self.low} and {self.high}, not {value}.")
+        return value
+
+
+def whole_number(value) -> int:
+    """An int from an int, an integral float (256.0) or its text; 256.7, "256.7" and booleans are refused."""
+    if isinstance(value, bool):
+        raise TypeError("a boolean is not a number")
+    if isinstance(value, float):
+        if not value.is_integer():
+            raise ValueError(value)
+        return int(value)
+    if isinstance(value, int):
+        return value
+    return int(str(value).strip())
+
+
+_CONFIG_DEFAULTS = {f.name: getattr(BenchmarkConfig(), f.name) for f in fields(BenchmarkConfig)}
+
+SETTINGS: dict[str, Setting] = {s.name: s for s in (
+    # ---- common to every model
+    Setting("backbone", str, "frozen ImageNet feature extractor", choices=BACKBONE_NAMES),
+    Setting("image_size", int, "images are resized to this square size (pixels)", 32, 1024, label="Image size"),
+    Setting("batch_size", int, "images loaded per step (results do not depend on it)", 1, 256),
+    Setting("device", str, "auto = CUDA when present", choices=DEVICES),
+    Setting("repeats", int, "evaluate on this many validation/test splits (seeds seed, seed+1, ...)", 1,
+            MAX_REPEATS, label="Repeated splits"),
+    Setting("val_fraction", float, "share of the test images used to fit thresholds", 0.05, 0.95),
+    Setting("normal_fpr_target", float, "false-positive rate on normal pixels for the normal_fpr threshold",
+            0.0001, 0.5),
+    Setting("pretrained", bool, "ImageNet weights (off: random weights, for tests)"),
+    # ---- PaDiM
+    Setting("n_features", int, "PaDiM: random channel subset per position", 1, 2048, label="Features"),
+    # ---- CFLOW
+    Setting("epochs", int, "training passes over the training features (CFLOW: at most, early stopping)", 1, 500),
+    Setting("learning_rate", float, "Adam step size of the trained models", 1e-7, 1.0),
+    Setting("early_stopping_patience", int, "CFLOW: epochs without improvement before stopping", 0, 100),
+    Setting("coupling_blocks", int, "CFLOW: coupling blocks per flow", 1, 32),
+    Setting("condition_vector", int, "CFLOW: positional-encoding channels (a multiple of 4)", 4, 512),
+    Setting("clamp_alpha", float, "CFLOW: affine clamping of the couplings", 0.1, 10.0),
+    Setting("fiber_batch_size", int, "CFLOW: feature vectors per optimiser step", 16, 65536),
+    # ---- reconstruction
+    Setting("latent_dim", int, "Reconstruction / attribution: latent width of the autoencoder", 1, 1024),
+    Setting("attribution_target", str, "Attribution: elbo = gradient x input of the VAE's score; "
+            "latent = Grad-CAM of its latent (Liu et al.)", choices=("elbo", "latent")),
+    # ---- PatchCore
+    Setting("coreset_ratio", float, "PatchCore: share of the training patches kept in the memory bank",
+            0.0001, 1.0),
+    Setting("projection_dim", int, "PatchCore: random-projection size for coreset distances (0 = none)",
+            0, 4096),
+    Setting("num_neighbors", int, "PatchCore: bank neighbours in the image-score reweighting", 1, 64),
+)}
+
+# The other BenchmarkConfig fields: chosen for each launch outside the settings form (model, seed,
+# techniques) or set by the process running the engine, never by a launch (a test holds
+# BenchmarkConfig's fields to SETTINGS + these).
+RUN_FIELDS = ("model", "seed", "techniques")
+PROCESS_FIELDS = ("layers", "weights_path", "num_workers", "num_threads")
+
+COMMON_SETTINGS = ("backbone", "image_size", "batch_size", "device", "repeats", "val_fraction",
+                   "normal_fpr_target", "pretrained")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    label: str
+    family: str
+    module: str  # inside inference.engine
+    cls: str
+    settings: tuple[str, ...]  # model-specific settings (COMMON_SETTINGS apply to all)
+    summary: str
+    # Backbone layers (feature_info indices) when the run does not say; None = backbone default.
+    default_layers: tuple[int, ...] | None = None
+    # Looks at the validation part's defect-free images while fitting (early stopping): refitted
+    # for every repeated split.
+    uses_validation: bool = False
+    citation: str = ""
+    extra: dict = field(default_factory=dict)
+
+
+MODELS: dict[str, ModelSpec] = {m.name: m for m in (
+    ModelSpec("padim", "PaDiM", "patch_similarity", "padim", "Padim", ("n_features",),
+              "one Gaussian per patch position (needs aligned images)",
+              citation="Defard et al., ICPR 2020"),
+    ModelSpec("patchcore", "PatchCore", "patch_similarity", "patchcore", "PatchCore",
+              ("coreset_ratio", "projection_dim", "num_neighbors"),
+              "nearest neighbour in a position-free memory bank of patch features",
+              default_layers=(2, 3), citation="Roth et al., CVPR 2022"),
+    ModelSpec("reconstruction", "Feature reconstruction", "reconstruction", "reconstruction",
+              "FeatureReconstruction", ("latent_dim", "epochs", "learning_rate"),
+              "autoencoder rebuilding the backbone's patch features; the error is the map",
+              citation="after DFR, Shi et al., Neurocomputing 2021"),
+    ModelSpec("attribution", "VAE attribution", "attribution", "attribution", "VaeAttention",
+              ("attribution_target", "latent_dim", "epochs", "learning_rate"),
+              "gradient attribution of a VAE trained on normal features (after Liu et al.)",
+              citation="Liu et al., CVPR 2020"),
+    ModelSpec("cflow", "CFLOW", "normalizing_flow", "cflow", "Cflow",
+              ("epochs", "learning_rate", "early_stopping_patience", "coupling_blocks", "condition_vector",
+               "clamp_alpha", "fiber_batch_size"),
+              "conditional normalizing flows on backbone features",
+              uses_validation=True, citation="Gudovskiy et al., WACV 2022"),
+)}
+
+DEFAULT_MODEL = _CONFIG_DEFAULTS["model"]
+
+
+def get(name: str) -> ModelSpec:
+    try:
+        return MODELS[name]
+    except KeyError:
+        raise ValueError(f"unknown model {name!r}; expected one of {', '.join(MODELS)}") from None
+
+
+def choices() -> list[tuple[str, str]]:
+    """(name, label) of every model, for forms and schemas."""
+    return [(m.name, m.label) for m in MODELS.values()]
+
+
+def label(name: str) -> str:
+    return MODELS[name].label if name in MODELS else name
+
+
+def settings_of(name: str) -> tuple[Setting, ...]:
+    """Every setting a run of model ``name`` reads: the common ones, then its own."""
+    return tuple(SETTINGS[s] for s in COMMON_SETTINGS + get(name).settings)
+
+
+def model_class(name: str):
+    """The model's class (imports its module, and torch)."""
+    spec = get(name)
+    module = importlib.import_module(f"{__package__}.{spec.module}")
+    return getattr(module, spec.cls)
+
+
+def build(config: BenchmarkConfig, backbone):
+    return model_class(config.model).from_config(backbone, config)
+
+
+def load(state: dict, backbone):
+    """A fitted model from :meth:`state` (``state["settings"]["model"]`` names it)."""
+    return model_class(state["settings"]["model"]).load(state, backbone)
