@@ -228,6 +228,6 @@ def test_launch_every_family_at_once_and_read_them_side_by_side(bench_demo, cele
         assert spec.label in header
     for family in ("Reconstruction", "Attribution map", "Patch similarity", "Normalizing flow"):
         assert family in header, family
-    paired = page.inner_text(".card.paired")
+    paired = page.inner_text("section.compare-group .paired")
     assert paired.count("distinguishable") == len(runs) - 1, paired  # every family against the first
     page.screenshot(path=str(test_output_dir / "compare_families.png"), full_page=True)
