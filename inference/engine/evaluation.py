@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -595,5 +595,3 @@ def mean_spread(values: Sequence[float | None]) -> tuple[float | None, float | N
         return None, None, 0
     return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0, len(v)
 
-
-ProgressFn = Callable[[float], None]
