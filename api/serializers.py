@@ -40,7 +40,8 @@ class ImageSerializer(serializers.ModelSerializer):
 
 class LabelSerializer(serializers.ModelSerializer):
     annotator = serializers.CharField(source="annotator.username", read_only=True)
-    image = serializers.PrimaryKeyRelatedField(queryset=Image.objects.all())
+    # With its product and dataset: submitting reads the dataset's overlap.
+    image = serializers.PrimaryKeyRelatedField(queryset=Image.objects.select_related("product__dataset"))
 
     class Meta:
         model = Label

@@ -183,11 +183,12 @@ class NextImageView(APIView):
         """Claim the next image the caller should label (optionally within a dataset or product)."""
         serializer = s.NextImageRequestSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        image = queue.next_image(request.user, dataset=serializer.validated_data.get("dataset"),
+        handout = queue.hand_out(request.user, dataset=serializer.validated_data.get("dataset"),
                                  product=serializer.validated_data.get("product"))
-        if image is None:
+        if handout.image is None:
             return Response(status=status.HTTP_204_NO_CONTENT)
-        return Response(s.WorkspaceSerializer(workspace_data(image, request.user)).data)
+        data = workspace_data(handout.image, request.user, upcoming=handout.upcoming)
+        return Response(s.WorkspaceSerializer(data).data)
 
 
 class SkipView(APIView):

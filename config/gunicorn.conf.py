@@ -12,3 +12,9 @@ timeout = int(os.environ.get("GUNICORN_TIMEOUT", "120"))
 max_requests = int(os.environ.get("GUNICORN_MAX_REQUESTS", "1000"))
 max_requests_jitter = int(os.environ.get("GUNICORN_MAX_REQUESTS_JITTER", "100"))
 accesslog = os.environ.get("GUNICORN_ACCESS_LOG") or None
+# Seconds an idle client connection is kept open. A kept-alive connection stays with the worker
+# process that accepted it, so a few busy clients can pile onto one process while others idle;
+# behind a proxy that opens a connection per request this does not arise.
+keepalive = int(os.environ.get("GUNICORN_KEEPALIVE", "2"))
+# With GUNICORN_ACCESS_LOG: the default line plus the time taken, in microseconds, and the worker.
+access_log_format = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s" %(D)s pid=%(p)s'

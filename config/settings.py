@@ -127,6 +127,14 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 30
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# --- Cache --------------------------------------------------------------------------------
+# Queue progress figures are cached for a few seconds and adjusted in place when a label
+# completes an image. With several web processes they must share one cache (DJANGO_CACHE_URL,
+# e.g. redis://127.0.0.1:6379/1); without it each process keeps its own in memory.
+if os.environ.get("DJANGO_CACHE_URL"):
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache",
+                          "LOCATION": os.environ["DJANGO_CACHE_URL"]}}
+
 AUTH_USER_MODEL = "annotator.User"
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},

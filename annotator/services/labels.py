@@ -17,11 +17,16 @@ def recount_labels(image: Image) -> tuple[bool, bool, list[int]]:
     if row is None:
         return False, False, []
     before, overlap = row
-    labels = Label.objects.filter(image_id=image.pk)
-    annotators = list(labels.values_list("annotator_id", flat=True))
+    # Unordered: Label's default ordering (by image) would join image, product and dataset.
+    labels = list(Label.objects.filter(image_id=image.pk).order_by().values_list("annotator_id", "background", "category"))
+    annotators = [annotator for annotator, *_ in labels]
     n = len(annotators)
-    disagrees = n > 1 and labels.values("background", "category").distinct().count() > 1
+    disagrees = len({tuple(value) for _, *value in labels}) > 1
     Image.objects.filter(pk=image.pk).update(label_count=n, needs_labels=n < overlap, disagrees=disagrees)
+    if before != (n < overlap):
+        from annotator.services.queue import images_short_of_labels_changed
+
+        images_short_of_labels_changed(image.product_id, +1 if n < overlap else -1)
     return before, n < overlap, annotators
 
 
@@ -49,7 +54,9 @@ def _snapshot(label: Label | None) -> dict | None:
     return {"background": label.background, "category": label.category}
 
 
-@transaction.atomic
+# No savepoint: a failure here fails the caller's transaction as a whole (the queue's, which holds
+# the image's row lock), and the hot path saves two round trips.
+@transaction.atomic(savepoint=False)
 def save_label(
     *,
     image: Image,
@@ -62,7 +69,7 @@ def save_label(
     """Create or change ``annotator``'s label of ``image``; a no-op change writes no history."""
     if category not in Label.Category.values:
         raise ValueError(f"Unknown defect category {category!r}; expected one of {Label.Category.values}.")
-    label = Label.objects.select_for_update().filter(image=image, annotator=annotator).first()
+    label = Label.objects.select_for_update().filter(image=image, annotator=annotator).order_by().first()
     before = _snapshot(label)
     if label is None:
         label = Label(image=image, annotator=annotator)

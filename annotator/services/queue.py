@@ -71,26 +71,52 @@ def _start_serialised_transaction() -> None:
 
 
 def _lock_image(image_id: int, *, skip_locked: bool) -> Image | None:
-    queryset = Image.objects.filter(pk=image_id)
+    """The image row, locked until the transaction ends (None: gone, or locked by another
+    transaction when ``skip_locked``)."""
+    # Unordered and of the image row only: Image's default ordering joins product and dataset,
+    # and FOR UPDATE over that join would lock the product row too, serialising (or, with SKIP
+    # LOCKED, hiding) every image of the product while one transaction holds it.
+    queryset = Image.objects.filter(pk=image_id).order_by()
     if connection.features.has_select_for_update:
         if skip_locked and connection.features.has_select_for_update_skip_locked:
-            queryset = queryset.select_for_update(skip_locked=True)
+            queryset = queryset.select_for_update(skip_locked=True, of=("self",))
         else:
-            queryset = queryset.select_for_update()
-    return queryset.select_related("product__dataset").first()
+            queryset = queryset.select_for_update(of=("self",))
+    return queryset.first()
 
 
-def _slots_taken(image: Image, user: User) -> int:
-    """Labels plus fresh claims by other users (read after the image row is locked)."""
-    labels = Label.objects.filter(image=image).count()
-    claims = Claim.objects.filter(image=image, claimed_at__gte=_fresh_after()).exclude(annotator=user).count()
-    return labels + claims
+@dataclass(frozen=True)
+class Slots:
+    """Who holds an image's label slots, read in one statement after its row is locked."""
+
+    labels: int  # labels of the image, the user's included
+    own_label: bool
+    own_claim: bool  # the user's fresh claim
+    others_claims: int  # fresh claims by other users
+
+    def open_to_user(self, overlap: int) -> bool:
+        """The user has not labelled the image and a slot is free beside others' labels and claims."""
+        return not self.own_label and self.labels + self.others_claims < overlap
 
 
-def _open_for(image: Image, user: User) -> bool:
-    if Label.objects.filter(image=image, annotator=user).exists():
-        return False
-    return _slots_taken(image, user) < image.product.dataset.label_overlap
+def _slots(image_id: int, user: User) -> Slots:
+    """Label and claim counts of one image as one statement (four index probes).
+
+    A fresh statement after the row lock: under READ COMMITTED it sees every claim and label
+    committed by the transactions that held the lock before.
+    """
+    label, claim = Label._meta.db_table, Claim._meta.db_table
+    fresh_after = connection.ops.adapt_datetimefield_value(_fresh_after())
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT (SELECT COUNT(*) FROM {label} WHERE image_id = %s),"
+            f" (SELECT COUNT(*) FROM {label} WHERE image_id = %s AND annotator_id = %s),"
+            f" (SELECT COUNT(*) FROM {claim} WHERE image_id = %s AND annotator_id = %s AND claimed_at >= %s),"
+            f" (SELECT COUNT(*) FROM {claim} WHERE image_id = %s AND annotator_id <> %s AND claimed_at >= %s)",
+            [image_id, image_id, user.pk, image_id, user.pk, fresh_after, image_id, user.pk, fresh_after],
+        )
+        labels, own_label, own_claim, others_claims = cursor.fetchone()
+    return Slots(labels, bool(own_label), bool(own_claim), others_claims)
 
 
 def _scope_products(*, dataset, product) -> list[Product]:
@@ -151,39 +177,59 @@ def _lock_user(user: User) -> None:
         User.objects.select_for_update().filter(pk=user.pk).values_list("pk", flat=True).first()
 
 
-def _claim_next(user: User, products: list[Product], *, skipped: bool) -> tuple[Image | None, bool]:
-    """Lock and claim the first open image (``SELECT ... FOR UPDATE SKIP LOCKED LIMIT 1``)."""
+# Candidates read per query when claiming: the first that is still open is claimed, the others
+# are the images the user will probably get next (the workspace prefetches them).
+CANDIDATES = 3
+
+
+@dataclass
+class Handout:
+    """What the queue hands a user: the claimed image and the ids it would probably hand next."""
+
+    image: Image | None
+    upcoming: list[int]
+
+
+def _claim(user: User, image: Image) -> None:
+    """The user's one claim now points at ``image`` (an upsert on the one-claim-per-user key)."""
+    Claim.objects.bulk_create(
+        [Claim(image=image, annotator=user, claimed_at=timezone.now())],
+        update_conflicts=True, unique_fields=["annotator"], update_fields=["image", "claimed_at"],
+    )
+
+
+def _claim_next(user: User, products: list[Product], *, skipped: bool) -> tuple[Handout | None, bool]:
+    """Claim the first open image: a few candidates in queue order (one indexed query), then each
+    candidate's row locked with ``SELECT ... FOR UPDATE SKIP LOCKED`` and its slots re-read."""
     saw_locked = False
     fresh_after = _fresh_after()
     for scoped in products:
+        overlap = scoped.dataset.label_overlap
         tried: list[int] = []
         while True:
             images = _open_images(user, scoped, skipped=skipped, fresh_after=fresh_after)
             if tried:
                 images = images.exclude(pk__in=tried)
-            if connection.features.has_select_for_update_skip_locked:
-                # Rows another transaction holds are passed over, not waited for.
-                image = images.select_related("product__dataset").select_for_update(
-                    skip_locked=True, of=("self",)
-                ).first()
-            else:
-                image = images.select_related("product__dataset").first()
-            if image is None:
-                # Could a locked row have hidden an open image? Only if the plain query sees one.
-                if connection.features.has_select_for_update_skip_locked and images.exists():
-                    saw_locked = True
+            candidates = list(images.values_list("pk", flat=True)[:CANDIDATES])
+            if not candidates:
                 break
-            if not _open_for(image, user):  # re-read after the lock: committed claims count now
-                tried.append(image.pk)
-                continue
-            Claim.objects.filter(annotator=user).delete()
-            Claim.objects.create(image=image, annotator=user, claimed_at=timezone.now())
-            return image, False
+            for image_id in candidates:
+                tried.append(image_id)
+                image = _lock_image(image_id, skip_locked=True)
+                if image is None:  # another transaction holds the row: passed over, not waited for
+                    saw_locked = True
+                    continue
+                if not _slots(image_id, user).open_to_user(overlap):  # committed claims count now
+                    continue
+                _claim(user, image)
+                image.product = scoped
+                return Handout(image, [c for c in candidates if c not in tried]), False
     return None, saw_locked
 
 
-def next_image(user: User, *, dataset=None, product=None) -> Image | None:
-    """Claim and return the next image ``user`` should label, or None when nothing is left.
+def hand_out(user: User, *, dataset=None, product=None) -> Handout:
+    """Claim the next image ``user`` should label (``Handout.image`` None when nothing is left),
+    with the ids of the images the user will probably get after it.
 
     ``product`` must belong to ``dataset`` when both are given (QueueError otherwise). A
     candidate whose row another transaction has locked is skipped, not waited for; if nothing
@@ -192,14 +238,21 @@ def next_image(user: User, *, dataset=None, product=None) -> Image | None:
     """
     products = _scope_products(dataset=dataset, product=product)
     for attempt in range(100):
-        image, saw_locked = _try_next_image(user, products)
-        if image is not None or not saw_locked:
-            return image
+        handout, saw_locked = _try_hand_out(user, products)
+        if handout is not None:
+            return handout
+        if not saw_locked:
+            break
         time.sleep(min(0.2, 0.01 * (attempt + 1)))
-    return None
+    return Handout(None, [])
 
 
-def _try_next_image(user: User, products: list[Product]) -> tuple[Image | None, bool]:
+def next_image(user: User, *, dataset=None, product=None) -> Image | None:
+    """Claim and return the next image ``user`` should label, or None when nothing is left."""
+    return hand_out(user, dataset=dataset, product=product).image
+
+
+def _try_hand_out(user: User, products: list[Product]) -> tuple[Handout | None, bool]:
     with transaction.atomic():
         _start_serialised_transaction()
         _lock_user(user)
@@ -212,15 +265,15 @@ def _try_next_image(user: User, products: list[Product]) -> tuple[Image | None, 
             .first()
         )
         if mine is not None:
-            mine.claimed_at = timezone.now()
-            mine.save(update_fields=["claimed_at"])
-            return mine.image, False
+            Claim.objects.filter(pk=mine.pk).update(claimed_at=timezone.now())
+            image = mine.image
+            return Handout(image, peek(user, product=image.product, exclude={image.pk})), False
         saw_locked = False
         for skipped in (False, True):
-            image, locked = _claim_next(user, products, skipped=skipped)
+            handout, locked = _claim_next(user, products, skipped=skipped)
             saw_locked = saw_locked or locked
-            if image is not None:
-                return image, False
+            if handout is not None:
+                return handout, False
     return None, saw_locked
 
 
@@ -251,14 +304,15 @@ def submit_label(*, user: User, image: Image, background: bool, category: str, s
         locked = _lock_image(image.pk, skip_locked=False)
         if locked is None:
             raise QueueError("The image no longer exists.")
-        own_label = Label.objects.filter(image=locked, annotator=user).exists()
-        own_claim = Claim.objects.filter(image=locked, annotator=user, claimed_at__gte=_fresh_after()).exists()
-        if not own_label and not own_claim and not _open_for(locked, user):
-            raise QueueError("This image already has all the labels it needs.")
-        if not own_label and own_claim:
-            # A fresh claim reserved a slot; labels alone must still fit within the overlap.
-            if Label.objects.filter(image=locked).count() >= locked.product.dataset.label_overlap:
+        overlap = image.product.dataset.label_overlap
+        slots = _slots(locked.pk, user)
+        if not slots.own_label:
+            # A fresh claim reserved a slot (labels alone must still fit within the overlap);
+            # without one, others' labels and fresh claims must leave a slot free.
+            full = slots.labels >= overlap if slots.own_claim else not slots.open_to_user(overlap)
+            if full:
                 raise QueueError("This image already has all the labels it needs.")
+        locked.product = image.product
         label = save_label(image=locked, annotator=user, background=background, category=category, source=source)
         Claim.objects.filter(image=locked, annotator=user).delete()
         Skip.objects.filter(image=locked, annotator=user).delete()
@@ -290,6 +344,22 @@ def _cached(key: str, compute):
     return value
 
 
+def _short_key(product_id: int) -> str:
+    # How many of the product's images are short of labels: shared by its annotators and only
+    # shown, so counted at most every few seconds (the count walks thousands of index entries in
+    # a large product); between counts every label that completes an image (or reopens one)
+    # adjusts it, so an annotator's own numbers add up right after a submit.
+    return f"queue:product-short:{product_id}"
+
+
+def images_short_of_labels_changed(product_id: int, delta: int) -> None:
+    """An image of the product stopped (-1) or started (+1) needing labels."""
+    try:
+        cache.incr(_short_key(product_id), delta)
+    except ValueError:  # not counted lately: the next reader counts
+        pass
+
+
 def product_progress(product: Product, cached: bool = True) -> Progress:
     """Images of ``product`` with all the labels the overlap asks for (or a review decision)."""
 
@@ -313,7 +383,7 @@ def user_progress(user: User, product: Product) -> Progress:
     """
     row = AnnotatorProgress.objects.filter(annotator=user, product=product).values_list("done", "waiting").first()
     done, waiting = row or (0, 0)
-    short = labellable_images(product=product).filter(needs_labels=True).count()
+    short = _cached(_short_key(product.pk), lambda: labellable_images(product=product).filter(needs_labels=True).count())
     held = Claim.objects.filter(image__product=product, claimed_at__gte=_fresh_after()).exclude(annotator=user).count()
     return Progress(done, done + max(0, short - waiting - held))
 

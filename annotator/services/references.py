@@ -62,6 +62,11 @@ def compute_references(product_id: int) -> str:
     return ReferenceIndex.objects.get(pk=index.pk).status
 
 
-def nearest_reference(image: Image) -> Image | None:
+def computed_nearest_reference(image: Image) -> Image | None:
+    """The nearest defect-free image once the product's references are computed, else None."""
     row = NearestReference.objects.filter(image=image).select_related("reference").first()
-    return row.reference if row else _good_train(image.product_id).first()
+    return row.reference if row else None
+
+
+def nearest_reference(image: Image) -> Image | None:
+    return computed_nearest_reference(image) or _good_train(image.product_id).first()

@@ -8,21 +8,27 @@ REFERENCE_LIMIT = 24
 LABELLED_LIMIT = 50
 
 
-def workspace_data(image: Image, user) -> dict:
-    product = image.product
-    references = list(Image.objects.filter(product=product, split=Image.Split.TRAIN, is_anomalous=False)[:REFERENCE_LIMIT])
-    # The nearest defect-free image (feature space, computed in the background) is shown first.
-    from annotator.services.references import ensure_references, nearest_reference
+def workspace_data(image: Image, user, *, upcoming: list[int] | None = None) -> dict:
+    """``upcoming``: the images the queue would hand out next, when the caller knows them already."""
+    from annotator.services.references import computed_nearest_reference, ensure_references
 
-    ensure_references(product)
-    nearest = nearest_reference(image)
-    if nearest is not None:
+    product = image.product
+    references = list(Image.objects.filter(product=product, split=Image.Split.TRAIN, is_anomalous=False)
+                      .order_by("path")[:REFERENCE_LIMIT])
+    # The nearest defect-free image (feature space, computed in the background) is shown first;
+    # until it is computed, the product's first defect-free image stands in.
+    nearest = computed_nearest_reference(image)
+    if nearest is None:
+        ensure_references(product)
+    else:
         references = [nearest] + [r for r in references if r.pk != nearest.pk][:REFERENCE_LIMIT - 1]
-    my_label = Label.objects.filter(image=image, annotator=user).select_related("annotator").first()
+    my_label = Label.objects.filter(image=image, annotator=user).select_related("annotator").order_by().first()
     labelled_ids = list(
         Label.objects.filter(annotator=user, image__product=product).order_by("-created_at")
         .values_list("image_id", flat=True)[:LABELLED_LIMIT]
     )[::-1]
+    if upcoming is None:
+        upcoming = queue.peek(user, product=product, exclude={image.pk})
     return {
         "image": image,
         "product": product,
@@ -32,5 +38,5 @@ def workspace_data(image: Image, user) -> dict:
         "progress_user": queue.user_progress(user, product).as_dict(),
         "progress_product": queue.product_progress(product).as_dict(),
         "labelled_ids": labelled_ids,
-        "upcoming": queue.peek(user, product=product, exclude={image.pk}),
+        "upcoming": upcoming,
     }
