@@ -243,3 +243,46 @@ def test_progress_counters_match_a_recount_after_labels_come_and_go(dataset, mak
                 if not image.labels.filter(annotator=user).exists() and image.labels.count() < 2
             )
             assert progress.as_dict()["total"] == mine.count() + open_now
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_image_being_labelled_holds_up_no_other_image_of_its_product(tmp_path, settings, make_user):
+    """While one annotator's submit holds its image, others of the same product get and submit
+    theirs at once (the lock covered the whole product row before: everyone queued behind it)."""
+    if connection.vendor != "postgresql":
+        pytest.skip("row locks: PostgreSQL only (SQLite serialises all queue transactions by design)")
+    from django.db import transaction
+
+    settings.DEFECTBENCH_DATA_ROOTS = [tmp_path]
+    dataset = make_dataset(tmp_path, products=(("widget", "object", 6),))
+    holder, other = make_user("holder"), make_user("other")
+    held = queue.next_image(holder, dataset=dataset)
+    locked, release, errors = threading.Event(), threading.Event(), []
+
+    def hold():
+        try:
+            with transaction.atomic():
+                assert queue._lock_image(held.pk, skip_locked=False) is not None
+                locked.set()
+                release.wait(timeout=30)
+        except Exception as error:  # noqa: BLE001 - reported below
+            errors.append(repr(error))
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    try:
+        assert locked.wait(timeout=30)
+        with connection.cursor() as cursor:  # a wait on the held lock fails the test instead of hanging
+            cursor.execute("SET lock_timeout = '3s'")
+        image = queue.next_image(other, dataset=dataset)
+        assert image is not None and image.pk != held.pk
+        queue.submit_label(user=other, image=image, background=True, category="surface")
+        assert Label.objects.filter(image=image, annotator=other).exists()
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("SET lock_timeout = 0")
+        release.set()
+        thread.join(timeout=30)
+    assert not errors, errors
