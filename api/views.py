@@ -187,7 +187,7 @@ class NextImageView(APIView):
                                  product=serializer.validated_data.get("product"))
         if handout.image is None:
             return Response(status=status.HTTP_204_NO_CONTENT)
-        data = workspace_data(handout.image, request.user, upcoming=handout.upcoming)
+        data = workspace_data(handout.image, request.user, handout=handout)
         return Response(s.WorkspaceSerializer(data).data)
 
 

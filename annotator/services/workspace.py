@@ -1,4 +1,6 @@
 """What the labelling workspace shows for one image and one annotator."""
+from django.core.cache import cache
+
 from annotator.models import Image, Label
 from annotator.services import queue
 from annotator.services.labels import visible_history
@@ -8,8 +10,13 @@ REFERENCE_LIMIT = 24
 LABELLED_LIMIT = 50
 
 
-def workspace_data(image: Image, user, *, upcoming: list[int] | None = None) -> dict:
-    """``upcoming``: the images the queue would hand out next, when the caller knows them already."""
+# How long the workspace trusts that a product's nearest references were asked for.
+REFERENCES_ASKED_SECONDS = 60
+
+
+def workspace_data(image: Image, user, *, handout: queue.Handout | None = None) -> dict:
+    """``handout``: the queue just handed ``image`` to ``user`` (who has no label of it yet) with
+    the images it would hand out next."""
     from annotator.services.references import computed_nearest_reference, ensure_references
 
     product = image.product
@@ -19,16 +26,18 @@ def workspace_data(image: Image, user, *, upcoming: list[int] | None = None) -> 
     # until it is computed, the product's first defect-free image stands in.
     nearest = computed_nearest_reference(image)
     if nearest is None:
-        ensure_references(product)
+        if not cache.get(f"workspace:references-asked:{product.pk}"):
+            ensure_references(product)
+            cache.set(f"workspace:references-asked:{product.pk}", True, REFERENCES_ASKED_SECONDS)
     else:
         references = [nearest] + [r for r in references if r.pk != nearest.pk][:REFERENCE_LIMIT - 1]
-    my_label = Label.objects.filter(image=image, annotator=user).select_related("annotator").order_by().first()
+    my_label = None if handout else (
+        Label.objects.filter(image=image, annotator=user).select_related("annotator").order_by().first())
     labelled_ids = list(
         Label.objects.filter(annotator=user, image__product=product).order_by("-created_at")
         .values_list("image_id", flat=True)[:LABELLED_LIMIT]
     )[::-1]
-    if upcoming is None:
-        upcoming = queue.peek(user, product=product, exclude={image.pk})
+    upcoming = handout.upcoming if handout else queue.peek(user, product=product, exclude={image.pk})
     return {
         "image": image,
         "product": product,
