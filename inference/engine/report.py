@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 import types
 import typing
 from dataclasses import dataclass
@@ -53,6 +54,30 @@ class Estimate:
     value: float | None
     low: float | None = None
     high: float | None = None
+
+
+def estimate_parts(estimate, digits: int = 3) -> tuple[str, str | None]:
+    """An ``Estimate`` as stored in a report (a dict of value, low, high), or a plain number, or
+    None, as text: ("0.912", "[0.871, 0.944]"); the interval is None where there is none, the
+    value "—" where there is no value. The one formatting of estimates (CLI, pages, advice)."""
+    if isinstance(estimate, dict):
+        value, low, high = estimate.get("value"), estimate.get("low"), estimate.get("high")
+    else:
+        value, low, high = estimate, None, None
+
+    def number(x) -> bool:
+        return isinstance(x, numbers.Real) and not isinstance(x, bool)
+
+    if not number(value):
+        return "—", None
+    interval = f"[{low:.{digits}f}, {high:.{digits}f}]" if number(low) and number(high) else None
+    return f"{value:.{digits}f}", interval
+
+
+def estimate_text(estimate, digits: int = 3) -> str:
+    """``0.912 [0.871, 0.944]``: a test-part number and its 95 % interval (see ``estimate_parts``)."""
+    value, interval = estimate_parts(estimate, digits)
+    return f"{value} {interval}" if interval else value
 
 
 @dataclass

@@ -21,7 +21,7 @@ from annotator.services.labels import effective_labels
 from inference.engine import registry
 from inference.models import ModelName, ProductRun, Status
 from inference.engine.evaluation import paired_difference
-from inference.engine.report import Estimate
+from inference.engine.report import Estimate, estimate_text
 from inference.services.reports import TECHNIQUE_LABELS, is_current
 
 SURFACE_DOMINANT = 0.5
@@ -120,16 +120,9 @@ def paired(best: dict, other: dict) -> Estimate:
     )
 
 
-def _fmt_est(e: dict) -> str:
-    text = f"{e['value']:.3f}"
-    if e.get("low") is not None:
-        text += f" [{e['low']:.3f}, {e['high']:.3f}]"
-    return text
-
-
 def _describe(c: dict) -> str:
     return (f"{registry.label(c['model'])} with the {TECHNIQUE_LABELS.get(c['technique'], c['technique'])} "
-            f"threshold (cross-validated IoU {c['cv_iou']:.3f}, held-out test IoU {_fmt_est(c['iou'])}, run {c['run']})")
+            f"threshold (cross-validated IoU {c['cv_iou']:.3f}, held-out test IoU {estimate_text(c['iou'])}, run {c['run']})")
 
 
 def recommend(product: Product) -> dict:

@@ -22,6 +22,7 @@ from django.core.management.base import BaseCommand, CommandError
 from annotator.label_format import SuffixIndex, match_rows, parse_label_csv
 from annotator.layouts import LAYOUTS
 from inference.engine import registry
+from inference.engine.report import estimate_text
 from inference.engine.split import split_problems
 from inference.engine.types import BenchmarkConfig
 
@@ -256,20 +257,11 @@ def _fmt(value) -> str:
     return f"{value:.3f}" if isinstance(value, (int, float)) else "—"
 
 
-def _est(estimate: dict | None) -> str:
-    """``0.912 [0.871, 0.944]``: a test-part number and its 95 % interval."""
-    estimate = estimate or {}
-    text = _fmt(estimate.get("value"))
-    if estimate.get("low") is not None:
-        text += f" [{_fmt(estimate['low'])}, {_fmt(estimate['high'])}]"
-    return text
-
-
 def summary_text(report: dict) -> str:
     """What a person reads first: the test-part numbers with intervals, the choice and how it was made."""
     free = report["test_part"]
-    lines = [f"Test part (95 % intervals): image AUROC {_est(free['image_auroc'])}, "
-             f"pixel AUROC {_est(free['pixel_auroc'])}, AUPRO {_est(free['aupro'])}"]
+    lines = [f"Test part (95 % intervals): image AUROC {estimate_text(free['image_auroc'])}, "
+             f"pixel AUROC {estimate_text(free['pixel_auroc'])}, AUPRO {estimate_text(free['aupro'])}"]
     selection = report["selection"]
     lines.append(f"Technique chosen by cross-fitting ({selection['method']}): {selection['chosen'] or 'none'}")
     for entry in selection["entries"]:
@@ -279,11 +271,11 @@ def summary_text(report: dict) -> str:
             continue
         cv = (f"cross-validated IoU {_fmt(entry['cv_iou_mean'])} ± {_fmt(entry['cv_iou_std'])}"
               if entry["cv_iou_mean"] is not None else "not cross-validated")
-        lines.append(f"  {entry['technique']:<11} {cv}; test IoU {_est(result['test']['iou'])}")
+        lines.append(f"  {entry['technique']:<11} {cv}; test IoU {estimate_text(result['test']['iou'])}")
     decision = report["image_decision"]
     if decision["test"]:
-        lines.append(f"Image decision: accuracy {_est(decision['test']['accuracy'])}, "
-                     f"recall {_est(decision['test']['recall'])}, precision {_est(decision['test']['precision'])}")
+        lines.append(f"Image decision: accuracy {estimate_text(decision['test']['accuracy'])}, "
+                     f"recall {estimate_text(decision['test']['recall'])}, precision {estimate_text(decision['test']['precision'])}")
     curves = {c["technique"]: c for c in report["few_shot"]["curves"]}
     chosen = curves.get(selection["chosen"] or "")
     if chosen and chosen["needs_anomalous"] and chosen["enough"] is not None:
