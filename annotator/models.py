@@ -9,6 +9,17 @@ from django.db import models
 from annotator.paths import validate_data_root, validate_relative_path
 
 
+
+class BackgroundStatus(models.TextChoices):
+    """The states of the labelling side's background work (dataset imports, nearest references)."""
+
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    DONE = "done", "Done"
+    FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"
+
+
 class User(AbstractUser):
     class Role(models.TextChoices):
         ADMIN = "admin", "Admin"
@@ -295,12 +306,7 @@ class ReviewDecision(models.Model):
 class ImportJob(models.Model):
     """A zip upload imported by a Celery task; the row holds its state (progress, cancel flag)."""
 
-    class Status(models.TextChoices):
-        QUEUED = "queued", "Queued"
-        RUNNING = "running", "Running"
-        DONE = "done", "Done"
-        FAILED = "failed", "Failed"
-        CANCELLED = "cancelled", "Cancelled"
+    Status = BackgroundStatus
 
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
     upload_path = models.CharField(max_length=1024)  # the stored zip, removed when the job ends
@@ -381,14 +387,10 @@ def rebuild_annotator_progress(dataset: Dataset) -> None:
 class ReferenceIndex(models.Model):
     """Whether a product's nearest defect-free references are computed (one Celery task each)."""
 
-    class Status(models.TextChoices):
-        QUEUED = "queued", "Queued"
-        RUNNING = "running", "Running"
-        DONE = "done", "Done"
-        FAILED = "failed", "Failed"
+    Status = BackgroundStatus
 
     product = models.OneToOneField(Product, on_delete=models.CASCADE, related_name="reference_index")
-    status = models.CharField(max_length=8, choices=Status.choices, default=Status.QUEUED)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
     weights = models.CharField(max_length=512, blank=True, default="")
     error = models.TextField(blank=True, default="")
     updated_at = models.DateTimeField(auto_now=True)
