@@ -63,3 +63,22 @@ def test_export_answers_a_client_that_accepts_csv(make_user, tmp_path, settings)
     client.force_authenticate(make_user("csvuser"))
     response = client.get(f"/api/export/?dataset={dataset.pk}&variant=images", HTTP_ACCEPT="text/csv")
     assert response.status_code == 200 and response["Content-Type"].startswith("text/csv")
+
+
+@pytest.mark.django_db
+def test_subset_counts_and_the_run_list_refuse_bad_query_values(tmp_path, settings, make_user):
+    """A dataset id that is not a number, a status holding a null character: these were 500s."""
+    from tests.api.labelling_factory import make_dataset
+
+    settings.DEFECTBENCH_DATA_ROOTS = [tmp_path]
+    product = make_dataset(tmp_path).products.first()
+    client = APIClient()
+    client.force_authenticate(make_user("boss", role="admin"))
+    response = client.get(f"/api/benchmarks/subset-counts/?dataset=null&products={product.pk}")
+    assert response.status_code == 400 and "dataset" in response.json()
+    response = client.get(f"/api/benchmarks/subset-counts/?products={product.pk},x")
+    assert response.status_code == 400 and "products" in response.json()
+    for status in ("running%00", "sleeping"):
+        response = client.get(f"/api/benchmarks/runs/?status={status}")
+        assert response.status_code == 400 and "status" in response.json(), status
+    assert client.get("/api/benchmarks/runs/?status=queued,running").status_code == 200
