@@ -182,7 +182,7 @@ class InspectionJobSerializer(serializers.Serializer):
 
 
 class BatchRequestSerializer(serializers.Serializer):
-    folder = serializers.CharField(required=False, help_text="a folder inside the data roots")
+    folder = serializers.CharField(required=False, allow_blank=True, help_text="a folder inside the data roots")
     zip = serializers.FileField(required=False, help_text="a zip of images")
 
 

@@ -228,9 +228,11 @@ class BatchInspectView(APIView):
                    responses={201: s.InspectionJobSerializer})
     def post(self, request, pk):
         product = get_object_or_404(Product, pk=pk)
+        body = s.BatchRequestSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
         try:
-            job = deploy.start_batch(product, request.user, folder=request.data.get("folder") or None,
-                                     zip_file=request.FILES.get("zip"))
+            job = deploy.start_batch(product, request.user, folder=body.validated_data.get("folder") or None,
+                                     zip_file=body.validated_data.get("zip"))
         except deploy.DeployRefused as error:
             return _deploy_refused(error)
         return Response(s.InspectionJobSerializer(job).data, status=status.HTTP_201_CREATED)

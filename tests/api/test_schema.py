@@ -82,3 +82,19 @@ def test_subset_counts_and_the_run_list_refuse_bad_query_values(tmp_path, settin
         response = client.get(f"/api/benchmarks/runs/?status={status}")
         assert response.status_code == 400 and "status" in response.json(), status
     assert client.get("/api/benchmarks/runs/?status=queued,running").status_code == 200
+
+
+@pytest.mark.django_db
+def test_a_batch_inspection_body_that_is_not_an_object_is_a_400(tmp_path, settings, make_user):
+    """A JSON body of null, a list or a number was a 500; now a 400 and no job is created."""
+    from inference.models import InspectionJob
+    from tests.api.labelling_factory import make_dataset
+
+    settings.DEFECTBENCH_DATA_ROOTS = [tmp_path]
+    product = make_dataset(tmp_path).products.first()
+    client = APIClient()
+    client.force_authenticate(make_user("checker", role="reviewer"))
+    for body in ("null", "[1, 2]", "7"):
+        response = client.post(f"/api/products/{product.pk}/inspections/", body, content_type="application/json")
+        assert response.status_code == 400 and "non_field_errors" in response.json(), body
+    assert not InspectionJob.objects.exists()
