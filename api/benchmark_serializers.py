@@ -24,7 +24,7 @@ class BenchmarkRunSerializer(serializers.ModelSerializer):
     dataset = serializers.CharField(source="dataset.name")
     created_by = serializers.SerializerMethodField()
     parts = ProductRunSerializer(source="product_runs", many=True, read_only=True)
-    duration_seconds = serializers.FloatField(read_only=True)
+    duration_seconds = serializers.FloatField(read_only=True, allow_null=True, help_text="null until the run starts")
     subset = serializers.CharField(source="subset_description", read_only=True)
     urls = serializers.SerializerMethodField()
 

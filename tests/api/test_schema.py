@@ -98,3 +98,24 @@ def test_a_batch_inspection_body_that_is_not_an_object_is_a_400(tmp_path, settin
         response = client.post(f"/api/products/{product.pk}/inspections/", body, content_type="application/json")
         assert response.status_code == 400 and "non_field_errors" in response.json(), body
     assert not InspectionJob.objects.exists()
+
+
+@pytest.mark.django_db
+def test_a_queued_run_has_no_duration_and_the_schema_says_it_may_be_null(tmp_path, settings, make_user):
+    """duration_seconds is null until the run starts; the schema said a number, always."""
+    import yaml
+
+    from inference.models import BenchmarkRun
+    from tests.api.labelling_factory import make_dataset
+
+    target = tmp_path / "schema.yml"
+    call_command("spectacular", "--file", str(target))
+    components = yaml.safe_load(target.read_text())["components"]["schemas"]
+    assert components["BenchmarkRun"]["properties"]["duration_seconds"]["nullable"] is True
+
+    settings.DEFECTBENCH_DATA_ROOTS = [tmp_path]
+    run = BenchmarkRun.objects.create(dataset=make_dataset(tmp_path), model="padim", techniques=["f1"])
+    client = APIClient()
+    client.force_authenticate(make_user("watcher"))
+    assert client.get(f"/api/benchmarks/runs/{run.pk}/").json()["duration_seconds"] is None
+    assert client.get("/api/benchmarks/runs/").json()["results"][0]["duration_seconds"] is None
