@@ -273,6 +273,13 @@ class ExportView(APIView):
         dataset = get_object_or_404(Dataset, pk=params["dataset"])
         return csv_response(dataset, params["variant"], request.user)
 
+    def finalize_response(self, request, response, *args, **kwargs):
+        # Only the export itself is CSV: an error (no such dataset, a bad variant) is JSON like every
+        # other API error, also for a client that asked for text/csv.
+        if isinstance(response, Response) and response.status_code >= 400:
+            request.accepted_renderer, request.accepted_media_type = JSONRenderer(), JSONRenderer.media_type
+        return super().finalize_response(request, response, *args, **kwargs)
+
 
 def csv_response(dataset, variant, user):
     response = StreamingHttpResponse(label_csv.export_lines(dataset, variant, user), content_type="text/csv; charset=utf-8")

@@ -119,3 +119,14 @@ def test_a_queued_run_has_no_duration_and_the_schema_says_it_may_be_null(tmp_pat
     client.force_authenticate(make_user("watcher"))
     assert client.get(f"/api/benchmarks/runs/{run.pk}/").json()["duration_seconds"] is None
     assert client.get("/api/benchmarks/runs/").json()["results"][0]["duration_seconds"] is None
+
+
+@pytest.mark.django_db
+def test_export_errors_are_json_also_for_a_client_that_accepts_csv(make_user):
+    """The CSV renderer is for the export itself: a missing dataset is the documented JSON 404."""
+    client = APIClient()
+    client.force_authenticate(make_user("csvuser"))
+    for response in (client.get("/api/export/?dataset=0", HTTP_ACCEPT="text/csv"),
+                     client.get("/api/export/?dataset=0&format=csv")):
+        assert response.status_code == 404 and response["Content-Type"] == "application/json"
+        assert "detail" in response.json()
