@@ -130,3 +130,14 @@ def test_export_errors_are_json_also_for_a_client_that_accepts_csv(make_user):
                      client.get("/api/export/?dataset=0&format=csv")):
         assert response.status_code == 404 and response["Content-Type"] == "application/json"
         assert "detail" in response.json()
+
+
+@pytest.mark.django_db
+def test_an_api_url_nothing_answers_is_a_json_404(make_user, client):
+    """/api/labels/1.5/ matches no route: JSON like every API error, not Django's HTML page."""
+    api = APIClient()
+    api.force_authenticate(make_user("lost"))
+    for url in ("/api/labels/1.5/", "/api/benchmarks/runs/abc/", "/api/nothing-here/"):
+        response = api.get(url)
+        assert response.status_code == 404 and response.json() == {"detail": "Not found."}, url
+    assert client.get("/no-such-page/")["Content-Type"].startswith("text/html")
