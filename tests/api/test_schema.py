@@ -141,3 +141,21 @@ def test_an_api_url_nothing_answers_is_a_json_404(make_user, client):
         response = api.get(url)
         assert response.status_code == 404 and response.json() == {"detail": "Not found."}, url
     assert client.get("/no-such-page/")["Content-Type"].startswith("text/html")
+
+
+def test_schema_documents_404_for_a_page_past_the_end(tmp_path):
+    import yaml
+
+    target = tmp_path / "schema.yml"
+    call_command("spectacular", "--file", str(target))
+    paths = yaml.safe_load(target.read_text())["paths"]
+    for path in ("/api/datasets/", "/api/benchmarks/runs/", "/api/labels/"):
+        assert "404" in paths[path]["get"]["responses"], path
+
+
+@pytest.mark.django_db
+def test_a_page_past_the_end_is_a_404(make_user):
+    client = APIClient()
+    client.force_authenticate(make_user("pager"))
+    response = client.get("/api/datasets/?page=7")
+    assert response.status_code == 404 and response.json() == {"detail": "Invalid page."}
