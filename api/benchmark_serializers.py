@@ -4,9 +4,10 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from annotator.models import Label
+from api.serializers import CommaListField
 from inference.engine import registry
 from inference.services import runs
-from inference.models import BenchmarkRun, ModelName, ProductRun, Technique
+from inference.models import BenchmarkRun, ModelName, ProductRun, Status, Technique
 
 
 class ProductRunSerializer(serializers.ModelSerializer):
@@ -23,7 +24,7 @@ class BenchmarkRunSerializer(serializers.ModelSerializer):
     dataset = serializers.CharField(source="dataset.name")
     created_by = serializers.SerializerMethodField()
     parts = ProductRunSerializer(source="product_runs", many=True, read_only=True)
-    duration_seconds = serializers.FloatField(read_only=True)
+    duration_seconds = serializers.FloatField(read_only=True, allow_null=True, help_text="null until the run starts")
     subset = serializers.CharField(source="subset_description", read_only=True)
     urls = serializers.SerializerMethodField()
 
@@ -181,5 +182,18 @@ class InspectionJobSerializer(serializers.Serializer):
 
 
 class BatchRequestSerializer(serializers.Serializer):
-    folder = serializers.CharField(required=False, help_text="a folder inside the data roots")
+    folder = serializers.CharField(required=False, allow_blank=True, help_text="a folder inside the data roots")
     zip = serializers.FileField(required=False, help_text="a zip of images")
+
+
+class RunQuerySerializer(serializers.Serializer):
+    status = CommaListField(child=serializers.ChoiceField(choices=Status.values), required=False)
+
+
+class SubsetCountsQuerySerializer(serializers.Serializer):
+    dataset = serializers.IntegerField(required=False)
+    products = CommaListField(child=serializers.IntegerField(), required=False)
+    # Categories, techniques and background are checked by the launch rules (same messages as a launch).
+    categories = CommaListField(child=serializers.CharField(), required=False)
+    background = serializers.CharField(required=False, allow_blank=True)
+    techniques = CommaListField(child=serializers.CharField(), required=False)

@@ -2,7 +2,7 @@
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import generics, status
 from rest_framework.exceptions import PermissionDenied, ValidationError
 from rest_framework.permissions import IsAuthenticated
@@ -14,7 +14,8 @@ from api import benchmark_serializers as s
 from rest_framework.parsers import JSONParser, MultiPartParser
 
 from api.permissions import IsAdminRole, IsReviewerRole, ReadAnyWriteAdmin
-from inference.models import BenchmarkRun, InspectionJob, ProductRun
+from api.views import query
+from inference.models import BenchmarkRun, InspectionJob, ProductRun, Status
 from inference.services import deploy, recommendation, runs
 
 
@@ -27,6 +28,8 @@ def _runs_queryset():
     return BenchmarkRun.objects.select_related("dataset", "created_by").prefetch_related("product_runs__product")
 
 
+@extend_schema_view(get=extend_schema(parameters=[OpenApiParameter("status", OpenApiTypes.STR, description=(
+    "only runs in these statuses, comma-separated: " + ", ".join(Status.values)))]))
 class RunListView(generics.ListCreateAPIView):
     """GET: benchmark runs, newest first (``?status=running``). POST (admins): launch a run."""
 
@@ -35,9 +38,8 @@ class RunListView(generics.ListCreateAPIView):
 
     def get_queryset(self):
         queryset = _runs_queryset()
-        wanted = self.request.query_params.get("status")
-        if wanted:
-            queryset = queryset.filter(status__in=wanted.split(","))
+        if wanted := query(self.request, s.RunQuerySerializer).get("status"):
+            queryset = queryset.filter(status__in=wanted)
         return queryset
 
     @extend_schema(request=s.LaunchSerializer, responses={201: s.BenchmarkRunDetailSerializer})
@@ -104,13 +106,6 @@ class RetryView(APIView):
                         status=status.HTTP_201_CREATED)
 
 
-def _list_param(request, name):
-    values = []
-    for value in request.query_params.getlist(name):
-        values += [v for v in value.split(",") if v]
-    return values
-
-
 class SubsetCountsView(APIView):
     """How many images a launch with this subset would use, and why it would be refused."""
 
@@ -124,19 +119,15 @@ class SubsetCountsView(APIView):
         OpenApiParameter("techniques", OpenApiTypes.STR),
     ], responses=OpenApiTypes.OBJECT)
     def get(self, request):
-        try:
-            product_ids = [int(v) for v in _list_param(request, "products")]
-        except ValueError:
-            raise ValidationError({"products": "Expected product ids."})
-        products = Product.objects.filter(pk__in=product_ids).order_by("name")
-        dataset = request.query_params.get("dataset")
-        if dataset:
-            products = products.filter(dataset_id=dataset)
+        params = query(request, s.SubsetCountsQuerySerializer)
+        products = Product.objects.filter(pk__in=params.get("products", [])).order_by("name")
+        if params.get("dataset"):
+            products = products.filter(dataset_id=params["dataset"])
         try:
             counts = runs.subset_counts(
-                list(products), categories=_list_param(request, "categories"),
-                background=runs.parse_background(request.query_params.get("background")),
-                techniques=_list_param(request, "techniques"),
+                list(products), categories=params.get("categories", []),
+                background=runs.parse_background(params.get("background")),
+                techniques=params.get("techniques", []),
             )
         except runs.LaunchRefused as error:
             return _refused(error)
@@ -237,9 +228,11 @@ class BatchInspectView(APIView):
                    responses={201: s.InspectionJobSerializer})
     def post(self, request, pk):
         product = get_object_or_404(Product, pk=pk)
+        body = s.BatchRequestSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
         try:
-            job = deploy.start_batch(product, request.user, folder=request.data.get("folder") or None,
-                                     zip_file=request.FILES.get("zip"))
+            job = deploy.start_batch(product, request.user, folder=body.validated_data.get("folder") or None,
+                                     zip_file=body.validated_data.get("zip"))
         except deploy.DeployRefused as error:
             return _deploy_refused(error)
         return Response(s.InspectionJobSerializer(job).data, status=status.HTTP_201_CREATED)

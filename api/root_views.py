@@ -1,7 +1,9 @@
 """``/api/``: the API's entry points, and the page where a person manages their API token."""
 from django.contrib import messages
+from django.http import JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.views import defaults
 from django.views.decorators.http import require_http_methods
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
@@ -33,6 +35,14 @@ class ApiRootView(APIView):
     @extend_schema(responses={200: OpenApiTypes.OBJECT}, summary="The API's entry points: name -> URL")
     def get(self, request):
         return Response({name: request.build_absolute_uri(reverse(url)) for name, url in ENTRY_POINTS.items()})
+
+
+def page_not_found(request, exception):
+    """Django's 404 for a URL nothing answers (``handler404``): under /api/ JSON like every API
+    error (``{"detail": ...}``, as documented), elsewhere the usual page."""
+    if request.path.startswith("/api/"):
+        return JsonResponse({"detail": "Not found."}, status=404)
+    return defaults.page_not_found(request, exception)
 
 
 @require_http_methods(["GET", "POST"])

@@ -21,7 +21,7 @@ ERRORS = {
     "400": ("The request does not validate; nothing was changed.", FIELD_ERRORS),
     "401": ("Not logged in (no session and no valid token).", DETAIL),
     "403": ("Logged in, but the role does not allow this.", DETAIL),
-    "404": ("No such object (or not visible to this user).", DETAIL),
+    "404": ("No such object (or not visible to this user), or no such page of a list.", DETAIL),
 }
 # Where the labelling rules refuse a valid request: the image has all the labels it needs.
 CONFLICTS = {("/api/labels/", "post"), ("/api/labels/{id}/", "put"), ("/api/labels/{id}/", "patch")}
@@ -36,7 +36,8 @@ def add_error_responses(result, generator, request, public):
             wanted = ["401", "403"]
             if method in ("post", "put", "patch") or operation.get("parameters"):
                 wanted.append("400")
-            if "{" in path or any(p.get("in") == "query" and p.get("name") in ("dataset", "image")
+            # Objects named in the path or query, and pages of a list (?page= past the end: "Invalid page.").
+            if "{" in path or any(p.get("in") == "query" and p.get("name") in ("dataset", "image", "page")
                                   for p in operation.get("parameters", [])):
                 wanted.append("404")
             for code in wanted:

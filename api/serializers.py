@@ -3,6 +3,8 @@ from django.urls import reverse
 from rest_framework import serializers
 
 from annotator.models import Dataset, Image, Label, LabelHistory, Product, ReviewDecision
+from annotator.services import label_csv
+from annotator.services.display import DISPLAY_SIZES
 
 
 class DatasetSerializer(serializers.ModelSerializer):
@@ -150,3 +152,58 @@ class TokenRequestSerializer(serializers.Serializer):
 
 class TokenSerializer(serializers.Serializer):
     token = serializers.CharField()
+
+
+# ---- query parameters -----------------------------------------------------------------------------
+# Each list or filter endpoint validates its query string with one of these: a bad value (not a whole
+# number, a null character, an unknown choice) gets a 400 naming the parameter, never a server error.
+
+class CommaListField(serializers.ListField):
+    """A list in a query string, repeated (``?a=1&a=2``) and/or comma-separated (``?a=1,2``)."""
+
+    def get_value(self, dictionary):
+        if self.field_name not in dictionary:
+            return serializers.empty
+        return [part for value in dictionary.getlist(self.field_name) for part in value.split(",") if part]
+
+
+class DatasetQuerySerializer(serializers.Serializer):
+    dataset = serializers.IntegerField(required=False)
+
+
+class ImageQuerySerializer(serializers.Serializer):
+    product = serializers.IntegerField(required=False)
+    dataset = serializers.IntegerField(required=False)
+    split = serializers.ChoiceField(choices=Image.Split.values, required=False)
+    is_anomalous = serializers.BooleanField(required=False, allow_null=True, default=None)
+    defect_type = serializers.CharField(required=False)
+
+
+class FileQuerySerializer(serializers.Serializer):
+    size = serializers.ChoiceField(choices=DISPLAY_SIZES, required=False,
+                                   error_messages={"invalid_choice": f"One of {list(DISPLAY_SIZES)}."})
+
+
+class LabelQuerySerializer(serializers.Serializer):
+    image = serializers.IntegerField(required=False)
+    dataset = serializers.IntegerField(required=False)
+    annotator = serializers.CharField(required=False)
+
+
+class HistoryQuerySerializer(serializers.Serializer):
+    image = serializers.IntegerField(required=False)
+
+
+class ReviewQuerySerializer(serializers.Serializer):
+    dataset = serializers.IntegerField(required=False)
+    include_decided = serializers.BooleanField(required=False, default=False)
+
+
+class AgreementQuerySerializer(serializers.Serializer):
+    dataset = serializers.IntegerField()
+
+
+class ExportQuerySerializer(serializers.Serializer):
+    dataset = serializers.IntegerField()
+    variant = serializers.ChoiceField(choices=label_csv.EXPORT_VARIANTS, required=False, default="images",
+                                      error_messages={"invalid_choice": f"One of {list(label_csv.EXPORT_VARIANTS)}."})

@@ -29,14 +29,11 @@ from api.permissions import IsAdminRole, IsLabelOwnerOrReviewer, IsReviewerRole
 
 
 
-def _int_param(request, name):
-    value = request.query_params.get(name)
-    if value in (None, ""):
-        return None
-    try:
-        return int(value)
-    except ValueError:
-        raise ValidationError({name: "Expected an integer."})
+def query(request, serializer_class) -> dict:
+    """The request's query parameters as ``serializer_class`` validates them (a 400 naming them if not)."""
+    serializer = serializer_class(data=request.query_params)
+    serializer.is_valid(raise_exception=True)
+    return serializer.validated_data
 
 
 class DatasetViewSet(viewsets.ReadOnlyModelViewSet):
@@ -50,7 +47,7 @@ class ProductViewSet(viewsets.ReadOnlyModelViewSet):
 
     def get_queryset(self):
         products = Product.objects.select_related("dataset")
-        dataset = _int_param(self.request, "dataset")
+        dataset = query(self.request, s.DatasetQuerySerializer).get("dataset")
         return products.filter(dataset_id=dataset) if dataset else products
 
 
@@ -64,15 +61,15 @@ class ImageViewSet(viewsets.ReadOnlyModelViewSet):
 
     def get_queryset(self):
         images = Image.objects.select_related("product__dataset")
-        params = self.request.query_params
-        if product := _int_param(self.request, "product"):
+        params = query(self.request, s.ImageQuerySerializer)
+        if product := params.get("product"):
             images = images.filter(product_id=product)
-        if dataset := _int_param(self.request, "dataset"):
+        if dataset := params.get("dataset"):
             images = images.filter(product__dataset_id=dataset)
-        if params.get("split") in Image.Split.values:
+        if params.get("split"):
             images = images.filter(split=params["split"])
-        if params.get("is_anomalous") in ("true", "false", "1", "0"):
-            images = images.filter(is_anomalous=params["is_anomalous"] in ("true", "1"))
+        if params["is_anomalous"] is not None:
+            images = images.filter(is_anomalous=params["is_anomalous"])
         if params.get("defect_type"):
             images = images.filter(defect_type=params["defect_type"])
         return images
@@ -80,10 +77,7 @@ class ImageViewSet(viewsets.ReadOnlyModelViewSet):
     def _file(self, request, kind):
         image = self.get_object()
         url = reverse("image-file", args=[image.pk, kind])
-        size = request.query_params.get("size")
-        if size:
-            if not size.isdigit() or int(size) not in DISPLAY_SIZES:
-                raise ValidationError({"size": f"One of {list(DISPLAY_SIZES)}."})
+        if size := query(request, s.FileQuerySerializer).get("size"):
             url += f"?size={size}"
         return redirect(url)
 
@@ -133,13 +127,14 @@ class LabelViewSet(viewsets.ModelViewSet):
             return Label.objects.none()
         labels = Label.objects.select_related("annotator", "image")
         user = self.request.user
+        params = query(self.request, s.LabelQuerySerializer)
         if not user.is_reviewer_role:
             labels = labels.filter(annotator=user)
-        elif self.request.query_params.get("annotator"):
-            labels = labels.filter(annotator__username=self.request.query_params["annotator"])
-        if image := _int_param(self.request, "image"):
+        elif params.get("annotator"):
+            labels = labels.filter(annotator__username=params["annotator"])
+        if image := params.get("image"):
             labels = labels.filter(image_id=image)
-        if dataset := _int_param(self.request, "dataset"):
+        if dataset := params.get("dataset"):
             labels = labels.filter(image__product__dataset_id=dataset)
         return labels
 
@@ -215,10 +210,10 @@ class ReviewListView(generics.ListAPIView):
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):
             return Image.objects.none()
-        dataset = _int_param(self.request, "dataset")
+        params = query(self.request, s.ReviewQuerySerializer)
         return review.disagreements(
-            dataset=get_object_or_404(Dataset, pk=dataset) if dataset else None,
-            include_decided=self.request.query_params.get("include_decided") in ("1", "true"),
+            dataset=get_object_or_404(Dataset, pk=params["dataset"]) if params.get("dataset") else None,
+            include_decided=params["include_decided"],
         )
 
     def list(self, request, *args, **kwargs):
@@ -250,7 +245,7 @@ class AgreementView(APIView):
         """Cohen's kappa per annotator pair with confusion matrices, Fleiss' kappa, Krippendorff's
         alpha (per field and overall), per-annotator counts and speed, as of ``computed_at`` (a
         snapshot renewed every few seconds while labels change)."""
-        dataset = get_object_or_404(Dataset, pk=_int_param(request, "dataset") or 0)
+        dataset = get_object_or_404(Dataset, pk=query(request, s.AgreementQuerySerializer)["dataset"])
         snapshot = statistics.current(dataset)
         return Response({**snapshot["agreement"], "computed_at": snapshot["computed_at"]})
 
@@ -275,13 +270,19 @@ class ExportView(APIView):
     )
     def get(self, request):
         """Labels as CSV (streamed). Annotators get only their own labels."""
-        dataset = get_object_or_404(Dataset, pk=_int_param(request, "dataset") or 0)
-        return csv_response(dataset, request.query_params.get("variant", "images"), request.user)
+        params = query(request, s.ExportQuerySerializer)
+        dataset = get_object_or_404(Dataset, pk=params["dataset"])
+        return csv_response(dataset, params["variant"], request.user)
+
+    def finalize_response(self, request, response, *args, **kwargs):
+        # Only the export itself is CSV: an error (no such dataset, a bad variant) is JSON like every
+        # other API error, also for a client that asked for text/csv.
+        if isinstance(response, Response) and response.status_code >= 400:
+            request.accepted_renderer, request.accepted_media_type = JSONRenderer(), JSONRenderer.media_type
+        return super().finalize_response(request, response, *args, **kwargs)
 
 
 def csv_response(dataset, variant, user):
-    if variant not in label_csv.EXPORT_VARIANTS:
-        raise ValidationError({"variant": f"One of {list(label_csv.EXPORT_VARIANTS)}."})
     response = StreamingHttpResponse(label_csv.export_lines(dataset, variant, user), content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="{dataset.name}-labels-{variant}.csv"'
     return response
@@ -322,7 +323,7 @@ class HistoryViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):
             return LabelHistory.objects.none()
-        image = _int_param(self.request, "image")
+        image = query(self.request, s.HistoryQuerySerializer).get("image")
         return visible_history(self.request.user, get_object_or_404(Image, pk=image) if image else None)
 
 

@@ -19,3 +19,6 @@ urlpatterns = [
     ),
     path("", include("annotator.urls")),
 ]
+
+# A URL under /api/ that nothing answers (/api/labels/1.5/) gets a JSON 404 like every API error.
+handler404 = "api.root_views.page_not_found"

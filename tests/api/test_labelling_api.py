@@ -175,3 +175,25 @@ def test_opening_the_label_page_claims_nothing(db, tmp_path, settings, make_user
     assert not Claim.objects.exists()
     response = client.post(f"/datasets/{dataset.pk}/label/")
     assert response.status_code == 302 and Claim.objects.count() == 1
+
+
+def test_bad_query_values_get_a_400_naming_the_parameter(dataset, reviewer_account):
+    """A null character, a non-number or an unknown choice in a filter is refused with a 400 that
+    names the parameter (PostgreSQL cannot even compare a string holding a null character: this
+    was a 500)."""
+    client = client_for(reviewer_account)
+    image = Image.objects.filter(is_anomalous=True).first()
+    for url, name in [
+        ("/api/labels/?annotator=ann%00", "annotator"),
+        ("/api/images/?defect_type=crack%00", "defect_type"),
+        ("/api/images/?split=somewhere", "split"),
+        ("/api/images/?dataset=null", "dataset"),
+        ("/api/history/?image=first", "image"),
+        ("/api/review/?include_decided=perhaps", "include_decided"),
+        # A superscript two passes str.isdigit() but not int(): this was a 500 too.
+        (f"/api/images/{image.pk}/image/?size=%C2%B2", "size"),
+    ]:
+        response = client.get(url)
+        assert response.status_code == 400 and name in response.json(), (url, response.status_code)
+    assert client.get("/api/agreement/").json() == {"dataset": ["This field is required."]}
+    assert client.get(f"/api/images/?defect_type=crack&dataset={dataset.pk}").json()["count"] == 2
