@@ -217,6 +217,9 @@ def timed(recorder: Recorder, name: str, call):
 def annotator_loop(port, username, token, dataset, deadline, recorder, errors, think):
     rng = random.Random(username)
     client = Client(port, token)
+    # People do not all ask for their first image in the same millisecond: each starts within
+    # one think time (otherwise the first round measures 8 simultaneous requests, not the load).
+    time.sleep(think * rng.uniform(0, 1))
     try:
         while time.monotonic() < deadline:
             status, payload = timed(recorder, "next_image", lambda: client.request(
@@ -306,7 +309,7 @@ def main():
         "DJANGO_DEBUG": "0",
         "DJANGO_SECRET_KEY": "load-bench-" + "k" * 40 + str(random.random()),
         "DJANGO_ALLOWED_HOSTS": "127.0.0.1",
-        "DJANGO_DB_CONN_MAX_AGE": "60",
+        "DJANGO_DB_CONN_MAX_AGE": os.environ.get("LOAD_CONN_MAX_AGE", "60"),
         "DJANGO_CACHE_URL": args.cache,
         "DEFECTBENCH_VAR_DIR": str(work / "var"),
         "DEFECTBENCH_DATA_ROOTS": str(data_root),
@@ -353,7 +356,7 @@ def main():
                                 cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                 start_new_session=True)
         gunicorn = Path(sys.executable).with_name("gunicorn")
-        server = subprocess.Popen([str(gunicorn), "-c", "config/gunicorn.conf.py", "config.wsgi:application"],
+        server = subprocess.Popen([str(gunicorn), "-c", "config/gunicorn.conf.py", os.environ.get("LOAD_WSGI_APP", "config.wsgi:application")],
                                   cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=open(work / "gunicorn.log", "w"),
                                   start_new_session=True)
         for _ in range(100):

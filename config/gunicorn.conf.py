@@ -18,3 +18,14 @@ accesslog = os.environ.get("GUNICORN_ACCESS_LOG") or None
 keepalive = int(os.environ.get("GUNICORN_KEEPALIVE", "2"))
 # With GUNICORN_ACCESS_LOG: the default line plus the time taken, in microseconds, and the worker.
 access_log_format = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s" %(D)s pid=%(p)s'
+
+
+def post_worker_init(worker):
+    """Move everything loaded at start-up (Django, the app, DRF: some 160 000 objects) out of the
+    garbage collector's reach. A full collection otherwise walks them all (about 90 ms on a
+    2-core machine) now and then in the middle of a request; after the freeze it walks only what
+    requests left behind."""
+    import gc
+
+    gc.collect()
+    gc.freeze()

@@ -28,8 +28,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.core.cache import cache
 from django.db import connection, transaction
-from django.db.models import Count, Exists, F, IntegerField, OuterRef, Q, Subquery
-from django.db.models.functions import Coalesce
+from django.db.models import Count, Q
 from django.utils import timezone
 
 from annotator.models import AnnotatorProgress, Claim, Image, Label, Product, Skip, User
@@ -129,32 +128,40 @@ def _scope_products(*, dataset, product) -> list[Product]:
     return list(products.filter(dataset=dataset) if dataset is not None else products)
 
 
-def _open_images(user: User, product: Product, *, skipped: bool, fresh_after):
-    """The product's images still open to ``user``, in queue order, as one indexed query.
+# The product's images still open to a user, in queue order. Written as SQL because it runs on
+# every hand-out and building it through the ORM cost more than running it (1.7 ms against 1 ms).
+# It walks the partial index ``image_queue_open`` (anomalous test images short of labels: the
+# first three conditions are its condition, as written there) and drops, per row, images the user
+# labelled or (not) skipped and images whose fresh claims by others fill the remaining slots; each
+# check is an index probe, so the cost does not grow with the size of the dataset.
+_OPEN_IMAGES_SQL = """
+    SELECT i.id FROM {image} i
+    WHERE i.split = 'test' AND i.is_anomalous AND i.needs_labels AND i.product_id = %(product)s
+      AND NOT EXISTS (SELECT 1 FROM {label} l WHERE l.image_id = i.id AND l.annotator_id = %(user)s)
+      AND {skipped} EXISTS (SELECT 1 FROM {skip} s WHERE s.image_id = i.id AND s.annotator_id = %(user)s)
+      AND (SELECT COUNT(*) FROM {claim} c WHERE c.image_id = i.id AND c.annotator_id <> %(user)s
+                                             AND c.claimed_at >= %(fresh_after)s) < %(overlap)s - i.label_count
+      {exclude}
+    ORDER BY i.defect_type, i.path
+    LIMIT %(limit)s
+"""
 
-    It walks the partial index ``image_queue_open`` (anomalous test images whose label count is
-    below the overlap) and drops, per row, images ``user`` labelled or (not) skipped and images
-    whose fresh claims by others fill the remaining slots: each check is an index probe, so the
-    cost does not grow with the size of the dataset.
-    """
-    overlap = product.dataset.label_overlap
-    others_claims = Claim.objects.filter(image=OuterRef("pk"), claimed_at__gte=fresh_after).exclude(annotator=user)
-    images = Image.objects.filter(
-        product=product, split=Image.Split.TEST, is_anomalous=True, needs_labels=True,
-    ).exclude(Exists(Label.objects.filter(image=OuterRef("pk"), annotator=user)))
-    skips = Exists(Skip.objects.filter(image=OuterRef("pk"), annotator=user))
-    images = images.filter(skips) if skipped else images.exclude(skips)
-    if overlap <= 1:
-        images = images.exclude(Exists(others_claims))
-    else:
-        claims = Subquery(
-            others_claims.order_by().values("image").annotate(n=Count("id")).values("n"),
-            output_field=IntegerField(),
-        )
-        images = images.annotate(n_claims=Coalesce(claims, 0)).filter(
-            n_claims__lt=overlap - F("label_count")
-        )
-    return images.order_by("defect_type", "path")
+
+def _open_image_ids(user: User, product: Product, *, skipped: bool, fresh_after, limit: int, exclude=()) -> list[int]:
+    """Up to ``limit`` ids of ``product``'s images open to ``user`` (skipped ones only, or none of
+    them), in queue order, leaving out ``exclude``."""
+    exclude = [int(pk) for pk in exclude]
+    sql = _OPEN_IMAGES_SQL.format(
+        image=Image._meta.db_table, label=Label._meta.db_table, skip=Skip._meta.db_table,
+        claim=Claim._meta.db_table, skipped="" if skipped else "NOT",
+        exclude="AND i.id NOT IN (" + ", ".join(f"%(exclude{n})s" for n in range(len(exclude))) + ")" if exclude else "",
+    )
+    params = {"product": product.pk, "user": user.pk, "overlap": product.dataset.label_overlap, "limit": limit,
+              "fresh_after": connection.ops.adapt_datetimefield_value(fresh_after)}
+    params.update({f"exclude{n}": pk for n, pk in enumerate(exclude)})
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return [row[0] for row in cursor.fetchall()]
 
 
 def _candidate_ids(user: User, *, dataset, product, skipped: bool, limit: int, exclude=()):
@@ -162,19 +169,25 @@ def _candidate_ids(user: User, *, dataset, product, skipped: bool, limit: int, e
     fresh_after = _fresh_after()
     result: list[int] = []
     for scoped in _scope_products(dataset=dataset, product=product):
-        images = _open_images(user, scoped, skipped=skipped, fresh_after=fresh_after)
-        if exclude:
-            images = images.exclude(pk__in=list(exclude))
-        result += list(images.values_list("pk", flat=True)[: limit - len(result)])
+        result += _open_image_ids(user, scoped, skipped=skipped, fresh_after=fresh_after,
+                                  limit=limit - len(result), exclude=exclude)
         if len(result) >= limit:
             break
     return result
 
 
-def _lock_user(user: User) -> None:
-    """Serialise one user's queue calls (parallel requests must not claim several images)."""
-    if connection.features.has_select_for_update:
-        User.objects.select_for_update().filter(pk=user.pk).values_list("pk", flat=True).first()
+def _lock_user_and_read_claim(user: User) -> int | None:
+    """Serialise one user's queue calls (parallel requests must not claim several images) and
+    read, in the same statement, the image of the user's fresh claim, if any."""
+    lock = " FOR UPDATE OF u" if connection.features.has_select_for_update else ""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT c.image_id FROM {User._meta.db_table} u LEFT JOIN {Claim._meta.db_table} c"
+            f" ON c.annotator_id = u.id AND c.claimed_at >= %s WHERE u.id = %s{lock}",
+            [connection.ops.adapt_datetimefield_value(_fresh_after()), user.pk],
+        )
+        row = cursor.fetchone()
+    return row[0] if row else None
 
 
 # Candidates read per query when claiming: the first that is still open is claimed, the others
@@ -207,10 +220,8 @@ def _claim_next(user: User, products: list[Product], *, skipped: bool) -> tuple[
         overlap = scoped.dataset.label_overlap
         tried: list[int] = []
         while True:
-            images = _open_images(user, scoped, skipped=skipped, fresh_after=fresh_after)
-            if tried:
-                images = images.exclude(pk__in=tried)
-            candidates = list(images.values_list("pk", flat=True)[:CANDIDATES])
+            candidates = _open_image_ids(user, scoped, skipped=skipped, fresh_after=fresh_after,
+                                         limit=CANDIDATES, exclude=tried)
             if not candidates:
                 break
             for image_id in candidates:
@@ -255,18 +266,15 @@ def next_image(user: User, *, dataset=None, product=None) -> Image | None:
 def _try_hand_out(user: User, products: list[Product]) -> tuple[Handout | None, bool]:
     with transaction.atomic():
         _start_serialised_transaction()
-        _lock_user(user)
-        mine = (
-            Claim.objects.filter(annotator=user, claimed_at__gte=_fresh_after(),
-                                 image__product__in=products, image__split=Image.Split.TEST,
-                                 image__is_anomalous=True)
-            .exclude(image__labels__annotator=user)
-            .select_related("image__product__dataset")
-            .first()
+        claimed = _lock_user_and_read_claim(user)
+        # The user's fresh claim is handed back (a reload claims nothing new) while it is in scope
+        # and not labelled yet; otherwise the next image replaces it.
+        image = claimed and (
+            Image.objects.filter(pk=claimed, product__in=products, split=Image.Split.TEST, is_anomalous=True)
+            .exclude(labels__annotator=user).select_related("product__dataset").order_by().first()
         )
-        if mine is not None:
-            Claim.objects.filter(pk=mine.pk).update(claimed_at=timezone.now())
-            image = mine.image
+        if image:
+            Claim.objects.filter(annotator=user).update(claimed_at=timezone.now())
             return Handout(image, peek(user, product=image.product, exclude={image.pk})), False
         saw_locked = False
         for skipped in (False, True):
