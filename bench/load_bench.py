@@ -309,7 +309,7 @@ def main():
         "DJANGO_DEBUG": "0",
         "DJANGO_SECRET_KEY": "load-bench-" + "k" * 40 + str(random.random()),
         "DJANGO_ALLOWED_HOSTS": "127.0.0.1",
-        "DJANGO_DB_CONN_MAX_AGE": os.environ.get("LOAD_CONN_MAX_AGE", "60"),
+        "DJANGO_DB_CONN_MAX_AGE": "60",
         "DJANGO_CACHE_URL": args.cache,
         "DEFECTBENCH_VAR_DIR": str(work / "var"),
         "DEFECTBENCH_DATA_ROOTS": str(data_root),
@@ -317,7 +317,6 @@ def main():
         "GUNICORN_WORKERS": str(args.workers),
         "GUNICORN_THREADS": str(args.threads),
         "GUNICORN_MAX_REQUESTS": "0",
-        "GUNICORN_ACCESS_LOG": os.environ.get("LOAD_ACCESS_LOG", ""),
     }
     env.pop("CELERY_BROKER_URL", None)
     if not args.cache:
@@ -356,7 +355,7 @@ def main():
                                 cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                 start_new_session=True)
         gunicorn = Path(sys.executable).with_name("gunicorn")
-        server = subprocess.Popen([str(gunicorn), "-c", "config/gunicorn.conf.py", os.environ.get("LOAD_WSGI_APP", "config.wsgi:application")],
+        server = subprocess.Popen([str(gunicorn), "-c", "config/gunicorn.conf.py", "config.wsgi:application"],
                                   cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=open(work / "gunicorn.log", "w"),
                                   start_new_session=True)
         for _ in range(100):

@@ -130,3 +130,28 @@ def test_gunicorn_recycles_its_workers():
     compose = yaml.safe_load((REPO_ROOT / "docker-compose.yml").read_text())
     assert "-c config/gunicorn.conf.py" in compose["services"]["web"]["command"]
     assert "config/gunicorn.conf.py" in (REPO_ROOT / "Dockerfile").read_text()
+
+
+def test_gunicorn_workers_keep_start_up_objects_out_of_garbage_collection():
+    import gc
+    import runpy
+
+    config = runpy.run_path(str(REPO_ROOT / "config" / "gunicorn.conf.py"))
+    assert config["keepalive"] >= 1  # an idle connection is kept a moment, then freed
+    before = gc.get_freeze_count()
+    try:
+        config["post_worker_init"](worker=None)
+        assert gc.get_freeze_count() > before  # what is alive after start-up is never walked again
+    finally:
+        gc.unfreeze()
+
+
+def test_web_processes_share_a_redis_cache_when_told(tmp_path):
+    location = _settings_in_subprocess({"DJANGO_CACHE_URL": "redis://127.0.0.1:6379/9", "DEFECTBENCH_VAR_DIR": str(tmp_path)},
+                                       "settings.CACHES['default']['BACKEND'], settings.CACHES['default']['LOCATION']")
+    assert "RedisCache" in location and "redis://127.0.0.1:6379/9" in location
+    local = _settings_in_subprocess({"DJANGO_CACHE_URL": "", "DEFECTBENCH_VAR_DIR": str(tmp_path)},
+                                    "settings.CACHES['default']['BACKEND']")
+    assert "LocMemCache" in local
+    compose = yaml.safe_load((REPO_ROOT / "docker-compose.yml").read_text())
+    assert compose["services"]["web"]["environment"]["DJANGO_CACHE_URL"].startswith("redis://redis:6379/")
