@@ -360,6 +360,23 @@ def _short_key(product_id: int) -> str:
     return f"queue:product-short:{product_id}"
 
 
+# The count itself is kept longer than it is trusted: a separate marker says it is fresh. Redis'
+# INCR creates a missing key (without expiry) when the count expires between Django's existence
+# check and the increment; such a stray value has no marker, so it is recounted, never shown.
+SHORT_VALUE_SECONDS = 3600
+
+
+def _short_of_labels(product: Product) -> int:
+    key = _short_key(product.pk)
+    found = cache.get_many([key, key + ":fresh"])
+    if found.get(key + ":fresh") and found.get(key) is not None:
+        return found[key]
+    short = labellable_images(product=product).filter(needs_labels=True).count()
+    cache.set(key, short, SHORT_VALUE_SECONDS)
+    cache.set(key + ":fresh", True, PROGRESS_CACHE_SECONDS)
+    return short
+
+
 def images_short_of_labels_changed(product_id: int, delta: int) -> None:
     """An image of the product stopped (-1) or started (+1) needing labels."""
     try:
@@ -391,7 +408,7 @@ def user_progress(user: User, product: Product) -> Progress:
     """
     row = AnnotatorProgress.objects.filter(annotator=user, product=product).values_list("done", "waiting").first()
     done, waiting = row or (0, 0)
-    short = _cached(_short_key(product.pk), lambda: labellable_images(product=product).filter(needs_labels=True).count())
+    short = _short_of_labels(product)
     held = Claim.objects.filter(image__product=product, claimed_at__gte=_fresh_after()).exclude(annotator=user).count()
     return Progress(done, done + max(0, short - waiting - held))
 

@@ -286,3 +286,19 @@ def test_an_image_being_labelled_holds_up_no_other_image_of_its_product(tmp_path
         release.set()
         thread.join(timeout=30)
     assert not errors, errors
+
+
+def test_a_stray_short_of_labels_count_is_recounted_not_shown(dataset, make_user):
+    """Redis' INCR can recreate an expired count as a bare delta (no expiry): without its
+    freshness marker such a value is recounted, so an annotator's total never goes wrong."""
+    from django.core.cache import cache
+
+    user = make_user("u1")
+    product = dataset.products.get(name="widget")
+    assert queue.user_progress(user, product).as_dict() == {"done": 0, "total": 4, "percent": 0}
+    cache.delete(queue._short_key(product.pk) + ":fresh")
+    cache.set(queue._short_key(product.pk), -1, None)  # what the race leaves behind
+    assert queue.user_progress(user, product).as_dict() == {"done": 0, "total": 4, "percent": 0}
+    image = queue.next_image(user, product=product)
+    queue.submit_label(user=user, image=image, background=True, category="surface")
+    assert queue.user_progress(user, product).as_dict() == {"done": 1, "total": 4, "percent": 25}
