@@ -100,24 +100,25 @@ def annotator_account(make_user):
     return make_user("ann", role="annotator")
 
 
+def require_real_data(path: Path) -> Path:
+    """``path`` under ../shared/data: CI must have it (the test fails); elsewhere it is skipped when absent."""
+    if not path.is_dir():
+        if os.environ.get("CI"):
+            pytest.fail(f"CI expects the real data at {path}")
+        pytest.skip(f"real data not found at {path}")
+    return path
+
+
 @pytest.fixture
 def real_bottle_root() -> Path:
-    """The real MVTec AD bottle folder; skipped only off-CI when it is absent."""
-    if not REAL_BOTTLE.is_dir():
-        if os.environ.get("CI"):
-            pytest.fail(f"CI expects the real data at {REAL_BOTTLE}")
-        pytest.skip(f"real data not found at {REAL_BOTTLE}")
-    return REAL_BOTTLE
+    """The real MVTec AD bottle folder."""
+    return require_real_data(REAL_BOTTLE)
 
 
 @pytest.fixture
 def real_kolektor_root() -> Path:
-    """The KolektorSDD folders as distributed; skipped only off-CI when absent."""
-    if not REAL_KOLEKTOR.is_dir():
-        if os.environ.get("CI"):
-            pytest.fail(f"CI expects the real data at {REAL_KOLEKTOR}")
-        pytest.skip(f"real data not found at {REAL_KOLEKTOR}")
-    return REAL_KOLEKTOR
+    """The KolektorSDD folders as distributed."""
+    return require_real_data(REAL_KOLEKTOR)
 
 
 @pytest.fixture

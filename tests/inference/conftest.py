@@ -93,3 +93,18 @@ def wait_for(predicate, timeout: float, interval: float = 0.25, message: str = "
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout} s waiting for {message}")
+
+
+@pytest.fixture
+def padim_part(bench_demo, admin_account):
+    """A small PaDiM run of the demo's widget, executed in-process to the end (its ``ProductRun``)."""
+    from inference.models import Status
+    from inference.services.execution import execute_product_run
+    from inference.services.runs import launch_run
+
+    widget = bench_demo.products.get(name="widget")
+    run = launch_run(admin_account, bench_demo, [widget], model="padim", config=SMALL, seed=1)
+    part = run.product_runs.get()
+    assert execute_product_run(part.pk, finalize=True) == Status.SUCCEEDED
+    part.refresh_from_db()
+    return part

@@ -11,21 +11,8 @@ from rest_framework.test import APIClient
 
 from inference.models import InspectionJob, Status
 from inference.services import deploy
-from inference.services.execution import execute_product_run
-from inference.services.runs import launch_run
-from tests.inference.conftest import SMALL
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def padim_part(bench_demo, admin_account):
-    widget = bench_demo.products.get(name="widget")
-    run = launch_run(admin_account, bench_demo, [widget], model="padim", config=SMALL, seed=1)
-    part = run.product_runs.get()
-    assert execute_product_run(part.pk, finalize=True) == Status.SUCCEEDED
-    part.refresh_from_db()
-    return part
 
 
 def _client(user):

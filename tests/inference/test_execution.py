@@ -17,13 +17,8 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def finished_run(bench_demo, admin_account):
-    widget = bench_demo.products.get(name="widget")
-    run = launch_run(admin_account, bench_demo, [widget], model="padim", config=SMALL, seed=1)
-    part = run.product_runs.get()
-    assert execute_product_run(part.pk, finalize=True) == Status.SUCCEEDED
-    run.refresh_from_db()
-    return run
+def finished_run(padim_part):
+    return padim_part.run
 
 
 def test_run_metrics_artifacts_snapshot_page_and_recommendation(finished_run, bench_demo, make_user, client,

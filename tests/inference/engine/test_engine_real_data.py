@@ -5,15 +5,12 @@ folder is a failure. Reference (this engine, 256 px, strides 4/8/16, 100 channel
 image AUROC 0.996, pixel AUROC 0.981, AUPRO 0.922 on the whole test folder.
 """
 
-import os
 from pathlib import Path
 
 import pytest
 
 from inference.engine import BenchmarkConfig, Sample, run_benchmark, samples_from_scan
-
-REPO_ROOT = Path(__file__).resolve().parents[3]
-BOTTLE = REPO_ROOT.parent / "shared" / "data" / "mvtec_ad" / "bottle"
+from tests.conftest import REAL_BOTTLE as BOTTLE, require_real_data
 
 
 def bottle_samples(root: Path) -> tuple[list[Sample], list[Sample]]:
@@ -25,11 +22,7 @@ def bottle_samples(root: Path) -> tuple[list[Sample], list[Sample]]:
 
 @pytest.fixture(scope="module")
 def bottle():
-    if not BOTTLE.is_dir():
-        if os.environ.get("CI"):
-            pytest.fail(f"real data missing in CI: {BOTTLE}")
-        pytest.skip(f"real data not present: {BOTTLE}")
-    return bottle_samples(BOTTLE)
+    return bottle_samples(require_real_data(BOTTLE))
 
 
 @pytest.mark.real_data
