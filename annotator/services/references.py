@@ -17,7 +17,8 @@ from annotator.models import Image, NearestReference, Product, ReferenceIndex
 logger = logging.getLogger(__name__)
 
 
-def _good_train(product_id: int):
+def good_train_images(product_id: int):
+    """The product's defect-free training images, by path: the reference candidates."""
     return Image.objects.filter(product_id=product_id, split=Image.Split.TRAIN, is_anomalous=False).order_by("path")
 
 
@@ -45,7 +46,7 @@ def compute_references(product_id: int) -> str:
     try:
         from inference.engine.similarity import nearest_references
 
-        refs = list(_good_train(product_id).select_related("product__dataset"))
+        refs = list(good_train_images(product_id).select_related("product__dataset"))
         queries = list(Image.objects.filter(product_id=product_id, split=Image.Split.TEST, is_anomalous=True)
                        .select_related("product__dataset"))
         found, weights = nearest_references([str(r.file_path) for r in refs], [str(q.file_path) for q in queries])
@@ -69,4 +70,4 @@ def computed_nearest_reference(image: Image) -> Image | None:
 
 
 def nearest_reference(image: Image) -> Image | None:
-    return computed_nearest_reference(image) or _good_train(image.product_id).first()
+    return computed_nearest_reference(image) or good_train_images(image.product_id).first()

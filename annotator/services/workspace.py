@@ -17,11 +17,10 @@ REFERENCES_ASKED_SECONDS = 60
 def workspace_data(image: Image, user, *, handout: queue.Handout | None = None) -> dict:
     """``handout``: the queue just handed ``image`` to ``user`` (who has no label of it yet) with
     the images it would hand out next."""
-    from annotator.services.references import computed_nearest_reference, ensure_references
+    from annotator.services.references import computed_nearest_reference, ensure_references, good_train_images
 
     product = image.product
-    references = list(Image.objects.filter(product=product, split=Image.Split.TRAIN, is_anomalous=False)
-                      .order_by("path")[:REFERENCE_LIMIT])
+    references = list(good_train_images(product.pk)[:REFERENCE_LIMIT])
     # The nearest defect-free image (feature space, computed in the background) is shown first;
     # until it is computed, the product's first defect-free image stands in.
     nearest = computed_nearest_reference(image)
