@@ -18,15 +18,6 @@ from tests.annotator.test_layouts import make_btad, make_folder_product, make_mv
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def data_root(settings, tmp_path):
-    """The only allowed data root of the test (uploads under MEDIA_ROOT are inside it too)."""
-    root = tmp_path / "data"
-    root.mkdir()
-    settings.DEFECTBENCH_DATA_ROOTS = [tmp_path]
-    return root
-
-
 def db_counts():
     return Dataset.objects.count(), Product.objects.count(), Image.objects.count()
 

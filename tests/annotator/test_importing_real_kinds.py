@@ -22,14 +22,6 @@ from tests.inference.engine.test_engine_pixels import EXPECTED, mask_kinds, writ
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def data_root(settings, tmp_path):
-    root = tmp_path / "data"
-    root.mkdir()
-    settings.DEFECTBENCH_DATA_ROOTS = [tmp_path]
-    return root
-
-
 def failure_of(path, **kwargs) -> list[str]:
     with pytest.raises(ImportFailed) as raised:
         import_dataset(path, **kwargs)
