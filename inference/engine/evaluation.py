@@ -8,9 +8,10 @@ Everything here reuses the maps the model already produced; nothing runs the mod
   per-image sufficient statistics, so a resample is a weighted sum, not a recomputation:
   pooled pixel counts for IoU/Dice/precision/recall/FPR, a matrix of pairwise comparisons for
   image AUROC, one of per-image-pair Mann-Whitney counts for pixel AUROC (all exact), and for
-  AUPRO per-image PRO and false-positive counts at 301 thresholds (the quantiles of the
-  normal test pixels at FPR 0, 0.001, ..., 0.3), the only statistic whose resamples are
-  evaluated on a grid (the point estimate stays exact).
+  AUPRO per-image PRO and false-positive counts at 371 thresholds (the quantiles of the
+  normal test pixels at FPR 0, 0.001, ..., 0.3, then 0.31, ..., 1), the only statistic whose
+  resamples are evaluated on a grid (the point estimate stays exact); each resample's curve is
+  closed at its own FPR 0.3 by interpolation, as the point estimate's is.
 * **Cross-fitting** (:func:`cross_fitted_selection`): inside the validation part, K folds of
   images stratified by anomalous/defect-free (leave-one-anomalous-image-out when there are at
   most 10 anomalous validation images, else 10 folds); each technique is fitted on K-1 folds
@@ -57,7 +58,11 @@ CONFIDENCE = 0.95
 FEW_SHOT_DRAWS = 20
 FEW_SHOT_TOLERANCE = 0.02
 MAX_FOLDS = 10
-AUPRO_GRID = np.linspace(0.0, metrics.AUPRO_FPR_LIMIT, 301)
+# The AUPRO resamples' thresholds: the point sample's normal-pixel FPR 0, 0.001, ..., 0.3 and on,
+# coarser, to 1. A resample's own FPR at a grid threshold differs from the point sample's, so a
+# grid that stopped at 0.3 would leave about half the curves short of 0.3, integrated short and
+# still divided by 0.3 (biased low); reaching FPR 1 every curve crosses 0.3 and is closed there.
+AUPRO_GRID = np.r_[np.linspace(0.0, metrics.AUPRO_FPR_LIMIT, 301), np.linspace(0.31, 1.0, 70)]
 
 
 
@@ -219,7 +224,7 @@ class PixelRanks:
         all_normal = np.sort(np.concatenate(self.normal), kind="stable") if self.normal else np.zeros(0)
         if not len(all_normal) or not self.n_anomalous.any():
             return np.full(len(weights), np.nan)
-        # thresholds at which the pooled normal pixels' FPR is 0, 0.001, ..., 0.3
+        # thresholds at which the pooled normal pixels' FPR is AUPRO_GRID (0 ... 1)
         ranks = np.clip(np.ceil((1.0 - AUPRO_GRID) * len(all_normal)).astype(int), 0, len(all_normal) - 1)
         thresholds = np.r_[np.nextafter(all_normal[-1], np.inf), all_normal[ranks[1:]]]
         n, t = len(self.normal), len(thresholds)

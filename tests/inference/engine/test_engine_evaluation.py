@@ -221,3 +221,22 @@ def test_image_auroc_counts_an_anomalous_image_whose_mask_vanished_as_anomalous(
     maps[0] -= 10.0  # and the model missed it: image AUROC must pay for that
     assert metrics.threshold_free(maps, masks, labels)["image_auroc"] < 1.0
     assert metrics.threshold_free(maps, masks)["image_auroc"] == 1.0  # the mask-based reading hid the miss
+
+
+def test_aupro_resamples_are_integrated_to_fpr_limit_when_the_resample_is_quieter_than_the_sample():
+    """A resample drawing mostly quiet images has a lower FPR at every grid threshold than the
+    point sample: its curve must still be closed at its own FPR 0.3, not integrated short."""
+    rng = np.random.default_rng(3)
+    size, n = 32, 8
+    maps = rng.normal(size=(n, size, size)).astype(np.float32)
+    masks = np.zeros((n, size, size), bool)
+    for i in range(4):  # anomalous images: quiet background, one region
+        masks[i, 8:16, 8:16] = True
+        maps[i] *= 0.2
+        maps[i, 8:16, 8:16] += rng.uniform(0.0, 1.0, size=(8, 8))
+    maps[4:] += 1.5  # loud defect-free images dominate the point sample's high-FPR thresholds
+    ranks = evaluation.PixelRanks(maps, masks)
+    idx = np.array([0, 1, 2, 3, 0, 1, 2, 3, 4])  # mostly quiet images
+    w = np.bincount(idx, minlength=n)[None, :].astype(float)
+    exact = metrics.aupro(maps[idx], masks[idx])
+    assert ranks.aupro_resamples(w)[0] == pytest.approx(exact, abs=5e-3)
