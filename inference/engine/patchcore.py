@@ -18,8 +18,14 @@ Gaussians need that).
   chunks of rows), bilinearly upsampled to the image size, Gaussian blur sigma 4.
 * Image score: the paper's reweighting: ``s = (1 - softmax(d(m_test*, N_b(m*)))_0) * s*`` where
   ``s*`` is the largest patch distance, ``m_test*`` that patch, ``m*`` its nearest bank entry and
-  ``N_b(m*)`` the ``num_neighbors`` bank entries nearest to ``m*`` (itself first): an outlier
-  patch whose nearest normal patch is itself isolated in the bank scores lower.
+  ``N_b(m*)`` the ``num_neighbors`` bank entries nearest to ``m*`` (itself first). Where ``m*``
+  sits in a dense part of the bank its neighbours are about as close to ``m_test*`` as ``m*``
+  is, the softmax is near ``1/b`` and the score shrinks towards ``(1 - 1/b) s*``; where ``m*`` is
+  isolated (a rare normal pattern) the others are much farther, the softmax's first entry is
+  near 0 and the score stays near ``s*``. With ``num_neighbors = 1`` there is nothing to weigh
+  against (the softmax of one distance is 1 and would zero every score): the score is ``s*``,
+  as in anomalib.
+* ``coreset_ratio >= 1`` keeps every training patch: the selection is skipped, not run to N.
 
 Every image is scored on its own (batch-independent); fitting is deterministic for a seed.
 """
@@ -113,6 +119,12 @@ class PatchCore:
 
     def __init__(self, backbone: Backbone, coreset_ratio: float = 0.01, projection_dim: int = 64,
                  num_neighbors: int = 9, seed: int = 0, image_size: int = 256):
+        if not coreset_ratio > 0:
+            raise ValueError(f"PatchCore's coreset_ratio must be above 0 (1 keeps every patch), not {coreset_ratio}")
+        if int(num_neighbors) < 1:
+            raise ValueError(f"PatchCore's num_neighbors must be at least 1, not {num_neighbors}")
+        if int(projection_dim) < 0:
+            raise ValueError(f"PatchCore's projection_dim must be 0 (none) or more, not {projection_dim}")
         self.backbone = backbone
         self.coreset_ratio = float(coreset_ratio)
         self.projection_dim = int(projection_dim)
@@ -155,9 +167,12 @@ class PatchCore:
             raise ValueError("PatchCore needs training images")
         self.n_patches = row
         n_select = max(1, int(round(self.coreset_ratio * row)))
-        idx = greedy_coreset(bank[:row], n_select, self.projection_dim, self.seed,
-                             step=(lambda f: step(0.3 + 0.7 * f)) if step else None)
-        self._set_bank(bank[idx].clone())
+        if n_select >= row:  # the whole bank: greedy selection of all N patches is O(N^2) for nothing
+            self._set_bank(bank[:row].clone())
+        else:
+            idx = greedy_coreset(bank[:row], n_select, self.projection_dim, self.seed,
+                                 step=(lambda f: step(0.3 + 0.7 * f)) if step else None)
+            self._set_bank(bank[idx].clone())
         del bank
         if step:
             step(1.0)
@@ -208,6 +223,8 @@ class PatchCore:
         s_star = dist[p]
         nn_bank = self.bank[idx[p]].unsqueeze(0)
         k = min(self.num_neighbors, self.bank.shape[0])
+        if k == 1:  # no neighbourhood to reweight by: the nearest distance itself
+            return float(s_star)
         _, support = nearest(nn_bank, self.bank, self.bank_sq, k=k)  # m*'s neighbours, itself first
         d = torch.linalg.vector_norm(self.bank[support[0]] - emb[p].unsqueeze(0), dim=1)
         weight = 1.0 - torch.softmax(d.double(), 0)[0]

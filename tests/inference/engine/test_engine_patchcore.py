@@ -68,3 +68,47 @@ def test_position_free_a_shifted_normal_image_stays_normal(synthetic):
     _, shifted_scores = model.anomaly_maps(shifted)
     anomalous = np.array([s.is_anomalous for s in test])
     assert shifted_scores.max() < scores[anomalous].min()
+
+
+def _fitted_patchcore(synthetic, **settings):
+    from inference.engine import BenchmarkConfig, registry
+    from inference.engine.backbones import Backbone
+    from inference.engine.data import make_loader
+
+    train, test = synthetic
+    torch.manual_seed(0)
+    bb = Backbone(weights="random", layers=(2, 3), device="cpu")
+    model = registry.build(BenchmarkConfig(model="patchcore", image_size=64, **settings), bb)
+    model.fit(make_loader(train, 64, 4))
+    x, _ = next(iter(make_loader(test, 64, len(test))))
+    return model, x, np.array([s.is_anomalous for s in test])
+
+
+def test_one_neighbour_scores_by_the_nearest_distance_not_zero(synthetic):
+    """k = 1: the softmax over one distance is 1, so the paper's reweighting would give every image
+    score 0; the score is the largest patch distance itself, and defects still outrank normals."""
+    model, x, anomalous = _fitted_patchcore(synthetic, coreset_ratio=0.5, num_neighbors=1)
+    _, scores = model.anomaly_maps(x)
+    emb = model.embed(x[:1])[0]
+    dist, _ = nearest(emb, model.bank, model.bank_sq, k=1)
+    assert scores[0] == pytest.approx(float(dist.max()), rel=1e-6)
+    assert (scores > 0).all() and scores[anomalous].min() > scores[~anomalous].max()
+
+
+def test_coreset_ratio_one_keeps_every_patch_without_running_the_selection(synthetic, monkeypatch):
+    import inference.engine.patchcore as patchcore
+
+    def no_selection(*args, **kwargs):
+        raise AssertionError("the greedy selection ran although every patch is kept")
+
+    monkeypatch.setattr(patchcore, "greedy_coreset", no_selection)
+    model, _, _ = _fitted_patchcore(synthetic, coreset_ratio=1.0)
+    assert model.bank.shape[0] == model.n_patches > 0
+
+
+def test_settings_that_cannot_work_are_refused():
+    from inference.engine.patchcore import PatchCore
+
+    for bad in (dict(num_neighbors=0), dict(coreset_ratio=0.0), dict(projection_dim=-1)):
+        with pytest.raises(ValueError, match="PatchCore's"):
+            PatchCore(backbone=None, **bad)
