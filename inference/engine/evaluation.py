@@ -13,11 +13,13 @@ Everything here reuses the maps the model already produced; nothing runs the mod
   resamples are evaluated on a grid (the point estimate stays exact); each resample's curve is
   closed at its own FPR 0.3 by interpolation, as the point estimate's is.
 * **Cross-fitting** (:func:`cross_fitted_selection`): inside the validation part, K folds of
-  images stratified by anomalous/defect-free (leave-one-anomalous-image-out when there are at
-  most 10 anomalous validation images, else 10 folds); each technique is fitted on K-1 folds
-  and its pooled IoU measured on the held-out fold. The technique with the best mean is
-  chosen. Choosing by the in-sample validation IoU instead favours ``f1``: it maximises pooled
-  Dice on exactly those pixels, and Dice is monotone in IoU.
+  images stratified by anomalous/defect-free, each holding at least one anomalous image
+  (leave-one-anomalous-image-out when there are at most 10 anomalous validation images, else
+  10 folds; none below 2); each technique is fitted on K-1 folds and its TP/FP/FN pixels counted
+  on the held-out fold; the counts of all folds are pooled into one IoU, the statistic the
+  test part reports, and the best is chosen. Choosing by the in-sample validation IoU instead
+  favours ``f1``: it maximises pooled Dice on exactly those pixels, and Dice is monotone in
+  IoU; when nothing can be cross-fitted a rule fixed in advance decides (:func:`fallback_choice`).
 * **Few-shot study** (:func:`few_shot_study`): test IoU when a threshold is fitted with only n
   anomalous validation images (plus every defect-free one), over seeded random draws.
 
@@ -147,9 +149,11 @@ def segmentation(c: PixelCounts, anomalous: np.ndarray) -> Segmentation:
 class Resampler:
     """Stratified bootstrap weights over images: ``weights[b, i]`` = times image i is drawn in resample b."""
 
-    def __init__(self, anomalous: np.ndarray, seed: int, resamples: int = RESAMPLES):
+    def __init__(self, anomalous: np.ndarray, seed: int, resamples: int = RESAMPLES, stream: int = 0):
+        """``stream``: an independent draw for the same seed (0: the test part; 1: the validation
+        part, redrawn for the decision intervals)."""
         anomalous = np.asarray(anomalous, dtype=bool)
-        rng = np.random.default_rng([seed, 20261130])
+        rng = np.random.default_rng([seed, 20261130] + ([stream] if stream else []))
         n = len(anomalous)
         self.weights = np.zeros((resamples, n), dtype=np.float64)
         rows = np.arange(resamples)[:, None]
@@ -160,6 +164,11 @@ class Resampler:
         self.resamples = resamples
 
     def interval(self, values: np.ndarray) -> tuple[float | None, float | None]:
+        return self.percentile_interval(values)
+
+    @staticmethod
+    def percentile_interval(values: np.ndarray) -> tuple[float | None, float | None]:
+        """The 95 % percentile interval of resampled values; None where too many are undefined."""
         values = np.asarray(values, dtype=np.float64)
         finite = values[np.isfinite(values)]
         if len(finite) < 0.9 * len(values):  # undefined in too many resamples to say
@@ -406,9 +415,18 @@ class ValidationData:
 
 
 def make_folds(anomalous: np.ndarray, keys: Sequence[str], seed: int) -> tuple[list[np.ndarray], str]:
-    """Stratified folds of validation images (each fold: some anomalous and some defect-free images)."""
+    """Stratified folds of validation images, every fold holding at least one anomalous image.
+
+    A fold without an anomalous image would score a threshold on defect-free pixels only, where
+    any false positive costs and none can be made up, tilting the choice towards thresholds that
+    never fire. So there are as many folds as anomalous images, at most :data:`MAX_FOLDS`, and
+    none at all below 2 anomalous images (the caller falls back, see :func:`fallback_choice`).
+    """
     n_anomalous = int(anomalous.sum())
-    k = max(2, min(n_anomalous, MAX_FOLDS))
+    k = min(n_anomalous, MAX_FOLDS)
+    if k < 2:
+        return [], (f"not cross-fitted: {n_anomalous} anomalous validation image(s), and folds that each "
+                    "hold one need at least 2")
     rng = np.random.default_rng([seed, 7])
     folds = [[] for _ in range(k)]
     for group in (np.flatnonzero(anomalous), np.flatnonzero(~anomalous)):
@@ -417,10 +435,25 @@ def make_folds(anomalous: np.ndarray, keys: Sequence[str], seed: int) -> tuple[l
         for j, i in enumerate(order):
             folds[j % k].append(i)
     if n_anomalous <= MAX_FOLDS:
-        method = f"leave-one-out: {k} folds, one anomalous validation image each"
+        method = (f"leave-one-anomalous-image-out: {k} folds, each holding one anomalous validation image "
+                  "and a share of the defect-free ones")
     else:
         method = f"{k}-fold, stratified by anomalous / defect-free validation images"
     return [np.array(sorted(f), dtype=int) for f in folds], method
+
+
+SELECTION_RULE = ("highest IoU pooled over the held-out folds (each fold's TP, FP and FN pixels at the "
+                  "threshold fitted on the other folds, summed: the same IoU the test part reports)")
+
+
+def _fold_threshold(val: ValidationData, grid: GridCounts | None, name: str, train: np.ndarray,
+                    normal_fpr_target: float) -> float:
+    if name in NEEDS_ANOMALOUS:
+        if grid is None:
+            raise ThresholdError(f"threshold technique {name!r} needs anomalous images in the "
+                                 "validation part, but it has none")
+        return float(grid.thresholds[grid_fit(name, grid, train, val.anomalous)])
+    return val.fit(name, train, normal_fpr_target)
 
 
 def cross_fitted_selection(val: ValidationData, keys: Sequence[str], techniques: Sequence[str],
@@ -428,42 +461,51 @@ def cross_fitted_selection(val: ValidationData, keys: Sequence[str], techniques:
     """Choose the technique by cross-fitting inside the validation part (see the module docstring)."""
     folds, method = make_folds(val.anomalous, keys, seed)
     n = len(val.maps)
-    grid = val.grid if any(t in NEEDS_ANOMALOUS for t in techniques) else None
+    grid = val.grid if folds and any(t in NEEDS_ANOMALOUS for t in techniques) else None
     entries = []
     for name in techniques:
-        scores, failure = [], None
+        if not folds:
+            entries.append(SelectionEntry(name, None, 0, FitFailure(
+                "too_few_anomalous_validation_images",
+                f"{name} cannot be cross-fitted: {method.removeprefix('not cross-fitted: ')}")))
+            continue
+        tp = fp = fn = 0
+        failure = None
         for held in folds:
-            train = np.setdiff1d(np.arange(n), held)
             try:
-                if name in NEEDS_ANOMALOUS:
-                    if grid is None:
-                        raise ThresholdError(f"threshold technique {name!r} needs anomalous images in the "
-                                             "validation part, but it has none")
-                    threshold = grid.thresholds[grid_fit(name, grid, train, val.anomalous)]
-                else:
-                    threshold = val.fit(name, train, normal_fpr_target)
+                threshold = _fold_threshold(val, grid, name, np.setdiff1d(np.arange(n), held), normal_fpr_target)
             except ThresholdError as exc:
                 failure = failure_of(exc)
-                if failure.reason == "no_anomalous_validation_images":
-                    failure = FitFailure("too_few_anomalous_validation_images",
-                                         f"{name} cannot be cross-fitted: a fold left it without anomalous "
-                                         f"images to fit on ({int(val.anomalous.sum())} in the validation part)")
                 break
             c = PixelCounts.at(val.maps[held], val.masks[held], threshold)
-            iou = segmentation_stats(c, val.anomalous[held])["iou"]
-            if math.isfinite(iou):
-                scores.append(float(iou))
-        if failure is not None or not scores:
-            entries.append(SelectionEntry(name, None, None, 0, failure))
+            tp, fp, fn = tp + int(c.tp.sum()), fp + int(c.fp.sum()), fn + int((c.pos - c.tp).sum())
+        if failure is not None or tp + fp + fn == 0:
+            entries.append(SelectionEntry(name, None, 0, failure))
         else:
-            entries.append(SelectionEntry(name, float(np.mean(scores)), float(np.std(scores)), len(scores), None))
-    scored = [e for e in entries if e.cv_iou_mean is not None]
-    chosen = max(scored, key=lambda e: e.cv_iou_mean).technique if scored else None  # first on ties
-    return Selection(
-        method=method, n_folds=len(folds),
-        rule="highest mean IoU on held-out validation folds, each technique fitted on the other folds",
-        chosen=chosen, entries=entries,
-    )
+            entries.append(SelectionEntry(name, tp / (tp + fp + fn), len(folds), None))
+    scored = [e for e in entries if e.cv_iou is not None]
+    chosen = max(scored, key=lambda e: e.cv_iou).technique if scored else None  # first on ties
+    return Selection(method=method, n_folds=len(folds), rule=SELECTION_RULE, chosen=chosen, entries=entries)
+
+
+def fallback_choice(fitted: Sequence[str]) -> tuple[str | None, str]:
+    """The technique, among those fitted on the whole validation part, when none could be cross-fitted,
+    and the rule that chose it.
+
+    The rule is fixed in advance, not an in-sample score: on the pixels it was fitted on ``f1``
+    maximises pooled Dice, hence IoU, so an in-sample comparison would always pick it. The IoU
+    curve fits the reported criterion itself, so it comes first; without labelled defects the
+    synthetic technique does the same on synthetic ones; else the first fitted in the launch's order.
+    """
+    for name in ("iou_curve", "synthetic"):
+        if name in fitted:
+            return name, (f"no technique could be cross-fitted, so a rule fixed in advance: {name}, fitted on "
+                          "the whole validation part (it maximises IoU itself; in-sample IoU would always "
+                          "favour f1)")
+    if fitted:
+        return fitted[0], ("no technique could be cross-fitted, so a rule fixed in advance: the first "
+                           f"technique fitted on the whole validation part in the launch's order ({fitted[0]})")
+    return None, "no technique could be cross-fitted or fitted"
 
 
 # ---- few-shot study ---------------------------------------------------------------------------

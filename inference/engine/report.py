@@ -29,7 +29,7 @@ from typing import Literal
 
 import numpy as np
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 FailureReason = Literal[
     "no_anomalous_validation_images",
@@ -124,6 +124,19 @@ class SegmentationEstimates:
 
 
 @dataclass
+class DecisionEstimates:
+    """Intervals of the deployed procedure (``decision_intervals.py``): the validation images
+    redrawn and the threshold refitted in every resample, so they hold where the threshold lands.
+
+    ``threshold``: the fitted threshold and the 95 % interval of its refits; ``iou``: the test IoU
+    (the same value as ``test.iou``) with the interval of the refitted thresholds' test IoUs.
+    """
+
+    threshold: Estimate
+    iou: Estimate
+
+
+@dataclass
 class TechniqueResult:
     """One threshold technique: fitted on the whole validation part, measured on the test part."""
 
@@ -135,6 +148,7 @@ class TechniqueResult:
     # The threshold as a percentile of the pixel scores of the defect-free validation images
     # (99.5: 0.5 % of a clean part's pixels lie above it); None without such images.
     threshold_percentile: float | None = None
+    decision: DecisionEstimates | None = None
 
 
 @dataclass
@@ -171,8 +185,7 @@ class ImageDecision:
 @dataclass
 class SelectionEntry:
     technique: str
-    cv_iou_mean: float | None
-    cv_iou_std: float | None
+    cv_iou: float | None  # IoU pooled over the held-out folds' TP/FP/FN pixels
     folds_scored: int
     failure: FitFailure | None
 

@@ -31,7 +31,7 @@ import torch
 
 from . import metrics
 from .backbones import Backbone
-from . import evaluation, registry
+from . import decision_intervals, evaluation, registry
 from .common import RunPeakMemory, seed_everything
 from .data import load_image, load_masks, make_loader
 from .report import (
@@ -241,6 +241,13 @@ def _technique_results(val: evaluation.ValidationData, maps, masks, labels, ti, 
                if good_pixels is not None else None)
         results[name] = TechniqueResult(name, thr, None, evaluation.segmentation(v, val.anomalous), test,
                                         threshold_percentile=pct)
+    if resampler is not None:  # the reported split: intervals of the procedure, thresholds refitted
+        decisions = decision_intervals.decision_estimates(
+            val, thresholds, maps[ti], masks[ti], resampler.weights,
+            {k: r.test.iou.value for k, r in results.items() if r.test is not None},
+            config.normal_fpr_target, config.seed)
+        for name, decision in decisions.items():
+            results[name].decision = decision
     return thresholds, results, test_counts
 
 
@@ -316,11 +323,9 @@ def _evaluate(test, maps, scores, masks, labels, syn, config, seed, full: bool, 
     thresholds, techniques, test_counts = _technique_results(val, maps, masks, labels, ti, config, resampler)
     step(0.2)
     selection = evaluation.cross_fitted_selection(val, keys, config.techniques, config.normal_fpr_target, seed)
-    if selection.chosen is None:  # nothing could be cross-fitted: fall back to the validation part itself
-        fitted = {k: r.validation.iou for k, r in techniques.items() if r.validation and r.validation.iou is not None}
-        if fitted:
-            selection.chosen = max(fitted, key=fitted.get)
-            selection.rule += "; no technique could be cross-fitted, so the highest IoU on the whole validation part"
+    if selection.chosen is None:  # nothing could be cross-fitted: a rule fixed in advance
+        fitted = [k for k, r in techniques.items() if r.failure is None]
+        selection.chosen, selection.rule = evaluation.fallback_choice(fitted)
     step(0.35)
     decision = _image_decision(scores, labels, vi, ti, resampler)
     out = {"val_idx": val_idx, "test_idx": test_idx, "vi": vi, "ti": ti, "thresholds": thresholds,

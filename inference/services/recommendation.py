@@ -86,12 +86,12 @@ def candidates(product: Product) -> tuple[list[dict], list[dict]]:
         report = part.report
         for entry in report["selection"]["entries"]:
             result = report["techniques"].get(entry["technique"]) or {}
-            if entry["cv_iou_mean"] is None or result.get("failure"):
+            if entry["cv_iou"] is None or result.get("failure"):
                 continue
             test = result["test"]
             found.append({
                 "run": part.run_id, "part": part, "model": part.run.model, "technique": entry["technique"],
-                "cv_iou": entry["cv_iou_mean"], "cv_iou_std": entry["cv_iou_std"],
+                "cv_iou": entry["cv_iou"],
                 "iou": test["iou"], "dice": test["dice"], "good_image_fpr": test["good_image_fpr"],
                 "image_auroc": report["test_part"]["image_auroc"], "subset": part.run.subset_description(),
                 "enough": _few_shot_enough(report, entry["technique"]),

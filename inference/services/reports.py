@@ -79,8 +79,8 @@ def aggregate_metrics(reports: dict[str, dict]) -> dict:
                             for k in SEGMENTATION_KEYS}
         techniques[name]["threshold"] = None  # one per product
         entries = [next((e for e in v["selection"]["entries"] if e["technique"] == name), {}) for v in values]
-        cv[name] = _mean([e.get("cv_iou_mean") for e in entries])
-        techniques[name]["cv_iou_mean"] = cv[name]
+        cv[name] = _mean([e.get("cv_iou") for e in entries])
+        techniques[name]["cv_iou"] = cv[name]
     scored = {k: x for k, x in cv.items() if x is not None}
     aggregate["techniques"] = techniques
     aggregate["recommended_technique"] = max(scored, key=scored.get) if scored else None
@@ -110,8 +110,11 @@ def technique_rows(report: dict) -> list[dict]:
             "threshold": result.get("threshold"),
             "threshold_percentile": result.get("threshold_percentile"),
             "chosen": name == chosen,
-            "cv_iou_mean": entry.get("cv_iou_mean"),
-            "cv_iou_std": entry.get("cv_iou_std"),
+            "cv_iou": entry.get("cv_iou"),
+            "cv_folds": entry.get("folds_scored"),
+            # the intervals with the threshold refitted on redrawn validation images
+            "decision_iou": ((result.get("decision") or {}).get("iou")) or {},
+            "threshold_refits": ((result.get("decision") or {}).get("threshold")) or {},
             "cv_failure": (entry.get("failure") or {}).get("message"),
             **{k: (result.get("test") or {}).get(k) or {} for k in SEGMENTATION_KEYS},
         })
@@ -124,7 +127,7 @@ def aggregate_rows(aggregate: dict) -> list[dict]:
         rows.append({
             "technique": name, "label": TECHNIQUE_SHORT.get(name, name),
             "description": TECHNIQUE_LABELS.get(name, name), "error": values.get("failure"),
-            "chosen": name == aggregate.get("recommended_technique"), "cv_iou_mean": values.get("cv_iou_mean"),
+            "chosen": name == aggregate.get("recommended_technique"), "cv_iou": values.get("cv_iou"),
             **{k: {"value": values.get(k)} for k in SEGMENTATION_KEYS},
         })
     return rows
@@ -184,8 +187,9 @@ def repeat_rows(report: dict) -> list[dict]:
     return rows
 
 
-CSV_COLUMNS = ["run", "model", "product", "subset", "n_anomalous_test", "technique", "threshold", "cv_iou_mean",
+CSV_COLUMNS = ["run", "model", "product", "subset", "n_anomalous_test", "technique", "threshold", "cv_iou",
                *[f"{k}{suffix}" for k in SEGMENTATION_KEYS for suffix in ("", "_low", "_high")],
+               "iou_refitted_low", "iou_refitted_high",
                *[f"{k}{suffix}" for k in THRESHOLD_FREE_KEYS for suffix in ("", "_low", "_high")]]
 
 
@@ -196,7 +200,8 @@ def _csv_rows(run: BenchmarkRun, product: str, s: dict):
     for row in technique_rows(s):
         cells = [row[k].get(part) for k in SEGMENTATION_KEYS for part in ("value", "low", "high")]
         yield [run.pk, run.model, product, "all", n_test, row["technique"],
-               row["threshold"] if not row["error"] else row["error"], row["cv_iou_mean"], *cells, *free_cells]
+               row["threshold"] if not row["error"] else row["error"], row["cv_iou"], *cells,
+               row["decision_iou"].get("low"), row["decision_iou"].get("high"), *free_cells]
     for key, prefix in (("by_defect_type", "defect_type"), ("by_category", "category"),
                         ("by_background", "background")):
         for subset, block in (s["breakdowns"].get(key) or {}).items():
@@ -206,7 +211,7 @@ def _csv_rows(run: BenchmarkRun, product: str, s: dict):
                 seg = seg or {}
                 cells = [seg.get(k) if part == "" else None for k in SEGMENTATION_KEYS for part in ("", "_low", "_high")]
                 yield [run.pk, run.model, product, f"{prefix}:{label}", block.get("n_anomalous_test"), name, None,
-                       None, *cells, *[tf.get(k) if part == "" else None for k in THRESHOLD_FREE_KEYS
+                       None, *cells, None, None, *[tf.get(k) if part == "" else None for k in THRESHOLD_FREE_KEYS
                                        for part in ("", "_low", "_high")]]
 
 

@@ -18,7 +18,7 @@ def test_run_csv_neutralises_a_product_name_starting_like_a_formula(client, admi
         "schema_version": SCHEMA_VERSION, "split": {"test": ["a", "b"]},
         "test_part": {k: estimate for k in ("image_auroc", "pixel_auroc", "aupro")},
         "techniques": {"f1": {"threshold": 1.0, "failure": None, "test": {k: estimate for k in keys}}},
-        "selection": {"chosen": "f1", "entries": [{"technique": "f1", "cv_iou_mean": 0.5, "cv_iou_std": 0.1}]},
+        "selection": {"chosen": "f1", "entries": [{"technique": "f1", "cv_iou": 0.5, "folds_scored": 3}]},
         "breakdowns": {"by_category": {}, "by_background": {}, "by_defect_type": {}},
     }
     run = BenchmarkRun.objects.create(created_by=admin_account, dataset=dataset, model="padim",

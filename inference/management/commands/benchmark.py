@@ -269,9 +269,12 @@ def summary_text(report: dict) -> str:
         if result["failure"]:
             lines.append(f"  {entry['technique']:<11} failed: {result['failure']['message']}")
             continue
-        cv = (f"cross-validated IoU {_fmt(entry['cv_iou_mean'])} ± {_fmt(entry['cv_iou_std'])}"
-              if entry["cv_iou_mean"] is not None else "not cross-validated")
-        lines.append(f"  {entry['technique']:<11} {cv}; test IoU {estimate_text(result['test']['iou'])}")
+        cv = (f"cross-validated IoU {_fmt(entry['cv_iou'])} (pooled over {entry['folds_scored']} held-out folds)"
+              if entry["cv_iou"] is not None else "not cross-validated")
+        decision = (result.get("decision") or {}).get("iou") or {}
+        refitted = (f", {_fmt(decision['low'])}–{_fmt(decision['high'])} with the threshold refitted"
+                    if decision.get("low") is not None else "")
+        lines.append(f"  {entry['technique']:<11} {cv}; test IoU {estimate_text(result['test']['iou'])}{refitted}")
     decision = report["image_decision"]
     if decision["test"]:
         lines.append(f"Image decision: accuracy {estimate_text(decision['test']['accuracy'])}, "

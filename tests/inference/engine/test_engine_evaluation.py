@@ -150,30 +150,63 @@ def test_selection_scores_each_technique_on_folds_it_was_not_fitted_on():
     keys = [f"k{i}" for i in range(len(maps))]
     techniques = ("iou_curve", "f1", "roc", "normal_fpr", "normal_max")
     sel = evaluation.cross_fitted_selection(val, keys, techniques, 0.01, seed=0)
-    assert sel.n_folds == 4 and "leave-one-out" in sel.method
+    assert sel.n_folds == 4 and "leave-one-anomalous-image-out" in sel.method
     entries = {e.technique: e for e in sel.entries}
-    assert sel.chosen == max(entries, key=lambda k: entries[k].cv_iou_mean)
-    # normal_max by hand: fitted on the other folds' defect-free images, scored on the held-out fold
+    assert sel.chosen == max(entries, key=lambda k: entries[k].cv_iou)
+    # normal_max by hand: fitted on the other folds' defect-free images, each held-out fold's
+    # TP/FP/FN pixels summed into one IoU (the statistic the test part reports)
     folds, _ = evaluation.make_folds(labels, keys, 0)
-    scores = []
+    tp = fp = fn = 0
     for held in folds:
+        assert labels[held].any()  # no fold without an anomalous image
         rest = np.setdiff1d(np.arange(len(maps)), held)
         t = fit_threshold("normal_max", maps[rest], masks[rest], labels=labels[rest])
-        scores.append(metrics.threshold_metrics(maps[held], masks[held], t)["iou"])
-    assert entries["normal_max"].cv_iou_mean == pytest.approx(np.mean(scores))
+        pred = maps[held] >= t
+        tp += int((pred & masks[held]).sum())
+        fp += int((pred & ~masks[held]).sum())
+        fn += int((~pred & masks[held]).sum())
+    assert entries["normal_max"].cv_iou == pytest.approx(tp / (tp + fp + fn))
+    assert entries["normal_max"].folds_scored == 4
     # the in-sample rule is decided in advance: f1 maximises pooled Dice, hence IoU, on those pixels
     in_sample = {t: metrics.threshold_metrics(maps, masks, fit_threshold(t, maps, masks, labels=labels))["iou"]
                  for t in techniques}
     assert max(in_sample, key=in_sample.get) == "f1"
 
 
-def test_one_anomalous_validation_image_cannot_cross_fit_the_supervised_techniques():
+def test_pooled_criterion_is_not_the_mean_of_per_fold_ious():
+    """A fold whose anomalous image is tiny would weigh as much as one with a large defect in a
+    mean of fold IoUs; pooled, each pixel counts once, as in the test part's IoU."""
+    maps, masks, labels = _maps(n_anomalous=3, n_good=3)
+    masks[0] = False
+    masks[0, 2:4, 2:4] = True  # a 4-pixel defect, badly found
+    val = evaluation.ValidationData(maps, masks, labels)
+    keys = [str(i) for i in range(6)]
+    sel = evaluation.cross_fitted_selection(val, keys, ("normal_max",), 0.01, seed=0)
+    folds, _ = evaluation.make_folds(labels, keys, 0)
+    per_fold = []
+    for held in folds:
+        rest = np.setdiff1d(np.arange(6), held)
+        t = fit_threshold("normal_max", maps[rest], masks[rest], labels=labels[rest])
+        per_fold.append(metrics.threshold_metrics(maps[held], masks[held], t)["iou"])
+    assert abs(sel.entries[0].cv_iou - np.mean(per_fold)) > 1e-3
+
+
+def test_one_anomalous_validation_image_makes_no_fold_without_one_and_falls_back_by_a_fixed_rule():
+    """Two folds with one anomalous image would leave a fold of defect-free pixels only, which
+    rewards thresholds that never fire; nothing is cross-fitted and the report says so."""
     maps, masks, labels = _maps(n_anomalous=1, n_good=4)
     val = evaluation.ValidationData(maps, masks, labels)
     sel = evaluation.cross_fitted_selection(val, [str(i) for i in range(5)], ("f1", "normal_max"), 0.01, 0)
+    assert sel.n_folds == 0 and sel.chosen is None and "not cross-fitted" in sel.method
     entries = {e.technique: e for e in sel.entries}
-    assert entries["f1"].failure.reason == "too_few_anomalous_validation_images"
-    assert sel.chosen == "normal_max"
+    for name in ("f1", "normal_max"):
+        assert entries[name].failure.reason == "too_few_anomalous_validation_images"
+        assert "1 anomalous validation image" in entries[name].failure.message
+    chosen, rule = evaluation.fallback_choice(["f1", "iou_curve", "normal_max"])
+    assert chosen == "iou_curve" and "fixed in advance" in rule and "f1" in rule
+    assert evaluation.fallback_choice(["normal_fpr", "synthetic"])[0] == "synthetic"
+    assert evaluation.fallback_choice(["f1", "normal_max"])[0] == "f1"
+    assert evaluation.fallback_choice([])[0] is None
 
 
 # ---- few-shot study -----------------------------------------------------------------------------

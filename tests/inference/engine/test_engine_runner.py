@@ -143,10 +143,12 @@ def test_two_anomalous_images_of_two_types_fit_every_technique(synthetic):
     assert report["split"]["validation_counts"]["good"] == 2
     assert sum(v for k, v in report["split"]["validation_counts"].items() if k != "good") == 1
     assert all(r["failure"] is None for r in report["techniques"].values())
-    # one anomalous validation image: the anomalous-image techniques cannot be cross-fitted
+    # one anomalous validation image: nothing can be cross-fitted, a rule fixed in advance decides
     entries = {e["technique"]: e for e in report["selection"]["entries"]}
     assert entries["f1"]["failure"]["reason"] == "too_few_anomalous_validation_images"
-    assert entries["normal_max"]["cv_iou_mean"] is not None
+    assert entries["normal_max"]["cv_iou"] is None
+    assert report["selection"]["chosen"] == "iou_curve"
+    assert "no technique could be cross-fitted" in report["selection"]["rule"]
 
 
 def test_corrupt_image_named_in_error(synthetic, tmp_path):

@@ -1,0 +1,114 @@
+"""Intervals of the deployed *procedure*: validation images redrawn and every threshold refitted.
+
+The fixed-threshold intervals (:class:`evaluation.Resampler`) resample the test images only, with
+the threshold fitted once on the whole validation part. With few labelled defects the largest
+uncertainty is where that threshold lands: another handful of validation images would have put it
+elsewhere. Here each bootstrap resample also redraws the validation images (stratified, seeded,
+independently of the test draw), refits the technique on the redrawn set and measures the refitted
+threshold on the resampled test images. The spread of those test IoUs is the interval of "fit this
+technique on a few labelled images of the product, then inspect": wider than the fixed one.
+
+Every refit is a weighted sum over per-image counts at one shared grid of thresholds
+(:class:`evaluation.GridCounts`): the validation part's candidate thresholds, the point fits
+themselves, every defect-free image's maximum (``normal_max`` refits exactly) and fine quantiles
+of the defect-free pixels around the ``normal_fpr`` target. ``normal_max`` refits exactly; the
+others among the grid's thresholds (the IoU curve's own fit takes quantiles of the images it is
+given, here those of the whole validation part): as good by their own criterion to about 1e-3.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import evaluation
+from .report import DecisionEstimates, Estimate
+from .thresholds import candidate_thresholds
+
+# FPR levels, relative to the normal_fpr target, whose defect-free-pixel quantiles join the grid.
+_FPR_LEVELS = np.geomspace(0.05, 20.0, 400)
+
+
+def _grid(val: evaluation.ValidationData, fitted: dict[str, float], target: float) -> np.ndarray:
+    parts = [candidate_thresholds(val.maps, val.masks), np.array(list(fitted.values()), dtype=np.float64)]
+    good = ~val.anomalous
+    if good.any():
+        maxima = val.maps[good].reshape(int(good.sum()), -1).max(axis=1)
+        parts.append(np.nextafter(maxima, np.array(np.inf, dtype=maxima.dtype)).astype(np.float64))
+        levels = np.clip(1.0 - target * _FPR_LEVELS, 0.0, 1.0)
+        parts.append(np.quantile(val.maps[good], levels).astype(val.maps.dtype).astype(np.float64))
+    if val.synthetic_maps is not None and len(val.synthetic_maps):
+        parts.append(candidate_thresholds(val.synthetic_maps, val.synthetic_masks))
+    return np.unique(np.concatenate(parts))
+
+
+def _last_argmax_rows(values: np.ndarray) -> np.ndarray:
+    """Per row, the index of the maximum; on ties the last (the highest threshold)."""
+    v = np.where(np.isfinite(values), values, -np.inf)
+    best = v >= v.max(axis=1, keepdims=True) - 1e-12
+    return values.shape[1] - 1 - np.argmax(best[:, ::-1], axis=1)
+
+
+def _first_at_most(values: np.ndarray, limit: float) -> np.ndarray:
+    """Per row, the first (lowest-threshold) index whose value is at most ``limit``."""
+    ok = values <= limit + 1e-15
+    return np.where(ok.any(axis=1), np.argmax(ok, axis=1), values.shape[1] - 1)
+
+
+def refit_indices(name: str, grid: evaluation.GridCounts, weights: np.ndarray, anomalous: np.ndarray,
+                  target: float, synthetic: tuple[evaluation.GridCounts, np.ndarray] | None = None) -> np.ndarray:
+    """(B,) grid indices of technique ``name`` refitted on each weighted validation resample."""
+    w = weights
+    if name == "iou_curve":
+        has = anomalous & (grid.pos > 0)
+        ious = evaluation._ratio(grid.tp[has], grid.fp[has] + grid.pos[has][:, None])
+        return _last_argmax_rows(evaluation._ratio(w[:, has] @ ious, w[:, has].sum(axis=1)[:, None]))
+    if name == "synthetic":
+        syn_grid, source = synthetic
+        ws = w[:, source]  # a synthetic copy is drawn as often as the defect-free image it came from
+        ious = evaluation._ratio(syn_grid.tp, syn_grid.fp + syn_grid.pos[:, None])
+        return _last_argmax_rows(evaluation._ratio(ws @ ious, ws.sum(axis=1)[:, None]))
+    tp, fp, pos, neg = w @ grid.tp, w @ grid.fp, w @ grid.pos, w @ grid.neg
+    if name == "f1":
+        return _last_argmax_rows(evaluation._ratio(2 * tp, tp + fp + pos[:, None]))
+    if name == "roc":
+        return _last_argmax_rows(tp / np.maximum(pos, 1)[:, None] - fp / np.maximum(neg, 1)[:, None])
+    good = ~anomalous
+    good_fpr = evaluation._ratio(w[:, good] @ grid.fp[good], (w[:, good] @ (grid.pos + grid.neg)[good])[:, None])
+    if name == "normal_fpr":
+        return _first_at_most(good_fpr, target)
+    if name == "normal_max":
+        return _first_at_most(good_fpr, 0.0)
+    raise KeyError(f"no refit on the grid for threshold technique {name!r}")
+
+
+def decision_estimates(val: evaluation.ValidationData, fitted: dict[str, float], test_maps: np.ndarray,
+                       test_masks: np.ndarray, test_weights: np.ndarray, test_point_iou: dict[str, float | None],
+                       target: float, seed: int) -> dict[str, DecisionEstimates]:
+    """Per fitted technique: the refitted thresholds' interval and the test IoU interval they give.
+
+    ``test_weights``: the test part's bootstrap weights (the fixed intervals' own draw), paired
+    here with an independent stratified draw of the validation images.
+    """
+    if not fitted:
+        return {}
+    thresholds = _grid(val, fitted, target)
+    val_grid = evaluation.GridCounts(val.maps, val.masks, thresholds)
+    test_grid = evaluation.GridCounts(test_maps, test_masks, thresholds)
+    synthetic = None
+    if "synthetic" in fitted and val.synthetic_maps is not None and len(val.synthetic_maps):
+        synthetic = (evaluation.GridCounts(val.synthetic_maps, val.synthetic_masks, thresholds), val.synthetic_source)
+    val_weights = evaluation.Resampler(val.anomalous, seed, resamples=len(test_weights), stream=1).weights
+    interval = evaluation.Resampler.percentile_interval
+    out = {}
+    for name, point in fitted.items():
+        k = refit_indices(name, val_grid, val_weights, val.anomalous, target, synthetic)
+        tp = test_grid.tp[:, k].T  # (B, test images): each resample's counts at its own refit
+        fp = test_grid.fp[:, k].T
+        ious = evaluation._ratio((test_weights * tp).sum(axis=1),
+                                 (test_weights * (fp + test_grid.pos[None, :])).sum(axis=1))
+        low, high = interval(thresholds[k])
+        iou_low, iou_high = interval(ious)
+        out[name] = DecisionEstimates(Estimate(float(point), low, high),
+                                      Estimate(test_point_iou.get(name), iou_low, iou_high)
+                                      if test_point_iou.get(name) is not None else Estimate(None))
+    return out
