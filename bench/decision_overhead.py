@@ -42,7 +42,7 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     from annotator.layouts import scan_dataset
-    from inference.engine import evaluation, metrics, runner
+    from inference.engine import evaluation, metrics, runner, synthetic
     from inference.engine.backbones import Backbone
     from inference.engine.common import peak_rss_mb
     from inference.engine.data import load_image, load_masks
@@ -66,7 +66,7 @@ def main() -> None:
     good = [i for i in range(len(test)) if not labels[i]]
     t0 = time.perf_counter()
     base = np.stack([load_image(test[i].image_path, config.image_size) for i in good])
-    syn_images, syn_masks, source = evaluation.cut_paste(base, config.seed)
+    syn_images, syn_masks, source, _ = synthetic.synthetic_defects(base, config.seed, runner.SYNTHETIC_PER_IMAGE)
     syn_maps = np.concatenate([model.predict(torch.from_numpy(np.ascontiguousarray(
         syn_images[k:k + 16].transpose(0, 3, 1, 2)))) for k in range(0, len(syn_images), 16)])
     synthetic_mapping = time.perf_counter() - t0

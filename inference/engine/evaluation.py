@@ -572,35 +572,6 @@ def _enough(points: list[FewShotPoint]) -> int | None:
 
 
 # ---- synthetic anomalies ----------------------------------------------------------------------
-def cut_paste(images: np.ndarray, seed: int, per_image: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """CutPaste-style synthetic defects (Li et al., CVPR 2021) in defect-free uint8 images (N, S, S, 3).
-
-    Each synthetic image takes a rectangle (2-12 % of the area, aspect 1:3..3:1) from another
-    random image of the set (or the same one), rotates it by a multiple of 90 degrees, scales its
-    brightness by 0.6-1.4 and pastes it at a random position; the rectangle is the mask.
-    Returns (images, masks, source index) with ``per_image`` synthetic images per input.
-    """
-    rng = np.random.default_rng([seed, 13])
-    n, size = len(images), images.shape[1]
-    out = np.repeat(images, per_image, axis=0).copy()
-    masks = np.zeros((len(out), size, size), dtype=bool)
-    source = np.repeat(np.arange(n), per_image)
-    for k in range(len(out)):
-        area = rng.uniform(0.02, 0.12) * size * size
-        aspect = math.exp(rng.uniform(math.log(1 / 3), math.log(3)))
-        h = int(np.clip(round(math.sqrt(area / aspect)), 2, size - 1))
-        w = int(np.clip(round(math.sqrt(area * aspect)), 2, size - 1))
-        donor = images[int(rng.integers(n))]
-        y0, x0 = int(rng.integers(0, size - h + 1)), int(rng.integers(0, size - w + 1))
-        patch = np.rot90(donor[y0:y0 + h, x0:x0 + w], int(rng.integers(4)))
-        ph, pw = patch.shape[:2]
-        patch = np.clip(patch.astype(np.float32) * rng.uniform(0.6, 1.4), 0, 255).astype(np.uint8)
-        y1, x1 = int(rng.integers(0, size - ph + 1)), int(rng.integers(0, size - pw + 1))
-        out[k, y1:y1 + ph, x1:x1 + pw] = patch
-        masks[k, y1:y1 + ph, x1:x1 + pw] = True
-    return out, masks, source
-
-
 # ---- evidence ---------------------------------------------------------------------------------
 def test_images_digest(entries: Sequence[tuple]) -> str:
     """A digest of the test part's images and labels: equal digests = the same evidence."""

@@ -190,7 +190,7 @@ class SyntheticAnomalies:
     """``synthetic``: the IoU-curve rule fitted on synthetic anomalies instead of labelled ones.
 
     The maps given are those of the defect-free validation images plus synthetic defects
-    pasted into them (:func:`evaluation.cut_paste`, run through the model by the runner), so
+    pasted into them (:func:`synthetic.synthetic_defects`, run through the model by the runner), so
     a product with no labelled anomalous image still gets a localisation threshold: the
     label-free baseline of the few-shot study. Needs no anomalous image.
     """
