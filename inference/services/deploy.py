@@ -409,15 +409,19 @@ def execute_batch(job_id: int) -> str:
 
 
 def results_csv(job: InspectionJob) -> str:
+    """The job's results, one row per image. File names (and read errors) are user text: a cell a
+    spreadsheet would run as a formula is written as text, as in every CSV export."""
+    from annotator.services.label_csv import safe_cell
+
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(CSV_FIELDS + ("error",))
     for r in job.results:
         if "error" in r:
-            writer.writerow([r["name"]] + [""] * (len(CSV_FIELDS) - 1) + [r["error"]])
+            writer.writerow([safe_cell(r["name"])] + [""] * (len(CSV_FIELDS) - 1) + [safe_cell(r["error"])])
             continue
         largest = r["components"][0] if r["components"] else None
-        writer.writerow([r["name"], r["verdict"], f"{r['score']:.6g}", f"{r['image_threshold']:.6g}", r["technique"],
+        writer.writerow([safe_cell(r["name"]), r["verdict"], f"{r['score']:.6g}", f"{r['image_threshold']:.6g}", r["technique"],
                          f"{r['pixel_threshold']:.6g}", f"{r['defect_area_fraction']:.6f}", len(r["components"]),
                          " ".join(map(str, largest["bbox"])) if largest else "",
                          f"{largest['peak']:.6g}" if largest else "", f"{r['inference_ms']:.1f}", ""])
