@@ -421,8 +421,9 @@ def results_csv(job: InspectionJob) -> str:
             writer.writerow([safe_cell(r["name"])] + [""] * (len(CSV_FIELDS) - 1) + [safe_cell(r["error"])])
             continue
         largest = r["components"][0] if r["components"] else None
-        writer.writerow([safe_cell(r["name"]), r["verdict"], f"{r['score']:.6g}", f"{r['image_threshold']:.6g}", r["technique"],
-                         f"{r['pixel_threshold']:.6g}", f"{r['defect_area_fraction']:.6f}", len(r["components"]),
+        writer.writerow([safe_cell(r["name"]), r["verdict"], f"{r['score']:.6g}", f"{r['image_threshold']:.6g}",
+                         r["technique"], f"{r['pixel_threshold']:.6g}", f"{r['defect_area_fraction']:.6f}",
+                         len(r["components"]),
                          " ".join(map(str, largest["bbox"])) if largest else "",
                          f"{largest['peak']:.6g}" if largest else "", f"{r['inference_ms']:.1f}", ""])
     return out.getvalue()
