@@ -80,11 +80,12 @@ def _upload_streams_within_a_pixel_budget(padim_part, reviewer_account, settings
     url = reverse("api-inspect", args=[padim_part.product_id])
     images = {f"part-{k}.png": _png_bytes(300, 200, k) for k in range(4)}  # 60,000 pixels each
 
-    decoded, alive_at_each_decode = [], []
+    decoded, alive_at_each_decode, sources = [], [], []
     real_decode = image_checks.decode_image
 
     def tracked_decode(source):
         alive_at_each_decode.append(sum(ref() is not None for ref in decoded))
+        sources.append(type(source).__name__)
         picture = real_decode(source)
         decoded.append(weakref.ref(picture))
         return picture
@@ -100,14 +101,17 @@ def _upload_streams_within_a_pixel_budget(padim_part, reviewer_account, settings
     assert "DEFECTBENCH_INSPECT_MAX_PIXELS_PER_REQUEST" in detail
     assert decoded == [] and not InspectionJob.objects.exists()
 
-    # Within it: every image decoded after the one before was let go.
+    # Within it: every image decoded after the one before was let go. (The uploads lie in Django's
+    # temporary files, as those of any request over FILE_UPLOAD_MAX_MEMORY_SIZE do.)
     settings.DEFECTBENCH_INSPECT_MAX_PIXELS_PER_REQUEST = 4 * 60_000
+    settings.FILE_UPLOAD_MAX_MEMORY_SIZE = 0
     accepted = api.post(url, {"images": _files(images)}, format="multipart")
     assert accepted.status_code == 201, accepted.content
     body = accepted.json()
     assert [r["name"] for r in body["results"]] == list(images)
     assert all(r["width"] == 300 and r["height"] == 200 for r in body["results"])
     assert len(decoded) == 4 and alive_at_each_decode == [0, 0, 0, 0]
+    assert sources == ["TemporaryUploadedFile"] * 4
 
     # An upload is read where it lies, a block at a time: never whole, even when its pixels are
     # a single PNG chunk as large as the file.
