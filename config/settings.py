@@ -175,6 +175,13 @@ DEFECTBENCH_DATA_ROOTS = [
 ]
 # Images above this many pixels are refused (decompression-bomb guard, also Pillow's limit).
 DEFECTBENCH_MAX_IMAGE_PIXELS = int(os.environ.get("DEFECTBENCH_MAX_IMAGE_PIXELS", 40_000_000))
+# Pixels one inspect request (up to 32 images) may decode in all; a larger request is refused from
+# the files' headers before any decoding. Images are decoded and scored one at a time, so memory
+# does not grow with this (it is that of the largest image); time does. The default, 32 images at
+# the default 40-megapixel limit, is what the other limits already allow; it took 47 s (RGB) and
+# 95 s (RGBA) on a shared, loaded 2-core machine (bench/inspect_memory_bench.py), inside
+# gunicorn's 120 s timeout: lower it with a shorter timeout or a slower machine.
+DEFECTBENCH_INSPECT_MAX_PIXELS_PER_REQUEST = env_int("DEFECTBENCH_INSPECT_MAX_PIXELS_PER_REQUEST", 1_280_000_000)
 # Largest accepted dataset upload (zip) and its unpacked size, in bytes.
 DEFECTBENCH_MAX_UPLOAD_BYTES = int(os.environ.get("DEFECTBENCH_MAX_UPLOAD_BYTES", 2 * 1024**3))
 DEFECTBENCH_MAX_UNPACKED_BYTES = int(

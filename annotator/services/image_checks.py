@@ -59,23 +59,17 @@ def pillow_limits(max_pixels: int):
             PILImage.MAX_IMAGE_PIXELS = previous
 
 
-def _open_checked(data: bytes, max_pixels: int, *, mask: bool = False, name: str = "",
-                  threshold: float = MASK_THRESHOLD, orientation: int = 1):
-    """Verify and fully decode ``data`` with the shared decoding (``inference.engine.pixels``):
-    the RGB picture, or for ``mask`` the DecodedMask; raise CheckError with a readable reason.
+def _readable(source):
+    """What Pillow opens ``source`` from: bytes, a path, or a binary file (Pillow reads it from its
+    start, a chunk at a time: an upload in a temporary file is never read whole into memory)."""
+    return io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source
 
-    The declared size is checked against ``max_pixels`` before a single pixel is decoded, so
-    the limit holds even outside ``pillow_limits``.
-    """
+
+@contextmanager
+def _reasons():
+    """Any failure to read an image as a CheckError with a readable reason."""
     try:
-        with PILImage.open(io.BytesIO(data)) as probe:
-            width, height = probe.size
-            if width * height > max_pixels:
-                raise CheckError(_bomb_message(width, height, max_pixels))
-            probe.verify()
-        if mask:
-            return decode_mask(data, threshold=threshold, orientation=orientation, name=name)
-        return decode_image(data)
+        yield
     except (PILImage.DecompressionBombError, PILImage.DecompressionBombWarning) as error:
         raise CheckError(f"refused as a possible decompression bomb ({error})") from None
     except CheckError:
@@ -87,6 +81,36 @@ def _open_checked(data: bytes, max_pixels: int, *, mask: bool = False, name: str
     except Exception as error:  # noqa: BLE001 - any decoder failure means unreadable
         reason = str(error) or type(error).__name__
         raise CheckError(f"not a readable image ({reason})") from None
+
+
+def probe_image(source, max_pixels: int, *, verify: bool = True) -> tuple[int, int]:
+    """The declared (width, height) of an image file (bytes, path or binary file), checked
+    against ``max_pixels`` without decoding a single pixel; ``verify``: Pillow's structure check
+    too (it reads a PNG chunk whole into memory, so a caller holding only a file for a large
+    upload leaves it to the decode, which reads a block at a time and fails on damage too)."""
+    with _reasons(), PILImage.open(_readable(source)) as probe:
+        width, height = probe.size
+        if width * height > max_pixels:
+            raise CheckError(_bomb_message(width, height, max_pixels))
+        if verify:
+            probe.verify()
+    return width, height
+
+
+def _open_checked(source, max_pixels: int, *, mask: bool = False, name: str = "",
+                  threshold: float = MASK_THRESHOLD, orientation: int = 1, verify: bool = True):
+    """Verify (see :func:`probe_image`) and fully decode ``source`` (bytes, path or binary file)
+    with the shared decoding (``inference.engine.pixels``): the RGB picture, or for ``mask`` the
+    DecodedMask; raise CheckError with a readable reason.
+
+    The declared size is checked against ``max_pixels`` before a single pixel is decoded, so
+    the limit holds even outside ``pillow_limits``.
+    """
+    probe_image(source, max_pixels, verify=verify)
+    with _reasons():
+        if mask:
+            return decode_mask(source, threshold=threshold, orientation=orientation, name=name)
+        return decode_image(source)
 
 
 def _bomb_message(width: int, height: int, max_pixels: int) -> str:

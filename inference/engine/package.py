@@ -385,23 +385,32 @@ class Inspector:
 
     def inspect(self, images, names=None, technique: str | None = None, batch_size: int = 16) -> list[Inspection]:
         """Verdicts for ``images`` (uint8 arrays or PIL images of any size)."""
-        technique, pixel_thr = self.pixel_threshold(technique)
-        image_thr = float(self.thresholds["image"]["value"])
         names = list(names) if names is not None else [str(i) for i in range(len(images))]
         out: list[Inspection] = []
         for start in range(0, len(images), batch_size):
             prepared = [prepare_image(im, self.image_size) for im in images[start:start + batch_size]]
-            t0 = time.perf_counter()
-            maps = self.maps(np.stack([p[0] for p in prepared]))
-            ms = 1000.0 * (time.perf_counter() - t0) / len(prepared)
-            for k, ((_, (w, h)), amap) in enumerate(zip(prepared, maps)):
-                score = float(amap.max())
-                mask = amap >= pixel_thr
-                out.append(Inspection(
-                    name=names[start + k], width=w, height=h, score=score, image_threshold=image_thr,
-                    defective=bool(score >= image_thr), technique=technique, pixel_threshold=pixel_thr,
-                    defect_area_fraction=float(mask.mean()), components=components_of(mask, amap, w, h),
-                    anomaly_map=amap, inference_ms=ms))
+            out += self.inspect_prepared(np.stack([p[0] for p in prepared]), [p[1] for p in prepared],
+                                         names[start:start + batch_size], technique)
+        return out
+
+    def inspect_prepared(self, prepared: np.ndarray, sizes, names, technique: str | None = None) -> list[Inspection]:
+        """Verdicts for images already made ready by :func:`prepare_image` ((B, S, S, 3) uint8, with
+        each one's (width, height) before resizing): a caller that streams large images resizes
+        each as it decodes it and keeps only the small copy."""
+        technique, pixel_thr = self.pixel_threshold(technique)
+        image_thr = float(self.thresholds["image"]["value"])
+        t0 = time.perf_counter()
+        maps = self.maps(prepared)
+        ms = 1000.0 * (time.perf_counter() - t0) / len(prepared)
+        out: list[Inspection] = []
+        for name, (w, h), amap in zip(names, sizes, maps):
+            score = float(amap.max())
+            mask = amap >= pixel_thr
+            out.append(Inspection(
+                name=name, width=w, height=h, score=score, image_threshold=image_thr,
+                defective=bool(score >= image_thr), technique=technique, pixel_threshold=pixel_thr,
+                defect_area_fraction=float(mask.mean()), components=components_of(mask, amap, w, h),
+                anomaly_map=amap, inference_ms=ms))
         return out
 
     def inspect_files(self, paths, technique: str | None = None, batch_size: int = 16) -> list[Inspection]:

@@ -34,6 +34,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 MAX_UPLOAD_IMAGES = 32  # per API call / page drop; a batch job takes folders and zips of any size
 MAX_BATCH_IMAGES = 10_000
 CACHE_SIZE = 2
+INPUT_FOLDER = "input"  # a zip batch's images, unpacked inside the job's folder
 CSV_FIELDS = ("image", "verdict", "score", "image_threshold", "technique", "pixel_threshold",
               "defect_area_fraction", "components", "largest_component_bbox", "peak", "inference_ms")
 
@@ -139,13 +140,16 @@ def inspector_for(deployment: Deployment):
 
 @dataclass
 class Upload:
+    """An image to inspect: its name and where its bytes are (bytes, a path, or a binary file such
+    as a Django upload, which stays where the upload handler put it: Pillow reads it a chunk at a
+    time, so a large upload is never copied into memory whole)."""
     name: str
-    data: bytes
+    source: object
 
 
 def read_uploads(files) -> list[Upload]:
-    """Uploaded files (``.name``, ``.size``, ``.read()``) as :class:`Upload`; any file over the
-    upload limit is refused before a byte of it is read."""
+    """Uploaded files (``.name``, ``.size``, read by Pillow in place) as :class:`Upload`; any file
+    over the upload limit is refused before a byte of it is read."""
     limit = settings.DEFECTBENCH_MAX_UPLOAD_BYTES
     big = [f"{f.name}: {f.size:,} bytes, more than the limit of {limit:,} (DEFECTBENCH_MAX_UPLOAD_BYTES)"
            for f in files if f.size > limit]
@@ -153,16 +157,7 @@ def read_uploads(files) -> list[Upload]:
         raise DeployRefused(*big)
     if len(files) > MAX_UPLOAD_IMAGES:
         raise DeployRefused(f"{len(files)} images at once; at most {MAX_UPLOAD_IMAGES} (use a batch job for more).")
-    return [Upload(f.name, f.read()) for f in files]
-
-
-def _decode(name: str, data: bytes):
-    from annotator.services.image_checks import CheckError, _open_checked
-
-    try:
-        return _open_checked(data, settings.DEFECTBENCH_MAX_IMAGE_PIXELS)
-    except CheckError as error:
-        raise DeployRefused(f"{name}: {error}") from None
+    return [Upload(f.name, f) for f in files]
 
 
 def _png(array: np.ndarray, path: Path) -> None:
@@ -189,17 +184,51 @@ def _write_result(job: InspectionJob, index: int, prepared: np.ndarray, result) 
     return entry
 
 
-def _inspect_images(job: InspectionJob, inspector, named_images, offset: int = 0) -> list[dict]:
+def _inspect_file(job: InspectionJob, inspector, index: int, name: str, source) -> dict:
+    """Decode one image (checked, upright, 8-bit RGB, as uploads and dataset imports are), resize
+    it to the model's size, let the full-size picture go, then score it and write its PNGs.
+
+    Only one full-size picture is ever alive: a request or batch costs the memory of its largest
+    image, not of all of them. The file is read a block at a time (no Pillow verify, which reads a
+    PNG chunk whole: one chunk can be the whole upload). CheckError when it cannot be read.
+    """
+    from annotator.services.image_checks import _open_checked
     from inference.engine.package import prepare_image
 
-    names = [n for n, _ in named_images]
-    results = inspector.inspect([im for _, im in named_images], names=names, technique=job.deployment.technique)
-    return [_write_result(job, offset + k, prepare_image(im, inspector.image_size)[0], r)
-            for k, ((_, im), r) in enumerate(zip(named_images, results))]
+    picture = _open_checked(source, settings.DEFECTBENCH_MAX_IMAGE_PIXELS, verify=False)
+    prepared, size = prepare_image(picture, inspector.image_size)
+    del picture
+    result = inspector.inspect_prepared(prepared[None], [size], [name], technique=job.deployment.technique)[0]
+    return _write_result(job, index, prepared, result)
+
+
+def _check_uploads(uploads: list[Upload]) -> None:
+    """Refuse a request before anything is decoded: each file's header (read lazily by Pillow)
+    against the per-image pixel limit, the sum against the per-request pixel budget."""
+    from annotator.services.image_checks import CheckError, probe_image
+
+    problems, pixels = [], 0
+    for upload in uploads:
+        try:
+            width, height = probe_image(upload.source, settings.DEFECTBENCH_MAX_IMAGE_PIXELS, verify=False)
+        except CheckError as error:
+            problems.append(f"{upload.name}: {error}")
+            continue
+        pixels += width * height
+    if problems:
+        raise DeployRefused(*problems)
+    budget = settings.DEFECTBENCH_INSPECT_MAX_PIXELS_PER_REQUEST
+    if pixels > budget:
+        count = f"{len(uploads)} image{'s' if len(uploads) != 1 else ''}"
+        raise DeployRefused(f"{count} of {pixels:,} pixels in all, more than the limit of {budget:,} "
+                            "pixels per request (DEFECTBENCH_INSPECT_MAX_PIXELS_PER_REQUEST): send fewer or "
+                            "smaller images at once, or use a batch job.")
 
 
 def inspect_uploads(product: Product, uploads: list[Upload], user) -> InspectionJob:
-    """Inspect uploaded images at once with the product's deployed model; nothing is kept on refusal."""
+    """Inspect uploaded images with the product's deployed model, one image at a time; every
+    header is checked first (pixel limits, readable), so a refused request decodes nothing, and
+    nothing is kept on refusal."""
     deployment = current(product)
     if deployment is None:
         raise DeployRefused(f"No model is deployed for {product.name}: an admin deploys one from the product's "
@@ -208,31 +237,27 @@ def inspect_uploads(product: Product, uploads: list[Upload], user) -> Inspection
         raise DeployRefused("No images were sent.")
     if len(uploads) > MAX_UPLOAD_IMAGES:
         raise DeployRefused(f"{len(uploads)} images at once; at most {MAX_UPLOAD_IMAGES} (use a batch job for more).")
-    from annotator.services.image_checks import pillow_limits
+    from annotator.services.image_checks import CheckError, pillow_limits
 
-    problems, images = [], []
     with pillow_limits(settings.DEFECTBENCH_MAX_IMAGE_PIXELS):
-        for upload in uploads:
-            if len(upload.data) > settings.DEFECTBENCH_MAX_UPLOAD_BYTES:
-                problems.append(f"{upload.name}: {len(upload.data):,} bytes, more than the limit of "
-                                f"{settings.DEFECTBENCH_MAX_UPLOAD_BYTES:,}")
-                continue
-            try:
-                images.append((upload.name, _decode(upload.name, upload.data)))
-            except DeployRefused as error:
-                problems += error.messages
-    if problems:
-        raise DeployRefused(*problems)
-    inspector = inspector_for(deployment)
-    job = InspectionJob.objects.create(product=product, deployment=deployment, kind=InspectionJob.Kind.UPLOAD,
-                                       created_by=user, status=Status.RUNNING, total=len(images))
-    job.artifacts_path = f"inspections/{job.pk}"
-    try:
-        results = _inspect_images(job, inspector, images)
-    except Exception:
-        shutil.rmtree(job.artifacts_root, ignore_errors=True)
-        job.delete()
-        raise
+        _check_uploads(uploads)
+        inspector = inspector_for(deployment)
+        job = InspectionJob.objects.create(product=product, deployment=deployment, kind=InspectionJob.Kind.UPLOAD,
+                                           created_by=user, status=Status.RUNNING, total=len(uploads))
+        job.artifacts_path = f"inspections/{job.pk}"
+        results, problems = [], []
+        try:
+            for index, upload in enumerate(uploads):
+                try:
+                    results.append(_inspect_file(job, inspector, index, upload.name, upload.source))
+                except CheckError as error:  # a file whose header was fine but whose pixels are not
+                    problems.append(f"{upload.name}: {error}")
+            if problems:
+                raise DeployRefused(*problems)
+        except Exception:
+            shutil.rmtree(job.artifacts_root, ignore_errors=True)
+            job.delete()
+            raise
     job.results = results
     job.inference_ms_per_image = float(np.mean([r["inference_ms"] for r in results]))
     job.status, job.progress, job.finished_at = Status.SUCCEEDED, 100.0, timezone.now()
@@ -277,7 +302,7 @@ def start_batch(product: Product, user, *, folder: str | None = None, zip_file=N
         job.save()
         job.artifacts_path = f"inspections/{job.pk}"
         if zip_file is not None:
-            target = job.artifacts_root / "input"
+            target = inspection_inputs(job)
             try:
                 with zipfile.ZipFile(zip_file) as archive:
                     _extract(archive, _plan_extraction(archive, target), target)
@@ -318,70 +343,87 @@ def cancel_job(job: InspectionJob) -> InspectionJob:
     return job
 
 
-BATCH_CHUNK = 8
+BATCH_CHUNK = 8  # images between two looks at the cancel flag (and progress updates)
+
+
+def inspection_inputs(job: InspectionJob) -> Path:
+    """Where a zip batch's images are unpacked. A folder batch reads its images where they are (in
+    the data roots), so nothing of a user's own is ever here."""
+    return job.artifacts_root / INPUT_FOLDER
+
+
+def discard_inspection_inputs(job: InspectionJob) -> None:
+    """Delete the images a job was given to inspect (a zip batch's unpacked folder: up to
+    DEFECTBENCH_MAX_UNPACKED_BYTES), keeping the result files users download (the per-image PNGs;
+    the CSV comes from the row). Called whenever a job reaches a terminal state, by whatever
+    settles it (the worker, a cancel, a sweep of lost workers); idempotent."""
+    shutil.rmtree(inspection_inputs(job), ignore_errors=True)
+
+
+def _settle(job: InspectionJob, status: str, **fields) -> str:
+    """Put a batch job in a terminal ``status`` (with ``fields``) and discard its inputs."""
+    InspectionJob.objects.filter(pk=job.pk).update(status=status, finished_at=timezone.now(), **fields)
+    discard_inspection_inputs(job)
+    return status
 
 
 def execute_batch(job_id: int) -> str:
-    """Inspect a batch job's images (idempotent: a finished job is left alone, a restarted one redone)."""
+    """Inspect a batch job's images one at a time (idempotent: a finished job is left alone, a
+    restarted one redone); the job's inputs are discarded whichever way it ends."""
     with transaction.atomic():
         job = InspectionJob.objects.select_for_update().select_related("deployment__product_run").filter(pk=job_id).first()
         if job is None:
             return "missing"
         if job.status in TERMINAL_STATUSES:
+            discard_inspection_inputs(job)  # settled elsewhere (a cancel while queued): nothing left behind
             return job.status
         if job.cancel_requested:
-            job.status, job.finished_at = Status.CANCELLED, timezone.now()
-            job.save(update_fields=["status", "finished_at"])
-            return job.status
+            return _settle(job, Status.CANCELLED)
         job.status, job.progress, job.results, job.error = Status.RUNNING, 0.0, [], ""
         job.save(update_fields=["status", "progress", "results", "error"])
     root = Path(job.source)
-    paths = _batch_images(root)
     results: list[dict] = []
     try:
-        from annotator.services.image_checks import CheckError, _open_checked, pillow_limits
+        from annotator.services.image_checks import CheckError, pillow_limits
 
+        paths = _batch_images(root)
         inspector = inspector_for(job.deployment)
         with pillow_limits(settings.DEFECTBENCH_MAX_IMAGE_PIXELS):
-            for start in range(0, len(paths), BATCH_CHUNK):
-                if InspectionJob.objects.filter(pk=job.pk, cancel_requested=True).exists():
-                    InspectionJob.objects.filter(pk=job.pk).update(
-                        status=Status.CANCELLED, finished_at=timezone.now(), results=results)
-                    return Status.CANCELLED
-                named, failed = [], []
-                for p in paths[start:start + BATCH_CHUNK]:
-                    name = p.relative_to(root).as_posix()
-                    try:  # checked and decoded (upright, 8-bit RGB) as uploads and dataset imports are
-                        named.append((name, _open_checked(p.read_bytes(), settings.DEFECTBENCH_MAX_IMAGE_PIXELS)))
-                    except (CheckError, OSError) as error:
-                        failed.append({"name": name, "error": str(error)})
-                results += _inspect_images(job, inspector, named, offset=len(results) + len(failed))
-                results += failed
-                InspectionJob.objects.filter(pk=job.pk).update(
-                    progress=100.0 * min(start + BATCH_CHUNK, len(paths)) / len(paths), results=results)
+            for index, path in enumerate(paths):
+                if index % BATCH_CHUNK == 0 and index:
+                    InspectionJob.objects.filter(pk=job.pk).update(progress=100.0 * index / len(paths),
+                                                                  results=results)
+                    if InspectionJob.objects.filter(pk=job.pk, cancel_requested=True).exists():
+                        return _settle(job, Status.CANCELLED, results=results)
+                name = path.relative_to(root).as_posix()
+                try:
+                    results.append(_inspect_file(job, inspector, index, name, path))
+                except (CheckError, OSError) as error:
+                    results.append({"name": name, "error": str(error)})
     except Exception as error:  # noqa: BLE001 - the job is failed with the reason, never left running
         logger.exception("inspection job %s failed", job.pk)
-        InspectionJob.objects.filter(pk=job.pk).update(status=Status.FAILED, error=f"{type(error).__name__}: {error}",
-                                                      finished_at=timezone.now(), results=results)
-        return Status.FAILED
+        return _settle(job, Status.FAILED, error=f"{type(error).__name__}: {error}", results=results)
     times = [r["inference_ms"] for r in results if "inference_ms" in r]
-    InspectionJob.objects.filter(pk=job.pk).update(
-        status=Status.SUCCEEDED, progress=100.0, finished_at=timezone.now(), results=results,
-        inference_ms_per_image=float(np.mean(times)) if times else None)
-    return Status.SUCCEEDED
+    return _settle(job, Status.SUCCEEDED, progress=100.0, results=results,
+                   inference_ms_per_image=float(np.mean(times)) if times else None)
 
 
 def results_csv(job: InspectionJob) -> str:
+    """The job's results, one row per image. File names (and read errors) are user text: a cell a
+    spreadsheet would run as a formula is written as text, as in every CSV export."""
+    from annotator.services.label_csv import safe_cell
+
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(CSV_FIELDS + ("error",))
     for r in job.results:
         if "error" in r:
-            writer.writerow([r["name"]] + [""] * (len(CSV_FIELDS) - 1) + [r["error"]])
+            writer.writerow([safe_cell(r["name"])] + [""] * (len(CSV_FIELDS) - 1) + [safe_cell(r["error"])])
             continue
         largest = r["components"][0] if r["components"] else None
-        writer.writerow([r["name"], r["verdict"], f"{r['score']:.6g}", f"{r['image_threshold']:.6g}", r["technique"],
-                         f"{r['pixel_threshold']:.6g}", f"{r['defect_area_fraction']:.6f}", len(r["components"]),
+        writer.writerow([safe_cell(r["name"]), r["verdict"], f"{r['score']:.6g}", f"{r['image_threshold']:.6g}",
+                         r["technique"], f"{r['pixel_threshold']:.6g}", f"{r['defect_area_fraction']:.6f}",
+                         len(r["components"]),
                          " ".join(map(str, largest["bbox"])) if largest else "",
                          f"{largest['peak']:.6g}" if largest else "", f"{r['inference_ms']:.1f}", ""])
     return out.getvalue()

@@ -80,7 +80,7 @@ def api_world(transactional_db, tmp_path, settings, make_user, monkeypatch):
     first = deploy.deploy(part, techniques[0], admin)
     deploy.deploy(part, techniques[-1], admin)
     image = widget.images.filter(is_anomalous=True).first()
-    job = deploy.inspect_uploads(widget, [deploy.Upload(name="new.png", data=image.file_path.read_bytes())], admin)
+    job = deploy.inspect_uploads(widget, [deploy.Upload(name="new.png", source=image.file_path)], admin)
     queued = runs.launch_run(admin, dataset, [widget], model="padim", config=small, seed=2)
     return {
         "token": Token.objects.create(user=admin).key,
