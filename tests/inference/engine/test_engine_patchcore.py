@@ -112,3 +112,20 @@ def test_settings_that_cannot_work_are_refused():
     for bad in (dict(num_neighbors=0), dict(coreset_ratio=0.0), dict(projection_dim=-1)):
         with pytest.raises(ValueError, match="PatchCore's"):
             PatchCore(backbone=None, **bad)
+
+
+def test_patchcore_runs_end_to_end_on_a_user_supplied_dinov2_file(synthetic, tmp_path):
+    """DINOv2 ViT-S/14 from the user's own file (random weights saved here): a whole benchmark."""
+    import timm
+
+    from inference.engine import BenchmarkConfig, run_benchmark
+
+    path = tmp_path / "dinov2.pth"
+    torch.save(timm.create_model("vit_small_patch14_dinov2", pretrained=False).state_dict(), path)
+    train, test = synthetic
+    report = run_benchmark(train, test, BenchmarkConfig(
+        model="patchcore", backbone="vit_small_patch14_dinov2", weights_path=str(path), image_size=56,
+        batch_size=4, device="cpu", coreset_ratio=0.5, techniques=("iou_curve", "normal_fpr")))
+    assert report["config"]["backbone"] == "vit_small_patch14_dinov2"
+    assert report["whole_folder"]["pixel_auroc"] is not None
+    assert report["model_info"]["weights"] == str(path)
