@@ -155,3 +155,15 @@ def test_web_processes_share_a_redis_cache_when_told(tmp_path):
     assert "LocMemCache" in local
     compose = yaml.safe_load((REPO_ROOT / "docker-compose.yml").read_text())
     assert compose["services"]["web"]["environment"]["DJANGO_CACHE_URL"].startswith("redis://redis:6379/")
+
+
+def test_gunicorn_listens_on_this_machine_only_unless_told(monkeypatch):
+    import runpy
+
+    monkeypatch.delenv("GUNICORN_BIND", raising=False)
+    assert runpy.run_path(str(REPO_ROOT / "config" / "gunicorn.conf.py"))["bind"] == "127.0.0.1:8000"
+    monkeypatch.setenv("GUNICORN_BIND", "0.0.0.0:9000")
+    assert runpy.run_path(str(REPO_ROOT / "config" / "gunicorn.conf.py"))["bind"] == "0.0.0.0:9000"
+    # In the image (docker compose runs it too) the published port must reach gunicorn.
+    assert "ENV GUNICORN_BIND=0.0.0.0:8000" in (REPO_ROOT / "Dockerfile").read_text()
+
