@@ -136,8 +136,11 @@ if os.environ.get("DJANGO_CACHE_URL"):
                           "LOCATION": os.environ["DJANGO_CACHE_URL"]}}
 
 AUTH_USER_MODEL = "annotator.User"
+# Every password set through a form (admin's add-user and password pages) must pass all four.
 AUTH_PASSWORD_VALIDATORS = [
-    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": f"django.contrib.auth.password_validation.{name}"}
+    for name in ("UserAttributeSimilarityValidator", "MinimumLengthValidator",
+                 "CommonPasswordValidator", "NumericPasswordValidator")
 ]
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
