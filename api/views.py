@@ -25,6 +25,7 @@ from annotator.services.display import DISPLAY_SIZES
 from annotator.services.labels import delete_label, visible_history
 from annotator.services.workspace import workspace_data
 from api import serializers as s
+from api import tokens
 from api.permissions import IsAdminRole, IsLabelOwnerOrReviewer, IsReviewerRole
 
 
@@ -329,8 +330,11 @@ class HistoryViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
 
 @method_decorator(login_not_required, name="dispatch")
 class TokenView(ObtainAuthToken):
-    """Exchange a username and password for the user's API token (``Authorization: Token <key>``)."""
+    """Exchange a username and password for the user's API token (``Authorization: Token <key>``);
+    an expired one is replaced."""
 
     @extend_schema(request=s.TokenRequestSerializer, responses={200: s.TokenSerializer}, auth=[])
     def post(self, request, *args, **kwargs):
-        return super().post(request, *args, **kwargs)
+        serializer = self.get_serializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        return Response({"token": tokens.valid_or_new(serializer.validated_data["user"]).key})

@@ -146,6 +146,11 @@ LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"
 
+# --- Logins and API tokens ---------------------------------------------------------------
+# An API token lasts until it is revoked or replaced, or its owner's password changes; with a
+# maximum age, an older token is refused with 401 "Token expired" (0: no maximum age).
+DEFECTBENCH_API_TOKEN_MAX_AGE_SECONDS = env_int("DEFECTBENCH_API_TOKEN_MAX_AGE_SECONDS", 0)
+
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True
@@ -195,7 +200,7 @@ REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         # Token first: a request without valid credentials gets 401 with
         # "WWW-Authenticate: Token" (DRF asks the first class), not a bare 403.
-        "rest_framework.authentication.TokenAuthentication",
+        "api.authentication.ExpiringTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
