@@ -1,7 +1,10 @@
-"""How API requests authenticate, beyond DRF's defaults: tokens with a maximum age."""
+"""How API requests authenticate, beyond DRF's defaults: tokens with a maximum age, and the
+answer to a password login (POST /api/auth/token/) from a locked-out client."""
+from rest_framework import status
 from rest_framework.authentication import TokenAuthentication
-from rest_framework.exceptions import AuthenticationFailed
+from rest_framework.exceptions import APIException, AuthenticationFailed
 
+from annotator import lockout
 from api import tokens
 
 
@@ -17,3 +20,14 @@ class ExpiringTokenAuthentication(TokenAuthentication):
             )
         return user, token
 
+
+class LoginLockedOut(APIException):
+    """429 with ``Retry-After``: too many failed logins from the client's address."""
+
+    status_code = status.HTTP_429_TOO_MANY_REQUESTS
+    default_code = "locked_out"
+
+    def __init__(self, request):
+        # DRF's exception handler sends ``wait`` as the Retry-After header.
+        self.wait = lockout.retry_after_seconds(request)
+        super().__init__(lockout.lockout_message(self.wait))
