@@ -59,4 +59,5 @@ def token_page(request):
     token = tokens.current(request.user)
     return render(request, "api/token.html", {
         "token": token, "api_root": request.build_absolute_uri(reverse("api-root")),
+        "expires_at": token and tokens.expires_at(token), "expired": token is not None and tokens.is_expired(token),
     })

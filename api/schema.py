@@ -1,7 +1,7 @@
 """OpenAPI schema additions: the error responses every endpoint can give, documented once.
 
 drf-spectacular documents what a view returns on success; errors come from DRF's exception
-handling and look the same everywhere: ``{"detail": "..."}`` (401, 403, 404, 409) or, for a
+handling and look the same everywhere: ``{"detail": "..."}`` (401, 403, 404, 409, 429) or, for a
 request that does not validate, an object of field name to list of messages (400).
 """
 from drf_spectacular.utils import OpenApiExample  # noqa: F401 (re-exported for views)
@@ -25,6 +25,8 @@ ERRORS = {
 }
 # Where the labelling rules refuse a valid request: the image has all the labels it needs.
 CONFLICTS = {("/api/labels/", "post"), ("/api/labels/{id}/", "put"), ("/api/labels/{id}/", "patch")}
+# Where a password is checked: too many failures from one address lock it out for a while.
+LOCKOUTS = {("/api/auth/token/", "post")}
 
 
 def add_error_responses(result, generator, request, public):
@@ -49,6 +51,12 @@ def add_error_responses(result, generator, request, public):
             if (path, method) in CONFLICTS and "409" not in operation["responses"]:
                 operation["responses"]["409"] = {
                     "description": "The image already has all the labels its overlap asks for.",
+                    "content": {"application/json": {"schema": DETAIL}},
+                }
+            if (path, method) in LOCKOUTS and "429" not in operation["responses"]:
+                operation["responses"]["429"] = {
+                    "description": "Too many failed logins from this address; the Retry-After header "
+                                   "and the detail say when to try again.",
                     "content": {"application/json": {"schema": DETAIL}},
                 }
     return result

@@ -1,8 +1,9 @@
 """Serializers of the labelling API."""
 from django.urls import reverse
 from rest_framework import serializers
+from rest_framework.authtoken.serializers import AuthTokenSerializer
 
-from annotator.models import Dataset, Image, Label, LabelHistory, Product, ReviewDecision
+from annotator.models import Dataset, Image, Label, LabelHistory, Product, ReviewDecision, User
 from annotator.services import label_csv
 from annotator.services.display import DISPLAY_SIZES
 
@@ -145,9 +146,11 @@ class LabelImportReportSerializer(serializers.Serializer):
     errors = ImportErrorSerializer(many=True)
 
 
-class TokenRequestSerializer(serializers.Serializer):
-    username = serializers.CharField()
-    password = serializers.CharField(style={"input_type": "password"})
+class TokenRequestSerializer(AuthTokenSerializer):
+    """DRF's username-and-password check; the username no longer than the user model allows (a
+    failed login is recorded with it)."""
+    username = serializers.CharField(write_only=True, max_length=User._meta.get_field("username").max_length)
+    token = None
 
 
 class TokenSerializer(serializers.Serializer):

@@ -19,12 +19,15 @@ from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from annotator import lockout
 from annotator.models import Dataset, Image, Label, LabelHistory, Product
 from annotator.services import agreement, label_csv, queue, review, statistics
 from annotator.services.display import DISPLAY_SIZES
 from annotator.services.labels import delete_label, visible_history
 from annotator.services.workspace import workspace_data
 from api import serializers as s
+from api import tokens
+from api.authentication import LoginLockedOut
 from api.permissions import IsAdminRole, IsLabelOwnerOrReviewer, IsReviewerRole
 
 
@@ -329,8 +332,16 @@ class HistoryViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
 
 @method_decorator(login_not_required, name="dispatch")
 class TokenView(ObtainAuthToken):
-    """Exchange a username and password for the user's API token (``Authorization: Token <key>``)."""
+    """Exchange a username and password for the user's API token (``Authorization: Token <key>``);
+    an expired one is replaced. Too many failed logins from one address: 429 (annotator.lockout)."""
+
+    serializer_class = s.TokenRequestSerializer
 
     @extend_schema(request=s.TokenRequestSerializer, responses={200: s.TokenSerializer}, auth=[])
     def post(self, request, *args, **kwargs):
-        return super().post(request, *args, **kwargs)
+        serializer = self.get_serializer(data=request.data)
+        if not serializer.is_valid():
+            if lockout.is_locked_out(request):
+                raise LoginLockedOut(request)
+            raise ValidationError(serializer.errors)
+        return Response({"token": tokens.valid_or_new(serializer.validated_data["user"]).key})

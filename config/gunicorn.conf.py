@@ -5,7 +5,9 @@ at once): a slow leak in a long-lived worker can never grow without bound.
 """
 import os
 
-bind = os.environ.get("GUNICORN_BIND", "0.0.0.0:8000")
+# This machine only unless told: a proxy in front (or the port mapping of a container, whose
+# image sets GUNICORN_BIND=0.0.0.0:8000) decides who reaches the app.
+bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
 workers = int(os.environ.get("GUNICORN_WORKERS", "3"))
 threads = int(os.environ.get("GUNICORN_THREADS", "1"))
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "120"))

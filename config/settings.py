@@ -5,6 +5,7 @@ Without any variable set the app runs on embedded defaults: SQLite and Celery's 
 broker under ``var/``, so ``make run`` needs no database or broker server.
 """
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -136,12 +137,60 @@ if os.environ.get("DJANGO_CACHE_URL"):
                           "LOCATION": os.environ["DJANGO_CACHE_URL"]}}
 
 AUTH_USER_MODEL = "annotator.User"
+# Every password set through a form (admin's add-user and password pages) must pass all four.
 AUTH_PASSWORD_VALIDATORS = [
-    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": f"django.contrib.auth.password_validation.{name}"}
+    for name in ("UserAttributeSimilarityValidator", "MinimumLengthValidator",
+                 "CommonPasswordValidator", "NumericPasswordValidator")
 ]
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"
+
+# --- Logins and API tokens ---------------------------------------------------------------
+# django-axes counts failed logins (login page, admin login, POST /api/auth/token/) per client
+# address in the database, so all web processes share one count. A client with
+# DEFECTBENCH_LOGIN_FAILURE_LIMIT failures, none more than DEFECTBENCH_LOGIN_LOCKOUT_SECONDS after
+# the one before, is refused for that many seconds after the last of them. Its backend
+# (LockoutBackend) comes first and refuses before any password is hashed, so guessing cannot tie
+# up the web processes. The address is locked, not the account: nobody can lock a person out from
+# elsewhere, and rotating usernames gains a guesser nothing (an IPv6 client counts as its /64).
+# Behind the TLS proxy (DJANGO_BEHIND_TLS_PROXY) the address is the one the proxy appended to
+# X-Forwarded-For (annotator/lockout.py).
+DEFECTBENCH_LOGIN_FAILURE_LIMIT = env_int("DEFECTBENCH_LOGIN_FAILURE_LIMIT", 10)
+DEFECTBENCH_LOGIN_LOCKOUT_SECONDS = env_int("DEFECTBENCH_LOGIN_LOCKOUT_SECONDS", 60)
+if DEFECTBENCH_LOGIN_FAILURE_LIMIT < 1 or DEFECTBENCH_LOGIN_LOCKOUT_SECONDS < 1:
+    raise RuntimeError("DEFECTBENCH_LOGIN_FAILURE_LIMIT and DEFECTBENCH_LOGIN_LOCKOUT_SECONDS "
+                       "must be at least 1.")
+INSTALLED_APPS.append("axes")
+# Last, so that it sees the outcome of the view: a lockout becomes the lockout page.
+MIDDLEWARE.append("axes.middleware.AxesMiddleware")
+AUTHENTICATION_BACKENDS = [
+    "annotator.lockout.LockoutBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+# The database, not a cache: the count holds across web processes with or without DJANGO_CACHE_URL.
+AXES_HANDLER = "axes.handlers.database.AxesDatabaseHandler"
+AXES_FAILURE_LIMIT = DEFECTBENCH_LOGIN_FAILURE_LIMIT
+AXES_COOLOFF_TIME = timedelta(seconds=DEFECTBENCH_LOGIN_LOCKOUT_SECONDS)
+AXES_LOCKOUT_PARAMETERS = ["ip_address"]
+AXES_CLIENT_IP_CALLABLE = "annotator.lockout.client_address"
+DEFECTBENCH_CLIENT_ADDRESS_FROM_PROXY = env_bool("DJANGO_BEHIND_TLS_PROXY", False)
+AXES_LOCKOUT_CALLABLE = "annotator.lockout.lockout_response"
+# A refused attempt is not recorded: the lockout ends on time (at most LIMIT guesses per
+# LOCKOUT_SECONDS, however fast a client tries), and a client hammering away costs one count query
+# per attempt instead of a write that grows its row without bound.
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+# A successful login does not clear the count: a guesser with an account of their own could
+# otherwise log in to it between guesses at someone else's.
+AXES_RESET_ON_SUCCESS = False
+# Only failures are stored (and dropped once they are older than the lockout); no row per login.
+AXES_DISABLE_ACCESS_LOG = True
+# No start-up banner in every manage.py, worker and web process.
+AXES_VERBOSE = False
+# An API token lasts until it is revoked or replaced, or its owner's password changes; with a
+# maximum age, an older token is refused with 401 "Token expired" (0: no maximum age).
+DEFECTBENCH_API_TOKEN_MAX_AGE_SECONDS = env_int("DEFECTBENCH_API_TOKEN_MAX_AGE_SECONDS", 0)
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
@@ -199,7 +248,7 @@ REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         # Token first: a request without valid credentials gets 401 with
         # "WWW-Authenticate: Token" (DRF asks the first class), not a bare 403.
-        "rest_framework.authentication.TokenAuthentication",
+        "api.authentication.ExpiringTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],

@@ -150,6 +150,12 @@ def test_setup_demo_takes_passwords_from_the_environment(demo_var, monkeypatch):
     assert "password from DEFECTBENCH_DEMO_ADMIN_PASSWORD" in out
     assert authenticate(username="admin", password="admin-secret-1") is not None
     assert authenticate(username="annotator", password="annotator-secret-1") is not None
+    # Run again with the same password: the admin's API token survives (a new password revokes it).
+    from rest_framework.authtoken.models import Token
+
+    token = Token.objects.create(user=get_user_model().objects.get(username="admin"))
+    run("setup_demo")
+    assert Token.objects.filter(pk=token.pk).exists()
 
 
 def test_setup_demo_restores_demo_roles(demo_var):

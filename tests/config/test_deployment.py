@@ -155,3 +155,34 @@ def test_web_processes_share_a_redis_cache_when_told(tmp_path):
     assert "LocMemCache" in local
     compose = yaml.safe_load((REPO_ROOT / "docker-compose.yml").read_text())
     assert compose["services"]["web"]["environment"]["DJANGO_CACHE_URL"].startswith("redis://redis:6379/")
+
+
+def test_gunicorn_listens_on_this_machine_only_unless_told(monkeypatch):
+    import runpy
+
+    monkeypatch.delenv("GUNICORN_BIND", raising=False)
+    assert runpy.run_path(str(REPO_ROOT / "config" / "gunicorn.conf.py"))["bind"] == "127.0.0.1:8000"
+    monkeypatch.setenv("GUNICORN_BIND", "0.0.0.0:9000")
+    assert runpy.run_path(str(REPO_ROOT / "config" / "gunicorn.conf.py"))["bind"] == "0.0.0.0:9000"
+    # In the image (docker compose runs it too) the published port must reach gunicorn.
+    assert "ENV GUNICORN_BIND=0.0.0.0:8000" in (REPO_ROOT / "Dockerfile").read_text()
+
+
+def test_login_limits_and_token_age_come_from_the_environment(tmp_path):
+    out = _settings_in_subprocess(
+        {"DEFECTBENCH_VAR_DIR": str(tmp_path), "DEFECTBENCH_LOGIN_FAILURE_LIMIT": "3",
+         "DEFECTBENCH_LOGIN_LOCKOUT_SECONDS": "900", "DEFECTBENCH_API_TOKEN_MAX_AGE_SECONDS": "86400"},
+        "settings.AXES_FAILURE_LIMIT, settings.AXES_COOLOFF_TIME.total_seconds(), "
+        "settings.DEFECTBENCH_API_TOKEN_MAX_AGE_SECONDS, settings.AXES_HANDLER, settings.AXES_LOCKOUT_PARAMETERS",
+    )
+    # Counted in the database (one count for all web processes), per client address.
+    assert out == "3 900.0 86400 axes.handlers.database.AxesDatabaseHandler ['ip_address']"
+    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND"}}
+    env.update({"DEFECTBENCH_VAR_DIR": str(tmp_path), "DEFECTBENCH_LOGIN_FAILURE_LIMIT": "0"})
+    result = subprocess.run([sys.executable, "-c", "import django, os; os.environ['DJANGO_SETTINGS_MODULE']="
+                             "'config.settings'; django.setup()"], cwd=REPO_ROOT, env=env, capture_output=True, text=True)
+    assert result.returncode != 0 and "DEFECTBENCH_LOGIN_FAILURE_LIMIT" in result.stderr
+    production = (REPO_ROOT / "README.md").read_text().split("## Production", 1)[1]
+    for name in ("DEFECTBENCH_LOGIN_FAILURE_LIMIT", "DEFECTBENCH_LOGIN_LOCKOUT_SECONDS",
+                 "DEFECTBENCH_API_TOKEN_MAX_AGE_SECONDS", "GUNICORN_BIND"):
+        assert f"`{name}`" in production, name

@@ -2,8 +2,9 @@
 
 Users ``admin`` (role admin, superuser, staff) and ``annotator`` (role annotator). Passwords come
 from ``DEFECTBENCH_DEMO_ADMIN_PASSWORD`` / ``DEFECTBENCH_DEMO_ANNOTATOR_PASSWORD`` when set (and
-are then reset on every run); otherwise a random one is generated and printed when the user is
-first created, and left unchanged afterwards. No password is stored anywhere in plaintext.
+are then reset on every run where they differ); otherwise a random one is generated and printed
+when the user is first created, and left unchanged afterwards. No password is stored anywhere in
+plaintext.
 The demo dataset is generated into ``VAR_DIR/datasets/demo`` unless already there, and imported
 (re-importing adds nothing).
 """
@@ -41,7 +42,9 @@ class Command(BaseCommand):
             user.is_superuser = user.is_staff = privileged
             password = os.environ.get(variable)
             if password:
-                user.set_password(password)
+                # Set only when it differs: a new password revokes the user's API token.
+                if not user.check_password(password):
+                    user.set_password(password)
                 note = f"password from {variable}"
             elif created:
                 password = secrets.token_urlsafe(12)
