@@ -19,6 +19,6 @@ urlpatterns = [
     path("agreement/", views.AgreementView.as_view(), name="api-agreement"),
     path("export/", views.ExportView.as_view(), name="api-export"),
     path("labels-import/", views.LabelImportView.as_view(), name="api-label-import"),
-    path("auth/token/", views.TokenView.as_view(), name="api-token"),
+    path("auth/token/", views.TokenView.as_view(), name="api-auth-token"),
     *router.urls,
 ]

@@ -55,7 +55,7 @@ def token_page(request):
         else:
             tokens.create(request.user)
             messages.success(request, "New token created; any earlier token stopped working.")
-        return redirect("api-token")
+        return redirect("api-token-page")
     token = tokens.current(request.user)
     return render(request, "api/token.html", {
         "token": token, "api_root": request.build_absolute_uri(reverse("api-root")),

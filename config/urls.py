@@ -9,7 +9,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
-    path("accounts/api-token/", token_page, name="api-token"),
+    path("accounts/api-token/", token_page, name="api-token-page"),
     path("api/", include("api.urls")),
     path("benchmarks/", include("inference.urls")),
     re_path(

@@ -8,8 +8,13 @@ pytestmark = pytest.mark.django_db
 def test_token_page_creates_copies_and_revokes(client, annotator_account):
     client.force_login(annotator_account)
     assert "You have no API token" in client.get("/accounts/api-token/").content.decode()
-    client.post("/accounts/api-token/", {"action": "create"})
+    # as a person does it: the nav link, the button, and the page the redirect lands on
+    home = client.get("/").content.decode()
+    assert 'href="/accounts/api-token/"' in home
+    landed = client.post("/accounts/api-token/", {"action": "create"}, follow=True)
+    assert landed.redirect_chain[-1][0] == "/accounts/api-token/"
     key = Token.objects.get(user=annotator_account).key
+    assert landed.status_code == 200 and f'value="{key}"' in landed.content.decode()
     page = client.get("/accounts/api-token/").content.decode()
     assert f'value="{key}"' in page and 'id="token-copy"' in page and f"Token {key}" in page
     client.post("/accounts/api-token/", {"action": "create"})
