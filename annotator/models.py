@@ -20,6 +20,9 @@ class BackgroundStatus(models.TextChoices):
     CANCELLED = "cancelled", "Cancelled"
 
 
+ACTIVE_BACKGROUND_STATUSES = (BackgroundStatus.QUEUED, BackgroundStatus.RUNNING)
+
+
 class User(AbstractUser):
     class Role(models.TextChoices):
         ADMIN = "admin", "Admin"
@@ -310,6 +313,9 @@ class ImportJob(models.Model):
 
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
     upload_path = models.CharField(max_length=1024)  # the stored zip, removed when the job ends
+    # Where the job unpacks the zip (MEDIA_ROOT/datasets/<uuid>): the dataset's folder once imported,
+    # removed when the job fails, is cancelled or its worker dies.
+    unpacked_path = models.CharField(max_length=1024, blank=True, default="")
     file_name = models.CharField(max_length=255)
     options = models.JSONField(default=dict, blank=True)  # layout, name, skip_invalid ...
     done = models.PositiveIntegerField(default=0)
@@ -322,7 +328,10 @@ class ImportJob(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # Written every few seconds while it runs; the sweep settles a running job whose worker stopped.
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
@@ -332,7 +341,7 @@ class ImportJob(models.Model):
 
     @property
     def finished(self) -> bool:
-        return self.status in (self.Status.DONE, self.Status.FAILED, self.Status.CANCELLED)
+        return self.status not in ACTIVE_BACKGROUND_STATUSES
 
 class DatasetStatistics(models.Model):
     """A snapshot of a dataset's label statistics (agreement, distributions, progress).
@@ -394,6 +403,8 @@ class ReferenceIndex(models.Model):
     weights = models.CharField(max_length=512, blank=True, default="")
     error = models.TextField(blank=True, default="")
     updated_at = models.DateTimeField(auto_now=True)
+    # Written every few seconds while it is computed; the sweep fails a running one whose worker stopped.
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
 
 
 class NearestReference(models.Model):

@@ -26,7 +26,10 @@ from django.db import transaction
 from django.utils import timezone
 
 from annotator.models import Product
-from inference.models import Deployment, InspectionJob, ProductRun, Status, TERMINAL_STATUSES
+from annotator.services.background import (
+    Heartbeat, is_stale, nothing_to_cancel, stale_before, stale_filter, worker_lost,
+)
+from inference.models import ACTIVE_STATUSES, Deployment, InspectionJob, ProductRun, Status, TERMINAL_STATUSES
 
 logger = logging.getLogger(__name__)
 
@@ -224,19 +227,21 @@ def inspect_uploads(product: Product, uploads: list[Upload], user) -> Inspection
     if problems:
         raise DeployRefused(*problems)
     inspector = inspector_for(deployment)
+    now = timezone.now()
     job = InspectionJob.objects.create(product=product, deployment=deployment, kind=InspectionJob.Kind.UPLOAD,
-                                       created_by=user, status=Status.RUNNING, total=len(images))
+                                       created_by=user, status=Status.RUNNING, total=len(images),
+                                       started_at=now, heartbeat_at=now)
     job.artifacts_path = f"inspections/{job.pk}"
     try:
-        results = _inspect_images(job, inspector, images)
+        with Heartbeat(_inspection_beat(job.pk), f"inspection-{job.pk}"):
+            results = _inspect_images(job, inspector, images)
     except Exception:
         shutil.rmtree(job.artifacts_root, ignore_errors=True)
         job.delete()
         raise
-    job.results = results
-    job.inference_ms_per_image = float(np.mean([r["inference_ms"] for r in results]))
-    job.status, job.progress, job.finished_at = Status.SUCCEEDED, 100.0, timezone.now()
-    job.save()
+    finish_inspection_job(job, Status.SUCCEEDED, artifacts_path=job.artifacts_path, results=results, progress=100.0,
+                          inference_ms_per_image=float(np.mean([r["inference_ms"] for r in results])))
+    job.refresh_from_db()
     return job
 
 
@@ -308,14 +313,72 @@ def _enqueue(job_id: int) -> None:
     InspectionJob.objects.filter(pk=job_id).update(celery_task_id=result.id or "")
 
 
+# ---- the job's life: every change of an inspection job's status goes through these --------------------
+
+# MERGE NOTE (issue 20): wt-inspect adds the full ``discard_inspection_inputs``; theirs replaces
+# this minimal one, which finish_inspection_job calls (the one call site).
+def discard_inspection_inputs(job: InspectionJob) -> None:
+    """Delete a job's unpacked inputs (``inspections/<job>/input/``); nothing reads them once it ended."""
+    folder = job.artifacts_root / "input"
+    media = Path(settings.MEDIA_ROOT).resolve()
+    if folder.is_dir() and not folder.is_symlink() and folder.resolve().is_relative_to(media):
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def finish_inspection_job(job: InspectionJob, status: str, error: str = "", *, if_still_silent: bool = False,
+                          **values) -> bool:
+    """End a queued or running job as ``status`` (succeeded, failed, cancelled) and discard its
+    inputs; a job that has ended already is left as it is. ``if_still_silent``: only if its
+    heartbeat is still the one read into ``job`` (a worker that beat since is alive after all).
+    Returns whether this call ended it."""
+    rows = InspectionJob.objects.filter(pk=job.pk, status__in=ACTIVE_STATUSES)
+    if if_still_silent:
+        rows = rows.filter(status=Status.RUNNING, heartbeat_at=job.heartbeat_at)
+    ended = bool(rows.update(status=status, error=error, finished_at=timezone.now(), **values))
+    if ended:
+        discard_inspection_inputs(job)
+    return ended
+
+
+def _inspection_beat(job_id: int):
+    def beat(now):
+        InspectionJob.objects.filter(pk=job_id, status=Status.RUNNING).update(heartbeat_at=now)
+    return beat
+
+
+def _end_dead_job(job: InspectionJob) -> bool:
+    """A running job whose worker stopped responding: cancelled if that was asked, else failed."""
+    if job.cancel_requested:
+        return finish_inspection_job(job, Status.CANCELLED, if_still_silent=True)
+    return finish_inspection_job(job, Status.FAILED, worker_lost(job.heartbeat_at), if_still_silent=True)
+
+
 def cancel_job(job: InspectionJob) -> InspectionJob:
+    """Queued: cancelled at once. Running: stops after its current group of images, or at once when
+    its worker stopped responding. Ended: ``NothingToCancel`` saying how it ended."""
+    job.refresh_from_db()
     if job.status in TERMINAL_STATUSES:
-        return job
+        raise nothing_to_cancel(f"Inspection {job.pk}", job.get_status_display())
     InspectionJob.objects.filter(pk=job.pk).update(cancel_requested=True)
-    InspectionJob.objects.filter(pk=job.pk, status=Status.QUEUED).update(
-        status=Status.CANCELLED, finished_at=timezone.now())
+    job.refresh_from_db()
+    if job.status == Status.QUEUED:
+        finish_inspection_job(job, Status.CANCELLED)
+    elif job.status == Status.RUNNING and is_stale(job.heartbeat_at):
+        _end_dead_job(job)
     job.refresh_from_db()
     return job
+
+
+def settle_stale_inspections(now=None) -> int:
+    """End every running job whose heartbeat is older than the stale window (the periodic sweep)."""
+    stale = InspectionJob.objects.filter(stale_filter(stale_before(now)), status=Status.RUNNING)
+    return sum(_end_dead_job(job) for job in stale)
+
+
+def _stop_asked(job_id: int) -> bool:
+    """Cancel was asked, or the job was ended meanwhile (by the sweep or a cancel that took it for dead)."""
+    status, cancel = InspectionJob.objects.filter(pk=job_id).values_list("status", "cancel_requested").first()
+    return cancel or status != Status.RUNNING
 
 
 BATCH_CHUNK = 8
@@ -330,11 +393,17 @@ def execute_batch(job_id: int) -> str:
         if job.status in TERMINAL_STATUSES:
             return job.status
         if job.cancel_requested:
-            job.status, job.finished_at = Status.CANCELLED, timezone.now()
-            job.save(update_fields=["status", "finished_at"])
-            return job.status
+            finish_inspection_job(job, Status.CANCELLED)
+            return Status.CANCELLED
         job.status, job.progress, job.results, job.error = Status.RUNNING, 0.0, [], ""
-        job.save(update_fields=["status", "progress", "results", "error"])
+        job.started_at = job.heartbeat_at = timezone.now()
+        job.save(update_fields=["status", "progress", "results", "error", "started_at", "heartbeat_at"])
+    # A thread beats while one group of images takes long (loading the model, large images).
+    with Heartbeat(_inspection_beat(job.pk), f"inspection-{job.pk}"):
+        return _run_batch(job)
+
+
+def _run_batch(job: InspectionJob) -> str:
     root = Path(job.source)
     paths = _batch_images(root)
     results: list[dict] = []
@@ -344,9 +413,8 @@ def execute_batch(job_id: int) -> str:
         inspector = inspector_for(job.deployment)
         with pillow_limits(settings.DEFECTBENCH_MAX_IMAGE_PIXELS):
             for start in range(0, len(paths), BATCH_CHUNK):
-                if InspectionJob.objects.filter(pk=job.pk, cancel_requested=True).exists():
-                    InspectionJob.objects.filter(pk=job.pk).update(
-                        status=Status.CANCELLED, finished_at=timezone.now(), results=results)
+                if _stop_asked(job.pk):
+                    finish_inspection_job(job, Status.CANCELLED, results=results)
                     return Status.CANCELLED
                 named, failed = [], []
                 for p in paths[start:start + BATCH_CHUNK]:
@@ -358,16 +426,15 @@ def execute_batch(job_id: int) -> str:
                 results += _inspect_images(job, inspector, named, offset=len(results) + len(failed))
                 results += failed
                 InspectionJob.objects.filter(pk=job.pk).update(
-                    progress=100.0 * min(start + BATCH_CHUNK, len(paths)) / len(paths), results=results)
+                    progress=100.0 * min(start + BATCH_CHUNK, len(paths)) / len(paths), results=results,
+                    heartbeat_at=timezone.now())
     except Exception as error:  # noqa: BLE001 - the job is failed with the reason, never left running
         logger.exception("inspection job %s failed", job.pk)
-        InspectionJob.objects.filter(pk=job.pk).update(status=Status.FAILED, error=f"{type(error).__name__}: {error}",
-                                                      finished_at=timezone.now(), results=results)
+        finish_inspection_job(job, Status.FAILED, f"{type(error).__name__}: {error}", results=results)
         return Status.FAILED
     times = [r["inference_ms"] for r in results if "inference_ms" in r]
-    InspectionJob.objects.filter(pk=job.pk).update(
-        status=Status.SUCCEEDED, progress=100.0, finished_at=timezone.now(), results=results,
-        inference_ms_per_image=float(np.mean(times)) if times else None)
+    finish_inspection_job(job, Status.SUCCEEDED, progress=100.0, results=results,
+                          inference_ms_per_image=float(np.mean(times)) if times else None)
     return Status.SUCCEEDED
 
 
