@@ -4,7 +4,7 @@ from pathlib import Path
 from django.conf import settings
 from django.contrib.auth.models import AbstractUser
 from django.core.exceptions import ValidationError
-from django.db import models
+from django.db import models, transaction
 
 from annotator.paths import validate_data_root, validate_relative_path
 
@@ -81,16 +81,18 @@ class Dataset(models.Model):
         self._saved_overlap = self.label_overlap
 
     def save(self, *args, **kwargs):
-        super().save(*args, **kwargs)
-        if self.label_overlap != self._saved_overlap:
-            # Keep the queue's precomputed "still needs labels" flag in step with the new overlap.
-            Image.objects.filter(product__dataset=self).update(
-                needs_labels=models.ExpressionWrapper(
-                    models.Q(label_count__lt=self.label_overlap), output_field=models.BooleanField()
-                )
-            )
-            rebuild_annotator_progress(self)
-            self._saved_overlap = self.label_overlap
+        if self.label_overlap == self._saved_overlap:
+            super().save(*args, **kwargs)
+            return
+        from annotator.services.dataset_settings import apply_overlap
+
+        # The overlap and what it decides (which images still need labels, every annotator's
+        # progress counters) change together or not at all, whoever saves it (page, admin, code):
+        # interrupted half-way, the counters showed 0 done for good.
+        with transaction.atomic():
+            super().save(*args, **kwargs)
+            apply_overlap(self)
+        self._saved_overlap = self.label_overlap
 
     @property
     def root_path(self) -> Path:
