@@ -621,14 +621,20 @@ def new_unpack_folder() -> Path:
     return Path(settings.MEDIA_ROOT) / "datasets" / uuid.uuid4().hex
 
 
+def dataset_unpacked_in(folder) -> Dataset | None:
+    """The dataset imported from a zip unpacked into ``folder``, if that import committed."""
+    return Dataset.objects.filter(root__startswith=str(folder).rstrip("/") + "/").first() if folder else None
+
+
 def discard_unpacked(folder) -> None:
-    """Delete a folder a zip was unpacked into; only ever one under ``MEDIA_ROOT/datasets`` (never
-    a folder of the data roots outside it, nor through a symlink)."""
+    """Delete a folder a zip was unpacked into; only ever one directly under ``MEDIA_ROOT/datasets``
+    (never a folder of the data roots outside it, nor through a symlink) that no dataset uses."""
     if not folder:
         return
     folder = Path(folder)
     unpacked = (Path(settings.MEDIA_ROOT) / "datasets").resolve()
-    if folder.is_dir() and not folder.is_symlink() and folder.resolve().parent == unpacked:
+    if (folder.is_dir() and not folder.is_symlink() and folder.resolve().parent == unpacked
+            and dataset_unpacked_in(folder) is None):
         shutil.rmtree(folder, ignore_errors=True)
 
 

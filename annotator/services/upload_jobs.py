@@ -17,12 +17,15 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from annotator.models import ACTIVE_BACKGROUND_STATUSES, Dataset, ImportJob
-from annotator.services.background import Heartbeat, is_stale, nothing_to_cancel, stale_before, stale_filter, worker_lost
+from annotator.models import ACTIVE_BACKGROUND_STATUSES, ImportJob
+from annotator.services.background import (
+    Heartbeat, is_stale, nothing_to_cancel, stale_before, stale_filter, worker_lost,
+)
 from annotator.services.importing import (
     ImportCancelled,
     ImportFailed,
     check_upload_name,
+    dataset_unpacked_in,
     discard_unpacked,
     import_saved_zip,
     new_unpack_folder,
@@ -67,6 +70,9 @@ def run_job(job_id: int) -> str:
             finish_import_job(job, ImportJob.Status.CANCELLED, ["Cancelled before it started; nothing was imported."])
             return ImportJob.Status.CANCELLED
         if job.status == ImportJob.Status.RUNNING:  # redelivered: its worker died before the sweep saw it
+            if dataset_unpacked_in(job.unpacked_path) is not None:  # ... after its import committed
+                _end_dead_job(job)
+                return ImportJob.objects.get(pk=job.pk).status
             discard_unpacked(job.unpacked_path)
         job.status = ImportJob.Status.RUNNING
         job.started_at = job.heartbeat_at = timezone.now()
@@ -153,8 +159,7 @@ def _end_dead_job(job: ImportJob) -> bool:
     """A running job whose worker stopped responding: failed (cancelled if that was asked) with its
     partly unpacked files removed; done if its import had committed before the worker died."""
     lost = worker_lost(job.heartbeat_at)
-    imported = (Dataset.objects.filter(root__startswith=job.unpacked_path.rstrip("/") + "/").first()
-                if job.unpacked_path else None)
+    imported = dataset_unpacked_in(job.unpacked_path)
     if imported is not None:
         return finish_import_job(job, ImportJob.Status.DONE, [
             f"Dataset '{imported.name}' was imported; its summary was lost with the worker. {lost}"],

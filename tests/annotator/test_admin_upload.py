@@ -186,3 +186,16 @@ def test_cancel_while_checking_stops_and_writes_nothing(admin_account, bottle_zi
     assert Dataset.objects.count() == 0 and Image.objects.count() == 0
     assert not any((settings.MEDIA_ROOT / "datasets").iterdir())  # the unpacked files are gone
     assert not any((settings.MEDIA_ROOT / "uploads").iterdir())  # and the stored zip
+
+
+def test_a_job_redelivered_after_its_worker_died_starts_over_cleanly(admin_account, bottle_zip, settings,
+                                                                     django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=False):
+        job = upload_jobs.start_upload(SimpleUploadedFile("b.zip", bottle_zip), created_by=admin_account)
+    partial = settings.MEDIA_ROOT / "datasets" / "0123abcd"  # what the killed worker had unpacked
+    (partial / "b" / "bottle").mkdir(parents=True)
+    (partial / "b" / "bottle" / "half.png").write_bytes(b"\x89PNG")
+    ImportJob.objects.filter(pk=job.pk).update(status="running", unpacked_path=str(partial))
+    assert upload_jobs.run_job(job.pk) == "done"
+    assert not partial.exists() and Dataset.objects.get().root_path.is_dir()
+    assert Image.objects.count() == 7

@@ -308,3 +308,10 @@ def test_heartbeat_beats_on_its_own_thread_until_the_job_ends():
 def test_every_active_status_is_swept_or_waiting():
     """The sweep ends running rows and leaves queued ones: the vocabulary has no other active state."""
     assert set(ACTIVE_STATUSES) == {Status.QUEUED, Status.RUNNING}
+
+
+def test_a_redelivered_import_that_had_committed_is_not_redone(product):
+    job = _import(product, BackgroundStatus.RUNNING, _ago(1))
+    dataset = Dataset.objects.create(name="bottle", layout="mvtec", root=str(Path(job.unpacked_path) / "bottle"))
+    assert upload_jobs.run_job(job.pk) == BackgroundStatus.DONE
+    assert ImportJob.objects.get(pk=job.pk).dataset == dataset and dataset.root_path.is_dir()
