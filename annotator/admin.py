@@ -24,6 +24,7 @@ from annotator.models import (
     User,
 )
 from annotator.services import upload_jobs
+from annotator.services.background import NothingToCancel
 from annotator.services.importing import ImportFailed
 
 # At most this many problems are listed after a failed upload (the rest are counted).
@@ -121,7 +122,13 @@ class DatasetAdmin(admin.ModelAdmin):
         job = self._job(request, job_id)
         if request.method != "POST":
             return JsonResponse({"error": "POST to cancel"}, status=405)
-        upload_jobs.request_cancel(job)
+        try:
+            job = upload_jobs.cancel_import(job)
+        except NothingToCancel as error:
+            messages.info(request, str(error))
+        else:
+            messages.success(request, "Import cancelled; nothing was imported." if job.finished
+                             else "The import stops at its next file; nothing will be imported.")
         return redirect("admin:annotator_dataset_upload_job", job_id=job.pk)
 
     def upload_view(self, request):

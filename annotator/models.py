@@ -4,7 +4,7 @@ from pathlib import Path
 from django.conf import settings
 from django.contrib.auth.models import AbstractUser
 from django.core.exceptions import ValidationError
-from django.db import models
+from django.db import models, transaction
 
 from annotator.paths import validate_data_root, validate_relative_path
 
@@ -18,6 +18,9 @@ class BackgroundStatus(models.TextChoices):
     DONE = "done", "Done"
     FAILED = "failed", "Failed"
     CANCELLED = "cancelled", "Cancelled"
+
+
+ACTIVE_BACKGROUND_STATUSES = (BackgroundStatus.QUEUED, BackgroundStatus.RUNNING)
 
 
 class User(AbstractUser):
@@ -78,16 +81,18 @@ class Dataset(models.Model):
         self._saved_overlap = self.label_overlap
 
     def save(self, *args, **kwargs):
-        super().save(*args, **kwargs)
-        if self.label_overlap != self._saved_overlap:
-            # Keep the queue's precomputed "still needs labels" flag in step with the new overlap.
-            Image.objects.filter(product__dataset=self).update(
-                needs_labels=models.ExpressionWrapper(
-                    models.Q(label_count__lt=self.label_overlap), output_field=models.BooleanField()
-                )
-            )
-            rebuild_annotator_progress(self)
-            self._saved_overlap = self.label_overlap
+        if self.label_overlap == self._saved_overlap:
+            super().save(*args, **kwargs)
+            return
+        from annotator.services.dataset_settings import apply_overlap
+
+        # The overlap and what it decides (which images still need labels, every annotator's
+        # progress counters) change together or not at all, whoever saves it (page, admin, code):
+        # interrupted half-way, the counters showed 0 done for good.
+        with transaction.atomic():
+            super().save(*args, **kwargs)
+            apply_overlap(self)
+        self._saved_overlap = self.label_overlap
 
     @property
     def root_path(self) -> Path:
@@ -310,6 +315,9 @@ class ImportJob(models.Model):
 
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
     upload_path = models.CharField(max_length=1024)  # the stored zip, removed when the job ends
+    # Where the job unpacks the zip (MEDIA_ROOT/datasets/<uuid>): the dataset's folder once imported,
+    # removed when the job fails, is cancelled or its worker dies.
+    unpacked_path = models.CharField(max_length=1024, blank=True, default="")
     file_name = models.CharField(max_length=255)
     options = models.JSONField(default=dict, blank=True)  # layout, name, skip_invalid ...
     done = models.PositiveIntegerField(default=0)
@@ -322,7 +330,10 @@ class ImportJob(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # Written every few seconds while it runs; the sweep settles a running job whose worker stopped.
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
@@ -332,7 +343,7 @@ class ImportJob(models.Model):
 
     @property
     def finished(self) -> bool:
-        return self.status in (self.Status.DONE, self.Status.FAILED, self.Status.CANCELLED)
+        return self.status not in ACTIVE_BACKGROUND_STATUSES
 
 class DatasetStatistics(models.Model):
     """A snapshot of a dataset's label statistics (agreement, distributions, progress).
@@ -394,6 +405,8 @@ class ReferenceIndex(models.Model):
     weights = models.CharField(max_length=512, blank=True, default="")
     error = models.TextField(blank=True, default="")
     updated_at = models.DateTimeField(auto_now=True)
+    # Written every few seconds while it is computed; the sweep fails a running one whose worker stopped.
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
 
 
 class NearestReference(models.Model):

@@ -2,7 +2,7 @@
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import generics, status
 from rest_framework.exceptions import PermissionDenied, ValidationError
 from rest_framework.permissions import IsAuthenticated
@@ -13,7 +13,9 @@ from annotator.models import Dataset, Product
 from api import benchmark_serializers as s
 from rest_framework.parsers import JSONParser, MultiPartParser
 
+from annotator.services.background import NothingToCancel
 from api.permissions import IsAdminRole, IsReviewerRole, ReadAnyWriteAdmin
+from api.schema import DETAIL
 from api.views import query
 from inference.models import BenchmarkRun, InspectionJob, ProductRun, Status
 from inference.services import deploy, recommendation, runs
@@ -22,6 +24,14 @@ from inference.services import deploy, recommendation, runs
 def _refused(error: runs.LaunchRefused) -> Response:
     return Response({"detail": " ".join(error.messages), "problems": error.messages},
                     status=status.HTTP_400_BAD_REQUEST)
+
+
+# Cancelling a job that has ended changes nothing and says how it ended.
+ALREADY_ENDED = OpenApiResponse(DETAIL, description="The job has already ended; nothing was changed.")
+
+
+def _already_ended(error: NothingToCancel) -> Response:
+    return Response({"detail": str(error)}, status=status.HTTP_409_CONFLICT)
 
 
 def _runs_queryset():
@@ -79,14 +89,18 @@ class RunDetailView(generics.RetrieveAPIView):
 
 
 class CancelView(APIView):
-    """Cancel a queued run at once, or ask a running one to stop at its next batch."""
+    """Cancel a queued run at once, or ask a running one to stop at its next batch (a run whose
+    worker stopped responding is cancelled at once); 409 for a run that has ended."""
 
     permission_classes = [IsAdminRole]
 
-    @extend_schema(request=None, responses=s.BenchmarkRunSerializer)
+    @extend_schema(request=None, responses={200: s.BenchmarkRunSerializer, 409: ALREADY_ENDED})
     def post(self, request, pk):
         run = get_object_or_404(BenchmarkRun, pk=pk)
-        run = runs.cancel_run(run, request.user)
+        try:
+            run = runs.cancel_run(run, request.user)
+        except NothingToCancel as error:
+            return _already_ended(error)
         return Response(s.BenchmarkRunSerializer(_runs_queryset().get(pk=run.pk)).data)
 
 
@@ -247,11 +261,15 @@ class InspectionJobView(generics.RetrieveAPIView):
 
 
 class InspectionCancelView(APIView):
-    """Stop a batch inspection after its current group of images."""
+    """Cancel a queued batch inspection at once, or stop a running one after its current group of
+    images (at once when its worker stopped responding); 409 for a job that has ended."""
 
     permission_classes = [IsReviewerRole]
 
-    @extend_schema(request=None, responses=s.InspectionJobSerializer)
+    @extend_schema(request=None, responses={200: s.InspectionJobSerializer, 409: ALREADY_ENDED})
     def post(self, request, pk):
-        job = deploy.cancel_job(get_object_or_404(InspectionJob, pk=pk))
+        try:
+            job = deploy.cancel_job(get_object_or_404(InspectionJob, pk=pk))
+        except NothingToCancel as error:
+            return _already_ended(error)
         return Response(s.InspectionJobSerializer(job).data)

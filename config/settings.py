@@ -318,11 +318,13 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": os.environ.get("DJANGO_LOG_LEVEL", "INFO")},
 }
 
-# --- Benchmarks ---
+# --- Benchmarks and the other background jobs ---
 # A benchmark task is stopped (SoftTimeLimitExceeded, run marked failed) after the soft limit
-# and killed after the hard one. Every running task writes a heartbeat every few seconds; the
-# runs console/API marks a running run whose heartbeat is older than BENCHMARK_STALE_SECONDS as
-# failed ("worker lost"). Tasks are acks_late + reject_on_worker_lost, so a message whose worker
+# and killed after the hard one. Every running job of every kind (benchmark, inspection, dataset
+# import, nearest references) writes a heartbeat every BENCHMARK_HEARTBEAT_SECONDS; the beat task
+# inference.sweep_stale_jobs ends a running job whose heartbeat is older than
+# BENCHMARK_STALE_SECONDS as failed ("worker lost") or, when a cancel was asked, cancelled.
+# Tasks are acks_late + reject_on_worker_lost, so a message whose worker
 # died is redelivered: on Redis after visibility_timeout, which must exceed the hard limit or a
 # long run would be handed to a second worker while the first still works on it.
 BENCHMARK_SOFT_TIME_LIMIT = int(os.environ.get("DEFECTBENCH_BENCHMARK_SOFT_TIME_LIMIT", 4 * 3600))
@@ -338,9 +340,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "annotator.refresh_statistics",
         "schedule": float(DEFECTBENCH_STATISTICS_REFRESH_SECONDS),
     },
-    "mark-stale-benchmark-runs": {
-        "task": "inference.mark_stale_runs",
-        "schedule": float(max(5, BENCHMARK_STALE_SECONDS // 3)),
+    # Every third of the stale window, so a dead worker's job ends within 1 1/3 windows.
+    "sweep-stale-jobs": {
+        "task": "inference.sweep_stale_jobs",
+        "schedule": max(1.0, BENCHMARK_STALE_SECONDS / 3),
     },
 }
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")

@@ -6,6 +6,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
 from annotator.models import Product
+from annotator.services.background import NothingToCancel
 from annotator.views import role_required
 from inference.models import InspectionJob, ProductRun, Status
 from inference.services import deploy
@@ -94,7 +95,13 @@ def job_detail(request, pk):
 @require_POST
 @role_required("reviewer")
 def job_cancel(request, pk):
-    deploy.cancel_job(get_object_or_404(InspectionJob, pk=pk))
+    try:
+        job = deploy.cancel_job(get_object_or_404(InspectionJob, pk=pk))
+    except NothingToCancel as error:
+        messages.info(request, str(error))
+    else:
+        messages.success(request, f"Inspection {job.pk} cancelled." if job.status == Status.CANCELLED else
+                         f"Inspection {job.pk} stops after its current group of images.")
     return redirect("inspection-detail", pk=pk)
 
 

@@ -8,7 +8,7 @@ from celery import shared_task
 from django.conf import settings
 from django.db import close_old_connections
 
-from inference.services import execution, runs
+from inference.services import execution
 
 
 @shared_task(
@@ -32,13 +32,14 @@ def finalize_run(run_id: int) -> str | None:
     return execution.finalize_run(run_id)
 
 
-@shared_task(name="inference.mark_stale_runs", ignore_result=True, expires=60)
-def mark_stale_runs() -> int:
-    """Periodic (Celery beat, see ``CELERY_BEAT_SCHEDULE``): fail runs whose worker stopped beating.
+@shared_task(name="inference.sweep_stale_jobs", ignore_result=True, expires=60)
+def sweep_stale_jobs() -> dict:
+    """Periodic (Celery beat, see ``CELERY_BEAT_SCHEDULE``): end the jobs of every kind whose
+    worker stopped beating (``services.sweep``). Idempotent: a job that has ended is left alone.
+    (Celery's Django fix-up recycles connections.)"""
+    from inference.services import sweep
 
-    Idempotent: a run already settled is left alone. (Celery's Django fix-up recycles connections.)
-    """
-    return runs.mark_stale_runs()
+    return sweep.sweep_stale_jobs()
 
 
 @shared_task(name="inference.inspect_batch", acks_late=True, reject_on_worker_lost=True,

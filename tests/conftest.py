@@ -64,6 +64,15 @@ def _isolated_media(settings, tmp_path):
 
 
 @pytest.fixture(autouse=True)
+def _no_heartbeat_thread_in_process(settings):
+    """Jobs run in-process share the test's SQLite transaction: no second connection beating.
+
+    (A worker process reads its own settings, so the worker tests still get heartbeats.)
+    """
+    settings.BENCHMARK_HEARTBEAT_SECONDS = 0
+
+
+@pytest.fixture(autouse=True)
 def _fresh_cache():
     """Cached figures (queue progress) of one test never show in another."""
     from django.core.cache import cache
@@ -140,44 +149,14 @@ def _database_url_of_test_db() -> str:
     return f"postgres://{auth}@{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/{s['NAME']}"
 
 
-@pytest.fixture
-def celery_worker_process(transactional_db, settings, tmp_path):
-    """A real ``celery worker`` process on the configured broker, reading the test database.
+class CeleryProcess:
+    """A started ``celery worker`` process: ``.process``, ``.log_path``, ``.queue``, ``.stop(sig)``."""
 
-    Yields a handle with ``.process`` and ``.stop()``; the worker is killed at teardown.
-    """
-    env = dict(os.environ)
-    env["DATABASE_URL"] = _database_url_of_test_db()
-    env["CELERY_BROKER_URL"] = settings.CELERY_BROKER_URL
-    env["CELERY_RESULT_BACKEND"] = settings.CELERY_RESULT_BACKEND
-    env["DEFECTBENCH_MEDIA_ROOT"] = str(settings.MEDIA_ROOT)
-    env["CELERY_TASK_ALWAYS_EAGER"] = "0"
-    log_path = tmp_path / "worker.log"
-    # A queue of its own per test so stale messages from other runs can never reach this worker.
-    queue = f"test-{os.getpid()}-{time.monotonic_ns()}"
-    settings.CELERY_TASK_DEFAULT_QUEUE = queue
-    # The worker sends chord callbacks itself: to this queue too, not to the default one.
-    env["CELERY_TASK_DEFAULT_QUEUE"] = queue
-    from config.celery import app
+    def __init__(self, process: subprocess.Popen, log_path: Path, queue: str):
+        self.process, self.log_path, self.queue = process, log_path, queue
 
-    previous_queue = app.conf.task_default_queue
-    app.conf.task_default_queue = queue
-    command = [
-        sys.executable, "-m", "celery", "-A", "config", "worker", "--loglevel=INFO",
-        "--concurrency=1", "--pool=prefork", "-Q", queue, f"--hostname={queue}@%h",
-        f"--logfile={log_path}",
-    ]
-    process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, start_new_session=True)
-
-    class Handle:
-        pass
-
-    handle = Handle()
-    handle.process = process
-    handle.log_path = log_path
-    handle.queue = queue
-
-    def stop(sig=15):
+    def stop(self, sig=15):
+        process = self.process
         if process.poll() is None:
             if sig == 9:
                 os.killpg(process.pid, 9)
@@ -197,25 +176,69 @@ def celery_worker_process(transactional_db, settings, tmp_path):
         except (ProcessLookupError, PermissionError):
             pass
 
-    handle.stop = stop
+    def wait_until_ready(self, timeout: float = 90) -> None:
+        """Until the worker answers a ping, so tests time their own work, not start-up."""
+        from config.celery import app
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                log = self.log_path.read_text() if self.log_path.exists() else ""
+                raise RuntimeError(f"Celery worker exited early:\n{log}")
+            if app.control.ping(destination=[f"{self.queue}@{socket.gethostname()}"], timeout=1.0):
+                return
+        raise RuntimeError(f"Celery worker did not answer within {timeout} s")
+
+
+def start_celery_process(settings, log_path: Path, queue: str, env: dict | None = None,
+                         args: tuple = ()) -> CeleryProcess:
+    """A real ``celery worker`` process on the configured broker, reading the test database and
+    consuming only ``queue`` (which is also its default queue: chord callbacks and the tasks its
+    embedded beat sends go there). Not waited for: see ``CeleryProcess.wait_until_ready``."""
+    full_env = dict(os.environ)
+    full_env["DATABASE_URL"] = _database_url_of_test_db()
+    full_env["CELERY_BROKER_URL"] = settings.CELERY_BROKER_URL
+    full_env["CELERY_RESULT_BACKEND"] = settings.CELERY_RESULT_BACKEND
+    full_env["DEFECTBENCH_MEDIA_ROOT"] = str(settings.MEDIA_ROOT)
+    full_env["CELERY_TASK_ALWAYS_EAGER"] = "0"
+    full_env["CELERY_TASK_DEFAULT_QUEUE"] = queue
+    full_env.update(env or {})
+    command = [
+        sys.executable, "-m", "celery", "-A", "config", "worker", "--loglevel=INFO",
+        "--concurrency=1", "--pool=prefork", "-Q", queue, f"--hostname={queue}@%h",
+        f"--logfile={log_path}", *args,
+    ]
+    process = subprocess.Popen(command, cwd=REPO_ROOT, env=full_env, start_new_session=True)
+    return CeleryProcess(process, log_path, queue)
+
+
+def new_test_queue(name: str = "test") -> str:
+    """A queue of its own per test so stale messages from other runs can never reach its worker."""
+    return f"{name}-{os.getpid()}-{time.monotonic_ns()}"
+
+
+@pytest.fixture
+def celery_worker_process(transactional_db, settings, tmp_path):
+    """A real ``celery worker`` process on the configured broker, reading the test database.
+
+    Yields a handle with ``.process`` and ``.stop()``; the worker is killed at teardown.
+    """
+    queue = new_test_queue()
+    settings.CELERY_TASK_DEFAULT_QUEUE = queue
+    from config.celery import app
+
+    previous_queue = app.conf.task_default_queue
+    app.conf.task_default_queue = queue
+    handle = start_celery_process(settings, tmp_path / "worker.log", queue)
     started = False
     try:
-        # Wait until the worker answers a ping, so tests time their own work, not start-up.
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise RuntimeError(f"Celery worker exited early:\n{log_path.read_text() if log_path.exists() else ''}")
-            replies = app.control.ping(destination=[f"{queue}@{socket.gethostname()}"], timeout=1.0)
-            if replies:
-                break
-        else:
-            raise RuntimeError("Celery worker did not answer within 90 s")
+        handle.wait_until_ready()
         started = True
         yield handle
     finally:
         # Also when start-up failed: no orphan worker left behind, and later tests send to the
         # queue that was the default before (not a hard-coded "celery", not this dead queue).
-        stop() if started else stop(9)
+        handle.stop() if started else handle.stop(9)
         app.conf.task_default_queue = previous_queue
 
 

@@ -616,6 +616,28 @@ def save_upload(uploaded_file) -> tuple[Path, str]:
     return zip_path, file_name
 
 
+def new_unpack_folder() -> Path:
+    """A fresh folder for one zip's files: ``MEDIA_ROOT/datasets/<uuid>``."""
+    return Path(settings.MEDIA_ROOT) / "datasets" / uuid.uuid4().hex
+
+
+def dataset_unpacked_in(folder) -> Dataset | None:
+    """The dataset imported from a zip unpacked into ``folder``, if that import committed."""
+    return Dataset.objects.filter(root__startswith=str(folder).rstrip("/") + "/").first() if folder else None
+
+
+def discard_unpacked(folder) -> None:
+    """Delete a folder a zip was unpacked into; only ever one directly under ``MEDIA_ROOT/datasets``
+    (never a folder of the data roots outside it, nor through a symlink) that no dataset uses."""
+    if not folder:
+        return
+    folder = Path(folder)
+    unpacked = (Path(settings.MEDIA_ROOT) / "datasets").resolve()
+    if (folder.is_dir() and not folder.is_symlink() and folder.resolve().parent == unpacked
+            and dataset_unpacked_in(folder) is None):
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def check_upload_name(name: str) -> None:
     if Dataset.objects.filter(name=name).exists():
         existing = Dataset.objects.get(name=name)
@@ -634,17 +656,19 @@ def import_saved_zip(
     progress: Progress | None = None,
     stage: Callable[[str], None] | None = None,
     skip_invalid: bool = False,
+    unpack_to: Path | None = None,
 ) -> ImportReport:
     """Import a zip saved by ``save_upload`` (see ``import_zip``); the zip is left in place.
 
     ``stage(name)`` is told when unpacking and checking start; ``progress(done, total)`` counts
-    the unpacked files, then the checked images, and may raise ImportCancelled.
+    the unpacked files, then the checked images, and may raise ImportCancelled. ``unpack_to``
+    (default: ``new_unpack_folder()``) is where the zip is unpacked, removed again on failure.
     """
     name = (name or "").strip() or Path(file_name).stem or "upload"
     if layout not in ("auto", *LAYOUTS):
         raise ImportFailed([f"Unknown layout {layout!r}; expected auto, {', '.join(LAYOUTS)}."])
     check_upload_name(name)
-    extracted = Path(settings.MEDIA_ROOT) / "datasets" / uuid.uuid4().hex
+    extracted = unpack_to or new_unpack_folder()
     try:
         target = extracted / _safe_folder_name(name)
         try:

@@ -352,6 +352,10 @@ def _cached(key: str, compute):
     return value
 
 
+def _progress_key(product_id: int) -> str:
+    return f"queue:product-progress:{product_id}"
+
+
 def _short_key(product_id: int) -> str:
     # How many of the product's images are short of labels: shared by its annotators and only
     # shown, so counted at most every few seconds (the count walks thousands of index entries in
@@ -377,6 +381,15 @@ def _short_of_labels(product: Product) -> int:
     return short
 
 
+def forget_cached_progress(product_ids) -> None:
+    """Drop the products' cached figures (after an overlap change reopened or closed many images
+    at once): the next reader counts, so no figure is off for the seconds a cached one lives."""
+    keys = []
+    for product_id in product_ids:
+        keys += [_short_key(product_id), _short_key(product_id) + ":fresh", _progress_key(product_id)]
+    cache.delete_many(keys)
+
+
 def images_short_of_labels_changed(product_id: int, delta: int) -> None:
     """An image of the product stopped (-1) or started (+1) needing labels."""
     try:
@@ -395,7 +408,7 @@ def product_progress(product: Product, cached: bool = True) -> Progress:
         )
         return counts["total"], counts["done"]
 
-    total, done = _cached(f"queue:product-progress:{product.pk}", compute) if cached else compute()
+    total, done = _cached(_progress_key(product.pk), compute) if cached else compute()
     return Progress(done, total)
 
 

@@ -11,8 +11,10 @@ from __future__ import annotations
 import logging
 
 from django.db import transaction
+from django.utils import timezone
 
 from annotator.models import Image, NearestReference, Product, ReferenceIndex
+from annotator.services.background import Heartbeat, stale_before, stale_filter, worker_lost
 
 logger = logging.getLogger(__name__)
 
@@ -42,25 +44,50 @@ def compute_references(product_id: int) -> str:
     index, _ = ReferenceIndex.objects.get_or_create(product_id=product_id)
     if index.status == ReferenceIndex.Status.DONE:
         return index.status
-    ReferenceIndex.objects.filter(pk=index.pk).update(status=ReferenceIndex.Status.RUNNING, error="")
+    ReferenceIndex.objects.filter(pk=index.pk).update(status=ReferenceIndex.Status.RUNNING, error="",
+                                                      heartbeat_at=timezone.now())
     try:
         from inference.engine.similarity import nearest_references
 
         refs = list(good_train_images(product_id).select_related("product__dataset"))
         queries = list(Image.objects.filter(product_id=product_id, split=Image.Split.TEST, is_anomalous=True)
                        .select_related("product__dataset"))
-        found, weights = nearest_references([str(r.file_path) for r in refs], [str(q.file_path) for q in queries])
+        # One long call (backbone features of every image): a thread beats meanwhile.
+        with Heartbeat(_index_beat(index.pk), f"references-{product_id}"):
+            found, weights = nearest_references([str(r.file_path) for r in refs], [str(q.file_path) for q in queries])
         with transaction.atomic():
             NearestReference.objects.filter(image__product_id=product_id).delete()
             NearestReference.objects.bulk_create([
                 NearestReference(image=q, reference=refs[i], distance=d) for q, (i, d) in zip(queries, found)
             ])
-            ReferenceIndex.objects.filter(pk=index.pk).update(status=ReferenceIndex.Status.DONE, weights=weights)
+            _finish_index(index, ReferenceIndex.Status.DONE, weights=weights)
     except Exception as error:  # a missing file, no weights at all: the fallback reference stays
         logger.exception("nearest references of product %s failed", product_id)
-        ReferenceIndex.objects.filter(pk=index.pk).update(status=ReferenceIndex.Status.FAILED,
-                                                          error=f"{type(error).__name__}: {error}")
+        _finish_index(index, ReferenceIndex.Status.FAILED, error=f"{type(error).__name__}: {error}")
     return ReferenceIndex.objects.get(pk=index.pk).status
+
+
+def _finish_index(index: ReferenceIndex, status: str, *, if_still_silent: bool = False, **values) -> bool:
+    """The one way a computation ends (done or failed); one that has ended already is left as it is.
+    ``if_still_silent``: only if its heartbeat is still the one read into ``index``."""
+    rows = ReferenceIndex.objects.filter(pk=index.pk, status=ReferenceIndex.Status.RUNNING)
+    if if_still_silent:
+        rows = rows.filter(heartbeat_at=index.heartbeat_at)
+    return bool(rows.update(status=status, **values))
+
+
+def _index_beat(index_id: int):
+    def beat(now):
+        ReferenceIndex.objects.filter(pk=index_id, status=ReferenceIndex.Status.RUNNING).update(heartbeat_at=now)
+    return beat
+
+
+def settle_stale_indexes(now=None) -> int:
+    """Fail every running computation whose heartbeat is older than the stale window (the periodic
+    sweep); the workspace keeps showing the fallback reference."""
+    stale = ReferenceIndex.objects.filter(stale_filter(stale_before(now)), status=ReferenceIndex.Status.RUNNING)
+    return sum(_finish_index(index, ReferenceIndex.Status.FAILED, error=worker_lost(index.heartbeat_at),
+                             if_still_silent=True) for index in stale)
 
 
 def computed_nearest_reference(image: Image) -> Image | None:

@@ -26,7 +26,10 @@ from django.db import transaction
 from django.utils import timezone
 
 from annotator.models import Product
-from inference.models import Deployment, InspectionJob, ProductRun, Status, TERMINAL_STATUSES
+from annotator.services.background import (
+    Heartbeat, is_stale, nothing_to_cancel, stale_before, stale_filter, worker_lost,
+)
+from inference.models import ACTIVE_STATUSES, Deployment, InspectionJob, ProductRun, Status, TERMINAL_STATUSES
 
 logger = logging.getLogger(__name__)
 
@@ -242,26 +245,28 @@ def inspect_uploads(product: Product, uploads: list[Upload], user) -> Inspection
     with pillow_limits(settings.DEFECTBENCH_MAX_IMAGE_PIXELS):
         _check_uploads(uploads)
         inspector = inspector_for(deployment)
+        now = timezone.now()
         job = InspectionJob.objects.create(product=product, deployment=deployment, kind=InspectionJob.Kind.UPLOAD,
-                                           created_by=user, status=Status.RUNNING, total=len(uploads))
+                                           created_by=user, status=Status.RUNNING, total=len(uploads),
+                                           started_at=now, heartbeat_at=now)
         job.artifacts_path = f"inspections/{job.pk}"
         results, problems = [], []
         try:
-            for index, upload in enumerate(uploads):
-                try:
-                    results.append(_inspect_file(job, inspector, index, upload.name, upload.source))
-                except CheckError as error:  # a file whose header was fine but whose pixels are not
-                    problems.append(f"{upload.name}: {error}")
+            with Heartbeat(_inspection_beat(job.pk), f"inspection-{job.pk}"):
+                for index, upload in enumerate(uploads):
+                    try:
+                        results.append(_inspect_file(job, inspector, index, upload.name, upload.source))
+                    except CheckError as error:  # a file whose header was fine but whose pixels are not
+                        problems.append(f"{upload.name}: {error}")
             if problems:
                 raise DeployRefused(*problems)
         except Exception:
             shutil.rmtree(job.artifacts_root, ignore_errors=True)
             job.delete()
             raise
-    job.results = results
-    job.inference_ms_per_image = float(np.mean([r["inference_ms"] for r in results]))
-    job.status, job.progress, job.finished_at = Status.SUCCEEDED, 100.0, timezone.now()
-    job.save()
+    finish_inspection_job(job, Status.SUCCEEDED, artifacts_path=job.artifacts_path, results=results, progress=100.0,
+                          inference_ms_per_image=float(np.mean([r["inference_ms"] for r in results])))
+    job.refresh_from_db()
     return job
 
 
@@ -333,18 +338,7 @@ def _enqueue(job_id: int) -> None:
     InspectionJob.objects.filter(pk=job_id).update(celery_task_id=result.id or "")
 
 
-def cancel_job(job: InspectionJob) -> InspectionJob:
-    if job.status in TERMINAL_STATUSES:
-        return job
-    InspectionJob.objects.filter(pk=job.pk).update(cancel_requested=True)
-    InspectionJob.objects.filter(pk=job.pk, status=Status.QUEUED).update(
-        status=Status.CANCELLED, finished_at=timezone.now())
-    job.refresh_from_db()
-    return job
-
-
-BATCH_CHUNK = 8  # images between two looks at the cancel flag (and progress updates)
-
+# ---- the job's life: every change of an inspection job's status goes through these --------------------
 
 def inspection_inputs(job: InspectionJob) -> Path:
     """Where a zip batch's images are unpacked. A folder batch reads its images where they are (in
@@ -355,16 +349,72 @@ def inspection_inputs(job: InspectionJob) -> Path:
 def discard_inspection_inputs(job: InspectionJob) -> None:
     """Delete the images a job was given to inspect (a zip batch's unpacked folder: up to
     DEFECTBENCH_MAX_UNPACKED_BYTES), keeping the result files users download (the per-image PNGs;
-    the CSV comes from the row). Called whenever a job reaches a terminal state, by whatever
-    settles it (the worker, a cancel, a sweep of lost workers); idempotent."""
-    shutil.rmtree(inspection_inputs(job), ignore_errors=True)
+    the CSV comes from the row). Called by :func:`finish_inspection_job` whenever a job reaches a
+    terminal state, whoever settles it (the worker, a cancel, the sweep of lost workers);
+    idempotent, and never follows a link out of the media root."""
+    folder = inspection_inputs(job)
+    media = Path(settings.MEDIA_ROOT).resolve()
+    if folder.is_dir() and not folder.is_symlink() and folder.resolve().is_relative_to(media):
+        shutil.rmtree(folder, ignore_errors=True)
 
 
-def _settle(job: InspectionJob, status: str, **fields) -> str:
-    """Put a batch job in a terminal ``status`` (with ``fields``) and discard its inputs."""
-    InspectionJob.objects.filter(pk=job.pk).update(status=status, finished_at=timezone.now(), **fields)
-    discard_inspection_inputs(job)
-    return status
+def finish_inspection_job(job: InspectionJob, status: str, error: str = "", *, if_still_silent: bool = False,
+                          **values) -> bool:
+    """End a queued or running job as ``status`` (succeeded, failed, cancelled) and discard its
+    inputs; a job that has ended already is left as it is. ``if_still_silent``: only if its
+    heartbeat is still the one read into ``job`` (a worker that beat since is alive after all).
+    Returns whether this call ended it."""
+    rows = InspectionJob.objects.filter(pk=job.pk, status__in=ACTIVE_STATUSES)
+    if if_still_silent:
+        rows = rows.filter(status=Status.RUNNING, heartbeat_at=job.heartbeat_at)
+    ended = bool(rows.update(status=status, error=error, finished_at=timezone.now(), **values))
+    if ended:
+        discard_inspection_inputs(job)
+    return ended
+
+
+def _inspection_beat(job_id: int):
+    def beat(now):
+        InspectionJob.objects.filter(pk=job_id, status=Status.RUNNING).update(heartbeat_at=now)
+    return beat
+
+
+def _end_dead_job(job: InspectionJob) -> bool:
+    """A running job whose worker stopped responding: cancelled if that was asked, else failed."""
+    if job.cancel_requested:
+        return finish_inspection_job(job, Status.CANCELLED, if_still_silent=True)
+    return finish_inspection_job(job, Status.FAILED, worker_lost(job.heartbeat_at), if_still_silent=True)
+
+
+def cancel_job(job: InspectionJob) -> InspectionJob:
+    """Queued: cancelled at once. Running: stops after its current group of images, or at once when
+    its worker stopped responding. Ended: ``NothingToCancel`` saying how it ended."""
+    job.refresh_from_db()
+    if job.status in TERMINAL_STATUSES:
+        raise nothing_to_cancel(f"Inspection {job.pk}", job.get_status_display())
+    InspectionJob.objects.filter(pk=job.pk).update(cancel_requested=True)
+    job.refresh_from_db()
+    if job.status == Status.QUEUED:
+        finish_inspection_job(job, Status.CANCELLED)
+    elif job.status == Status.RUNNING and is_stale(job.heartbeat_at):
+        _end_dead_job(job)
+    job.refresh_from_db()
+    return job
+
+
+BATCH_CHUNK = 8  # images between two looks at the cancel flag (and progress updates)
+
+
+def settle_stale_inspections(now=None) -> int:
+    """End every running job whose heartbeat is older than the stale window (the periodic sweep)."""
+    stale = InspectionJob.objects.filter(stale_filter(stale_before(now)), status=Status.RUNNING)
+    return sum(_end_dead_job(job) for job in stale)
+
+
+def _stop_asked(job_id: int) -> bool:
+    """Cancel was asked, or the job was ended meanwhile (by the sweep or a cancel that took it for dead)."""
+    status, cancel = InspectionJob.objects.filter(pk=job_id).values_list("status", "cancel_requested").first()
+    return cancel or status != Status.RUNNING
 
 
 def execute_batch(job_id: int) -> str:
@@ -378,9 +428,17 @@ def execute_batch(job_id: int) -> str:
             discard_inspection_inputs(job)  # settled elsewhere (a cancel while queued): nothing left behind
             return job.status
         if job.cancel_requested:
-            return _settle(job, Status.CANCELLED)
+            finish_inspection_job(job, Status.CANCELLED)
+            return Status.CANCELLED
         job.status, job.progress, job.results, job.error = Status.RUNNING, 0.0, [], ""
-        job.save(update_fields=["status", "progress", "results", "error"])
+        job.started_at = job.heartbeat_at = timezone.now()
+        job.save(update_fields=["status", "progress", "results", "error", "started_at", "heartbeat_at"])
+    # A thread beats while one group of images takes long (loading the model, large images).
+    with Heartbeat(_inspection_beat(job.pk), f"inspection-{job.pk}"):
+        return _run_batch(job)
+
+
+def _run_batch(job: InspectionJob) -> str:
     root = Path(job.source)
     results: list[dict] = []
     try:
@@ -392,9 +450,10 @@ def execute_batch(job_id: int) -> str:
             for index, path in enumerate(paths):
                 if index % BATCH_CHUNK == 0 and index:
                     InspectionJob.objects.filter(pk=job.pk).update(progress=100.0 * index / len(paths),
-                                                                  results=results)
-                    if InspectionJob.objects.filter(pk=job.pk, cancel_requested=True).exists():
-                        return _settle(job, Status.CANCELLED, results=results)
+                                                                  results=results, heartbeat_at=timezone.now())
+                    if _stop_asked(job.pk):
+                        finish_inspection_job(job, Status.CANCELLED, results=results)
+                        return Status.CANCELLED
                 name = path.relative_to(root).as_posix()
                 try:
                     results.append(_inspect_file(job, inspector, index, name, path))
@@ -402,10 +461,12 @@ def execute_batch(job_id: int) -> str:
                     results.append({"name": name, "error": str(error)})
     except Exception as error:  # noqa: BLE001 - the job is failed with the reason, never left running
         logger.exception("inspection job %s failed", job.pk)
-        return _settle(job, Status.FAILED, error=f"{type(error).__name__}: {error}", results=results)
+        finish_inspection_job(job, Status.FAILED, f"{type(error).__name__}: {error}", results=results)
+        return Status.FAILED
     times = [r["inference_ms"] for r in results if "inference_ms" in r]
-    return _settle(job, Status.SUCCEEDED, progress=100.0, results=results,
-                   inference_ms_per_image=float(np.mean(times)) if times else None)
+    finish_inspection_job(job, Status.SUCCEEDED, progress=100.0, results=results,
+                          inference_ms_per_image=float(np.mean(times)) if times else None)
+    return Status.SUCCEEDED
 
 
 def results_csv(job: InspectionJob) -> str:

@@ -12,7 +12,6 @@ import logging
 import os
 import shutil
 import socket
-import threading
 import time
 import traceback
 from dataclasses import fields as dataclass_fields
@@ -23,6 +22,7 @@ from django.db import DatabaseError, connection, transaction
 from django.db.models import Avg
 from django.utils import timezone
 
+from annotator.services.background import Heartbeat, stale_before, stale_filter, worker_lost
 from inference.models import ACTIVE_STATUSES, TERMINAL_STATUSES, BenchmarkRun, ProductRun, RunSample, Status
 
 logger = logging.getLogger(__name__)
@@ -60,29 +60,12 @@ def engine_samples(part: ProductRun):
     return train, test
 
 
-class _Heartbeat(threading.Thread):
-    """Writes ``heartbeat_at`` of the part and its run every few seconds, whatever the engine does."""
-
-    def __init__(self, part_id: int, run_id: int, interval: float):
-        super().__init__(daemon=True, name=f"heartbeat-{part_id}")
-        self.part_id, self.run_id, self.interval = part_id, run_id, interval
-        self.stopped = threading.Event()
-
-    def run(self):
-        try:
-            while not self.stopped.wait(self.interval):
-                try:
-                    now = timezone.now()
-                    ProductRun.objects.filter(pk=self.part_id, status=Status.RUNNING).update(heartbeat_at=now)
-                    BenchmarkRun.objects.filter(pk=self.run_id, status=Status.RUNNING).update(heartbeat_at=now)
-                except Exception:  # a locked SQLite file now and then: try again next beat
-                    logger.exception("heartbeat of product run %s failed", self.part_id)
-        finally:
-            connection.close()
-
-    def stop(self):
-        self.stopped.set()
-        self.join(timeout=10)
+def _beat(part_id: int, run_id: int):
+    """The heartbeat of one part: its row and its run's (see ``annotator.services.background``)."""
+    def beat(now):
+        ProductRun.objects.filter(pk=part_id, status=Status.RUNNING).update(heartbeat_at=now)
+        BenchmarkRun.objects.filter(pk=run_id, status=Status.RUNNING).update(heartbeat_at=now)
+    return beat
 
 
 class _Reporter:
@@ -189,8 +172,6 @@ def _finish_part_after_db_error(part_id: int, message: str, attempts: int = 3) -
 
 def execute_product_run(part_id: int, *, task_id: str | None = None, finalize: bool = False) -> str:
     """Run the engine on one product of a run. Returns the part's final status."""
-    from inference.engine import BenchmarkCancelled, run_benchmark
-
     part = _claim(part_id, task_id)
     if part is None:
         status = ProductRun.objects.filter(pk=part_id).values_list("status", flat=True).first() or "missing"
@@ -206,10 +187,18 @@ def execute_product_run(part_id: int, *, task_id: str | None = None, finalize: b
         shutil.rmtree(root, ignore_errors=True)
     root.mkdir(parents=True, exist_ok=True)
     # A thread beats even while the engine is busy in one long step; 0 disables it (in-process tests).
-    heartbeat = None
-    if settings.BENCHMARK_HEARTBEAT_SECONDS > 0:
-        heartbeat = _Heartbeat(part.pk, run.pk, settings.BENCHMARK_HEARTBEAT_SECONDS)
-        heartbeat.start()
+    with Heartbeat(_beat(part.pk, run.pk), f"product-run-{part.pk}"):
+        _run_engine(part, root, multi)
+    if finalize:
+        finalize_run(run.pk)
+    return ProductRun.objects.filter(pk=part.pk).values_list("status", flat=True).first()
+
+
+def _run_engine(part: ProductRun, root: Path, multi: bool) -> None:
+    """The engine on the part's samples; the part ends succeeded, cancelled or failed (never raises)."""
+    from inference.engine import BenchmarkCancelled, run_benchmark
+
+    run = part.run
     reporter = _Reporter(part, multi)
     package = {}
 
@@ -256,12 +245,6 @@ def execute_product_run(part_id: int, *, task_id: str | None = None, finalize: b
             message = f"{type(error).__name__}: {error}"
         logger.error("product run %s failed: %s\n%s", part.pk, message, traceback.format_exc())
         _finish_part_after_db_error(part.pk, message)
-    finally:
-        if heartbeat is not None:
-            heartbeat.stop()
-    if finalize:
-        finalize_run(run.pk)
-    return ProductRun.objects.filter(pk=part.pk).values_list("status", flat=True).first()
 
 
 def finalize_run(run_id: int) -> str | None:
@@ -301,3 +284,35 @@ def finalize_run(run_id: int) -> str | None:
                 run.progress = 100.0
         run.save()
     return run.status
+
+
+def settle_dead_parts(parts, now=None) -> int:
+    """Settle running ``parts`` whose worker is dead: cancelled when their run's cancel was asked,
+    else failed with the time the worker stopped responding. Conditional on the heartbeat read, so
+    a part whose worker beats in between is left alone. Returns how many were settled."""
+    now = now or timezone.now()
+    settled = 0
+    for part in parts.filter(status=Status.RUNNING).select_related("run"):
+        if part.run.cancel_requested:
+            values = {"status": Status.CANCELLED, "stage": "cancelled", "error": ""}
+        else:
+            values = {"status": Status.FAILED, "stage": "failed", "error": worker_lost(part.heartbeat_at)}
+        settled += ProductRun.objects.filter(
+            pk=part.pk, status=Status.RUNNING, heartbeat_at=part.heartbeat_at).update(finished_at=now, **values)
+    return settled
+
+
+def settle_stale_runs(now=None) -> int:
+    """Settle running parts whose heartbeat is older than the stale window (``settle_dead_parts``),
+    then every active run whose parts have all ended (its chord callback was lost with a worker).
+
+    Parts still queued are left alone: they wait for a worker, and a queue may legitimately be long.
+    """
+    now = now or timezone.now()
+    changed = settle_dead_parts(ProductRun.objects.filter(stale_filter(stale_before(now))), now)
+    for run in BenchmarkRun.objects.filter(status__in=ACTIVE_STATUSES):
+        statuses = set(run.product_runs.values_list("status", flat=True))
+        if statuses and not statuses & set(ACTIVE_STATUSES):
+            finalize_run(run.pk)
+            changed += 1
+    return changed

@@ -11,10 +11,11 @@ Worker loss is handled in two layers:
   Redis after ``visibility_timeout`` when the whole worker dies). A redelivered task finds its
   part still "running" and restarts it cleanly (artifacts wiped, ``attempts`` + 1).
 * Every running task beats a heartbeat into its rows every ``BENCHMARK_HEARTBEAT_SECONDS``.
-  ``mark_stale_runs`` (a periodic Celery beat task, ``inference.mark_stale_runs``; pages and
-  the API only read) marks parts and runs whose heartbeat is older than ``BENCHMARK_STALE_SECONDS`` as failed
-  ("worker lost"). A failed part is final: a message redelivered later does not redo it; the
-  retry button launches a fresh run with the same settings.
+  The periodic sweep of every job kind (``inference.services.sweep``, Celery beat; pages and the
+  API only read) settles parts whose heartbeat is older than ``BENCHMARK_STALE_SECONDS`` through
+  ``execution.settle_stale_runs``: failed ("worker lost", with the time it stopped responding),
+  or cancelled when a cancel was asked. A failed part is final: a message redelivered later does
+  not redo it; the retry button launches a fresh run with the same settings.
 """
 from __future__ import annotations
 
@@ -22,9 +23,7 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import timedelta
 
-from django.conf import settings
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.utils import timezone
@@ -33,6 +32,7 @@ from annotator.models import Dataset, Image, Label, Product
 from inference.engine.split import split_problems
 from inference.engine import registry
 from inference.engine.types import Sample as EngineSample
+from annotator.services.background import nothing_to_cancel, stale_before, stale_filter
 from annotator.services.labels import effective_labels
 from inference.models import (
     ACTIVE_STATUSES,
@@ -394,14 +394,18 @@ def enqueue_run(run_id: int) -> None:
 
 
 def cancel_run(run: BenchmarkRun, user) -> BenchmarkRun:
-    """Queued: cancelled at once. Running: the task stops at its next batch and ends cancelled."""
+    """Queued: cancelled at once. Running: the task stops at its next batch and ends cancelled; a
+    part whose worker stopped responding is settled cancelled here (no worker would notice).
+    Ended: ``NothingToCancel`` saying how it ended."""
+    from inference.services import execution
+
     if user is None or not getattr(user, "is_admin_role", False):
         raise PermissionDenied("Only admins cancel benchmarks.")
     now = timezone.now()
     with transaction.atomic():
         run = BenchmarkRun.objects.select_for_update().get(pk=run.pk)
         if run.status not in ACTIVE_STATUSES:
-            return run
+            raise nothing_to_cancel(f"Run {run.pk}", run.get_status_display())
         run.cancel_requested = True
         fields = ["cancel_requested"]
         if run.status == Status.QUEUED:
@@ -411,6 +415,10 @@ def cancel_run(run: BenchmarkRun, user) -> BenchmarkRun:
         run.product_runs.filter(status=Status.QUEUED).update(
             status=Status.CANCELLED, stage="cancelled", finished_at=now
         )
+    if run.status == Status.RUNNING:
+        execution.settle_dead_parts(run.product_runs.filter(stale_filter(stale_before(now))), now)
+        execution.finalize_run(run.pk)  # settles the run once no part is active any more
+        run.refresh_from_db()
     return run
 
 
@@ -438,34 +446,3 @@ def is_aggregate_artifact(relpath: str) -> bool:
     """Artifact files anyone may read: the curve plots (``<part>/curves/...`` or ``curves/...``)."""
     parts = relpath.split("/")
     return "curves" in parts[:2] and parts[-1] != "report.json"
-
-
-def mark_stale_runs(now=None) -> int:
-    """Fail running parts whose heartbeat is older than ``BENCHMARK_STALE_SECONDS``; settle runs.
-
-    A run whose parts are all finished (succeeded, failed, cancelled) but that is itself still
-    active (its chord callback was lost with a worker) is finalized here too. Parts still queued
-    are left alone: they wait for a worker, and a queue may legitimately be long.
-    """
-    from inference.services.execution import finalize_run
-
-    now = now or timezone.now()
-    seconds = settings.BENCHMARK_STALE_SECONDS
-    limit = now - timedelta(seconds=seconds)
-    changed = 0
-    for part in ProductRun.objects.filter(status=Status.RUNNING):
-        beat = part.heartbeat_at or part.started_at
-        if beat is not None and beat >= limit:
-            continue
-        updated = ProductRun.objects.filter(pk=part.pk, status=Status.RUNNING, heartbeat_at=part.heartbeat_at).update(
-            status=Status.FAILED, finished_at=now,
-            error=f"Worker lost: no heartbeat for more than {seconds} s "
-                  "(the worker process was killed or crashed).",
-        )
-        changed += updated
-    for run in BenchmarkRun.objects.filter(status__in=ACTIVE_STATUSES):
-        statuses = set(run.product_runs.values_list("status", flat=True))
-        if statuses and not statuses & set(ACTIVE_STATUSES):
-            finalize_run(run.pk)
-            changed += 1
-    return changed

@@ -167,28 +167,35 @@ def test_cancelled_job_imports_nothing(client, admin_account, bottle_zip, django
     assert upload_jobs.run_job(job.pk) == "cancelled"  # idempotent
 
 
-def test_cancel_while_checking_stops_and_writes_nothing(admin_account, bottle_zip, monkeypatch,
+def test_cancel_while_checking_stops_and_writes_nothing(admin_account, bottle_zip, monkeypatch, settings,
                                                         django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks(execute=False):
         job = upload_jobs.start_upload(SimpleUploadedFile("b.zip", bottle_zip), created_by=admin_account)
     monkeypatch.setattr(upload_jobs, "PROGRESS_EVERY_S", 0)
-    real_stage = []
-
-    original = upload_jobs.ImportJob.objects.filter
-
-    def cancel_when_checking(*args, **kwargs):
-        if kwargs.get("cancel_requested") and real_stage:
-            return original(pk=job.pk)  # exists(): the flag reads as set
-        return original(*args, **kwargs)
 
     from annotator.services import importing
     real_import = importing.import_dataset
 
-    def import_dataset(*args, **kwargs):
-        real_stage.append("checking")
+    def import_dataset(*args, **kwargs):  # the admin presses cancel once the images are being checked
+        assert ImportJob.objects.get(pk=job.pk).status == "running"
+        assert upload_jobs.cancel_import(job).cancel_requested
         return real_import(*args, **kwargs)
 
     monkeypatch.setattr(importing, "import_dataset", import_dataset)
-    monkeypatch.setattr(upload_jobs.ImportJob.objects, "filter", cancel_when_checking)
     assert upload_jobs.run_job(job.pk) == "cancelled"
     assert Dataset.objects.count() == 0 and Image.objects.count() == 0
+    assert not any((settings.MEDIA_ROOT / "datasets").iterdir())  # the unpacked files are gone
+    assert not any((settings.MEDIA_ROOT / "uploads").iterdir())  # and the stored zip
+
+
+def test_a_job_redelivered_after_its_worker_died_starts_over_cleanly(admin_account, bottle_zip, settings,
+                                                                     django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=False):
+        job = upload_jobs.start_upload(SimpleUploadedFile("b.zip", bottle_zip), created_by=admin_account)
+    partial = settings.MEDIA_ROOT / "datasets" / "0123abcd"  # what the killed worker had unpacked
+    (partial / "b" / "bottle").mkdir(parents=True)
+    (partial / "b" / "bottle" / "half.png").write_bytes(b"\x89PNG")
+    ImportJob.objects.filter(pk=job.pk).update(status="running", unpacked_path=str(partial))
+    assert upload_jobs.run_job(job.pk) == "done"
+    assert not partial.exists() and Dataset.objects.get().root_path.is_dir()
+    assert Image.objects.count() == 7

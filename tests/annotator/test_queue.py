@@ -302,3 +302,47 @@ def test_a_stray_short_of_labels_count_is_recounted_not_shown(dataset, make_user
     image = queue.next_image(user, product=product)
     queue.submit_label(user=user, image=image, background=True, category="surface")
     assert queue.user_progress(user, product).as_dict() == {"done": 1, "total": 4, "percent": 25}
+
+
+def test_an_overlap_change_interrupted_half_way_changes_nothing(dataset, make_user, monkeypatch,
+                                                               django_capture_on_commit_callbacks):
+    """A database restart between the images' flags and the annotators' counters used to leave the
+    new overlap saved and every counter at 0 done, for good."""
+    from django.db import OperationalError
+
+    from annotator.models import AnnotatorProgress
+    from annotator.services import dataset_settings
+
+    admin, a, b = make_user("boss", role="admin"), make_user("a"), make_user("b")
+    product = dataset.products.get(name="widget")
+    images = list(queue.labellable_images(product=product))
+    for image in images[:3]:
+        queue.submit_label(user=a, image=image, background=True, category="surface")
+    queue.submit_label(user=b, image=images[3], background=True, category="surface")
+
+    def figures():
+        return ([queue.user_progress(user, product).as_dict() for user in (a, b)],
+                queue.product_progress(product).as_dict(),
+                sorted(AnnotatorProgress.objects.values_list("annotator_id", "product_id", "done", "waiting")),
+                sorted(Image.objects.values_list("pk", "needs_labels")))
+
+    before = figures()
+    assert before[0] == [{"done": 3, "total": 3, "percent": 100}, {"done": 1, "total": 1, "percent": 100}]
+
+    def restart(*args, **kwargs):  # the second step: the recounted progress rows are written back
+        raise OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(AnnotatorProgress.objects, "bulk_create", restart)
+    with pytest.raises(OperationalError):
+        dataset_settings.update_settings(dataset, admin, label_overlap=2, show_defect_folder=True)
+    dataset.refresh_from_db()
+    assert dataset.label_overlap == 1
+    assert figures() == before  # the flags, the counters and what annotators see: as they were
+
+    monkeypatch.undo()
+    with django_capture_on_commit_callbacks(execute=True):  # as when the change commits
+        dataset_settings.update_settings(dataset, admin, label_overlap=2, show_defect_folder=True)
+    # Right at once: no progress figure cached before the change is shown after it.
+    users, whole, _, _ = figures()
+    assert users == [{"done": 3, "total": 4, "percent": 75}, {"done": 1, "total": 4, "percent": 25}]
+    assert whole == {"done": 0, "total": 4, "percent": 0}

@@ -9,15 +9,6 @@ from rest_framework.test import APIClient
 SMALL = {"image_size": 64, "batch_size": 32, "n_features": 50}
 
 
-@pytest.fixture(autouse=True)
-def _no_heartbeat_thread_in_process(settings):
-    """In-process runs share the test's SQLite transaction: no second connection beating.
-
-    (A worker process reads its own settings, so the worker tests still get heartbeats.)
-    """
-    settings.BENCHMARK_HEARTBEAT_SECONDS = 0
-
-
 def _ensure_labels(dataset, root: Path, make_user):
     """Label the anomalous images from the demo's labels.csv unless the fixture already did."""
     from annotator.models import Image, Label

@@ -7,7 +7,9 @@ from django.utils import timezone
 
 from annotator.models import Label
 from inference.models import BenchmarkRun, ProductRun, RunSample, Status
-from inference.services.runs import LaunchRefused, cancel_run, launch_run, mark_stale_runs, retry_run, subset_counts
+from annotator.services.background import NothingToCancel
+from inference.services.execution import settle_stale_runs
+from inference.services.runs import LaunchRefused, cancel_run, launch_run, retry_run, subset_counts
 from tests.inference.conftest import SMALL
 
 pytestmark = pytest.mark.django_db
@@ -141,14 +143,18 @@ def test_stale_heartbeat_marks_run_failed(bench_demo, admin_account, settings):
     old = timezone.now() - timedelta(seconds=31)
     BenchmarkRun.objects.filter(pk=run.pk).update(status=Status.RUNNING, started_at=old, heartbeat_at=old)
     ProductRun.objects.filter(run=run).update(status=Status.RUNNING, started_at=old, heartbeat_at=timezone.now())
-    assert mark_stale_runs() == 0  # the part still beats
+    assert settle_stale_runs() == 0  # the part still beats
     ProductRun.objects.filter(run=run).update(heartbeat_at=old)
-    assert mark_stale_runs() == 2
+    assert settle_stale_runs() == 2
     run.refresh_from_db()
     assert run.status == Status.FAILED and "Worker lost" in run.error and run.finished_at
+    assert f"stopped responding at {timezone.localtime(old):%Y-%m-%d %H:%M:%S}" in run.error
     with pytest.raises(LaunchRefused):
         retry_run(BenchmarkRun(pk=run.pk, status=Status.RUNNING), admin_account)
-    assert cancel_run(run, admin_account).status == Status.FAILED  # finished runs stay as they are
+    with pytest.raises(NothingToCancel, match=f"Run {run.pk} has already ended \\(failed\\)"):
+        cancel_run(run, admin_account)  # finished runs stay as they are
+    run.refresh_from_db()
+    assert run.status == Status.FAILED
 
 
 def test_redis_visibility_timeout_exceeds_the_hard_time_limit(settings):
@@ -237,9 +243,9 @@ def test_reading_pages_and_the_api_changes_no_run_the_beat_task_does(bench_demo,
     run.refresh_from_db()
     assert run.status == Status.RUNNING  # reads wrote nothing
     # Celery beat runs the task periodically (here: once, in-process).
-    assert settings.CELERY_BEAT_SCHEDULE["mark-stale-benchmark-runs"]["task"] == tasks.mark_stale_runs.name
-    assert settings.CELERY_BEAT_SCHEDULE["mark-stale-benchmark-runs"]["schedule"] <= settings.BENCHMARK_STALE_SECONDS
-    tasks.mark_stale_runs.apply()
+    assert settings.CELERY_BEAT_SCHEDULE["sweep-stale-jobs"]["task"] == tasks.sweep_stale_jobs.name
+    assert settings.CELERY_BEAT_SCHEDULE["sweep-stale-jobs"]["schedule"] <= settings.BENCHMARK_STALE_SECONDS
+    tasks.sweep_stale_jobs.apply()
     run.refresh_from_db()
     assert run.status == Status.FAILED and "Worker lost" in run.error
 

@@ -108,7 +108,7 @@ def test_killed_worker_leaves_run_failed_not_running(bench_demo, celery_worker_p
     from inference import tasks
 
     def ended_kill(data):
-        tasks.mark_stale_runs.apply()  # what Celery beat does every few seconds
+        tasks.sweep_stale_jobs.apply()  # what Celery beat does every few seconds
         return data["status"] != "running"
 
     data = _poll(api, launched["id"], ended_kill, timeout=30)
