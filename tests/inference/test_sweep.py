@@ -246,15 +246,15 @@ def test_running_batch_notices_cancel_at_its_next_group_of_images(product, monke
         (job.artifacts_root / "input" / f"{k:03d}.png").write_bytes(b"png")
     beats = []
 
-    def inspect_group(job_, inspector, named, offset=0):
-        beats.append(InspectionJob.objects.get(pk=job.pk).heartbeat_at)
-        if len(beats) == 2:  # a reviewer presses cancel while the second group is inspected
+    def inspect_one(job_, inspector, index, name, source):
+        if index % deploy.BATCH_CHUNK == 0:
+            beats.append(InspectionJob.objects.get(pk=job.pk).heartbeat_at)
+        if index == deploy.BATCH_CHUNK + 1:  # a reviewer presses cancel while the second group is inspected
             assert deploy.cancel_job(job_).status == Status.RUNNING
-        return [{"name": n, "inference_ms": 1.0} for n, _ in named]
+        return {"name": name, "inference_ms": 1.0}
 
     monkeypatch.setattr(deploy, "inspector_for", lambda deployment: object())
-    monkeypatch.setattr("annotator.services.image_checks._open_checked", lambda data, limit: data)
-    monkeypatch.setattr(deploy, "_inspect_images", inspect_group)
+    monkeypatch.setattr(deploy, "_inspect_file", inspect_one)
     assert deploy.execute_batch(job.pk) == Status.CANCELLED
     job.refresh_from_db()
     assert job.status == Status.CANCELLED and len(job.results) == 2 * deploy.BATCH_CHUNK
