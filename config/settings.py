@@ -69,6 +69,7 @@ INSTALLED_APPS = [
     "rest_framework.authtoken",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    "csp",
     "annotator",
     "api",
     "inference",
@@ -77,6 +78,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Content-Security-Policy on every response (the policy: CONTENT_SECURITY_POLICY below).
+    "csp.middleware.CSPMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -108,6 +111,25 @@ TEMPLATES = [
         },
     },
 ]
+
+# --- Content-Security-Policy (django-csp) ---------------------------------------------------
+# Scripts and styles come only from this site's own static files: no inline <script>, no
+# on...= handlers, no style= attributes, no eval. Markup that slips into a page through data (a
+# dataset folder named "<img src=x onerror=...>") then cannot run. Pages set styles from script
+# (element.style), which CSP allows. The browsable API's third-party templates have a few
+# style= attributes: api/renderers.py allows those attributes on its pages only.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'", "data:", "blob:"],
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "frame-ancestors": ["'none'"],
+        "form-action": ["'self'"],
+    },
+}
 
 # --- Database -----------------------------------------------------------------------------
 # DATABASE_URL (e.g. postgres://postgres@127.0.0.1:5432/test) selects PostgreSQL; without it
