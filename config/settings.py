@@ -116,8 +116,9 @@ TEMPLATES = [
 # Scripts and styles come only from this site's own static files: no inline <script>, no
 # on...= handlers, no style= attributes, no eval. Markup that slips into a page through data (a
 # dataset folder named "<img src=x onerror=...>") then cannot run. Pages set styles from script
-# (element.style), which CSP allows. The browsable API's third-party templates have a few
-# style= attributes: api/renderers.py allows those attributes on its pages only.
+# (element.style), which CSP allows. Third-party pages comply too: the admin as it is, Swagger
+# through drf-spectacular's split view (api/urls.py), the browsable API without its inline
+# <style> (api/renderers.py). No page needs an exception.
 CONTENT_SECURITY_POLICY = {
     "DIRECTIVES": {
         "default-src": ["'self'"],
@@ -211,6 +212,8 @@ FILE_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024**2
 
 # --- REST API -----------------------------------------------------------------------------
 REST_FRAMEWORK = {
+    # The browsable API without its inline <style> (see the Content-Security-Policy section).
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer", "api.renderers.BrowsableAPIRenderer"],
     "DEFAULT_AUTHENTICATION_CLASSES": [
         # Token first: a request without valid credentials gets 401 with
         # "WWW-Authenticate: Token" (DRF asks the first class), not a bare 403.

@@ -66,9 +66,10 @@ def test_hostile_names_are_plain_text_on_every_page(browser_page, login_as, live
         assert injected.count() == 0, (where, injected.first.evaluate("e => e.outerHTML"))
         assert dialogs == [], (where, dialogs)
 
-    def visit(path, *shown):
+    def visit(path, *shown, ready=None):
         page.goto(f"{live_server.url}{path}")
-        page.wait_for_load_state("networkidle")
+        if ready:  # what the page's script writes from the API
+            page.wait_for_selector(ready)
         nothing_injected(path)
         for text in shown:
             assert page.get_by_text(text).first.is_visible(), (path, text)
@@ -77,11 +78,17 @@ def test_hostile_names_are_plain_text_on_every_page(browser_page, login_as, live
     visit(f"/datasets/{dataset.pk}/dashboard/", HOSTILE, HOSTILE_PRODUCT)
     visit(f"/products/{product.pk}/", HOSTILE_PRODUCT)
     visit(f"/products/{product.pk}/labels/", HOSTILE_FILE)
-    visit(f"/images/{image.pk}/label/?scope=product", HOSTILE, HOSTILE_PRODUCT, HOSTILE_FILE)
+    visit(f"/images/{image.pk}/label/?scope=product", HOSTILE, HOSTILE_PRODUCT, HOSTILE_FILE,
+          ready="#ws-history li .who")
+    visit(f"/datasets/{dataset.pk}/label/?product={product.pk}", HOSTILE_PRODUCT)
     visit(f"/review/?dataset={dataset.pk}", HOSTILE, HOSTILE_FILE)
+    visit(f"/datasets/{dataset.pk}/export/", HOSTILE)
+    visit(f"/datasets/{dataset.pk}/import-labels/", HOSTILE)
+    visit(f"/datasets/{dataset.pk}/delete/", HOSTILE)
     visit(f"/history/?image={image.pk}", HOSTILE_FILE)
     visit("/benchmarks/", HOSTILE_PRODUCT)
     visit(f"/benchmarks/{run.pk}/", HOSTILE)
+    visit(f"/benchmarks/compare/?runs={run.pk}")
     visit(f"/benchmarks/products/{product.pk}/", HOSTILE_PRODUCT)
     visit(f"/benchmarks/products/{product.pk}/inspect/", HOSTILE_PRODUCT)
     visit(f"/admin/annotator/dataset/{dataset.pk}/change/")
