@@ -23,6 +23,7 @@ from annotator.services import (
     statistics,
 )
 from annotator.paths import UnsafeFile
+from annotator.redirects import local_url
 from annotator.services.display import UnreadableImage, display_file
 from annotator.services.labels import visible_history
 
@@ -175,7 +176,7 @@ def workspace(request, pk: int):
         "categories": [{"value": v, "key": k, "name": n, "help": h} for v, k, n, h in CATEGORY_HELP],
         "backgrounds": [{"value": v == "yes", "key": k, "name": n} for v, k, n, _ in BACKGROUND_HELP],
         "showDefectFolder": image.product.dataset.show_defect_folder,
-        "returnTo": request.GET.get("from", "") if request.GET.get("from", "").startswith("/") else "",
+        "returnTo": local_url(request, request.GET.get("from")),
     }
     return render(request, "annotator/workspace.html", {"image": image, "config": config,
                                                         "categories": CATEGORY_HELP,

@@ -70,6 +70,7 @@ INSTALLED_APPS = [
     "rest_framework.authtoken",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    "csp",
     "annotator",
     "api",
     "inference",
@@ -78,6 +79,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Content-Security-Policy on every response (the policy: CONTENT_SECURITY_POLICY below).
+    "csp.middleware.CSPMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -109,6 +112,26 @@ TEMPLATES = [
         },
     },
 ]
+
+# --- Content-Security-Policy (django-csp) ---------------------------------------------------
+# Scripts and styles come only from this site's own static files: no inline <script>, no
+# on...= handlers, no style= attributes, no eval. Markup that slips into a page through data (a
+# dataset folder named "<img src=x onerror=...>") then cannot run. Pages set styles from script
+# (element.style), which CSP allows. Third-party pages comply too: the admin as it is, Swagger
+# through drf-spectacular's split view (api/urls.py), the browsable API without its inline
+# <style> (api/renderers.py). No page needs an exception.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'", "data:", "blob:"],
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "frame-ancestors": ["'none'"],
+        "form-action": ["'self'"],
+    },
+}
 
 # --- Database -----------------------------------------------------------------------------
 # DATABASE_URL (e.g. postgres://postgres@127.0.0.1:5432/test) selects PostgreSQL; without it
@@ -245,6 +268,8 @@ FILE_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024**2
 
 # --- REST API -----------------------------------------------------------------------------
 REST_FRAMEWORK = {
+    # The browsable API without its inline <style> (see the Content-Security-Policy section).
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer", "api.renderers.BrowsableAPIRenderer"],
     "DEFAULT_AUTHENTICATION_CLASSES": [
         # Token first: a request without valid credentials gets 401 with
         # "WWW-Authenticate: Token" (DRF asks the first class), not a bare 403.

@@ -242,9 +242,38 @@ def celery_worker_process(transactional_db, settings, tmp_path):
         app.conf.task_default_queue = previous_queue
 
 
+# Reports every Content-Security-Policy violation of a page to the test (run before the page's own
+# scripts on every document; init scripts are not subject to the page's CSP).
+_REPORT_CSP_VIOLATIONS = """
+document.addEventListener("securitypolicyviolation", (event) => {
+  window.__defectbenchCspViolation({
+    directive: event.effectiveDirective || event.violatedDirective,
+    blocked: event.blockedURI, source: event.sourceFile, line: event.lineNumber,
+    sample: event.sample, page: document.location.href,
+  });
+});
+"""
+
+
+def _watch_csp_violations(page) -> list:
+    """Violations the page reports (securitypolicyviolation events and Chromium's console errors)."""
+    violations = []
+    page.expose_function("__defectbenchCspViolation", lambda violation: violations.append(violation))
+    page.add_init_script(_REPORT_CSP_VIOLATIONS)
+    page.on("console", lambda message: violations.append({"console": message.text, "page": page.url})
+            if "Content Security Policy" in message.text else None)
+    return violations
+
+
 @pytest.fixture
 def browser_page(live_server):
-    """A Playwright page in Debian's chromium (never a downloaded browser)."""
+    """A Playwright page in Debian's chromium (never a downloaded browser).
+
+    The test fails when a page it visits breaks the Content-Security-Policy: every page of the app
+    must work with scripts and styles from its own static files only. (So ``wait_for_function``
+    takes a function, ``"() => ..."``: Playwright runs a bare expression through eval, which the
+    policy refuses.)
+    """
     if not Path(CHROMIUM).exists():
         if os.environ.get("CI"):
             pytest.fail(f"CI expects Debian's chromium at {CHROMIUM}")
@@ -261,6 +290,7 @@ def browser_page(live_server):
         )
         page = browser.new_page(viewport={"width": 1400, "height": 900})
         page.set_default_timeout(20_000)
+        csp_violations = _watch_csp_violations(page)
         yield page
         browser.close()
         # ORM calls the test made while Playwright's loop was set up opened connections of their
@@ -268,6 +298,8 @@ def browser_page(live_server):
         from django.db import connections
 
         connections.close_all()
+    if csp_violations:
+        pytest.fail(f"Content-Security-Policy violations: {csp_violations}")
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ def image_id(page) -> str:
 
 
 def settle(page):
-    page.wait_for_function("!document.body.classList.contains('busy') && document.getElementById('workspace').dataset.imageId !== undefined")
+    page.wait_for_function("() => !document.body.classList.contains('busy') && document.getElementById('workspace').dataset.imageId !== undefined")
 
 
 def test_correcting_7_of_the_last_10_labels_takes_at_most_25_keys(browser_page, login_as, live_server,
@@ -34,7 +34,7 @@ def test_correcting_7_of_the_last_10_labels_takes_at_most_25_keys(browser_page, 
     login_as(page, annotator_account)
     page.goto(f"{live_server.url}/datasets/{demo_dataset.pk}/label/?product={widget.pk}")
     page.click("#start-labelling")  # opening the queue changes nothing; starting claims an image (a click, no key)
-    page.wait_for_function("document.getElementById('workspace').dataset.imageId")
+    page.wait_for_function("() => document.getElementById('workspace').dataset.imageId")
     settle(page)
     start = image_id(page)
     assert int(start) not in {i.pk for i in labelled}
@@ -93,7 +93,7 @@ def test_queue_finished_screen_shows_no_image_as_unlabelled(browser_page, login_
     login_as(page, annotator_account)
     page.goto(f"{live_server.url}/datasets/{demo_dataset.pk}/label/?product={fabric.pk}")
     page.click("#start-labelling")  # opening the queue changes nothing; starting claims an image (a click, no key)
-    page.wait_for_function("document.getElementById('workspace').dataset.imageId")
+    page.wait_for_function("() => document.getElementById('workspace').dataset.imageId")
     settle(page)
     assert int(image_id(page)) == images[-1].pk
     page.keyboard.press("3")
@@ -107,7 +107,7 @@ def test_queue_finished_screen_shows_no_image_as_unlabelled(browser_page, login_
     page.screenshot(path=str(test_output_dir / "queue_finished.png"))
     # Backspace opens the label just given (not the one before it).
     page.keyboard.press("Backspace")
-    page.wait_for_function("document.getElementById('workspace').dataset.imageId")
+    page.wait_for_function("() => document.getElementById('workspace').dataset.imageId")
     assert int(image_id(page)) == images[-1].pk
     assert "selected" in page.get_attribute("[data-category=contamination]", "class")
 
@@ -125,7 +125,7 @@ def test_labelling_list_opens_an_image_and_a_correction_stays_in_place(browser_p
     assert page.eval_on_selector_all("#labelling-list tbody tr[data-image]", "els => els.length") == 3
     page.screenshot(path=str(test_output_dir / "labelling_list.png"), full_page=True)
     page.click(f"#labelling-list tr[data-image='{images[1].pk}'] a")
-    page.wait_for_function(f"document.getElementById('workspace').dataset.imageId === '{images[1].pk}'")
+    page.wait_for_function(f"() => document.getElementById('workspace').dataset.imageId === '{images[1].pk}'")
     settle(page)
     page.keyboard.press("4")
     page.keyboard.press("Enter")

@@ -26,7 +26,7 @@ def test_zoom_to_cursor_native_pixels_nearest_reference_and_difference(browser_p
     page = browser_page
     login_as(page, annotator_account)
     page.goto(f"{live_server.url}/images/{image.pk}/label/")
-    page.wait_for_function("document.getElementById('img-anomaly').complete && document.getElementById('img-anomaly').naturalWidth > 0")
+    page.wait_for_function("() => document.getElementById('img-anomaly').complete && document.getElementById('img-anomaly').naturalWidth > 0")
     # The nearest defect-free image is the reference shown first.
     assert "nearest" in page.inner_text("#ref-counter")
     assert f"/images/{nearest.pk}/image" in page.get_attribute("#img-reference", "src")
@@ -56,9 +56,9 @@ def test_zoom_to_cursor_native_pixels_nearest_reference_and_difference(browser_p
     assert native["ratio"] == pytest.approx(round(native["ratio"]), abs=0.01) and native["ratio"] >= 1
     page.keyboard.press("z")
     assert view(page)["ratio"] == pytest.approx(2 * native["ratio"], abs=0.02)
-    page.wait_for_function("document.getElementById('workspace').dataset.native === 'true'")
+    page.wait_for_function("() => document.getElementById('workspace').dataset.native === 'true'")
     assert "size=" not in page.get_attribute("#img-anomaly", "src")
-    page.wait_for_function("document.getElementById('img-anomaly').complete")
+    page.wait_for_function("() => document.getElementById('img-anomaly').complete")
     page.screenshot(path=str(test_output_dir / "native_pixels.png"))
     # Shift+arrow pans.
     x0 = view(page)["x"]
@@ -73,7 +73,7 @@ def test_zoom_to_cursor_native_pixels_nearest_reference_and_difference(browser_p
     page.keyboard.up("v")
     assert not page.is_visible("#img-blink")
     page.keyboard.press("d")
-    page.wait_for_function("document.getElementById('diff-canvas').dataset.ready === '1'")
+    page.wait_for_function("() => document.getElementById('diff-canvas').dataset.ready === '1'")
     assert page.is_visible("#diff-canvas")
     mean = page.evaluate("""() => { const c = document.getElementById('diff-canvas');
         const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data; let s = 0;

@@ -29,8 +29,8 @@ def test_keyboard_labelling_back_and_export(browser_page, login_as, live_server,
     login_as(page, annotator_account)
     page.goto(f"{live_server.url}/datasets/{dataset.pk}/label/?product={widget.pk}")
     page.click("#start-labelling")  # opening the queue changes nothing; starting claims an image
-    page.wait_for_function("document.getElementById('workspace').dataset.imageId")
-    page.wait_for_function("document.getElementById('img-anomaly').complete && document.getElementById('img-anomaly').naturalWidth > 0")
+    page.wait_for_function("() => document.getElementById('workspace').dataset.imageId")
+    page.wait_for_function("() => document.getElementById('img-anomaly').complete && document.getElementById('img-anomaly').naturalWidth > 0")
 
     # Category definitions on hover; zoom and pan stay in sync between the two views.
     page.hover("[data-category=contamination]")
@@ -66,7 +66,7 @@ def test_keyboard_labelling_back_and_export(browser_page, login_as, live_server,
         page.keyboard.press("b")  # confirms the suggested "with background"
         assert "selected" in page.get_attribute("[data-background=yes]", "class")
         if index == 1:
-            page.wait_for_function("document.getElementById('mask-canvas').width > 0")
+            page.wait_for_function("() => document.getElementById('mask-canvas').width > 0")
             page.screenshot(path=str(test_output_dir / "workspace.png"))
         if index == 2:
             # A failed submit keeps the choice on screen, with a clear error and a retry.
@@ -103,7 +103,7 @@ def test_keyboard_labelling_back_and_export(browser_page, login_as, live_server,
     after = wait_for_new_image(page, previous)
     assert after == image_id
     expected[last_path] = ("no", "structural")
-    page.wait_for_function("document.querySelector('#progress-user-text').textContent.startsWith('4 /')")
+    page.wait_for_function("() => document.querySelector('#progress-user-text').textContent.startsWith('4 /')")
 
     # The export, fetched as this annotator, shows exactly those labels.
     response = page.request.get(f"{live_server.url}/datasets/{dataset.pk}/export/images.csv")

@@ -21,8 +21,11 @@
     note.id = "session-ended";
     note.className = "notice error session-ended";
     note.setAttribute("role", "alert");
-    const next = encodeURIComponent(window.location.pathname + window.location.search);
-    note.innerHTML = `Your session has ended, so this page stopped updating. <a href="/accounts/login/?next=${next}">Log in again</a> to keep watching; the run itself goes on.`;
+    const login = document.createElement("a");
+    login.href = `/accounts/login/?next=${encodeURIComponent(window.location.pathname + window.location.search)}`;
+    login.textContent = "Log in again";
+    note.append("Your session has ended, so this page stopped updating. ", login,
+      " to keep watching; the run itself goes on.");
     (document.querySelector("main") || document.body).prepend(note);
   }
   async function getJSON(url) {
@@ -73,6 +76,21 @@
     return `about ${fmtDuration(left)} left`;
   }
 
+  /* An element built from data: text only ever through textContent, never parsed as markup. */
+  function element(tag, className, text) {
+    const node = document.createElement(tag);
+    if (className) node.className = className;
+    if (text !== undefined) node.textContent = text;
+    return node;
+  }
+  const SVG_NS = "http://www.w3.org/2000/svg";
+  function svgElement(tag, attributes, text) {
+    const node = document.createElementNS(SVG_NS, tag);
+    for (const [name, value] of Object.entries(attributes)) node.setAttribute(name, String(value));
+    if (text !== undefined) node.textContent = text;
+    return node;
+  }
+
   /* CFLOW's loss per epoch, drawn as it arrives: train (solid) and validation (dashed). */
   function drawLoss(svg, history) {
     if (!svg) return;
@@ -85,19 +103,22 @@
     const n = Math.max(history.length, 2);
     const x = (i) => P + (W - 2 * P) * (i / (n - 1));
     const y = (v) => H - P - (H - 2 * P) * (hi > lo ? (v - lo) / (hi - lo) : 0.5);
-    let body = `<line x1="${P}" y1="${H - P}" x2="${W - P}" y2="${H - P}" class="axis"/>` +
-      `<line x1="${P}" y1="${P}" x2="${P}" y2="${H - P}" class="axis"/>` +
-      `<text x="${P}" y="${P - 8}" class="tick">${hi.toFixed(3)}</text><text x="${P}" y="${H - 6}" class="tick">${lo.toFixed(3)} · epoch 1…${history.length}</text>`;
+    const body = [
+      svgElement("line", { x1: P, y1: H - P, x2: W - P, y2: H - P, class: "axis" }),
+      svgElement("line", { x1: P, y1: P, x2: P, y2: H - P, class: "axis" }),
+      svgElement("text", { x: P, y: P - 8, class: "tick" }, hi.toFixed(3)),
+      svgElement("text", { x: P, y: H - 6, class: "tick" }, `${lo.toFixed(3)} · epoch 1…${history.length}`),
+    ];
     for (const [key, cls] of series) {
-      const pts = history.map((h, i) => (h[key] === undefined || h[key] === null) ? null : `${x(i).toFixed(1)},${y(h[key]).toFixed(1)}`).filter(Boolean);
+      const pts = history.map((h, i) => (h[key] === undefined || h[key] === null) ? null : [x(i).toFixed(1), y(h[key]).toFixed(1)]).filter(Boolean);
       if (pts.length) {
-        body += `<polyline class="${cls}" points="${pts.join(" ")}"/>`;
-        body += pts.map((p) => `<circle class="${cls}" r="2.5" cx="${p.split(",")[0]}" cy="${p.split(",")[1]}"/>`).join("");
+        body.push(svgElement("polyline", { class: cls, points: pts.map((p) => p.join(",")).join(" ") }));
+        for (const [cx, cy] of pts) body.push(svgElement("circle", { class: cls, r: 2.5, cx, cy }));
       }
     }
-    body += `<text x="${W - P}" y="${P - 8}" class="tick legend" text-anchor="end">— train · - - validation</text>`;
+    body.push(svgElement("text", { x: W - P, y: P - 8, class: "tick legend", "text-anchor": "end" }, "— train · - - validation"));
     svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
-    svg.innerHTML = body;
+    svg.replaceChildren(...body);
     svg.dataset.epochs = String(history.length);
   }
 
@@ -224,7 +245,7 @@
       params.set("techniques", checked("techniques").join(","));
       const mine = ++seq;
       if (!products.length) {
-        out.innerHTML = '<span class="muted">Pick products to see how many images match.</span>';
+        out.replaceChildren(element("span", "muted", "Pick products to see how many images match."));
         return;
       }
       out.classList.add("loading");
@@ -232,18 +253,28 @@
         const counts = await getJSON(`${form.getAttribute("data-counts")}?${params}`);
         if (mine !== seq) return;
         const t = counts.total;
-        const perProduct = counts.products.map((p) =>
-          `<li><strong>${p.name}</strong>: ${p.train_good} defect-free train, ${p.test_good} defect-free test, ${p.anomalous} anomalous</li>`).join("");
-        const problems = counts.problems.map((p) => `<li>${p}</li>`).join("");
-        out.innerHTML =
-          `<p class="summary" data-field="summary">${counts.summary}</p>` +
-          `<p class="muted">${t.train_good} defect-free training images · ${t.test_good} defect-free test images always included` +
-          (t.excluded ? ` · ${t.excluded} anomalous images filtered out` : "") + `</p>` +
-          `<ul class="per-product">${perProduct}</ul>` +
-          (problems ? `<ul class="problems">${problems}</ul>` : "");
+        // Product names and problem texts come from dataset folders: text, never markup.
+        const summary = element("p", "summary", counts.summary);
+        summary.dataset.field = "summary";
+        const totals = element("p", "muted", `${t.train_good} defect-free training images · ${t.test_good} defect-free test images always included` +
+          (t.excluded ? ` · ${t.excluded} anomalous images filtered out` : ""));
+        const perProduct = element("ul", "per-product");
+        for (const p of counts.products) {
+          const item = element("li");
+          item.append(element("strong", "", p.name),
+            `: ${p.train_good} defect-free train, ${p.test_good} defect-free test, ${p.anomalous} anomalous`);
+          perProduct.append(item);
+        }
+        const shown = [summary, totals, perProduct];
+        if (counts.problems.length) {
+          const problems = element("ul", "problems");
+          for (const problem of counts.problems) problems.append(element("li", "", problem));
+          shown.push(problems);
+        }
+        out.replaceChildren(...shown);
         button.disabled = !counts.ok;
       } catch (error) {
-        out.innerHTML = `<span class="error">Could not count images (${error.message}).</span>`;
+        out.replaceChildren(element("span", "error", `Could not count images (${error.message}).`));
       } finally {
         out.classList.remove("loading");
       }

@@ -115,7 +115,6 @@
     const area = document.createElement("div");
     area.className = "area";
     const links = document.createElement("div");
-    links.innerHTML = "";
     for (const [label, key] of [["anomaly map", "map"], ["predicted mask", "mask"]]) {
       const a = document.createElement("a");
       a.href = r.urls[key]; a.textContent = label; a.target = "_blank";

@@ -19,6 +19,7 @@
     bgConfirmed: false,      // a suggested value is shown but never submitted until confirmed
     category: null,
     busy: false,
+    saving: false,           // a label is on its way to the server
     refIndex: 0,
     view: { scale: 1, x: 0, y: 0 }, // shared by both viewports (pixels of a viewport)
     maskOn: true,
@@ -83,6 +84,14 @@
   }
 
   // --- rendering -------------------------------------------------------------------------------
+  // Text from data (names, paths, who labelled) only ever as textContent, never parsed as markup.
+  function textElement(tag, className, text) {
+    const node = document.createElement(tag);
+    node.className = className;
+    node.textContent = text;
+    return node;
+  }
+
   function setProgress(prefix, progress) {
     $(`progress-${prefix}`).style.width = `${progress.percent}%`;
     $(`progress-${prefix}-text`).textContent = `${progress.done} / ${progress.total}`;
@@ -193,10 +202,11 @@
     for (const entry of entries) {
       const li = document.createElement("li");
       const when = new Date(entry.changed_at).toLocaleString();
-      li.innerHTML = `<span class="when"></span> <b class="who"></b> <span class="what"></span>`;
-      li.querySelector(".when").textContent = when;
-      li.querySelector(".who").textContent = entry.changed_by + (entry.source !== "workspace" ? ` (${entry.source})` : "");
-      li.querySelector(".what").textContent = entry.action === "created" ? describe(entry.after) : `${describe(entry.before)} → ${describe(entry.after)}`;
+      li.append(
+        textElement("span", "when", when), " ",
+        textElement("b", "who", entry.changed_by + (entry.source !== "workspace" ? ` (${entry.source})` : "")), " ",
+        textElement("span", "what", entry.action === "created" ? describe(entry.after) : `${describe(entry.before)} → ${describe(entry.after)}`),
+      );
       list.append(li);
     }
   }
@@ -433,6 +443,28 @@
   }
 
   // --- navigation ------------------------------------------------------------------------------
+  // Where a new label returns to (the labelling list): the server sends only an address on this
+  // site; checked here once more so that the page never navigates off the site on its own.
+  function returnTarget() {
+    if (!config.returnTo) return null;
+    try {
+      const url = new URL(config.returnTo, window.location.origin);
+      return url.origin === window.location.origin ? url.href : null;
+    } catch (error) {
+      return null;
+    }
+  }
+
+  // Unsaved: a label still on its way to the server, or a choice on screen that is not the label
+  // saved for this image. A submitted label is saved, so leaving after it never asks.
+  function hasUnsavedChoice() {
+    if (state.saving) return true;
+    if (!state.data || state.finished) return false;
+    const saved = state.data.my_label;
+    if (saved) return state.background !== saved.background || state.category !== saved.category;
+    return state.bgConfirmed || state.category !== null;
+  }
+
   function previousId() {
     if (!state.data) return null;
     const ids = state.data.labelled_ids;
@@ -518,6 +550,7 @@
     const correcting = state.data.labelled_ids.includes(image);
     const label = { image, background: state.background, category: state.category };
     message("Saving…", "info");
+    state.saving = true;
     try {
       await api("POST", config.api.labels, label);
     } catch (error) {
@@ -535,7 +568,10 @@
       // Keep everything on screen; Retry (or Enter) sends the same choice again.
       message(`Not saved — ${error.message} Your choice is kept.`, "error", () => guarded(submit));
       return;
+    } finally {
+      state.saving = false;
     }
+    state.data.my_label = { background: label.background, category: label.category };
     if (correcting) {
       // A correction: stay here (history and progress refreshed); ← / → move on from here.
       await loadImage(image);
@@ -544,7 +580,8 @@
     }
     if (!state.data.labelled_ids.includes(image)) state.data.labelled_ids.push(image);
     message("");
-    if (config.returnTo) { window.location.href = config.returnTo; return; }
+    const back = returnTarget();
+    if (back) { window.location.href = back; return; }
     await loadNext();
   }
 
@@ -580,7 +617,7 @@
     }
     message("");
     if (index < ids.length - 1) await loadImage(ids[index + 1]);
-    else if (config.returnTo) window.location.href = config.returnTo;
+    else if (returnTarget()) window.location.href = returnTarget();
     else await loadNext();  // past my last label: back to the queue, where I was
   }
 
@@ -655,7 +692,7 @@
   });
 
   window.addEventListener("beforeunload", (event) => {
-    if (state.busy) { event.preventDefault(); event.returnValue = ""; }
+    if (hasUnsavedChoice()) { event.preventDefault(); event.returnValue = ""; }
   });
 
   guarded(() => loadImage(config.imageId));
