@@ -4,7 +4,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from annotator.models import Label
-from api.serializers import CommaListField
+from api.serializers import CommaListField, id_field
 from inference.engine import registry
 from inference.services import runs
 from inference.models import BenchmarkRun, ModelName, ProductRun, Status, Technique
@@ -74,8 +74,8 @@ class BenchmarkRunDetailSerializer(BenchmarkRunSerializer):
 
 
 class LaunchSerializer(serializers.Serializer):
-    dataset = serializers.IntegerField()
-    products = serializers.ListField(child=serializers.IntegerField(), allow_empty=False)
+    dataset = id_field()
+    products = serializers.ListField(child=id_field(), allow_empty=False)
     categories = serializers.ListField(
         child=serializers.ChoiceField(choices=Label.Category.choices), required=False, default=list
     )
@@ -120,7 +120,7 @@ class DeploymentsSerializer(serializers.Serializer):
 
 
 class DeployRequestSerializer(serializers.Serializer):
-    run = serializers.IntegerField(help_text="benchmark run id (its part on this product is deployed)")
+    run = id_field(help_text="benchmark run id (its part on this product is deployed)")
     technique = serializers.ChoiceField(choices=Technique.choices, required=False,
                                         help_text="threshold technique; default: the run's chosen one")
     note = serializers.CharField(required=False, allow_blank=True, max_length=500)
@@ -191,8 +191,8 @@ class RunQuerySerializer(serializers.Serializer):
 
 
 class SubsetCountsQuerySerializer(serializers.Serializer):
-    dataset = serializers.IntegerField(required=False)
-    products = CommaListField(child=serializers.IntegerField(), required=False)
+    dataset = id_field(required=False)
+    products = CommaListField(child=id_field(), required=False)
     # Categories, techniques and background are checked by the launch rules (same messages as a launch).
     categories = CommaListField(child=serializers.CharField(), required=False)
     background = serializers.CharField(required=False, allow_blank=True)

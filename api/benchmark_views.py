@@ -11,8 +11,9 @@ from rest_framework.views import APIView
 
 from annotator.models import Dataset, Product
 from api import benchmark_serializers as s
-from rest_framework.parsers import JSONParser, MultiPartParser
+from rest_framework.parsers import MultiPartParser
 
+from api.parsers import JSONParser
 from api.permissions import IsAdminRole, IsReviewerRole, ReadAnyWriteAdmin
 from api.views import query
 from inference.models import BenchmarkRun, InspectionJob, ProductRun, Status

@@ -2,9 +2,24 @@
 from django.urls import reverse
 from rest_framework import serializers
 
+from annotator.forms import MAX_ID, MIN_ID
 from annotator.models import Dataset, Image, Label, LabelHistory, Product, ReviewDecision
 from annotator.services import label_csv
 from annotator.services.display import DISPLAY_SIZES
+
+
+# An id beyond the database's keys (10**30, or 1e999, which JSON reads as infinity), a fraction
+# (1.5) or true is a 400 naming the field, never an overflow in the driver nor silently image 1.
+def id_field(**kwargs) -> serializers.IntegerField:
+    return serializers.IntegerField(min_value=MIN_ID, max_value=MAX_ID, **kwargs)
+
+
+class IdRelatedField(serializers.PrimaryKeyRelatedField):
+    """A primary key checked as an id (``id_field``) before it is looked up."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("pk_field", id_field())
+        super().__init__(**kwargs)
 
 
 class DatasetSerializer(serializers.ModelSerializer):
@@ -43,7 +58,7 @@ class ImageSerializer(serializers.ModelSerializer):
 class LabelSerializer(serializers.ModelSerializer):
     annotator = serializers.CharField(source="annotator.username", read_only=True)
     # With its product and dataset: submitting reads the dataset's overlap.
-    image = serializers.PrimaryKeyRelatedField(queryset=Image.objects.select_related("product__dataset"))
+    image = IdRelatedField(queryset=Image.objects.select_related("product__dataset"))
 
     class Meta:
         model = Label
@@ -87,8 +102,8 @@ class WorkspaceSerializer(serializers.Serializer):
 
 
 class NextImageRequestSerializer(serializers.Serializer):
-    dataset = serializers.PrimaryKeyRelatedField(queryset=Dataset.objects.all(), required=False, allow_null=True)
-    product = serializers.PrimaryKeyRelatedField(queryset=Product.objects.all(), required=False, allow_null=True)
+    dataset = IdRelatedField(queryset=Dataset.objects.all(), required=False, allow_null=True)
+    product = IdRelatedField(queryset=Product.objects.all(), required=False, allow_null=True)
 
     def validate(self, attrs):
         dataset, product = attrs.get("dataset"), attrs.get("product")
@@ -98,7 +113,7 @@ class NextImageRequestSerializer(serializers.Serializer):
 
 
 class SkipRequestSerializer(serializers.Serializer):
-    image = serializers.PrimaryKeyRelatedField(queryset=Image.objects.all())
+    image = IdRelatedField(queryset=Image.objects.all())
 
 
 class ReviewDecisionSerializer(serializers.ModelSerializer):
@@ -168,12 +183,12 @@ class CommaListField(serializers.ListField):
 
 
 class DatasetQuerySerializer(serializers.Serializer):
-    dataset = serializers.IntegerField(required=False)
+    dataset = id_field(required=False)
 
 
 class ImageQuerySerializer(serializers.Serializer):
-    product = serializers.IntegerField(required=False)
-    dataset = serializers.IntegerField(required=False)
+    product = id_field(required=False)
+    dataset = id_field(required=False)
     split = serializers.ChoiceField(choices=Image.Split.values, required=False)
     is_anomalous = serializers.BooleanField(required=False, allow_null=True, default=None)
     defect_type = serializers.CharField(required=False)
@@ -185,25 +200,25 @@ class FileQuerySerializer(serializers.Serializer):
 
 
 class LabelQuerySerializer(serializers.Serializer):
-    image = serializers.IntegerField(required=False)
-    dataset = serializers.IntegerField(required=False)
+    image = id_field(required=False)
+    dataset = id_field(required=False)
     annotator = serializers.CharField(required=False)
 
 
 class HistoryQuerySerializer(serializers.Serializer):
-    image = serializers.IntegerField(required=False)
+    image = id_field(required=False)
 
 
 class ReviewQuerySerializer(serializers.Serializer):
-    dataset = serializers.IntegerField(required=False)
+    dataset = id_field(required=False)
     include_decided = serializers.BooleanField(required=False, default=False)
 
 
 class AgreementQuerySerializer(serializers.Serializer):
-    dataset = serializers.IntegerField()
+    dataset = id_field()
 
 
 class ExportQuerySerializer(serializers.Serializer):
-    dataset = serializers.IntegerField()
+    dataset = id_field()
     variant = serializers.ChoiceField(choices=label_csv.EXPORT_VARIANTS, required=False, default="images",
                                       error_messages={"invalid_choice": f"One of {list(label_csv.EXPORT_VARIANTS)}."})
