@@ -11,6 +11,7 @@ from django.urls import reverse
 from django.utils.dateparse import parse_datetime
 from django.views.decorators.http import require_GET, require_http_methods
 
+from annotator import forms
 from annotator.models import Dataset, Image, Label, Product, User
 from annotator.services import (
     agreement,
@@ -22,6 +23,7 @@ from annotator.services import (
     review,
     statistics,
 )
+from annotator.downloads import attachment
 from annotator.paths import UnsafeFile
 from annotator.services.display import UnreadableImage, display_file
 from annotator.services.labels import visible_history
@@ -47,10 +49,10 @@ def home(request):
 def product_detail(request, pk: int):
     product = get_object_or_404(Product.objects.select_related("dataset"), pk=pk)
     images = product.images.all()
-    split = request.GET.get("split")
-    if split in Image.Split.values:
+    query = forms.read(forms.ProductImagesQuery, request.GET)
+    split, defect_type = query["split"], query["defect_type"]
+    if split:
         images = images.filter(split=split)
-    defect_type = request.GET.get("defect_type")
     if defect_type:
         images = images.filter(defect_type=defect_type)
     page = Paginator(images, 60).get_page(request.GET.get("page"))
@@ -126,8 +128,8 @@ def label_start(request, pk: int):
     POST: claim the next image and open the workspace on it."""
     dataset = get_object_or_404(Dataset, pk=pk)
     product = None
-    if request.GET.get("product", "").isdigit():
-        product = get_object_or_404(Product, pk=int(request.GET["product"]), dataset=dataset)
+    if (product_id := forms.read(forms.ProductQuery, request.GET)["product"]) is not None:
+        product = get_object_or_404(Product, pk=product_id, dataset=dataset)
     if request.method == "GET":
         if not queue.has_work(request.user, dataset=dataset, product=product):
             return render(request, "annotator/queue_done.html", {"dataset": dataset, "product": product})
@@ -187,18 +189,20 @@ def workspace(request, pk: int):
 def review_page(request):
     """Images whose annotators disagree: every label and who gave it; the reviewer sets the final label."""
     dataset = None
-    if request.GET.get("dataset", "").isdigit():
-        dataset = get_object_or_404(Dataset, pk=int(request.GET["dataset"]))
+    if (dataset_id := forms.read(forms.DatasetQuery, request.GET)["dataset"]) is not None:
+        dataset = get_object_or_404(Dataset, pk=dataset_id)
     if request.method == "POST":
-        image = get_object_or_404(Image, pk=request.POST.get("image", 0) or 0)
-        background = request.POST.get("background")
-        category = request.POST.get("category")
-        if background not in ("yes", "no") or category not in Label.Category.values:
+        form = forms.ReviewDecisionForm(request.POST)
+        if not form.is_valid() and not set(form.errors) <= form.CHOICES:
+            raise forms.InvalidInput(form)
+        image = get_object_or_404(Image, pk=form.cleaned_data["image"])
+        if form.errors:
             messages.error(request, "Choose a background and a category.")
         else:
+            decision = form.cleaned_data
             try:
-                review.decide(image=image, reviewer=request.user, background=background == "yes",
-                              category=category, note=request.POST.get("note", ""))
+                review.decide(image=image, reviewer=request.user, background=decision["background"] == "yes",
+                              category=decision["category"], note=decision["note"])
             except review.NotReviewable as error:
                 messages.error(request, str(error))
             else:
@@ -221,8 +225,8 @@ def review_page(request):
 def history_page(request):
     """Every label change (annotators: the history of their own labels), newest first."""
     image = None
-    if request.GET.get("image", "").isdigit():
-        image = get_object_or_404(Image, pk=int(request.GET["image"]))
+    if (image_id := forms.read(forms.ImageQuery, request.GET)["image"]) is not None:
+        image = get_object_or_404(Image, pk=image_id)
     entries = visible_history(request.user, image)
     page = Paginator(entries, 100).get_page(request.GET.get("page"))
     return render(request, "annotator/history.html", {"page": page, "image": image})
@@ -335,7 +339,7 @@ def export_csv(request, pk: int, variant: str):
         raise Http404("Unknown export variant.")
     response = StreamingHttpResponse(label_csv.export_lines(dataset, variant, request.user),
                                      content_type="text/csv; charset=utf-8")
-    response["Content-Disposition"] = f'attachment; filename="{dataset.name}-labels-{variant}.csv"'
+    response["Content-Disposition"] = attachment(label_csv.export_filename(dataset, variant))
     return response
 
 
@@ -348,7 +352,7 @@ def import_labels_page(request, pk: int):
     if request.method == "POST":
         upload = request.FILES.get("file")
         annotator = None
-        name = request.POST.get("annotator", "").strip()
+        name = forms.read(forms.LabelImportForm, request.POST)["annotator"]
         if name:
             annotator = User.objects.filter(username=name).first()
         if upload is None:

@@ -19,6 +19,7 @@ from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from annotator.downloads import attachment
 from annotator.models import Dataset, Image, Label, LabelHistory, Product
 from annotator.services import agreement, label_csv, queue, review, statistics
 from annotator.services.display import DISPLAY_SIZES
@@ -284,7 +285,7 @@ class ExportView(APIView):
 
 def csv_response(dataset, variant, user):
     response = StreamingHttpResponse(label_csv.export_lines(dataset, variant, user), content_type="text/csv; charset=utf-8")
-    response["Content-Disposition"] = f'attachment; filename="{dataset.name}-labels-{variant}.csv"'
+    response["Content-Disposition"] = attachment(label_csv.export_filename(dataset, variant))
     return response
 
 

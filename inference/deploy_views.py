@@ -5,8 +5,11 @@ from django.http import FileResponse, Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
+from annotator.downloads import attachment
+from annotator.forms import read
 from annotator.models import Product
 from annotator.views import role_required
+from inference.forms import BatchForm, DeployForm
 from inference.models import InspectionJob, ProductRun, Status
 from inference.services import deploy
 from inference.services.reports import TECHNIQUE_LABELS
@@ -16,14 +19,13 @@ from inference.services.reports import TECHNIQUE_LABELS
 @role_required("admin")
 def deploy_model(request, pk):
     product = get_object_or_404(Product, pk=pk)
-    run_id = request.POST.get("run", "")
-    part = ProductRun.objects.filter(run_id=int(run_id) if run_id.isdigit() else 0, product=product).first()
+    chosen = read(DeployForm, request.POST)
+    part = ProductRun.objects.filter(run_id=chosen["run"], product=product).first() if chosen["run"] else None
     if part is None:
-        messages.error(request, f"No run {run_id or '(none given)'} on {product.name}.")
+        messages.error(request, f"No run {chosen['run'] or '(none given)'} on {product.name}.")
         return redirect("benchmark-product", pk=product.pk)
     try:
-        deployment = deploy.deploy(part, request.POST.get("technique", ""), request.user,
-                                   note=request.POST.get("note", ""))
+        deployment = deploy.deploy(part, chosen["technique"], request.user, note=chosen["note"])
     except deploy.DeployRefused as error:
         messages.error(request, " ".join(error.messages))
         return redirect("benchmark-product", pk=product.pk)
@@ -70,9 +72,9 @@ def inspect_page(request, pk):
 @role_required("reviewer")
 def start_batch(request, pk):
     product = get_object_or_404(Product, pk=pk)
+    folder = read(BatchForm, request.POST)["folder"] or None
     try:
-        job = deploy.start_batch(product, request.user, folder=request.POST.get("folder") or None,
-                                 zip_file=request.FILES.get("zip"))
+        job = deploy.start_batch(product, request.user, folder=folder, zip_file=request.FILES.get("zip"))
     except deploy.DeployRefused as error:
         messages.error(request, " ".join(error.messages))
         return redirect("inspect-page", pk=product.pk)
@@ -103,7 +105,7 @@ def job_cancel(request, pk):
 def job_csv(request, pk):
     job = get_object_or_404(InspectionJob, pk=pk)
     response = HttpResponse(deploy.results_csv(job), content_type="text/csv; charset=utf-8")
-    response["Content-Disposition"] = f'attachment; filename="inspection-{job.pk}.csv"'
+    response["Content-Disposition"] = attachment(f"inspection-{job.pk}.csv")
     return response
 
 

@@ -138,6 +138,10 @@ def annotation_rows(dataset: Dataset, user: User | None = None):
             ]
 
 
+def export_filename(dataset: Dataset, variant: str) -> str:
+    return f"{dataset.name}-labels-{variant}.csv"
+
+
 def export_lines(dataset: Dataset, variant: str, user: User | None = None):
     """CSV text, line by line, for ``StreamingHttpResponse``."""
     if variant == "images":
