@@ -15,6 +15,7 @@ from annotator import forms
 from annotator.models import Dataset, Image, Label, Product, User
 from annotator.services import (
     agreement,
+    defect_folder,
     dataset_lifecycle,
     dataset_settings,
     label_csv,
@@ -48,19 +49,15 @@ def home(request):
 @require_GET
 def product_detail(request, pk: int):
     product = get_object_or_404(Product.objects.select_related("dataset"), pk=pk)
-    images = product.images.all()
+    images = product.images.select_related("product__dataset")
     query = forms.read(forms.ProductImagesQuery, request.GET)
     split, defect_type = query["split"], query["defect_type"]
     if split:
         images = images.filter(split=split)
     if defect_type:
-        images = images.filter(defect_type=defect_type)
+        images = defect_folder.filter_by_defect_type(images, defect_type, request.user)
     page = Paginator(images, 60).get_page(request.GET.get("page"))
-    defect_types = (
-        product.images.values("split", "defect_type")
-        .annotate(count=Count("id"))
-        .order_by("split", "defect_type")
-    )
+    defect_types = defect_folder.facets(product, request.user)
     return render(
         request,
         "annotator/product_detail.html",
@@ -82,7 +79,10 @@ def image_file(request, pk: int, kind: str):
         # A file outside the data roots is answered like a missing one: nothing about it leaks.
         raise Http404("The file is missing from the dataset folder.")
     except UnreadableImage as error:
-        return HttpResponseNotFound(str(error), content_type="text/plain; charset=utf-8")
+        # Its message names the file's path, which holds the defect folder a dataset may hide.
+        message = "The file is not a readable image." if defect_folder.hidden_for(
+            request.user, image.product.dataset) else str(error)
+        return HttpResponseNotFound(message, content_type="text/plain; charset=utf-8")
     if not path.is_file():
         raise Http404("The file is missing from the dataset folder.")
     response = FileResponse(path.open("rb"))
@@ -150,6 +150,7 @@ def labelling_list_page(request, pk: int):
     rows = labelling_list.labelling_rows(product, request.user, which, category)
     return render(request, "annotator/labelling_list.html", {
         "product": product, "rows": rows, "filter": which, "category": category,
+        "show_defect_folder": not defect_folder.hidden_for(request.user, product.dataset),
         "filters": labelling_list.FILTERS.items(), "categories": Label.Category.choices,
         "here": request.get_full_path(), "see_all": request.user.is_reviewer_role,
     })
@@ -176,10 +177,11 @@ def workspace(request, pk: int):
         "doneUrl": reverse("label-start", args=[image.product.dataset_id]),
         "categories": [{"value": v, "key": k, "name": n, "help": h} for v, k, n, h in CATEGORY_HELP],
         "backgrounds": [{"value": v == "yes", "key": k, "name": n} for v, k, n, _ in BACKGROUND_HELP],
-        "showDefectFolder": image.product.dataset.show_defect_folder,
+        "showDefectFolder": not defect_folder.hidden_for(request.user, image.product.dataset),
         "returnTo": request.GET.get("from", "") if request.GET.get("from", "").startswith("/") else "",
     }
     return render(request, "annotator/workspace.html", {"image": image, "config": config,
+                                                        "shown_path": defect_folder.shown_path(image, request.user),
                                                         "categories": CATEGORY_HELP,
                                                         "backgrounds": BACKGROUND_HELP})
 

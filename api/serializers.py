@@ -4,7 +4,7 @@ from rest_framework import serializers
 
 from annotator.forms import MAX_ID, MIN_ID
 from annotator.models import Dataset, Image, Label, LabelHistory, Product, ReviewDecision
-from annotator.services import label_csv
+from annotator.services import defect_folder, label_csv
 from annotator.services.display import DISPLAY_SIZES
 
 
@@ -37,9 +37,31 @@ class ProductSerializer(serializers.ModelSerializer):
         fields = ["id", "dataset", "dataset_name", "name", "kind", "suggested_background"]
 
 
-class ImageSerializer(serializers.ModelSerializer):
+def viewer(serializer):
+    """The user a serializer's data is for (None without a request: treated as an annotator)."""
+    request = serializer.context.get("request")
+    return getattr(request, "user", None)
+
+
+class HidesDefectFolders:
+    """Serializers that show images: whether the viewer may see an image's defect folder, asked
+    once per product (annotator.services.defect_folder)."""
+
+    def hides(self, image) -> bool:
+        cache = self.context.setdefault("defect_folder_hidden", {})
+        if image.product_id not in cache:
+            cache[image.product_id] = defect_folder.hidden_for(viewer(self), image.product.dataset)
+        return cache[image.product_id]
+
+
+class ImageSerializer(HidesDefectFolders, serializers.ModelSerializer):
     image_url = serializers.SerializerMethodField()
     mask_url = serializers.SerializerMethodField()
+    defect_type = serializers.SerializerMethodField(
+        help_text="the dataset's defect folder; null for an annotator when the dataset hides its folders")
+    path = serializers.SerializerMethodField(
+        help_text="relative to the dataset's folder; for an annotator of a dataset that hides its defect "
+                  "folders, the product and image id instead (the folders name the defect)")
 
     class Meta:
         model = Image
@@ -47,6 +69,12 @@ class ImageSerializer(serializers.ModelSerializer):
             "id", "product", "split", "is_anomalous", "defect_type", "path", "width", "height",
             "image_url", "mask_url",
         ]
+
+    def get_defect_type(self, image) -> str | None:
+        return None if image.is_anomalous and self.hides(image) else image.defect_type
+
+    def get_path(self, image) -> str:
+        return defect_folder.neutral_name(image) if self.hides(image) else image.path
 
     def get_image_url(self, image) -> str:
         return reverse("image-file", args=[image.pk, "image"])
@@ -68,15 +96,18 @@ class LabelSerializer(serializers.ModelSerializer):
         validators = []
 
 
-class LabelHistorySerializer(serializers.ModelSerializer):
+class LabelHistorySerializer(HidesDefectFolders, serializers.ModelSerializer):
     annotator = serializers.CharField(source="annotator.username", read_only=True)
     changed_by = serializers.CharField(source="changed_by.username", read_only=True)
-    image_path = serializers.CharField(source="image.path", read_only=True)
+    image_path = serializers.SerializerMethodField(help_text="the image's path as ImageSerializer shows it")
 
     class Meta:
         model = LabelHistory
         fields = ["id", "image", "image_path", "annotator", "changed_by", "action", "before", "after",
                   "source", "changed_at"]
+
+    def get_image_path(self, entry) -> str:
+        return defect_folder.neutral_name(entry.image) if self.hides(entry.image) else entry.image.path
 
 
 class ProgressSerializer(serializers.Serializer):

@@ -21,7 +21,7 @@ from rest_framework.views import APIView
 
 from annotator.downloads import attachment
 from annotator.models import Dataset, Image, Label, LabelHistory, Product
-from annotator.services import agreement, label_csv, queue, review, statistics
+from annotator.services import agreement, defect_folder, label_csv, queue, review, statistics
 from annotator.services.display import DISPLAY_SIZES
 from annotator.services.labels import delete_label, visible_history
 from annotator.services.workspace import workspace_data
@@ -72,7 +72,7 @@ class ImageViewSet(viewsets.ReadOnlyModelViewSet):
         if params["is_anomalous"] is not None:
             images = images.filter(is_anomalous=params["is_anomalous"])
         if params.get("defect_type"):
-            images = images.filter(defect_type=params["defect_type"])
+            images = defect_folder.filter_by_defect_type(images, params["defect_type"], self.request.user)
         return images
 
     def _file(self, request, kind):
@@ -184,7 +184,7 @@ class NextImageView(APIView):
         if handout.image is None:
             return Response(status=status.HTTP_204_NO_CONTENT)
         data = workspace_data(handout.image, request.user, handout=handout)
-        return Response(s.WorkspaceSerializer(data).data)
+        return Response(s.WorkspaceSerializer(data, context={"request": request}).data)
 
 
 class SkipView(APIView):
