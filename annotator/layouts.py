@@ -502,9 +502,11 @@ def _find_mask(folder: Path, stems: list[str]) -> list[Path]:
 
 
 def _pair_mask(
-    result: ScanResult, image: Path, mask_dir: Path, stems: list[str], expected: str
+    result: ScanResult, image: Path, mask_dir: Path, stems: list[str], expected: str, claimed: set[Path]
 ) -> Path | None:
+    """The one mask of ``image`` (an error when none or several); every mask found is ``claimed``."""
     masks = _find_mask(mask_dir, stems)
+    claimed.update(masks)
     if not masks:
         result.errors.append(f"{result.relative(image)}: no mask at {expected}")
         return None
@@ -515,6 +517,17 @@ def _pair_mask(
         )
         return None
     return masks[0]
+
+
+def _masks_without_image(result: ScanResult, mask_dirs: list[Path], claimed: set[Path], where) -> None:
+    """An error for each mask file in ``mask_dirs`` that no image claimed (it would be left out
+    silently: a misnamed image or mask, or an image deleted); ``where(mask folder)`` names the
+    folder(s) its image was looked for in."""
+    for folder in mask_dirs:
+        for path in sorted(folder.iterdir()):
+            if path.is_file() and is_image_file(path) and not is_ignored(path) and path not in claimed:
+                result.errors.append(f"{result.relative(path)}: mask without image (no image of its name "
+                                     f"in {where(folder)})")
 
 
 def _scan_split_product(result: ScanResult, product: Path, normal: str, mvtec: bool) -> None:
@@ -540,6 +553,7 @@ def _scan_split_product(result: ScanResult, product: Path, normal: str, mvtec: b
             for image in _images_in(path, result):
                 result.images.append(ScannedImage(name, "train", False, normal, image, None))
     test = product / "test"
+    claimed: set[Path] = set()
     if test.is_dir():
         for path in sorted(test.iterdir()):
             if is_ignored(path):
@@ -567,8 +581,10 @@ def _scan_split_product(result: ScanResult, product: Path, normal: str, mvtec: b
                 else:
                     stems = [image.stem]
                     expected = result.relative(mask_dir / f"{image.stem}.png") + " (or .bmp)"
-                mask = _pair_mask(result, image, mask_dir, stems, expected)
+                mask = _pair_mask(result, image, mask_dir, stems, expected, claimed)
                 result.images.append(ScannedImage(name, "test", True, defect, image, mask))
+    _masks_without_image(result, _subdirs(product / "ground_truth"), claimed,
+                         lambda folder: f"{result.relative(test / folder.name)}/")
     if not train.is_dir() and not test.is_dir():
         result.errors.append(f"{result.relative(product) or product.name}: no train/ or test/ folder")
 
@@ -594,14 +610,18 @@ def _scan_folder_product(result: ScanResult, product: Path) -> None:
             split = "test" if index % FOLDER_TEST_EVERY == FOLDER_TEST_EVERY - 1 else "train"
             result.images.append(ScannedImage(name, split, False, "good", image, None))
     mask_dir = product / "masks"
+    claimed: set[Path] = set()
     for folder_name in FOLDER_ANOMALOUS_DIRS:
         folder = product / folder_name
         if not folder.is_dir():
             continue
         for image in _images_in(folder, result):
             expected = result.relative(mask_dir / f"{image.stem}.png") + f" (or {image.stem}_mask.png)"
-            mask = _pair_mask(result, image, mask_dir, [image.stem, f"{image.stem}_mask"], expected)
+            mask = _pair_mask(result, image, mask_dir, [image.stem, f"{image.stem}_mask"], expected, claimed)
             result.images.append(ScannedImage(name, "test", True, folder_name, image, mask))
+    if mask_dir.is_dir():
+        _masks_without_image(result, [mask_dir], claimed, lambda folder: " or ".join(
+            f"{result.relative(product / name)}/" for name in FOLDER_ANOMALOUS_DIRS))
 
 
 def scan_dataset(root: Path, layout: str = "auto", *, mask_suffix: str | None = None,
@@ -609,7 +629,7 @@ def scan_dataset(root: Path, layout: str = "auto", *, mask_suffix: str | None = 
     """Every image of the dataset at ``root`` with its split, defect type and mask.
 
     ``layout`` "auto" detects it (UnknownLayoutError when unknown or ambiguous). Problems with
-    single files or folders (a missing mask, an unexpected file) do not raise: they are collected
+    single files or folders (a missing mask, a mask without image, an unexpected file) do not raise: they are collected
     in ``errors``, one message per problem, with paths relative to ``root``. ``root`` may be a
     manifest file (the manifest layout); its folder is then the dataset's root. Images of the
     beside and manifest layouts may come without split or anomaly flag: ``resolve_images``

@@ -185,6 +185,10 @@ def remove_mask(folder):
     (folder / "ground_truth/broken_large/001_mask.png").unlink()
 
 
+def remove_image(folder):
+    (folder / "test/broken_large/001.png").unlink()
+
+
 def resize_mask(folder):
     write_mask(folder / "ground_truth/broken_large/001_mask.png", size=(16, 20))
 
@@ -213,6 +217,7 @@ BAD_FILES = {
     "corrupt image": (corrupt, "test/broken_large/001.png: not a readable image (unknown or corrupt image format)"),
     "truncated image": (truncate, "test/broken_large/001.png: not a readable image ("),
     "mask missing": (remove_mask, "test/broken_large/001.png: no mask at ground_truth/broken_large/001_mask.png"),
+    "mask without image": (remove_image, "ground_truth/broken_large/001_mask.png: mask without image"),
     "mask of another size": (resize_mask, "ground_truth/broken_large/001_mask.png: mask 16x20 but image 32x32"),
     "mask of no known kind": (float_mask, "ground_truth/broken_large/001_mask.png: mask has pixel mode F, which no mask rule covers"),
     "all-zero mask": (empty_mask, "ground_truth/broken_large/001_mask.png: mask is empty (no defect pixel) for an anomalous image"),
@@ -245,6 +250,18 @@ def test_bad_file_on_reimport_changes_nothing(data_root, break_it, message):
     assert len(errors) == 1 and errors[0].startswith(message)
     assert db_counts() == before
     assert db_rows() == rows
+
+
+def test_a_mask_without_image_is_in_the_problem_report_when_skipping_invalid_files(data_root):
+    folder = make_mvtec(data_root, "bottle", defects={"broken_large": 3})
+    remove_image(folder)
+
+    report = import_dataset(folder, skip_invalid=True)
+
+    assert report.problems == [("ground_truth/broken_large/001_mask.png",
+                                "mask without image (no image of its name in test/broken_large/)")]
+    assert "ground_truth/broken_large/001_mask.png,mask without image" in report.dataset.problem_report
+    assert Image.objects.filter(is_anomalous=True).count() == 2
 
 
 def test_pixel_limit_comes_from_the_settings(data_root, settings):
