@@ -169,7 +169,7 @@ def _product_layout(folder: Path) -> str | None:
         candidates.append("folder")
     if len(candidates) > 1:
         raise UnknownLayoutError(
-            f"{folder}: ambiguous layout, it looks like {' and '.join(candidates)} at once; "
+            f"{folder.name}: ambiguous layout, it looks like {' and '.join(candidates)} at once; "
             "pass the layout explicitly."
         )
     return candidates[0] if candidates else None
@@ -190,7 +190,7 @@ _EXPECTED = (
 def _product_folders(root: Path, layout: str | None = None) -> tuple[str, list[Path]]:
     """(layout, product folders) of ``root``; ``root`` itself when it is one product folder."""
     if not root.is_dir():
-        raise UnknownLayoutError(f"{root} is not a folder.")
+        raise UnknownLayoutError(f"{root.name} is not a folder.")
     own = _product_layout(root)
     if own == "folder" and not _names(root) & {"anomalous", "defect", "masks", "test_good"} \
             and _beside_candidates(root, DEFAULT_MASK_SUFFIXES, None):
@@ -205,13 +205,13 @@ def _product_folders(root: Path, layout: str | None = None) -> tuple[str, list[P
     if not found:
         if _beside_candidates(root, DEFAULT_MASK_SUFFIXES, None):
             return "beside", [root]
-        raise UnknownLayoutError(f"{root}: unknown dataset layout. {survey(root)}\n" + _EXPECTED)
+        raise UnknownLayoutError(f"{root.name}: unknown dataset layout. {survey(root)}\n" + _EXPECTED)
     if len(found) > 1:
         detail = "; ".join(
             f"{kind}: {', '.join(p.name for p in folders)}" for kind, folders in sorted(found.items())
         )
         raise UnknownLayoutError(
-            f"{root}: ambiguous layout, its product folders follow different layouts ({detail})."
+            f"{root.name}: ambiguous layout, its product folders follow different layouts ({detail})."
         )
     (kind, folders), = found.items()
     return kind, folders
@@ -630,7 +630,8 @@ def scan_dataset(root: Path, layout: str = "auto", *, mask_suffix: str | None = 
 
     ``layout`` "auto" detects it (UnknownLayoutError when unknown or ambiguous). Problems with
     single files or folders (a missing mask, a mask without image, an unexpected file) do not raise: they are collected
-    in ``errors``, one message per problem, with paths relative to ``root``. ``root`` may be a
+    in ``errors``, one message per problem, with paths relative to ``root`` (``root`` itself by its
+    name: messages reach reviewers and admins in the browser, never the server's absolute paths). ``root`` may be a
     manifest file (the manifest layout); its folder is then the dataset's root. Images of the
     beside and manifest layouts may come without split or anomaly flag: ``resolve_images``
     decides them once the masks are decoded.
@@ -643,11 +644,11 @@ def scan_dataset(root: Path, layout: str = "auto", *, mask_suffix: str | None = 
         layout = "manifest"  # a folder holding manifest.csv (e.g. an uploaded zip) is read by it
     if root.is_file() or layout == "manifest":
         if layout not in ("auto", "manifest"):
-            raise UnknownLayoutError(f"{root} is a file; only the manifest layout reads a file.")
+            raise UnknownLayoutError(f"{root.name} is a file; only the manifest layout reads a file.")
         manifest = find_manifest(root)
         if manifest is None or manifest.suffix.lower() not in MANIFEST_EXTENSIONS:
             raise UnknownLayoutError(
-                f"{root}: give the manifest file ({' or '.join(MANIFEST_EXTENSIONS)}; a folder "
+                f"{root.name}: give the manifest file ({' or '.join(MANIFEST_EXTENSIONS)}; a folder "
                 "must hold exactly one manifest.csv or manifest.jsonl)."
             )
         result = ScanResult(layout="manifest", root=manifest.parent, manifest=manifest)
@@ -657,14 +658,14 @@ def scan_dataset(root: Path, layout: str = "auto", *, mask_suffix: str | None = 
         return result
     if layout == "beside" or (layout == "auto" and (mask_suffix is not None or mask_ext is not None)):
         if not root.is_dir():
-            raise UnknownLayoutError(f"{root} is not a folder.")
+            raise UnknownLayoutError(f"{root.name} is not a folder.")
         resolved, products = "beside", [root]
     elif layout == "auto":
         resolved, products = _product_folders(root)
     else:
         resolved = layout
         if not root.is_dir():
-            raise UnknownLayoutError(f"{root} is not a folder.")
+            raise UnknownLayoutError(f"{root.name} is not a folder.")
         try:
             own = _product_layout(root)
         except UnknownLayoutError:
@@ -682,7 +683,7 @@ def scan_dataset(root: Path, layout: str = "auto", *, mask_suffix: str | None = 
                     products.append(sub)
             if not products:
                 raise UnknownLayoutError(
-                    f"{root}: no product folder in the {layout} layout found. {survey(root)}\n" + _EXPECTED
+                    f"{root.name}: no product folder in the {layout} layout found. {survey(root)}\n" + _EXPECTED
                 )
     result = ScanResult(layout=resolved, root=root)
     if len(products) > 1 or products[0] != root:
@@ -701,7 +702,7 @@ def scan_dataset(root: Path, layout: str = "auto", *, mask_suffix: str | None = 
         else:
             _scan_folder_product(result, product)
     if not result.images and not result.errors:
-        result.errors.append(f"{root}: no images found")
+        result.errors.append(f"{root.name}: no images found")
     return result
 
 

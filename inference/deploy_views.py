@@ -1,5 +1,7 @@
 """Deploy and inspect pages (thin: the rules live in inference.services.deploy). Login everywhere;
 admins deploy and roll back, reviewers and admins inspect."""
+from pathlib import Path
+
 from django.contrib import messages
 from django.http import FileResponse, Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -8,6 +10,7 @@ from django.views.decorators.http import require_GET, require_POST
 from annotator.downloads import attachment
 from annotator.forms import read
 from annotator.models import Product
+from annotator.paths import shown_path
 from annotator.views import role_required
 from inference.forms import BatchForm, DeployForm
 from inference.models import InspectionJob, ProductRun, Status
@@ -81,13 +84,22 @@ def start_batch(request, pk):
     return redirect("inspection-detail", pk=job.pk)
 
 
+def _shown_source(job) -> str:
+    """What the job inspects, as a reviewer may read it: never the server's absolute path."""
+    if not job.source:
+        return ""
+    if Path(job.source).is_relative_to(job.artifacts_root.resolve()):
+        return "the uploaded zip"
+    return shown_path(job.source)
+
+
 @require_GET
 @role_required("reviewer")
 def job_detail(request, pk):
     job = get_object_or_404(InspectionJob.objects.select_related("product", "deployment__product_run"), pk=pk)
     results = [r for r in job.results if "error" not in r]
     return render(request, "inference/inspection_job.html", {
-        "job": job, "active": job.status in (Status.QUEUED, Status.RUNNING),
+        "job": job, "source": _shown_source(job), "active": job.status in (Status.QUEUED, Status.RUNNING),
         "defective": [r for r in results if r["defective"]], "good": [r for r in results if not r["defective"]],
         "failed": [r for r in job.results if "error" in r],
     })
