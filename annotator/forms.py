@@ -1,8 +1,9 @@
 """What the pages read from query strings and form posts, checked by Django forms.
 
-No page reads ``request.GET[...]`` / ``request.POST[...]`` raw into a query or a service: a form
-checks each value first (an id is a whole number the database's key column can hold, a choice is
-one of its choices, text holds no NUL character, which PostgreSQL cannot store). ``read`` returns
+A value a page uses in a query or passes on to be stored goes through a form first (an id is a
+whole number the database's key column can hold, a choice is one of its choices, text holds no NUL
+character, which PostgreSQL cannot store); values only compared with a known list ("1", a filter
+name) may be read as they are. ``read`` returns
 the cleaned values or raises ``InvalidInput``, which the project's 400 handler
 (``api.root_views.bad_request``) answers with a page naming each field and its problem; nothing
 is changed.
