@@ -169,7 +169,7 @@ def _product_layout(folder: Path) -> str | None:
         candidates.append("folder")
     if len(candidates) > 1:
         raise UnknownLayoutError(
-            f"{folder}: ambiguous layout, it looks like {' and '.join(candidates)} at once; "
+            f"{folder.name}: ambiguous layout, it looks like {' and '.join(candidates)} at once; "
             "pass the layout explicitly."
         )
     return candidates[0] if candidates else None
@@ -190,7 +190,7 @@ _EXPECTED = (
 def _product_folders(root: Path, layout: str | None = None) -> tuple[str, list[Path]]:
     """(layout, product folders) of ``root``; ``root`` itself when it is one product folder."""
     if not root.is_dir():
-        raise UnknownLayoutError(f"{root} is not a folder.")
+        raise UnknownLayoutError(f"{root.name} is not a folder.")
     own = _product_layout(root)
     if own == "folder" and not _names(root) & {"anomalous", "defect", "masks", "test_good"} \
             and _beside_candidates(root, DEFAULT_MASK_SUFFIXES, None):
@@ -205,13 +205,13 @@ def _product_folders(root: Path, layout: str | None = None) -> tuple[str, list[P
     if not found:
         if _beside_candidates(root, DEFAULT_MASK_SUFFIXES, None):
             return "beside", [root]
-        raise UnknownLayoutError(f"{root}: unknown dataset layout. {survey(root)}\n" + _EXPECTED)
+        raise UnknownLayoutError(f"{root.name}: unknown dataset layout. {survey(root)}\n" + _EXPECTED)
     if len(found) > 1:
         detail = "; ".join(
             f"{kind}: {', '.join(p.name for p in folders)}" for kind, folders in sorted(found.items())
         )
         raise UnknownLayoutError(
-            f"{root}: ambiguous layout, its product folders follow different layouts ({detail})."
+            f"{root.name}: ambiguous layout, its product folders follow different layouts ({detail})."
         )
     (kind, folders), = found.items()
     return kind, folders
@@ -502,9 +502,11 @@ def _find_mask(folder: Path, stems: list[str]) -> list[Path]:
 
 
 def _pair_mask(
-    result: ScanResult, image: Path, mask_dir: Path, stems: list[str], expected: str
+    result: ScanResult, image: Path, mask_dir: Path, stems: list[str], expected: str, claimed: set[Path]
 ) -> Path | None:
+    """The one mask of ``image`` (an error when none or several); every mask found is ``claimed``."""
     masks = _find_mask(mask_dir, stems)
+    claimed.update(masks)
     if not masks:
         result.errors.append(f"{result.relative(image)}: no mask at {expected}")
         return None
@@ -515,6 +517,17 @@ def _pair_mask(
         )
         return None
     return masks[0]
+
+
+def _masks_without_image(result: ScanResult, mask_dirs: list[Path], claimed: set[Path], where) -> None:
+    """An error for each mask file in ``mask_dirs`` that no image claimed (it would be left out
+    silently: a misnamed image or mask, or an image deleted); ``where(mask folder)`` names the
+    folder(s) its image was looked for in."""
+    for folder in mask_dirs:
+        for path in sorted(folder.iterdir()):
+            if path.is_file() and is_image_file(path) and not is_ignored(path) and path not in claimed:
+                result.errors.append(f"{result.relative(path)}: mask without image (no image of its name "
+                                     f"in {where(folder)})")
 
 
 def _scan_split_product(result: ScanResult, product: Path, normal: str, mvtec: bool) -> None:
@@ -540,6 +553,7 @@ def _scan_split_product(result: ScanResult, product: Path, normal: str, mvtec: b
             for image in _images_in(path, result):
                 result.images.append(ScannedImage(name, "train", False, normal, image, None))
     test = product / "test"
+    claimed: set[Path] = set()
     if test.is_dir():
         for path in sorted(test.iterdir()):
             if is_ignored(path):
@@ -567,8 +581,10 @@ def _scan_split_product(result: ScanResult, product: Path, normal: str, mvtec: b
                 else:
                     stems = [image.stem]
                     expected = result.relative(mask_dir / f"{image.stem}.png") + " (or .bmp)"
-                mask = _pair_mask(result, image, mask_dir, stems, expected)
+                mask = _pair_mask(result, image, mask_dir, stems, expected, claimed)
                 result.images.append(ScannedImage(name, "test", True, defect, image, mask))
+    _masks_without_image(result, _subdirs(product / "ground_truth"), claimed,
+                         lambda folder: f"{result.relative(test / folder.name)}/")
     if not train.is_dir() and not test.is_dir():
         result.errors.append(f"{result.relative(product) or product.name}: no train/ or test/ folder")
 
@@ -594,14 +610,18 @@ def _scan_folder_product(result: ScanResult, product: Path) -> None:
             split = "test" if index % FOLDER_TEST_EVERY == FOLDER_TEST_EVERY - 1 else "train"
             result.images.append(ScannedImage(name, split, False, "good", image, None))
     mask_dir = product / "masks"
+    claimed: set[Path] = set()
     for folder_name in FOLDER_ANOMALOUS_DIRS:
         folder = product / folder_name
         if not folder.is_dir():
             continue
         for image in _images_in(folder, result):
             expected = result.relative(mask_dir / f"{image.stem}.png") + f" (or {image.stem}_mask.png)"
-            mask = _pair_mask(result, image, mask_dir, [image.stem, f"{image.stem}_mask"], expected)
+            mask = _pair_mask(result, image, mask_dir, [image.stem, f"{image.stem}_mask"], expected, claimed)
             result.images.append(ScannedImage(name, "test", True, folder_name, image, mask))
+    if mask_dir.is_dir():
+        _masks_without_image(result, [mask_dir], claimed, lambda folder: " or ".join(
+            f"{result.relative(product / name)}/" for name in FOLDER_ANOMALOUS_DIRS))
 
 
 def scan_dataset(root: Path, layout: str = "auto", *, mask_suffix: str | None = None,
@@ -609,8 +629,9 @@ def scan_dataset(root: Path, layout: str = "auto", *, mask_suffix: str | None = 
     """Every image of the dataset at ``root`` with its split, defect type and mask.
 
     ``layout`` "auto" detects it (UnknownLayoutError when unknown or ambiguous). Problems with
-    single files or folders (a missing mask, an unexpected file) do not raise: they are collected
-    in ``errors``, one message per problem, with paths relative to ``root``. ``root`` may be a
+    single files or folders (a missing mask, a mask without image, an unexpected file) do not raise: they are collected
+    in ``errors``, one message per problem, with paths relative to ``root`` (``root`` itself by its
+    name: messages reach reviewers and admins in the browser, never the server's absolute paths). ``root`` may be a
     manifest file (the manifest layout); its folder is then the dataset's root. Images of the
     beside and manifest layouts may come without split or anomaly flag: ``resolve_images``
     decides them once the masks are decoded.
@@ -623,11 +644,11 @@ def scan_dataset(root: Path, layout: str = "auto", *, mask_suffix: str | None = 
         layout = "manifest"  # a folder holding manifest.csv (e.g. an uploaded zip) is read by it
     if root.is_file() or layout == "manifest":
         if layout not in ("auto", "manifest"):
-            raise UnknownLayoutError(f"{root} is a file; only the manifest layout reads a file.")
+            raise UnknownLayoutError(f"{root.name} is a file; only the manifest layout reads a file.")
         manifest = find_manifest(root)
         if manifest is None or manifest.suffix.lower() not in MANIFEST_EXTENSIONS:
             raise UnknownLayoutError(
-                f"{root}: give the manifest file ({' or '.join(MANIFEST_EXTENSIONS)}; a folder "
+                f"{root.name}: give the manifest file ({' or '.join(MANIFEST_EXTENSIONS)}; a folder "
                 "must hold exactly one manifest.csv or manifest.jsonl)."
             )
         result = ScanResult(layout="manifest", root=manifest.parent, manifest=manifest)
@@ -637,14 +658,14 @@ def scan_dataset(root: Path, layout: str = "auto", *, mask_suffix: str | None = 
         return result
     if layout == "beside" or (layout == "auto" and (mask_suffix is not None or mask_ext is not None)):
         if not root.is_dir():
-            raise UnknownLayoutError(f"{root} is not a folder.")
+            raise UnknownLayoutError(f"{root.name} is not a folder.")
         resolved, products = "beside", [root]
     elif layout == "auto":
         resolved, products = _product_folders(root)
     else:
         resolved = layout
         if not root.is_dir():
-            raise UnknownLayoutError(f"{root} is not a folder.")
+            raise UnknownLayoutError(f"{root.name} is not a folder.")
         try:
             own = _product_layout(root)
         except UnknownLayoutError:
@@ -662,7 +683,7 @@ def scan_dataset(root: Path, layout: str = "auto", *, mask_suffix: str | None = 
                     products.append(sub)
             if not products:
                 raise UnknownLayoutError(
-                    f"{root}: no product folder in the {layout} layout found. {survey(root)}\n" + _EXPECTED
+                    f"{root.name}: no product folder in the {layout} layout found. {survey(root)}\n" + _EXPECTED
                 )
     result = ScanResult(layout=resolved, root=root)
     if len(products) > 1 or products[0] != root:
@@ -681,7 +702,7 @@ def scan_dataset(root: Path, layout: str = "auto", *, mask_suffix: str | None = 
         else:
             _scan_folder_product(result, product)
     if not result.images and not result.errors:
-        result.errors.append(f"{root}: no images found")
+        result.errors.append(f"{root.name}: no images found")
     return result
 
 

@@ -5,6 +5,8 @@ only when, with every symlink and ``..`` resolved, it lies inside one of those r
 on images are relative to their dataset's root and may not climb out of it by themselves.
 The check is repeated at serving time: a file replaced by a symlink after import is refused then.
 """
+import os
+import re
 from pathlib import Path, PurePosixPath
 
 from django.conf import settings
@@ -18,6 +20,31 @@ def data_roots() -> list[Path]:
 def inside_data_roots(path) -> bool:
     resolved = Path(path).resolve()
     return any(resolved == root or resolved.is_relative_to(root) for root in data_roots())
+
+
+def shown_path(path) -> str:
+    """``path`` as a message a user reads names it: relative to the data root it lies in (a root
+    itself by its name), a path outside every root by its last part only. Never the server's
+    absolute path, nor where a symlink points (the full path belongs in the server log)."""
+    given = Path(os.path.abspath(Path(path).expanduser()))
+    roots = sorted(data_roots(), key=lambda root: len(root.parts), reverse=True)  # the closest root first
+    for candidate in (given, given.resolve()):
+        for root in roots:
+            if candidate == root:
+                return root.name
+            if candidate.is_relative_to(root):
+                return candidate.relative_to(root).as_posix()
+    return given.name
+
+
+# An absolute path in a message: "/" not part of a relative path, a URL or a number ("16/20").
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.~:/-])/[^\s'\"()\[\]{},;]+")
+
+
+def without_server_paths(text: str) -> str:
+    """``text`` (an exception's message: a library's, the engine's) with every absolute path in
+    it as ``shown_path`` names it."""
+    return _ABSOLUTE_PATH.sub(lambda match: shown_path(match.group(0)), text or "")
 
 
 def validate_relative_path(value: str) -> None:
@@ -38,8 +65,8 @@ def validate_data_root(value: str) -> None:
     if "\x00" in value or not Path(value).is_absolute():
         raise ValidationError("The dataset folder must be an absolute path.")
     if not inside_data_roots(value):
-        roots = ", ".join(str(root) for root in data_roots()) or "(none configured)"
-        raise ValidationError(f"{value} resolves outside the allowed data roots ({roots}).")
+        # Neither the roots nor where the value resolves to: server paths stay in the settings.
+        raise ValidationError(f"{value} is outside the allowed data roots (DEFECTBENCH_DATA_ROOTS).")
 
 
 class UnsafeFile(Exception):

@@ -11,9 +11,11 @@ from django.urls import reverse
 from django.utils.dateparse import parse_datetime
 from django.views.decorators.http import require_GET, require_http_methods
 
+from annotator import forms
 from annotator.models import Dataset, Image, Label, Product, User
 from annotator.services import (
     agreement,
+    defect_folder,
     dataset_lifecycle,
     dataset_settings,
     label_csv,
@@ -22,6 +24,7 @@ from annotator.services import (
     review,
     statistics,
 )
+from annotator.downloads import attachment
 from annotator.paths import UnsafeFile
 from annotator.redirects import local_url
 from annotator.services.display import UnreadableImage, display_file
@@ -47,19 +50,15 @@ def home(request):
 @require_GET
 def product_detail(request, pk: int):
     product = get_object_or_404(Product.objects.select_related("dataset"), pk=pk)
-    images = product.images.all()
-    split = request.GET.get("split")
-    if split in Image.Split.values:
+    images = product.images.select_related("product__dataset")
+    query = forms.read(forms.ProductImagesQuery, request.GET)
+    split, defect_type = query["split"], query["defect_type"]
+    if split:
         images = images.filter(split=split)
-    defect_type = request.GET.get("defect_type")
     if defect_type:
-        images = images.filter(defect_type=defect_type)
+        images = defect_folder.filter_by_defect_type(images, defect_type, request.user)
     page = Paginator(images, 60).get_page(request.GET.get("page"))
-    defect_types = (
-        product.images.values("split", "defect_type")
-        .annotate(count=Count("id"))
-        .order_by("split", "defect_type")
-    )
+    defect_types = defect_folder.facets(product, request.user)
     return render(
         request,
         "annotator/product_detail.html",
@@ -81,7 +80,10 @@ def image_file(request, pk: int, kind: str):
         # A file outside the data roots is answered like a missing one: nothing about it leaks.
         raise Http404("The file is missing from the dataset folder.")
     except UnreadableImage as error:
-        return HttpResponseNotFound(str(error), content_type="text/plain; charset=utf-8")
+        # Its message names the file's path, which holds the defect folder a dataset may hide.
+        message = "The file is not a readable image." if defect_folder.hidden_for(
+            request.user, image.product.dataset) else str(error)
+        return HttpResponseNotFound(message, content_type="text/plain; charset=utf-8")
     if not path.is_file():
         raise Http404("The file is missing from the dataset folder.")
     response = FileResponse(path.open("rb"))
@@ -127,8 +129,8 @@ def label_start(request, pk: int):
     POST: claim the next image and open the workspace on it."""
     dataset = get_object_or_404(Dataset, pk=pk)
     product = None
-    if request.GET.get("product", "").isdigit():
-        product = get_object_or_404(Product, pk=int(request.GET["product"]), dataset=dataset)
+    if (product_id := forms.read(forms.ProductQuery, request.GET)["product"]) is not None:
+        product = get_object_or_404(Product, pk=product_id, dataset=dataset)
     if request.method == "GET":
         if not queue.has_work(request.user, dataset=dataset, product=product):
             return render(request, "annotator/queue_done.html", {"dataset": dataset, "product": product})
@@ -149,6 +151,7 @@ def labelling_list_page(request, pk: int):
     rows = labelling_list.labelling_rows(product, request.user, which, category)
     return render(request, "annotator/labelling_list.html", {
         "product": product, "rows": rows, "filter": which, "category": category,
+        "show_defect_folder": not defect_folder.hidden_for(request.user, product.dataset),
         "filters": labelling_list.FILTERS.items(), "categories": Label.Category.choices,
         "here": request.get_full_path(), "see_all": request.user.is_reviewer_role,
     })
@@ -175,10 +178,11 @@ def workspace(request, pk: int):
         "doneUrl": reverse("label-start", args=[image.product.dataset_id]),
         "categories": [{"value": v, "key": k, "name": n, "help": h} for v, k, n, h in CATEGORY_HELP],
         "backgrounds": [{"value": v == "yes", "key": k, "name": n} for v, k, n, _ in BACKGROUND_HELP],
-        "showDefectFolder": image.product.dataset.show_defect_folder,
+        "showDefectFolder": not defect_folder.hidden_for(request.user, image.product.dataset),
         "returnTo": local_url(request, request.GET.get("from")),
     }
     return render(request, "annotator/workspace.html", {"image": image, "config": config,
+                                                        "shown_path": defect_folder.shown_path(image, request.user),
                                                         "categories": CATEGORY_HELP,
                                                         "backgrounds": BACKGROUND_HELP})
 
@@ -188,18 +192,20 @@ def workspace(request, pk: int):
 def review_page(request):
     """Images whose annotators disagree: every label and who gave it; the reviewer sets the final label."""
     dataset = None
-    if request.GET.get("dataset", "").isdigit():
-        dataset = get_object_or_404(Dataset, pk=int(request.GET["dataset"]))
+    if (dataset_id := forms.read(forms.DatasetQuery, request.GET)["dataset"]) is not None:
+        dataset = get_object_or_404(Dataset, pk=dataset_id)
     if request.method == "POST":
-        image = get_object_or_404(Image, pk=request.POST.get("image", 0) or 0)
-        background = request.POST.get("background")
-        category = request.POST.get("category")
-        if background not in ("yes", "no") or category not in Label.Category.values:
+        form = forms.ReviewDecisionForm(request.POST)
+        if not form.is_valid() and not set(form.errors) <= form.CHOICES:
+            raise forms.InvalidInput(form)
+        image = get_object_or_404(Image, pk=form.cleaned_data["image"])
+        if form.errors:
             messages.error(request, "Choose a background and a category.")
         else:
+            decision = form.cleaned_data
             try:
-                review.decide(image=image, reviewer=request.user, background=background == "yes",
-                              category=category, note=request.POST.get("note", ""))
+                review.decide(image=image, reviewer=request.user, background=decision["background"] == "yes",
+                              category=decision["category"], note=decision["note"])
             except review.NotReviewable as error:
                 messages.error(request, str(error))
             else:
@@ -222,8 +228,8 @@ def review_page(request):
 def history_page(request):
     """Every label change (annotators: the history of their own labels), newest first."""
     image = None
-    if request.GET.get("image", "").isdigit():
-        image = get_object_or_404(Image, pk=int(request.GET["image"]))
+    if (image_id := forms.read(forms.ImageQuery, request.GET)["image"]) is not None:
+        image = get_object_or_404(Image, pk=image_id)
     entries = visible_history(request.user, image)
     page = Paginator(entries, 100).get_page(request.GET.get("page"))
     return render(request, "annotator/history.html", {"page": page, "image": image})
@@ -336,7 +342,7 @@ def export_csv(request, pk: int, variant: str):
         raise Http404("Unknown export variant.")
     response = StreamingHttpResponse(label_csv.export_lines(dataset, variant, request.user),
                                      content_type="text/csv; charset=utf-8")
-    response["Content-Disposition"] = f'attachment; filename="{dataset.name}-labels-{variant}.csv"'
+    response["Content-Disposition"] = attachment(label_csv.export_filename(dataset, variant))
     return response
 
 
@@ -349,7 +355,7 @@ def import_labels_page(request, pk: int):
     if request.method == "POST":
         upload = request.FILES.get("file")
         annotator = None
-        name = request.POST.get("annotator", "").strip()
+        name = forms.read(forms.LabelImportForm, request.POST)["annotator"]
         if name:
             annotator = User.objects.filter(username=name).first()
         if upload is None:

@@ -4,15 +4,25 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from annotator.models import Label
-from api.serializers import CommaListField
+from annotator.paths import without_server_paths
+from api.serializers import CommaListField, id_field
 from inference.engine import registry
 from inference.services import runs
 from inference.models import BenchmarkRun, ModelName, ProductRun, Status, Technique
 
 
+class ErrorTextField(serializers.CharField):
+    """An error stored with a run or job (often an exception's text): absolute server paths in it
+    are named by their place in the data roots, as on the pages."""
+
+    def to_representation(self, value):
+        return without_server_paths(super().to_representation(value))
+
+
 class ProductRunSerializer(serializers.ModelSerializer):
     product = serializers.CharField(source="product.name")
     product_id = serializers.IntegerField()
+    error = ErrorTextField(read_only=True)
 
     class Meta:
         model = ProductRun
@@ -27,6 +37,7 @@ class BenchmarkRunSerializer(serializers.ModelSerializer):
     duration_seconds = serializers.FloatField(read_only=True, allow_null=True, help_text="null until the run starts")
     subset = serializers.CharField(source="subset_description", read_only=True)
     urls = serializers.SerializerMethodField()
+    error = ErrorTextField(read_only=True)
 
     class Meta:
         model = BenchmarkRun
@@ -74,8 +85,8 @@ class BenchmarkRunDetailSerializer(BenchmarkRunSerializer):
 
 
 class LaunchSerializer(serializers.Serializer):
-    dataset = serializers.IntegerField()
-    products = serializers.ListField(child=serializers.IntegerField(), allow_empty=False)
+    dataset = id_field()
+    products = serializers.ListField(child=id_field(), allow_empty=False)
     categories = serializers.ListField(
         child=serializers.ChoiceField(choices=Label.Category.choices), required=False, default=list
     )
@@ -120,7 +131,7 @@ class DeploymentsSerializer(serializers.Serializer):
 
 
 class DeployRequestSerializer(serializers.Serializer):
-    run = serializers.IntegerField(help_text="benchmark run id (its part on this product is deployed)")
+    run = id_field(help_text="benchmark run id (its part on this product is deployed)")
     technique = serializers.ChoiceField(choices=Technique.choices, required=False,
                                         help_text="threshold technique; default: the run's chosen one")
     note = serializers.CharField(required=False, allow_blank=True, max_length=500)
@@ -159,7 +170,7 @@ class InspectionJobSerializer(serializers.Serializer):
     kind = serializers.CharField()
     status = serializers.CharField()
     progress = serializers.FloatField()
-    error = serializers.CharField()
+    error = ErrorTextField()
     total = serializers.IntegerField()
     inference_ms_per_image = serializers.FloatField(allow_null=True)
     results = serializers.SerializerMethodField()
@@ -170,6 +181,8 @@ class InspectionJobSerializer(serializers.Serializer):
         out = []
         for entry in job.results:
             entry = dict(entry)
+            if entry.get("error"):
+                entry["error"] = without_server_paths(entry["error"])
             files = entry.pop("files", None)
             if files:
                 entry["urls"] = {k: reverse("inspection-file", args=[job.pk, v]) for k, v in files.items()}
@@ -191,8 +204,8 @@ class RunQuerySerializer(serializers.Serializer):
 
 
 class SubsetCountsQuerySerializer(serializers.Serializer):
-    dataset = serializers.IntegerField(required=False)
-    products = CommaListField(child=serializers.IntegerField(), required=False)
+    dataset = id_field(required=False)
+    products = CommaListField(child=id_field(), required=False)
     # Categories, techniques and background are checked by the launch rules (same messages as a launch).
     categories = CommaListField(child=serializers.CharField(), required=False)
     background = serializers.CharField(required=False, allow_blank=True)

@@ -11,9 +11,10 @@ from rest_framework.views import APIView
 
 from annotator.models import Dataset, Product
 from api import benchmark_serializers as s
-from rest_framework.parsers import JSONParser, MultiPartParser
+from rest_framework.parsers import MultiPartParser
 
 from annotator.services.background import NothingToCancel
+from api.parsers import JSONParser
 from api.permissions import IsAdminRole, IsReviewerRole, ReadAnyWriteAdmin
 from api.schema import DETAIL
 from api.views import query

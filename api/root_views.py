@@ -10,6 +10,7 @@ from drf_spectacular.utils import extend_schema
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from annotator.forms import InvalidInput
 from api import tokens
 
 ENTRY_POINTS = {
@@ -43,6 +44,22 @@ def page_not_found(request, exception):
     if request.path.startswith("/api/"):
         return JsonResponse({"detail": "Not found."}, status=404)
     return defaults.page_not_found(request, exception)
+
+
+def bad_request(request, exception):
+    """Django's 400 (``handler400``). Bad values a page's form found (``InvalidInput``): each field
+    and its problem, as a page (or JSON under /api/); anything else Django's own 400, which tells
+    nothing about the request."""
+    if not isinstance(exception, InvalidInput):
+        if request.path.startswith("/api/"):
+            return JsonResponse({"detail": "Bad request."}, status=400)
+        return defaults.bad_request(request, exception)
+    if request.path.startswith("/api/"):
+        errors = {}
+        for field, message in exception.problems:
+            errors.setdefault(field, []).append(message)
+        return JsonResponse(errors, status=400)
+    return render(request, "bad_input.html", {"problems": exception.problems}, status=400)
 
 
 @require_http_methods(["GET", "POST"])

@@ -3,9 +3,24 @@ from django.urls import reverse
 from rest_framework import serializers
 from rest_framework.authtoken.serializers import AuthTokenSerializer
 
+from annotator.forms import MAX_ID, MIN_ID
 from annotator.models import Dataset, Image, Label, LabelHistory, Product, ReviewDecision, User
-from annotator.services import label_csv
+from annotator.services import defect_folder, label_csv
 from annotator.services.display import DISPLAY_SIZES
+
+
+# An id beyond the database's keys (10**30, or 1e999, which JSON reads as infinity), a fraction
+# (1.5) or true is a 400 naming the field, never an overflow in the driver nor silently image 1.
+def id_field(**kwargs) -> serializers.IntegerField:
+    return serializers.IntegerField(min_value=MIN_ID, max_value=MAX_ID, **kwargs)
+
+
+class IdRelatedField(serializers.PrimaryKeyRelatedField):
+    """A primary key checked as an id (``id_field``) before it is looked up."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("pk_field", id_field())
+        super().__init__(**kwargs)
 
 
 class DatasetSerializer(serializers.ModelSerializer):
@@ -23,9 +38,31 @@ class ProductSerializer(serializers.ModelSerializer):
         fields = ["id", "dataset", "dataset_name", "name", "kind", "suggested_background"]
 
 
-class ImageSerializer(serializers.ModelSerializer):
+def viewer(serializer):
+    """The user a serializer's data is for (None without a request: treated as an annotator)."""
+    request = serializer.context.get("request")
+    return getattr(request, "user", None)
+
+
+class HidesDefectFolders:
+    """Serializers that show images: whether the viewer may see an image's defect folder, asked
+    once per product (annotator.services.defect_folder)."""
+
+    def hides(self, image) -> bool:
+        cache = self.context.setdefault("defect_folder_hidden", {})
+        if image.product_id not in cache:
+            cache[image.product_id] = defect_folder.hidden_for(viewer(self), image.product.dataset)
+        return cache[image.product_id]
+
+
+class ImageSerializer(HidesDefectFolders, serializers.ModelSerializer):
     image_url = serializers.SerializerMethodField()
     mask_url = serializers.SerializerMethodField()
+    defect_type = serializers.SerializerMethodField(
+        help_text="the dataset's defect folder; null for an annotator when the dataset hides its folders")
+    path = serializers.SerializerMethodField(
+        help_text="relative to the dataset's folder; for an annotator of a dataset that hides its defect "
+                  "folders, the product and image id instead (the folders name the defect)")
 
     class Meta:
         model = Image
@@ -33,6 +70,12 @@ class ImageSerializer(serializers.ModelSerializer):
             "id", "product", "split", "is_anomalous", "defect_type", "path", "width", "height",
             "image_url", "mask_url",
         ]
+
+    def get_defect_type(self, image) -> str | None:
+        return None if image.is_anomalous and self.hides(image) else image.defect_type
+
+    def get_path(self, image) -> str:
+        return defect_folder.neutral_name(image) if self.hides(image) else image.path
 
     def get_image_url(self, image) -> str:
         return reverse("image-file", args=[image.pk, "image"])
@@ -44,7 +87,7 @@ class ImageSerializer(serializers.ModelSerializer):
 class LabelSerializer(serializers.ModelSerializer):
     annotator = serializers.CharField(source="annotator.username", read_only=True)
     # With its product and dataset: submitting reads the dataset's overlap.
-    image = serializers.PrimaryKeyRelatedField(queryset=Image.objects.select_related("product__dataset"))
+    image = IdRelatedField(queryset=Image.objects.select_related("product__dataset"))
 
     class Meta:
         model = Label
@@ -54,15 +97,18 @@ class LabelSerializer(serializers.ModelSerializer):
         validators = []
 
 
-class LabelHistorySerializer(serializers.ModelSerializer):
+class LabelHistorySerializer(HidesDefectFolders, serializers.ModelSerializer):
     annotator = serializers.CharField(source="annotator.username", read_only=True)
     changed_by = serializers.CharField(source="changed_by.username", read_only=True)
-    image_path = serializers.CharField(source="image.path", read_only=True)
+    image_path = serializers.SerializerMethodField(help_text="the image's path as ImageSerializer shows it")
 
     class Meta:
         model = LabelHistory
         fields = ["id", "image", "image_path", "annotator", "changed_by", "action", "before", "after",
                   "source", "changed_at"]
+
+    def get_image_path(self, entry) -> str:
+        return defect_folder.neutral_name(entry.image) if self.hides(entry.image) else entry.image.path
 
 
 class ProgressSerializer(serializers.Serializer):
@@ -88,8 +134,8 @@ class WorkspaceSerializer(serializers.Serializer):
 
 
 class NextImageRequestSerializer(serializers.Serializer):
-    dataset = serializers.PrimaryKeyRelatedField(queryset=Dataset.objects.all(), required=False, allow_null=True)
-    product = serializers.PrimaryKeyRelatedField(queryset=Product.objects.all(), required=False, allow_null=True)
+    dataset = IdRelatedField(queryset=Dataset.objects.all(), required=False, allow_null=True)
+    product = IdRelatedField(queryset=Product.objects.all(), required=False, allow_null=True)
 
     def validate(self, attrs):
         dataset, product = attrs.get("dataset"), attrs.get("product")
@@ -99,7 +145,7 @@ class NextImageRequestSerializer(serializers.Serializer):
 
 
 class SkipRequestSerializer(serializers.Serializer):
-    image = serializers.PrimaryKeyRelatedField(queryset=Image.objects.all())
+    image = IdRelatedField(queryset=Image.objects.all())
 
 
 class ReviewDecisionSerializer(serializers.ModelSerializer):
@@ -171,12 +217,12 @@ class CommaListField(serializers.ListField):
 
 
 class DatasetQuerySerializer(serializers.Serializer):
-    dataset = serializers.IntegerField(required=False)
+    dataset = id_field(required=False)
 
 
 class ImageQuerySerializer(serializers.Serializer):
-    product = serializers.IntegerField(required=False)
-    dataset = serializers.IntegerField(required=False)
+    product = id_field(required=False)
+    dataset = id_field(required=False)
     split = serializers.ChoiceField(choices=Image.Split.values, required=False)
     is_anomalous = serializers.BooleanField(required=False, allow_null=True, default=None)
     defect_type = serializers.CharField(required=False)
@@ -188,25 +234,25 @@ class FileQuerySerializer(serializers.Serializer):
 
 
 class LabelQuerySerializer(serializers.Serializer):
-    image = serializers.IntegerField(required=False)
-    dataset = serializers.IntegerField(required=False)
+    image = id_field(required=False)
+    dataset = id_field(required=False)
     annotator = serializers.CharField(required=False)
 
 
 class HistoryQuerySerializer(serializers.Serializer):
-    image = serializers.IntegerField(required=False)
+    image = id_field(required=False)
 
 
 class ReviewQuerySerializer(serializers.Serializer):
-    dataset = serializers.IntegerField(required=False)
+    dataset = id_field(required=False)
     include_decided = serializers.BooleanField(required=False, default=False)
 
 
 class AgreementQuerySerializer(serializers.Serializer):
-    dataset = serializers.IntegerField()
+    dataset = id_field()
 
 
 class ExportQuerySerializer(serializers.Serializer):
-    dataset = serializers.IntegerField()
+    dataset = id_field()
     variant = serializers.ChoiceField(choices=label_csv.EXPORT_VARIANTS, required=False, default="images",
                                       error_messages={"invalid_choice": f"One of {list(label_csv.EXPORT_VARIANTS)}."})

@@ -20,8 +20,9 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from annotator import lockout
+from annotator.downloads import attachment
 from annotator.models import Dataset, Image, Label, LabelHistory, Product
-from annotator.services import agreement, label_csv, queue, review, statistics
+from annotator.services import agreement, defect_folder, label_csv, queue, review, statistics
 from annotator.services.display import DISPLAY_SIZES
 from annotator.services.labels import delete_label, visible_history
 from annotator.services.workspace import workspace_data
@@ -74,7 +75,7 @@ class ImageViewSet(viewsets.ReadOnlyModelViewSet):
         if params["is_anomalous"] is not None:
             images = images.filter(is_anomalous=params["is_anomalous"])
         if params.get("defect_type"):
-            images = images.filter(defect_type=params["defect_type"])
+            images = defect_folder.filter_by_defect_type(images, params["defect_type"], self.request.user)
         return images
 
     def _file(self, request, kind):
@@ -186,7 +187,7 @@ class NextImageView(APIView):
         if handout.image is None:
             return Response(status=status.HTTP_204_NO_CONTENT)
         data = workspace_data(handout.image, request.user, handout=handout)
-        return Response(s.WorkspaceSerializer(data).data)
+        return Response(s.WorkspaceSerializer(data, context={"request": request}).data)
 
 
 class SkipView(APIView):
@@ -287,7 +288,7 @@ class ExportView(APIView):
 
 def csv_response(dataset, variant, user):
     response = StreamingHttpResponse(label_csv.export_lines(dataset, variant, user), content_type="text/csv; charset=utf-8")
-    response["Content-Disposition"] = f'attachment; filename="{dataset.name}-labels-{variant}.csv"'
+    response["Content-Disposition"] = attachment(label_csv.export_filename(dataset, variant))
     return response
 
 

@@ -22,3 +22,5 @@ urlpatterns = [
 
 # A URL under /api/ that nothing answers (/api/labels/1.5/) gets a JSON 404 like every API error.
 handler404 = "api.root_views.page_not_found"
+# A page's bad query or form value: a page naming the field (annotator.forms.InvalidInput).
+handler400 = "api.root_views.bad_request"

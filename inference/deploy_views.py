@@ -1,13 +1,19 @@
 """Deploy and inspect pages (thin: the rules live in inference.services.deploy). Login everywhere;
 admins deploy and roll back, reviewers and admins inspect."""
+from pathlib import Path
+
 from django.contrib import messages
 from django.http import FileResponse, Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
+from annotator.downloads import attachment
+from annotator.forms import read
 from annotator.models import Product
 from annotator.services.background import NothingToCancel
+from annotator.paths import shown_path
 from annotator.views import role_required
+from inference.forms import BatchForm, DeployForm
 from inference.models import InspectionJob, ProductRun, Status
 from inference.services import deploy
 from inference.services.reports import TECHNIQUE_LABELS
@@ -17,14 +23,13 @@ from inference.services.reports import TECHNIQUE_LABELS
 @role_required("admin")
 def deploy_model(request, pk):
     product = get_object_or_404(Product, pk=pk)
-    run_id = request.POST.get("run", "")
-    part = ProductRun.objects.filter(run_id=int(run_id) if run_id.isdigit() else 0, product=product).first()
+    chosen = read(DeployForm, request.POST)
+    part = ProductRun.objects.filter(run_id=chosen["run"], product=product).first() if chosen["run"] else None
     if part is None:
-        messages.error(request, f"No run {run_id or '(none given)'} on {product.name}.")
+        messages.error(request, f"No run {chosen['run'] or '(none given)'} on {product.name}.")
         return redirect("benchmark-product", pk=product.pk)
     try:
-        deployment = deploy.deploy(part, request.POST.get("technique", ""), request.user,
-                                   note=request.POST.get("note", ""))
+        deployment = deploy.deploy(part, chosen["technique"], request.user, note=chosen["note"])
     except deploy.DeployRefused as error:
         messages.error(request, " ".join(error.messages))
         return redirect("benchmark-product", pk=product.pk)
@@ -71,13 +76,22 @@ def inspect_page(request, pk):
 @role_required("reviewer")
 def start_batch(request, pk):
     product = get_object_or_404(Product, pk=pk)
+    folder = read(BatchForm, request.POST)["folder"] or None
     try:
-        job = deploy.start_batch(product, request.user, folder=request.POST.get("folder") or None,
-                                 zip_file=request.FILES.get("zip"))
+        job = deploy.start_batch(product, request.user, folder=folder, zip_file=request.FILES.get("zip"))
     except deploy.DeployRefused as error:
         messages.error(request, " ".join(error.messages))
         return redirect("inspect-page", pk=product.pk)
     return redirect("inspection-detail", pk=job.pk)
+
+
+def _shown_source(job) -> str:
+    """What the job inspects, as a reviewer may read it: never the server's absolute path."""
+    if not job.source:
+        return ""
+    if Path(job.source).is_relative_to(job.artifacts_root.resolve()):
+        return "the uploaded zip"
+    return shown_path(job.source)
 
 
 @require_GET
@@ -86,7 +100,7 @@ def job_detail(request, pk):
     job = get_object_or_404(InspectionJob.objects.select_related("product", "deployment__product_run"), pk=pk)
     results = [r for r in job.results if "error" not in r]
     return render(request, "inference/inspection_job.html", {
-        "job": job, "active": job.status in (Status.QUEUED, Status.RUNNING),
+        "job": job, "source": _shown_source(job), "active": job.status in (Status.QUEUED, Status.RUNNING),
         "defective": [r for r in results if r["defective"]], "good": [r for r in results if not r["defective"]],
         "failed": [r for r in job.results if "error" in r],
     })
@@ -110,7 +124,7 @@ def job_cancel(request, pk):
 def job_csv(request, pk):
     job = get_object_or_404(InspectionJob, pk=pk)
     response = HttpResponse(deploy.results_csv(job), content_type="text/csv; charset=utf-8")
-    response["Content-Disposition"] = f'attachment; filename="inspection-{job.pk}.csv"'
+    response["Content-Disposition"] = attachment(f"inspection-{job.pk}.csv")
     return response
 
 

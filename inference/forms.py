@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from django import forms
 
+from annotator.forms import IdField, IdListField, ModelsByIdField
 from annotator.models import Dataset, Label, Product
 from inference.engine import registry
 from inference.engine.types import BenchmarkConfig
-from inference.models import Technique
+from inference.models import Deployment, InspectionJob, Technique
 
 BACKGROUND_CHOICES = [("any", "Any"), ("yes", "With background"), ("no", "Without background")]
 
@@ -36,7 +37,7 @@ def setting_models(name: str) -> list[str]:
 
 class LaunchForm(forms.Form):
     dataset = forms.ModelChoiceField(queryset=Dataset.objects.order_by("name"), empty_label=None)
-    products = forms.ModelMultipleChoiceField(queryset=Product.objects.all(), required=False)
+    products = ModelsByIdField(queryset=Product.objects.all(), required=False)
     categories = forms.MultipleChoiceField(choices=Label.Category.choices, required=False)
     background = forms.ChoiceField(choices=BACKGROUND_CHOICES, required=False, initial="any")
     # One run per ticked model, on the same images (their families side by side on the comparison page).
@@ -70,3 +71,26 @@ class LaunchForm(forms.Form):
             return self.data.getlist(name) if hasattr(self.data, "getlist") and name in (
                 "products", "categories", "techniques", "models") else self.data.get(name)
         return self.initial.get(name, self.fields[name].initial)
+
+
+# --- the query strings and posts of the other benchmark and deploy pages ---------------------------
+
+class LaunchQuery(forms.Form):
+    """``/benchmarks/new/?dataset=1&product=2``: the launch form pre-filled."""
+
+    dataset = IdField(required=False)
+    product = IdListField(required=False)
+
+
+class CompareQuery(forms.Form):
+    runs = IdListField(required=False)
+
+
+class DeployForm(forms.Form):
+    run = IdField(required=False)
+    technique = forms.CharField(required=False, max_length=Deployment._meta.get_field("technique").max_length)
+    note = forms.CharField(required=False, max_length=Deployment._meta.get_field("note").max_length)
+
+
+class BatchForm(forms.Form):
+    folder = forms.CharField(required=False, max_length=InspectionJob._meta.get_field("source").max_length)

@@ -8,10 +8,12 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods
 
+from annotator.downloads import attachment
+from annotator.forms import read
 from annotator.models import Dataset, Product
 from annotator.views import role_required
 from inference.engine.types import MAX_REPEATS
-from inference.forms import LaunchForm
+from inference.forms import CompareQuery, LaunchForm, LaunchQuery
 from inference.models import BenchmarkRun, RunSample, Status
 from inference.services import deploy, recommendation, reports, runs
 
@@ -52,9 +54,10 @@ def launch(request):
                 return redirect(f"{reverse('benchmark-compare')}?runs={','.join(map(str, ids))}")
     else:
         initial = {}
-        if request.GET.get("dataset", "").isdigit():
-            initial["dataset"] = int(request.GET["dataset"])
-            initial["products"] = [int(p) for p in request.GET.getlist("product") if p.isdigit()]
+        query = read(LaunchQuery, request.GET)
+        if query["dataset"] is not None:
+            initial["dataset"] = query["dataset"]
+            initial["products"] = query["product"]
         form = LaunchForm(initial=initial)
     datasets = Dataset.objects.prefetch_related("products").order_by("name")
     selected_dataset = form.selected("dataset") or (datasets[0].pk if datasets else None)
@@ -154,7 +157,7 @@ def download(request, pk, fmt):
         response = JsonResponse(data, json_dumps_params={"indent": 2})
     else:
         response = HttpResponse(reports.run_csv(run), content_type="text/csv; charset=utf-8")
-    response["Content-Disposition"] = f'attachment; filename="benchmark-{run.pk}.{fmt}"'
+    response["Content-Disposition"] = attachment(f"benchmark-{run.pk}.{fmt}")
     return response
 
 
@@ -184,9 +187,7 @@ def artifact_file(request, pk, relpath):
 
 @require_GET
 def compare(request):
-    ids = []
-    for value in request.GET.getlist("runs"):
-        ids += [int(v) for v in value.split(",") if v.strip().isdigit()]
+    ids = read(CompareQuery, request.GET)["runs"]
     chosen = list(BenchmarkRun.objects.filter(pk__in=ids).select_related("dataset", "created_by")
                   .prefetch_related("products", "product_runs__product").order_by("pk"))
     context = {

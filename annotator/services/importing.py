@@ -39,6 +39,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import re
 import shutil
 import stat
@@ -63,12 +64,13 @@ from annotator.layouts import (
     resolve_images,
     scan_dataset,
 )
-from annotator.paths import data_roots, inside_data_roots  # noqa: F401 (re-exported)
+from annotator.paths import data_roots, inside_data_roots, shown_path  # noqa: F401 (data_roots re-exported)
 from annotator.models import Dataset, Image, Product
 from annotator.services.image_checks import CheckedFile, check_many
 from inference.engine.pixels import MASK_RULES, MASK_THRESHOLD
 
 Progress = Callable[[int, int], None]
+logger = logging.getLogger(__name__)
 
 CONFIG_FILE = "defectbench.json"
 MVTEC_TEXTURES = frozenset({"carpet", "grid", "leather", "tile", "wood"})
@@ -139,7 +141,7 @@ class ImportReport:
 
     def summary_lines(self) -> list[str]:
         state = "created" if self.created else "already imported"
-        lines = [f"Dataset '{self.dataset.name}' ({self.layout}, {state}) at {self.dataset.root}"]
+        lines = [f"Dataset '{self.dataset.name}' ({self.layout}, {state}) at {shown_path(self.dataset.root)}"]
         lines += [summary.line() for summary in self.products.values()]
         if self.split_made:
             made = self.split_made
@@ -186,20 +188,22 @@ class ImportReport:
 
 
 def resolve_dataset_root(path) -> Path:
-    """``path`` with symlinks and ``..`` resolved; ImportFailed unless it is an allowed folder."""
+    """``path`` with symlinks and ``..`` resolved; ImportFailed unless it is an allowed folder.
+
+    Reviewers read these messages (a batch inspection's folder): they name the path as it was
+    given, never where it resolves to nor the roots (those go to the server log)."""
     given = Path(path).expanduser()
     resolved = given.resolve()
     if not inside_data_roots(resolved):
-        roots = ", ".join(str(root) for root in data_roots()) or "(none configured)"
-        raise ImportFailed(
-            [f"{given} (resolves to {resolved}) is outside the allowed data roots: {roots}"]
-        )
+        logger.warning("Refused %s: it resolves to %s, outside the data roots %s", given, resolved,
+                       [str(root) for root in data_roots()])
+        raise ImportFailed([f"{path} is outside the allowed data roots (DEFECTBENCH_DATA_ROOTS)"])
     if not resolved.exists():
-        raise ImportFailed([f"{given} does not exist"])
+        raise ImportFailed([f"{path} does not exist"])
     if resolved.is_file() and resolved.suffix.lower() in MANIFEST_EXTENSIONS:
         return resolved  # a manifest; its folder is the dataset's root
     if not resolved.is_dir():
-        raise ImportFailed([f"{given} is not a folder (nor a manifest: {' or '.join(MANIFEST_EXTENSIONS)})"])
+        raise ImportFailed([f"{path} is not a folder (nor a manifest: {' or '.join(MANIFEST_EXTENSIONS)})"])
     return resolved
 
 
@@ -239,7 +243,7 @@ def _check_name(name: str, root: Path) -> None:
     clash = Dataset.objects.filter(name=name).exclude(root=str(root)).first()
     if clash is not None:
         raise ImportFailed(
-            [f"A dataset named '{name}' already exists (at {clash.root}); choose another name."]
+            [f"A dataset named '{name}' already exists (at {shown_path(clash.root)}); choose another name."]
         )
 
 
@@ -265,9 +269,8 @@ def _validate(scan: ScanResult, known: dict[str, CheckedFile], progress: Progres
         for path in (image.image_path, image.mask_path):
             if path is not None and not inside_data_roots(path):
                 outside.add(image.image_path)
-                errors.append(
-                    f"{scan.relative(path)}: resolves to {path.resolve()}, outside the allowed data roots"
-                )
+                logger.warning("Refused %s: it resolves to %s, outside the data roots", path, path.resolve())
+                errors.append(f"{scan.relative(path)}: a link to a file outside the allowed data roots")
     jobs = [
         (
             image.image_path,
@@ -372,7 +375,7 @@ def import_dataset(
     if errors and not skip_invalid:
         raise ImportFailed(errors)
     if not resolution.images:
-        raise ImportFailed([*errors, f"{root}: no valid image to import"])
+        raise ImportFailed([*errors, f"{shown_path(root)}: no valid image to import"])
     kept = [(image, checked[image.image_path]) for image in resolution.images]
     mask_rules = Counter(result.mask.rule for image, result in kept if image.mask_path and result.mask)
     lossy = [scan.relative(image.mask_path) for image, result in kept
@@ -388,7 +391,7 @@ def import_dataset(
             report = _write(scan, kept, root, name, created_by, kinds, explicit,
                             stored_options, _csv(report_rows))
     except IntegrityError as error:
-        raise ImportFailed([f"The database refused the import ({error}); was {root} imported "
+        raise ImportFailed([f"The database refused the import ({error}); was {shown_path(root)} imported "
                             "at the same time by someone else? Try again."]) from None
     report.problems = problems
     report.duplicates = duplicates
@@ -642,7 +645,7 @@ def check_upload_name(name: str) -> None:
     if Dataset.objects.filter(name=name).exists():
         existing = Dataset.objects.get(name=name)
         raise ImportFailed(
-            [f"A dataset named '{name}' already exists (at {existing.root}); choose another name."]
+            [f"A dataset named '{name}' already exists (at {shown_path(existing.root)}); choose another name."]
         )
 
 

@@ -26,6 +26,7 @@ from annotator.label_format import (
     RowError, SuffixIndex, count_rows, match_rows, parse_label_csv, path_parts,
 )
 from annotator.models import Dataset, Image, Label, ReviewDecision, User
+from annotator.services import defect_folder
 from annotator.services.labels import resolve_label, save_label
 
 EXPORT_VARIANTS = ("images", "annotations")
@@ -107,9 +108,21 @@ def _final(image, group, decisions):
     return resolved.background, resolved.category, resolved.source, decision.decided_at if decision else None
 
 
+def _path_and_type(image, hide: bool) -> tuple[str, str]:
+    """The image's path and defect type, or what an annotator of a dataset hiding its folders sees."""
+    if not hide:
+        return image.path, image.defect_type
+    return defect_folder.neutral_name(image), "" if image.is_anomalous else image.defect_type
+
+
+def _hides(dataset: Dataset, user: User | None) -> bool:
+    return user is not None and defect_folder.hidden_for(user, dataset)
+
+
 def image_rows(dataset: Dataset, user: User | None = None):
     """One row per labelled image: the effective label (see the module doc)."""
     see_all = user is None or user.is_reviewer_role
+    hide = _hides(dataset, user)
     decisions = (
         {d.image_id: d for d in ReviewDecision.objects.filter(image__product__dataset=dataset)}
         if see_all else {}
@@ -119,7 +132,7 @@ def image_rows(dataset: Dataset, user: User | None = None):
         agreeing = sum(1 for label in group if (label.background, label.category) == (background, category))
         labelled_at = max([label.updated_at for label in group] + ([decided_at] if decided_at else []))
         yield [
-            dataset.name, image.product.name, image.path, image.defect_type, yes_no(background),
+            dataset.name, image.product.name, *_path_and_type(image, hide), yes_no(background),
             category, source, ";".join(label.annotator.username for label in group), len(group),
             f"{agreeing / len(group):.3f}" if source != "unresolved" else "", labelled_at.isoformat(),
         ]
@@ -127,15 +140,20 @@ def image_rows(dataset: Dataset, user: User | None = None):
 
 def annotation_rows(dataset: Dataset, user: User | None = None):
     """One row per label; ``agreement`` is the share of the image's annotators who gave the same label."""
+    hide = _hides(dataset, user)
     for image, group in _grouped(dataset, user):
         counts = Counter((label.background, label.category) for label in group)
         names = ";".join(label.annotator.username for label in group)
         for label in group:
             yield [
-                dataset.name, image.product.name, image.path, image.defect_type, yes_no(label.background),
+                dataset.name, image.product.name, *_path_and_type(image, hide), yes_no(label.background),
                 label.category, label.annotator.username, names,
                 f"{counts[(label.background, label.category)] / len(group):.3f}", label.updated_at.isoformat(),
             ]
+
+
+def export_filename(dataset: Dataset, variant: str) -> str:
+    return f"{dataset.name}-labels-{variant}.csv"
 
 
 def export_lines(dataset: Dataset, variant: str, user: User | None = None):

@@ -46,7 +46,8 @@ def clean_filter(value: str | None) -> str:
 
 
 def labelling_rows(product: Product, user: User, which: str = "all", category: str | None = None) -> list[ListRow]:
-    images = Image.objects.filter(product=product, split=Image.Split.TEST, is_anomalous=True).select_related("product")
+    images = (Image.objects.filter(product=product, split=Image.Split.TEST, is_anomalous=True)
+              .select_related("product__dataset"))
     by_image: dict[int, list[Label]] = defaultdict(list)
     for label in Label.objects.filter(image__product=product).select_related("annotator"):
         by_image[label.image_id].append(label)

@@ -26,6 +26,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from annotator.models import Product
+from annotator.paths import without_server_paths
 from annotator.services.background import (
     Heartbeat, is_stale, nothing_to_cancel, stale_before, stale_filter, worker_lost,
 )
@@ -132,7 +133,9 @@ def inspector_for(deployment: Deployment):
         try:
             inspector = load_package(root, device="cpu")
         except PackageError as error:
-            raise DeployRefused(f"The deployed model cannot be loaded: {error}") from error
+            # Reviewers read this: the package's files by their place in the data roots only.
+            logger.warning("Deployment %s: cannot load %s: %s", deployment.pk, root, error)
+            raise DeployRefused(f"The deployed model cannot be loaded: {without_server_paths(str(error))}") from error
         _cache[key] = inspector
         while len(_cache) > CACHE_SIZE:
             _cache.popitem(last=False)

@@ -125,7 +125,8 @@ def test_name_defaults_to_folder_and_clashes_are_refused(data_root):
 
     errors = failure_of(data_root / "two" / "bottle", name="one")
 
-    assert errors == [f"A dataset named 'one' already exists (at {(data_root / 'one').resolve()}); choose another name."]
+    # The other dataset's folder by its place in the data roots, not the server's absolute path.
+    assert errors == ["A dataset named 'one' already exists (at data/one); choose another name."]
     assert db_counts() == before
 
 
@@ -185,6 +186,10 @@ def remove_mask(folder):
     (folder / "ground_truth/broken_large/001_mask.png").unlink()
 
 
+def remove_image(folder):
+    (folder / "test/broken_large/001.png").unlink()
+
+
 def resize_mask(folder):
     write_mask(folder / "ground_truth/broken_large/001_mask.png", size=(16, 20))
 
@@ -213,6 +218,7 @@ BAD_FILES = {
     "corrupt image": (corrupt, "test/broken_large/001.png: not a readable image (unknown or corrupt image format)"),
     "truncated image": (truncate, "test/broken_large/001.png: not a readable image ("),
     "mask missing": (remove_mask, "test/broken_large/001.png: no mask at ground_truth/broken_large/001_mask.png"),
+    "mask without image": (remove_image, "ground_truth/broken_large/001_mask.png: mask without image"),
     "mask of another size": (resize_mask, "ground_truth/broken_large/001_mask.png: mask 16x20 but image 32x32"),
     "mask of no known kind": (float_mask, "ground_truth/broken_large/001_mask.png: mask has pixel mode F, which no mask rule covers"),
     "all-zero mask": (empty_mask, "ground_truth/broken_large/001_mask.png: mask is empty (no defect pixel) for an anomalous image"),
@@ -245,6 +251,18 @@ def test_bad_file_on_reimport_changes_nothing(data_root, break_it, message):
     assert len(errors) == 1 and errors[0].startswith(message)
     assert db_counts() == before
     assert db_rows() == rows
+
+
+def test_a_mask_without_image_is_in_the_problem_report_when_skipping_invalid_files(data_root):
+    folder = make_mvtec(data_root, "bottle", defects={"broken_large": 3})
+    remove_image(folder)
+
+    report = import_dataset(folder, skip_invalid=True)
+
+    assert report.problems == [("ground_truth/broken_large/001_mask.png",
+                                "mask without image (no image of its name in test/broken_large/)")]
+    assert "ground_truth/broken_large/001_mask.png,mask without image" in report.dataset.problem_report
+    assert Image.objects.filter(is_anomalous=True).count() == 2
 
 
 def test_pixel_limit_comes_from_the_settings(data_root, settings):
@@ -300,36 +318,41 @@ def outside(tmp_path_factory):
     return make_mvtec(tmp_path_factory.mktemp("elsewhere"), "bottle")
 
 
-def test_folder_outside_the_data_roots(data_root, outside):
+# Reviewers read these messages (a batch inspection's folder): they name the path as given, never
+# the data roots nor where a link points; the server log has both.
+
+
+def test_folder_outside_the_data_roots(data_root, outside, caplog):
     errors = failure_of(outside)
 
-    assert len(errors) == 1
-    assert "is outside the allowed data roots: " in errors[0]
-    assert str(data_root.parent) in errors[0]
+    assert errors == [f"{outside} is outside the allowed data roots (DEFECTBENCH_DATA_ROOTS)"]
+    assert str(data_root.parent) not in errors[0]
+    assert str(data_root.parent) in caplog.text
     assert db_counts() == (0, 0, 0)
 
 
-def test_dotdot_traversal_out_of_the_data_roots(data_root, outside):
+def test_dotdot_traversal_out_of_the_data_roots(data_root, outside, caplog):
     sneaky = Path(os.path.relpath(outside, data_root))  # ../../..../elsewhere0/bottle
     assert sneaky.parts[0] == ".."
     errors = failure_of(data_root / sneaky)
 
-    assert "is outside the allowed data roots" in errors[0]
-    assert f"resolves to {outside}" in errors[0]
+    assert errors == [f"{data_root / sneaky} is outside the allowed data roots (DEFECTBENCH_DATA_ROOTS)"]
+    assert str(outside) not in errors[0] and f"resolves to {outside}" in caplog.text
     assert db_counts() == (0, 0, 0)
 
 
-def test_symlink_pointing_outside_the_data_roots(data_root, outside):
+def test_symlink_pointing_outside_the_data_roots(data_root, outside, caplog):
     link = data_root / "looks-inside"
     link.symlink_to(outside, target_is_directory=True)
 
     errors = failure_of(link)
 
-    assert "is outside the allowed data roots" in errors[0]
+    assert errors == [f"{link} is outside the allowed data roots (DEFECTBENCH_DATA_ROOTS)"]
+    assert str(outside) not in errors[0] and str(outside) in caplog.text
     assert db_counts() == (0, 0, 0)
 
 
-def test_symlinked_image_pointing_outside_the_data_roots(data_root, outside):
+def test_symlinked_image_pointing_outside_the_data_roots(data_root, outside, caplog):
     folder = make_mvtec(data_root, "bottle")
     target = folder / "train" / "good" / "000.png"
     target.unlink()
@@ -337,9 +360,8 @@ def test_symlinked_image_pointing_outside_the_data_roots(data_root, outside):
 
     errors = failure_of(folder)
 
-    assert len(errors) == 1
-    assert errors[0].startswith("train/good/000.png: resolves to ")
-    assert errors[0].endswith("outside the allowed data roots")
+    assert errors == ["train/good/000.png: a link to a file outside the allowed data roots"]
+    assert str(outside / "train" / "good" / "000.png") in caplog.text
     assert db_counts() == (0, 0, 0)
 
 

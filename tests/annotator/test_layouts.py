@@ -222,6 +222,49 @@ def test_folder_layout_missing_mask(tmp_path):
     assert scan_dataset(folder).errors == ["anomalous/a00.jpg: no mask at masks/a00.png (or a00_mask.png)"]
 
 
+# --- Masks without an image (every layout reports them, as beside always did) ------------------
+
+
+@pytest.mark.parametrize("layout", ["mvtec", "btad", "folder"])
+def test_a_mask_without_its_image_is_reported(tmp_path, layout):
+    """A mask whose image was renamed or deleted is an error naming it, not silently dropped."""
+    if layout == "mvtec":
+        folder = make_mvtec(tmp_path, "bottle", defects={"broken_large": 2})
+        (folder / "test" / "broken_large" / "001.png").unlink()
+        write_mask(folder / "ground_truth" / "contamination" / "000_mask.png")  # a folder with no test/ folder
+        expected = ["ground_truth/broken_large/001_mask.png: mask without image (no image of its name in "
+                    "test/broken_large/)",
+                    "ground_truth/contamination/000_mask.png: mask without image (no image of its name in "
+                    "test/contamination/)"]
+    elif layout == "btad":
+        folder = make_btad(tmp_path, "01", ko=2)
+        (folder / "test" / "ko" / "0000.bmp").unlink()
+        expected = ["ground_truth/ko/0000.png: mask without image (no image of its name in test/ko/)"]
+    else:
+        folder = make_folder_product(tmp_path, "gadget", good=5, anomalous=2)
+        write_mask(folder / "masks" / "renamed.png")
+        expected = ["masks/renamed.png: mask without image (no image of its name in anomalous/ or defect/)"]
+
+    result = scan_dataset(folder, layout=layout)
+
+    assert sorted(result.errors) == expected
+    assert all(image.image_path.exists() for image in result.images)
+
+
+def test_masks_without_image_in_a_folder_of_products_name_the_product(tmp_path):
+    make_mvtec(tmp_path / "set", "bottle")
+    gadget = make_folder_product(tmp_path / "other", "gadget", good=5, anomalous=1)
+    (tmp_path / "set" / "bottle" / "test" / "broken_large" / "000.png").unlink()
+    write_mask(gadget / "masks" / "lost_mask.png")
+
+    assert scan_dataset(tmp_path / "set").errors == [
+        "bottle/ground_truth/broken_large/000_mask.png: mask without image (no image of its name in "
+        "bottle/test/broken_large/)"]
+    assert scan_dataset(tmp_path / "other", layout="folder").errors == [
+        "gadget/masks/lost_mask.png: mask without image (no image of its name in gadget/anomalous/ or "
+        "gadget/defect/)"]
+
+
 # --- Unknown and ambiguous -----------------------------------------------------------------
 
 

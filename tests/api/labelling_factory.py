@@ -20,9 +20,9 @@ def _png(path: Path, colour, *, size=64, mask_box=None):
 
 
 def make_dataset(root: Path, *, name="demo", overlap=1, products=(("widget", "object", 4), ("fabric", "texture", 3)),
-                 good_train=2, size=64) -> Dataset:
+                 good_train=2, size=64, defect_types=("crack", "stain")) -> Dataset:
     """Dataset ``name`` under ``root/name`` with, per product, ``good_train`` train/good images and
-    the given number of anomalous test images (defect types alternate crack / stain) with masks."""
+    the given number of anomalous test images (defect types alternate, crack / stain) with masks."""
     dataset_root = root / name
     dataset = Dataset.objects.create(name=name, layout=Dataset.Layout.MVTEC, root=str(dataset_root),
                                      label_overlap=overlap)
@@ -34,7 +34,7 @@ def make_dataset(root: Path, *, name="demo", overlap=1, products=(("widget", "ob
             Image.objects.create(product=product, split="train", is_anomalous=False, defect_type="good",
                                  path=rel, width=size, height=size, checksum=checksum)
         for i in range(anomalous):
-            defect = "crack" if i % 2 == 0 else "stain"
+            defect = defect_types[i % len(defect_types)]
             rel = f"{product_name}/test/{defect}/{i:03d}.png"
             mask_rel = f"{product_name}/ground_truth/{defect}/{i:03d}_mask.png"
             checksum = _png(dataset_root / rel, (90, 40, 40 + 10 * i), size=size)
