@@ -26,7 +26,7 @@ Everything here reuses the maps the model already produced; nothing runs the mod
 Cross-fitting and the few-shot study fit thresholds among the validation-score quantiles
 :func:`thresholds.candidate_thresholds` gives (the IoU curve's own candidates, ~2000): each
 image's TP/FP counts at every candidate are computed once (:class:`GridCounts`), so any subset
-of images is fitted by summing rows. ``normal_fpr`` / ``normal_max`` are fitted exactly.
+of images is fitted by summing rows. The label-free techniques (``normal_*``) are fitted exactly.
 """
 
 from __future__ import annotations
@@ -53,7 +53,8 @@ from .report import (
     SelectionEntry,
     ThresholdFreeEstimates,
 )
-from .thresholds import NEEDS_ANOMALOUS, TECHNIQUES, ThresholdError, candidate_thresholds, fit_threshold
+from .thresholds import (NEEDS_ANOMALOUS, NORMAL_SIGMA_K, TECHNIQUES, ThresholdError, candidate_thresholds,
+                         fit_threshold)
 
 RESAMPLES = 1000
 CONFIDENCE = 0.95
@@ -382,6 +383,7 @@ class ValidationData:
     synthetic_maps: np.ndarray | None = None
     synthetic_masks: np.ndarray | None = None
     synthetic_source: np.ndarray | None = None
+    normal_sigma_k: float = NORMAL_SIGMA_K  # the run's setting for ``normal_sigma``
     _grid: GridCounts | None = None
 
     @property
@@ -398,7 +400,7 @@ class ValidationData:
             maps, masks, anomalous = self._synthetic_set(idx)
             return TECHNIQUES["synthetic"].fit(maps, masks)
         return fit_threshold(name, self.maps[idx], self.masks[idx], normal_fpr_target,
-                             labels=self.anomalous[idx])
+                             labels=self.anomalous[idx], normal_sigma_k=self.normal_sigma_k)
 
     def _synthetic_set(self, idx):
         if self.synthetic_maps is None:

@@ -317,7 +317,7 @@ def _evaluate(test, maps, scores, masks, labels, syn, config, seed, full: bool, 
         keep = np.array([int(s) in pos_in_val for s in syn_source], dtype=bool)
         syn_kwargs = dict(synthetic_maps=syn_maps[keep], synthetic_masks=syn_masks[keep],
                           synthetic_source=np.array([pos_in_val[int(s)] for s in syn_source[keep]], dtype=int))
-    val = evaluation.ValidationData(maps[vi], masks[vi], labels[vi], **syn_kwargs)
+    val = evaluation.ValidationData(maps[vi], masks[vi], labels[vi], normal_sigma_k=config.normal_sigma_k, **syn_kwargs)
     keys = [test[i].report_key for i in vi]
     resampler = evaluation.Resampler(labels[ti], seed) if full else None
     thresholds, techniques, test_counts = _technique_results(val, maps, masks, labels, ti, config, resampler)

@@ -12,14 +12,14 @@ from numbers import Number
 
 from annotator.services.label_csv import safe_cell
 from inference.engine.report import SCHEMA_VERSION
+from inference.engine.thresholds import TECHNIQUES
 from inference.models import BenchmarkRun, Technique
 
 THRESHOLD_FREE_KEYS = ("image_auroc", "pixel_auroc", "aupro")
 SEGMENTATION_KEYS = ("iou", "dice", "precision", "recall", "fpr", "good_image_fpr", "mean_image_iou")
 IMAGE_KEYS = ("accuracy", "precision", "recall", "fpr")
 TECHNIQUE_LABELS = dict(Technique.choices)
-TECHNIQUE_SHORT = {"iou_curve": "IoU curve", "f1": "Max F1", "roc": "ROC (Youden)",
-                   "normal_fpr": "Normal FPR", "normal_max": "Normal max", "synthetic": "Synthetic"}
+TECHNIQUE_SHORT = {name: spec.short for name, spec in TECHNIQUES.items()}
 SUMMARY_SKIP = ("per_image",)
 # What each metric is called on every page (the two IoUs are different numbers: name them apart).
 METRIC_LABELS = {
