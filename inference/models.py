@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from annotator.models import Dataset, Image, Label, Product
 from inference.engine import registry
-from inference.engine.thresholds import NEEDS_ANOMALOUS
+from inference.engine.thresholds import NEEDS_ANOMALOUS, TECHNIQUES
 
 
 class Status(models.TextChoices):
@@ -32,13 +32,8 @@ ACTIVE_STATUSES = (Status.QUEUED, Status.RUNNING)
 ModelName = models.TextChoices("ModelName", [(m.name.upper(), (m.name, m.label)) for m in registry.MODELS.values()])
 
 
-class Technique(models.TextChoices):
-    IOU_CURVE = "iou_curve", "IoU curve (max mean IoU)"
-    F1 = "f1", "Max F1"
-    ROC = "roc", "ROC (Youden J)"
-    NORMAL_FPR = "normal_fpr", "Normal-image FPR target"
-    NORMAL_MAX = "normal_max", "Max score on normal images"
-    SYNTHETIC = "synthetic", "IoU curve on synthetic anomalies (no labels)"
+# The engine's threshold techniques are the one list; ``Technique.NORMAL_FPR`` etc. follow it.
+Technique = models.TextChoices("Technique", [(name.upper(), (name, spec.label)) for name, spec in TECHNIQUES.items()])
 
 
 # Techniques that fit their threshold on anomalous images (the others need no labelled defect):

@@ -10,10 +10,13 @@ technique on a few labelled images of the product, then inspect": wider than the
 
 Every refit is a weighted sum over per-image counts at one shared grid of thresholds
 (:class:`evaluation.GridCounts`): the validation part's candidate thresholds, the point fits
-themselves, every defect-free image's maximum (``normal_max`` refits exactly) and fine quantiles
-of the defect-free pixels around the ``normal_fpr`` target. ``normal_max`` refits exactly; the
-others among the grid's thresholds (the IoU curve's own fit takes quantiles of the images it is
-given, here those of the whole validation part): as good by their own criterion to about 1e-3.
+themselves, every defect-free image's maximum (``normal_max`` refits exactly), fine quantiles
+of the defect-free pixels around each ``normal_fpr`` rule's target, and every resample's own
+``normal_sigma`` threshold (its weighted mean and standard deviation of the good pixels, exact
+from per-image sums and sums of squares, :class:`thresholds.PixelMoments`). ``normal_max`` and
+``normal_sigma`` refit exactly; the others among the grid's thresholds (the IoU curve's own fit
+takes quantiles of the images it is given, here those of the whole validation part): as good
+by their own criterion to about 1e-3.
 """
 
 from __future__ import annotations
@@ -22,20 +25,31 @@ import numpy as np
 
 from . import evaluation
 from .report import DecisionEstimates, Estimate
-from .thresholds import candidate_thresholds
+from .thresholds import TECHNIQUES, NormalFPR, PixelMoments, candidate_thresholds
 
-# FPR levels, relative to the normal_fpr target, whose defect-free-pixel quantiles join the grid.
+# FPR levels, relative to a normal_fpr rule's target, whose defect-free-pixel quantiles join the grid.
 _FPR_LEVELS = np.geomspace(0.05, 20.0, 400)
 
 
-def _grid(val: evaluation.ValidationData, fitted: dict[str, float], target: float) -> np.ndarray:
+def _fpr_targets(names, target: float) -> list[float]:
+    """The false-positive rates the ``normal_fpr`` rules among ``names`` aim at (``target`` alone when none)."""
+    aims = {TECHNIQUES[n].target_for(target) for n in names if isinstance(TECHNIQUES.get(n), NormalFPR)}
+    return sorted(aims) or [target]
+
+
+def _grid(val: evaluation.ValidationData, fitted: dict[str, float], target: float,
+          exact: np.ndarray | None = None) -> np.ndarray:
+    """The shared thresholds of every refit; ``exact``: refits computed beforehand (``normal_sigma``'s)."""
     parts = [candidate_thresholds(val.maps, val.masks), np.array(list(fitted.values()), dtype=np.float64)]
     good = ~val.anomalous
     if good.any():
         maxima = val.maps[good].reshape(int(good.sum()), -1).max(axis=1)
         parts.append(np.nextafter(maxima, np.array(np.inf, dtype=maxima.dtype)).astype(np.float64))
-        levels = np.clip(1.0 - target * _FPR_LEVELS, 0.0, 1.0)
-        parts.append(np.quantile(val.maps[good], levels).astype(val.maps.dtype).astype(np.float64))
+        for aim in _fpr_targets(fitted, target):
+            levels = np.clip(1.0 - aim * _FPR_LEVELS, 0.0, 1.0)
+            parts.append(np.quantile(val.maps[good], levels).astype(val.maps.dtype).astype(np.float64))
+    if exact is not None:
+        parts.append(exact[np.isfinite(exact)])
     if val.synthetic_maps is not None and len(val.synthetic_maps):
         parts.append(candidate_thresholds(val.synthetic_maps, val.synthetic_masks))
     return np.unique(np.concatenate(parts))
@@ -55,8 +69,13 @@ def _first_at_most(values: np.ndarray, limit: float) -> np.ndarray:
 
 
 def refit_indices(name: str, grid: evaluation.GridCounts, weights: np.ndarray, anomalous: np.ndarray,
-                  target: float, synthetic: tuple[evaluation.GridCounts, np.ndarray] | None = None) -> np.ndarray:
-    """(B,) grid indices of technique ``name`` refitted on each weighted validation resample."""
+                  target: float, synthetic: tuple[evaluation.GridCounts, np.ndarray] | None = None,
+                  sigma: tuple[PixelMoments, float] | None = None) -> np.ndarray:
+    """(B,) grid indices of technique ``name`` refitted on each weighted validation resample.
+
+    ``sigma``: the validation images' pixel moments and k, for ``normal_sigma``: its refits are
+    exact when the grid holds them (``_grid(..., exact=moments.thresholds(weights, k))``).
+    """
     w = weights
     if name == "iou_curve":
         has = anomalous & (grid.pos > 0)
@@ -67,6 +86,12 @@ def refit_indices(name: str, grid: evaluation.GridCounts, weights: np.ndarray, a
         ws = w[:, source]  # a synthetic copy is drawn as often as the defect-free image it came from
         ious = evaluation._ratio(syn_grid.tp, syn_grid.fp + syn_grid.pos[:, None])
         return _last_argmax_rows(evaluation._ratio(ws @ ious, ws.sum(axis=1)[:, None]))
+    if name == "normal_sigma":
+        if sigma is None:
+            raise ValueError("refitting normal_sigma needs the validation images' pixel moments (sigma=...)")
+        moments, k = sigma
+        refits = moments.thresholds(w, k)
+        return np.clip(np.searchsorted(grid.thresholds, refits, side="left"), 0, len(grid.thresholds) - 1)
     tp, fp, pos, neg = w @ grid.tp, w @ grid.fp, w @ grid.pos, w @ grid.neg
     if name == "f1":
         return _last_argmax_rows(evaluation._ratio(2 * tp, tp + fp + pos[:, None]))
@@ -74,8 +99,9 @@ def refit_indices(name: str, grid: evaluation.GridCounts, weights: np.ndarray, a
         return _last_argmax_rows(tp / np.maximum(pos, 1)[:, None] - fp / np.maximum(neg, 1)[:, None])
     good = ~anomalous
     good_fpr = evaluation._ratio(w[:, good] @ grid.fp[good], (w[:, good] @ (grid.pos + grid.neg)[good])[:, None])
-    if name == "normal_fpr":
-        return _first_at_most(good_fpr, target)
+    spec = TECHNIQUES.get(name)
+    if isinstance(spec, NormalFPR):
+        return _first_at_most(good_fpr, spec.target_for(target))
     if name == "normal_max":
         return _first_at_most(good_fpr, 0.0)
     raise KeyError(f"no refit on the grid for threshold technique {name!r}")
@@ -91,17 +117,21 @@ def decision_estimates(val: evaluation.ValidationData, fitted: dict[str, float],
     """
     if not fitted:
         return {}
-    thresholds = _grid(val, fitted, target)
+    val_weights = evaluation.Resampler(val.anomalous, seed, resamples=len(test_weights), stream=1).weights
+    sigma = exact = None
+    if "normal_sigma" in fitted:
+        sigma = (PixelMoments.of(val.maps, ~val.anomalous), val.normal_sigma_k)
+        exact = sigma[0].thresholds(val_weights, sigma[1])
+    thresholds = _grid(val, fitted, target, exact)
     val_grid = evaluation.GridCounts(val.maps, val.masks, thresholds)
     test_grid = evaluation.GridCounts(test_maps, test_masks, thresholds)
     synthetic = None
     if "synthetic" in fitted and val.synthetic_maps is not None and len(val.synthetic_maps):
         synthetic = (evaluation.GridCounts(val.synthetic_maps, val.synthetic_masks, thresholds), val.synthetic_source)
-    val_weights = evaluation.Resampler(val.anomalous, seed, resamples=len(test_weights), stream=1).weights
     interval = evaluation.Resampler.percentile_interval
     out = {}
     for name, point in fitted.items():
-        k = refit_indices(name, val_grid, val_weights, val.anomalous, target, synthetic)
+        k = refit_indices(name, val_grid, val_weights, val.anomalous, target, synthetic, sigma)
         tp = test_grid.tp[:, k].T  # (B, test images): each resample's counts at its own refit
         fp = test_grid.fp[:, k].T
         ious = evaluation._ratio((test_weights * tp).sum(axis=1),

@@ -11,7 +11,8 @@ Everything here reuses the maps the model already produced; nothing runs the mod
   AUPRO per-image PRO and false-positive counts at 371 thresholds (the quantiles of the
   normal test pixels at FPR 0, 0.001, ..., 0.3, then 0.31, ..., 1), the only statistic whose
   resamples are evaluated on a grid (the point estimate stays exact); each resample's curve is
-  closed at its own FPR 0.3 by interpolation, as the point estimate's is.
+  closed at its own FPR 0.3 by interpolation, as the point estimate's is. AUPIMO's resamples
+  re-evaluate every image's curve at the redrawn defect-free images' FPR (:mod:`.pimo`).
 * **Cross-fitting** (:func:`cross_fitted_selection`): inside the validation part, K folds of
   images stratified by anomalous/defect-free, each holding at least one anomalous image
   (leave-one-anomalous-image-out when there are at most 10 anomalous validation images, else
@@ -26,7 +27,7 @@ Everything here reuses the maps the model already produced; nothing runs the mod
 Cross-fitting and the few-shot study fit thresholds among the validation-score quantiles
 :func:`thresholds.candidate_thresholds` gives (the IoU curve's own candidates, ~2000): each
 image's TP/FP counts at every candidate are computed once (:class:`GridCounts`), so any subset
-of images is fitted by summing rows. ``normal_fpr`` / ``normal_max`` are fitted exactly.
+of images is fitted by summing rows. The label-free techniques (``normal_*``) are fitted exactly.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import metrics
+from .pimo import PerImageOverlap
 from .report import (
     Estimate,
     FewShot,
@@ -53,7 +55,8 @@ from .report import (
     SelectionEntry,
     ThresholdFreeEstimates,
 )
-from .thresholds import NEEDS_ANOMALOUS, TECHNIQUES, ThresholdError, candidate_thresholds, fit_threshold
+from .thresholds import (NEEDS_ANOMALOUS, NORMAL_SIGMA_K, TECHNIQUES, ThresholdError, candidate_thresholds,
+                         fit_threshold)
 
 RESAMPLES = 1000
 CONFIDENCE = 0.95
@@ -274,15 +277,19 @@ def _areas_to_limit(x: np.ndarray, y: np.ndarray, limit: float) -> np.ndarray:
     return np.where(np.isfinite(x).all(axis=1) & np.isfinite(y).all(axis=1), area, np.nan)
 
 
-def threshold_free_estimates(maps, masks, anomalous, resampler: Resampler, scores=None) -> ThresholdFreeEstimates:
+def threshold_free_estimates(maps, masks, anomalous, resampler: Resampler, scores=None,
+                             overlap: PerImageOverlap | None = None) -> ThresholdFreeEstimates:
+    """``overlap``: these images' AUPIMO, when the caller holds it already."""
     scores = metrics.image_scores(maps) if scores is None else scores
     point = metrics.threshold_free(maps, masks, anomalous, scores=scores)
     ranks = PixelRanks(maps, masks)
+    overlap = PerImageOverlap(maps, masks, anomalous) if overlap is None else overlap
     w = resampler.weights
     return ThresholdFreeEstimates(
         image_auroc=resampler.estimate(point["image_auroc"], image_auroc_resamples(scores, anomalous, w)),
         pixel_auroc=resampler.estimate(point["pixel_auroc"], ranks.pixel_auroc_resamples(w)),
         aupro=resampler.estimate(point["aupro"], ranks.aupro_resamples(w)),
+        aupimo=resampler.estimate(point["aupimo"], overlap.mean_resamples(w)),
     )
 
 
@@ -382,6 +389,7 @@ class ValidationData:
     synthetic_maps: np.ndarray | None = None
     synthetic_masks: np.ndarray | None = None
     synthetic_source: np.ndarray | None = None
+    normal_sigma_k: float = NORMAL_SIGMA_K  # the run's setting for ``normal_sigma``
     _grid: GridCounts | None = None
 
     @property
@@ -398,7 +406,7 @@ class ValidationData:
             maps, masks, anomalous = self._synthetic_set(idx)
             return TECHNIQUES["synthetic"].fit(maps, masks)
         return fit_threshold(name, self.maps[idx], self.masks[idx], normal_fpr_target,
-                             labels=self.anomalous[idx])
+                             labels=self.anomalous[idx], normal_sigma_k=self.normal_sigma_k)
 
     def _synthetic_set(self, idx):
         if self.synthetic_maps is None:

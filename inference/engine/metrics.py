@@ -17,6 +17,8 @@ anomalous* when its score is ``>= threshold``.
   anomalous. The PRO-vs-FPR curve is evaluated at every distinct score,
   closed with (0, 0) and (1, 1), integrated with the trapezoid rule up to
   FPR = 0.3 (linear interpolation at the limit) and divided by 0.3.
+* AUPIMO: per anomalous image, its overlap against the defect-free images' FPR, over log FPR
+  1e-5 to 1e-4 (Bertoldo et al. 2024, as anomalib reports it): :mod:`.pimo`.
 
 Why not scikit-learn's curve functions here: a test folder at 256 px is millions
 of pixels (bottle: 5.4 M), and ``roc_curve`` / ``precision_recall_curve`` make
@@ -206,7 +208,8 @@ def aupro(maps: np.ndarray, masks: np.ndarray, fpr_limit: float = AUPRO_FPR_LIMI
 
 def threshold_free(maps: np.ndarray, masks: np.ndarray, labels: np.ndarray | None = None,
                    scores: np.ndarray | None = None) -> dict:
-    """Image AUROC, pixel AUROC and AUPRO; the pixels are ranked once for both pixel metrics.
+    """Image AUROC, pixel AUROC, AUPRO and the mean AUPIMO (:mod:`.pimo`); the pixels are ranked
+    once for both pixel AUROC and AUPRO.
 
     ``labels`` (True = anomalous image) decide image AUROC; without them the masks do, and an
     anomalous image whose thin defect vanished from its resized mask would count as defect-free.
@@ -215,11 +218,14 @@ def threshold_free(maps: np.ndarray, masks: np.ndarray, labels: np.ndarray | Non
     _check(maps, masks)
     if labels is None:
         labels = masks.reshape(len(masks), -1).any(axis=1)
+    from .pimo import PerImageOverlap
+
     ranked = RankedPixels(maps, masks)
     return {
         "image_auroc": image_auroc(image_scores(maps) if scores is None else scores, labels),
         "pixel_auroc": ranked.auroc(),
         "aupro": ranked.aupro(),
+        "aupimo": PerImageOverlap(maps, masks, labels).mean(),
     }
 
 

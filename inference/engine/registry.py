@@ -107,6 +107,8 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in (
     Setting("val_fraction", float, "share of the test images used to fit thresholds", 0.05, 0.95),
     Setting("normal_fpr_target", float, "false-positive rate on normal pixels for the normal_fpr threshold",
             0.0001, 0.5),
+    Setting("normal_sigma_k", float, "normal_sigma threshold: mean of the normal validation pixels plus this many "
+            "standard deviations (3: control-chart limits)", 0.0, 20.0, label="Normal sigma k"),
     Setting("pretrained", bool, "ImageNet weights (off: random weights, for tests)"),
     # ---- PaDiM
     Setting("n_features", int, "PaDiM: random channel subset per position", 1, 2048, label="Features"),
@@ -137,7 +139,7 @@ RUN_FIELDS = ("model", "seed", "techniques")
 PROCESS_FIELDS = ("layers", "weights_path", "num_workers", "num_threads")
 
 COMMON_SETTINGS = ("backbone", "image_size", "batch_size", "device", "repeats", "val_fraction",
-                   "normal_fpr_target", "pretrained")
+                   "normal_fpr_target", "normal_sigma_k", "pretrained")
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from typing import Literal
 
 import numpy as np
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 FailureReason = Literal[
     "no_anomalous_validation_images",
@@ -82,16 +82,42 @@ def estimate_text(estimate, digits: int = 3) -> str:
 
 @dataclass
 class ThresholdFree:
+    """``aupimo``: the mean AUPIMO of the anomalous images (``pimo.py``); None where undefined."""
+
     image_auroc: float | None
     pixel_auroc: float | None
     aupro: float | None
+    aupimo: float | None
 
 
 @dataclass
 class ThresholdFreeEstimates:
+    """``aupimo``: the mean AUPIMO of the anomalous test images, its interval over test images."""
+
     image_auroc: Estimate
     pixel_auroc: Estimate
     aupro: Estimate
+    aupimo: Estimate
+
+
+@dataclass
+class AupimoDistribution:
+    """How AUPIMO (``pimo.py``) spreads over the anomalous test images, integrated over FPR
+    ``fpr_low`` to ``fpr_high`` of the defect-free ones: the minimum, quartiles and maximum.
+
+    The mean, with its interval, is ``test_part.aupimo``; each image's own value is in
+    ``per_image``. ``note`` says why there is none ("" when there is).
+    """
+
+    fpr_low: float
+    fpr_high: float
+    n_images: int
+    min: float | None
+    q25: float | None
+    median: float | None
+    q75: float | None
+    max: float | None
+    note: str
 
 
 @dataclass
@@ -137,6 +163,24 @@ class DecisionEstimates:
 
 
 @dataclass
+class RegionDetection:
+    """What an inspector counts at one threshold on the test part (``regions.py``).
+
+    ``defect_regions``: the 8-connected regions of the anomalous test images' masks; ``found``:
+    those the predicted mask overlaps by at least one pixel; ``detection_rate`` = found / regions
+    (pooled, with its interval); ``false_alarm_regions``: connected regions of the predicted mask
+    on the ``good_images`` defect-free test images; ``false_alarms_per_good_image``: their mean.
+    """
+
+    defect_regions: int
+    found: int
+    detection_rate: Estimate
+    good_images: int
+    false_alarm_regions: int
+    false_alarms_per_good_image: Estimate
+
+
+@dataclass
 class TechniqueResult:
     """One threshold technique: fitted on the whole validation part, measured on the test part."""
 
@@ -149,6 +193,7 @@ class TechniqueResult:
     # (99.5: 0.5 % of a clean part's pixels lie above it); None without such images.
     threshold_percentile: float | None = None
     decision: DecisionEstimates | None = None
+    regions: RegionDetection | None = None
 
 
 @dataclass
@@ -324,6 +369,10 @@ class PerImage:
     # per technique [TP, FP, FN] pixels: paired comparisons between runs resample these
     counts: dict[str, list[int]]
     artifacts: dict[str, str] | None
+    # AUPIMO of an anomalous image (None for defect-free ones, or where undefined: see ``aupimo.note``)
+    aupimo: float | None = None
+    # per technique [defect regions found, defect regions, false-alarm regions] (``regions.py``)
+    regions: dict[str, list[int]] = dataclasses.field(default_factory=dict)
 
 
 @dataclass
@@ -345,6 +394,7 @@ class BenchmarkReport:
     comparability: Comparability
     whole_folder: ThresholdFree
     test_part: ThresholdFreeEstimates
+    aupimo: AupimoDistribution
     techniques: dict[str, TechniqueResult]
     selection: Selection
     recommended_technique: str | None

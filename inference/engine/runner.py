@@ -12,11 +12,13 @@ Protocol
    scored on the held-out one. (The in-sample validation IoU would always favour ``f1``,
    which maximises pooled Dice on exactly those pixels.) Every technique is then fitted on the
    whole validation part and measured on the test part, with 95 % bootstrap intervals.
-4. Threshold-free metrics are reported on the whole test folder (comparable with published
-   numbers) and, with intervals, on the test part; breakdowns per defect type, category and
-   background measure each subset's own anomalous test images; the few-shot study measures
-   the test IoU with only n anomalous validation images; ``repeats`` repeats steps 2-4 on
-   other seeds. The report's structure: :mod:`.report`.
+4. Threshold-free metrics (image and pixel AUROC, AUPRO, AUPIMO) are reported on the whole test
+   folder (comparable with published numbers) and, with intervals, on the test part, AUPIMO
+   also per image; at every technique's threshold the defect regions found and the false
+   alarms per defect-free test image are counted (:mod:`.regions`); breakdowns per defect
+   type, category and background measure each subset's own anomalous test images; the
+   few-shot study measures the test IoU with only n anomalous validation images; ``repeats``
+   repeats steps 2-4 on other seeds. The report's structure: :mod:`.report`.
 """
 
 from __future__ import annotations
@@ -31,11 +33,12 @@ import torch
 
 from . import metrics
 from .backbones import Backbone
-from . import decision_intervals, evaluation, registry, synthetic
+from . import decision_intervals, evaluation, pimo, regions, registry, synthetic
 from .common import RunPeakMemory, seed_everything
 from .data import load_image, load_masks, make_loader
 from .report import (
     SCHEMA_VERSION,
+    AupimoDistribution,
     BenchmarkReport,
     Bootstrap,
     Breakdowns,
@@ -223,10 +226,13 @@ def _fit_and_map(model, train, test, val_idx, labels, syn_images, config, prog, 
 
 
 def _technique_results(val: evaluation.ValidationData, maps, masks, labels, ti, config, resampler):
-    """Every technique fitted on the whole validation part, measured on the test part."""
+    """Every technique fitted on the whole validation part, measured on the test part (with
+    ``resampler``, the reported split: intervals, decision intervals and region counts too)."""
     thresholds: dict[str, float] = {}
     results: dict[str, TechniqueResult] = {}
     test_counts: dict[str, evaluation.PixelCounts] = {}
+    region_counts: dict[str, regions.RegionCounts] = {}
+    defect_regions = regions.DefectRegions(masks[ti]) if resampler is not None else None
     all_val = np.arange(len(val.maps))
     good_pixels = np.sort(val.maps[~val.anomalous].ravel()) if (~val.anomalous).any() else None
     for name in config.techniques:
@@ -244,6 +250,9 @@ def _technique_results(val: evaluation.ValidationData, maps, masks, labels, ti, 
                if good_pixels is not None else None)
         results[name] = TechniqueResult(name, thr, None, evaluation.segmentation(v, val.anomalous), test,
                                         threshold_percentile=pct)
+        if defect_regions is not None:
+            region_counts[name] = defect_regions.at(maps[ti], thr)
+            results[name].regions = regions.region_detection(region_counts[name], labels[ti], resampler)
     if resampler is not None:  # the reported split: intervals of the procedure, thresholds refitted
         decisions = decision_intervals.decision_estimates(
             val, thresholds, maps[ti], masks[ti], resampler.weights,
@@ -251,7 +260,7 @@ def _technique_results(val: evaluation.ValidationData, maps, masks, labels, ti, 
             config.normal_fpr_target, config.seed)
         for name, decision in decisions.items():
             results[name].decision = decision
-    return thresholds, results, test_counts
+    return thresholds, results, test_counts, region_counts
 
 
 def _image_decision(scores, labels, vi, ti, resampler) -> ImageDecision:
@@ -320,10 +329,11 @@ def _evaluate(test, maps, scores, masks, labels, syn, config, seed, full: bool, 
         keep = np.array([int(s) in pos_in_val for s in syn_source], dtype=bool)
         syn_kwargs = dict(synthetic_maps=syn_maps[keep], synthetic_masks=syn_masks[keep],
                           synthetic_source=np.array([pos_in_val[int(s)] for s in syn_source[keep]], dtype=int))
-    val = evaluation.ValidationData(maps[vi], masks[vi], labels[vi], **syn_kwargs)
+    val = evaluation.ValidationData(maps[vi], masks[vi], labels[vi], normal_sigma_k=config.normal_sigma_k, **syn_kwargs)
     keys = [test[i].report_key for i in vi]
     resampler = evaluation.Resampler(labels[ti], seed) if full else None
-    thresholds, techniques, test_counts = _technique_results(val, maps, masks, labels, ti, config, resampler)
+    thresholds, techniques, test_counts, region_counts = _technique_results(val, maps, masks, labels, ti, config,
+                                                                            resampler)
     step(0.2)
     selection = evaluation.cross_fitted_selection(val, keys, config.techniques, config.normal_fpr_target, seed)
     if selection.chosen is None:  # nothing could be cross-fitted: a rule fixed in advance
@@ -332,12 +342,14 @@ def _evaluate(test, maps, scores, masks, labels, syn, config, seed, full: bool, 
     step(0.35)
     decision = _image_decision(scores, labels, vi, ti, resampler)
     out = {"val_idx": val_idx, "test_idx": test_idx, "vi": vi, "ti": ti, "thresholds": thresholds,
-           "techniques": techniques, "test_counts": test_counts, "selection": selection,
+           "techniques": techniques, "test_counts": test_counts, "region_counts": region_counts, "selection": selection,
            "image_decision": decision, "scores": scores}
     if not full:
         out["test_part"] = metrics.threshold_free(maps[ti], masks[ti], labels[ti], scores=scores[ti])
         return out
-    out["test_part"] = evaluation.threshold_free_estimates(maps[ti], masks[ti], labels[ti], resampler, scores[ti])
+    out["overlap"] = pimo.PerImageOverlap(maps[ti], masks[ti], labels[ti])
+    out["test_part"] = evaluation.threshold_free_estimates(maps[ti], masks[ti], labels[ti], resampler, scores[ti],
+                                                           overlap=out["overlap"])
     step(0.55)
     out["few_shot"] = evaluation.few_shot_study(val, maps[ti], masks[ti], config.techniques,
                                                 config.normal_fpr_target, seed)
@@ -345,6 +357,12 @@ def _evaluate(test, maps, scores, masks, labels, syn, config, seed, full: bool, 
     out["breakdowns"] = _breakdowns(test, val_idx, test_idx, maps, masks, labels, test_counts, scores)
     step(1.0)
     return out
+
+
+def _aupimo_distribution(overlap: pimo.PerImageOverlap) -> AupimoDistribution:
+    return AupimoDistribution(fpr_low=overlap.bounds[0], fpr_high=overlap.bounds[1],
+                              n_images=0 if overlap.note else len(overlap.scored), **overlap.quantiles(),
+                              note=overlap.note)
 
 
 def _repeat_metrics(ev: dict) -> dict[str, float | None]:
@@ -470,6 +488,7 @@ def _run_measured(train, test, config, progress, should_cancel, artifacts_dir, o
         curves = save_curves(adir / "curves", maps[ti], masks[ti], maps[vi], masks[vi], thresholds)
         curves.update(save_few_shot_chart(adir / "curves", ev["few_shot"]))
     per_image = []
+    aupimo_values = ev["overlap"].values()
     for n, i in enumerate(ti):
         s = test[i]
         counts = {name: [int(c.tp[n]), int(c.fp[n]), int(c.pos[n] - c.tp[n])] for name, c in ev["test_counts"].items()}
@@ -479,7 +498,8 @@ def _run_measured(train, test, config, progress, should_cancel, artifacts_dir, o
             predicted_anomalous=bool(scores[i] >= decision.threshold) if decision.threshold is not None else None,
             iou={name: (metrics.per_image_iou(maps[i], masks[i], thresholds[name]) if name in thresholds else None)
                  for name in config.techniques},
-            counts=counts, artifacts=None,
+            counts=counts, artifacts=None, aupimo=aupimo_values[n],
+            regions={name: c.per_image(n) for name, c in ev["region_counts"].items()},
         )
         if artifacts_dir is not None:
             from .artifacts import save_image_artifacts
@@ -509,6 +529,7 @@ def _run_measured(train, test, config, progress, should_cancel, artifacts_dir, o
             backbone=config.backbone, seed=config.seed, val_fraction=config.val_fraction),
         whole_folder=ThresholdFree(**metrics.threshold_free(maps, masks, labels, scores=first["scores"])),
         test_part=ev["test_part"],
+        aupimo=_aupimo_distribution(ev["overlap"]),
         techniques=ev["techniques"],
         selection=ev["selection"],
         recommended_technique=recommended,

@@ -3,9 +3,17 @@
 Each technique is fitted on the VALIDATION part only (maps + masks of the
 validation images, and which images are anomalous) and returns one scalar
 threshold; a pixel is predicted anomalous when its score is ``>= threshold``.
-``TECHNIQUES`` maps the public names to the strategy objects. Techniques that need
+``TECHNIQUES`` maps the public names to the strategy objects, and is the one list of
+techniques: each strategy carries its ``label`` (what it does) and ``short`` name (table
+headings), from which the web side's choices and labels are derived. Techniques that need
 anomalous (or defect-free) validation images raise :class:`ThresholdError` with a
 clear message.
+
+Label-free operating points (no labelled defect needed): ``normal_fpr`` (a set share of the
+defect-free validation pixels above it, the ``normal_fpr_target`` setting, default 1 %),
+``normal_fpr_1e4`` (the same rule at one pixel in 10 000, the upper end of the AUPIMO range,
+``pimo.FPR_BOUNDS``), ``normal_sigma`` (mean + k standard deviations, k the ``normal_sigma_k``
+setting), ``normal_max`` and ``synthetic``.
 
 Which images are defect-free comes from the image labels (the dataset's folders),
 never from the resized masks: a thin defect can vanish when its mask is resized, and
@@ -79,6 +87,8 @@ class IoUCurve:
 
     name: str = "iou_curve"
     needs_anomalous: bool = True
+    label: str = "IoU curve (max mean IoU)"
+    short: str = "IoU curve"
 
     def curve(self, maps: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         _need_anomalous(self.name, masks)
@@ -118,6 +128,8 @@ class F1Max:
 
     name: str = "f1"
     needs_anomalous: bool = True
+    label: str = "Max F1"
+    short: str = "Max F1"
 
     def fit(self, maps: np.ndarray, masks: np.ndarray, **_) -> float:
         thresholds, tp, fp, n_pos, _ = _counts_at_anomalous_scores(self.name, maps, masks)
@@ -137,6 +149,8 @@ class RocYouden:
 
     name: str = "roc"
     needs_anomalous: bool = True
+    label: str = "ROC (Youden J)"
+    short: str = "ROC (Youden)"
 
     def fit(self, maps: np.ndarray, masks: np.ndarray, **_) -> float:
         thresholds, tp, fp, n_pos, n_neg = _counts_at_anomalous_scores(self.name, maps, masks)
@@ -149,15 +163,24 @@ class NormalFPR:
     """``normal_fpr``: the score exceeded by only a set share of defect-free validation pixels.
 
     Takes the pixels of the defect-free (good) validation images and returns the
-    threshold ``t`` such that ``floor(target * n)`` of them score ``>= t`` (the
-    target false-positive rate, default 1 %). Needs no anomalous image.
+    threshold ``t`` such that ``floor(target * n)`` of them score ``>= t``: the target
+    false-positive rate is the run's ``normal_fpr_target`` setting (default 1 %), or
+    ``fixed_target`` for a preset of the rule (``normal_fpr_1e4``). Needs no anomalous image.
     """
 
     name: str = "normal_fpr"
     needs_anomalous: bool = False
+    label: str = "Normal-image FPR target"
+    short: str = "Normal FPR"
+    fixed_target: float | None = None
+
+    def target_for(self, setting: float) -> float:
+        """The false-positive rate this technique aims at, given the run's ``normal_fpr_target``."""
+        return self.fixed_target if self.fixed_target is not None else setting
 
     def fit(self, maps: np.ndarray, masks: np.ndarray, target: float = 0.01, labels=None, **_) -> float:
         good = _need_normal_images(self.name, masks, labels)
+        target = self.target_for(target)
         if not 0.0 <= target < 1.0:
             raise ThresholdError(f"normal_fpr target must be in [0, 1), got {target}")
         px = maps[good].ravel()
@@ -167,6 +190,74 @@ class NormalFPR:
         # m-th largest value: exactly m pixels are >= it (absent ties).
         kth = np.partition(px, px.size - m)[px.size - m]
         return float(kth)
+
+
+# The control-chart convention (Shewhart's 3-sigma limits, the rule a quality engineer already
+# applies to a process measurement): beyond 3 standard deviations of the in-control process.
+# Gaussian scores would put 0.135 % of defect-free pixels above it, between ``normal_fpr`` at
+# 1 % and ``normal_fpr_1e4``; anomaly scores are right-skewed, so the results page states the
+# share actually above it (the threshold's percentile of the good pixels).
+NORMAL_SIGMA_K = 3.0
+
+
+@dataclass
+class PixelMoments:
+    """Per image: number, sum and sum of squares of its pixel scores (defect-free images only;
+    the others count zero), shifted by ``center`` (the good pixels' mean) against cancellation.
+
+    Any weighting of the images (a bootstrap resample draws image i ``w[i]`` times) then has
+    the exact mean and standard deviation of its pixels, as weighted sums: the decision
+    intervals refit ``normal_sigma`` on redrawn validation images with them.
+    """
+
+    n: np.ndarray
+    total: np.ndarray
+    squares: np.ndarray
+    center: float
+    dtype: type = np.float32  # the maps' own: thresholds are rounded to it
+
+    @classmethod
+    def of(cls, maps: np.ndarray, good: np.ndarray) -> PixelMoments:
+        good = np.asarray(good, dtype=bool)
+        n = np.where(good, maps[0].size if len(maps) else 0, 0).astype(np.float64)
+        center = float(np.mean([m.mean(dtype=np.float64) for m in maps[good]])) if good.any() else 0.0
+        total = np.zeros(len(maps))
+        squares = np.zeros(len(maps))
+        for i in np.flatnonzero(good):
+            x = maps[i].astype(np.float64) - center
+            total[i], squares[i] = x.sum(), np.dot(x.ravel(), x.ravel())
+        return cls(n, total, squares, center, maps.dtype.type)
+
+    def thresholds(self, weights: np.ndarray, k: float) -> np.ndarray:
+        """(B,) mean + k * standard deviation (population) of the pixels each weight row draws,
+        rounded to the maps' dtype (the comparisons ``map >= t`` happen in it)."""
+        w = np.atleast_2d(weights)
+        n = w @ self.n
+        with np.errstate(divide="ignore", invalid="ignore"):
+            mean = (w @ self.total) / n
+            var = np.maximum((w @ self.squares) / n - mean ** 2, 0.0)
+        return (self.center + mean + k * np.sqrt(var)).astype(self.dtype).astype(np.float64)
+
+
+@dataclass(frozen=True)
+class NormalSigma:
+    """``normal_sigma``: the mean of the defect-free validation pixels' scores plus k standard deviations.
+
+    k is the run's ``normal_sigma_k`` setting (default :data:`NORMAL_SIGMA_K`, the 3-sigma
+    control limit); the standard deviation is the population one over every good pixel (there
+    are hundreds of thousands). Needs no anomalous image.
+    """
+
+    name: str = "normal_sigma"
+    needs_anomalous: bool = False
+    label: str = "Mean + k standard deviations of normal-image pixels"
+    short: str = "Normal k·σ"
+
+    def fit(self, maps: np.ndarray, masks: np.ndarray, labels=None, sigma_k: float = NORMAL_SIGMA_K, **_) -> float:
+        good = _need_normal_images(self.name, masks, labels)
+        if not (np.isfinite(sigma_k) and sigma_k >= 0):
+            raise ThresholdError(f"normal_sigma k must be a number >= 0, got {sigma_k}")
+        return float(PixelMoments.of(maps, good).thresholds(good.astype(np.float64), sigma_k)[0])
 
 
 @dataclass(frozen=True)
@@ -179,6 +270,8 @@ class NormalMax:
 
     name: str = "normal_max"
     needs_anomalous: bool = False
+    label: str = "Max score on normal images"
+    short: str = "Normal max"
 
     def fit(self, maps: np.ndarray, masks: np.ndarray, labels=None, **_) -> float:
         good = _need_normal_images(self.name, masks, labels)
@@ -197,6 +290,8 @@ class SyntheticAnomalies:
 
     name: str = "synthetic"
     needs_anomalous: bool = False
+    label: str = "IoU curve on synthetic anomalies (no labels)"
+    short: str = "Synthetic"
 
     def fit(self, maps: np.ndarray, masks: np.ndarray, **_) -> float:
         if not masks.any():
@@ -210,6 +305,10 @@ TECHNIQUES = {
     "f1": F1Max(),
     "roc": RocYouden(),
     "normal_fpr": NormalFPR(),
+    # FPR 1e-4: the upper end of AUPIMO's range (pimo.FPR_BOUNDS), the strict label-free point
+    "normal_fpr_1e4": NormalFPR(name="normal_fpr_1e4", label="Normal-image FPR 1e-4 (one pixel in 10 000)",
+                                short="Normal FPR 1e-4", fixed_target=1e-4),
+    "normal_sigma": NormalSigma(),
     "normal_max": NormalMax(),
     "synthetic": SyntheticAnomalies(),
 }
@@ -217,7 +316,7 @@ NEEDS_ANOMALOUS = tuple(name for name, technique in TECHNIQUES.items() if techni
 
 
 def fit_threshold(name: str, maps: np.ndarray, masks: np.ndarray, normal_fpr_target: float = 0.01,
-                  labels: np.ndarray | None = None) -> float:
+                  labels: np.ndarray | None = None, normal_sigma_k: float = NORMAL_SIGMA_K) -> float:
     """Fit technique ``name`` on validation maps/masks; raises ThresholdError or KeyError.
 
     ``labels`` (True = anomalous image) says which images are defect-free; without it the
@@ -225,4 +324,4 @@ def fit_threshold(name: str, maps: np.ndarray, masks: np.ndarray, normal_fpr_tar
     """
     if name not in TECHNIQUES:
         raise KeyError(f"unknown threshold technique {name!r}; known: {sorted(TECHNIQUES)}")
-    return TECHNIQUES[name].fit(maps, masks, target=normal_fpr_target, labels=labels)
+    return TECHNIQUES[name].fit(maps, masks, target=normal_fpr_target, labels=labels, sigma_k=normal_sigma_k)

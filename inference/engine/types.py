@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from .thresholds import NORMAL_SIGMA_K, TECHNIQUES
+
 
 @dataclass(frozen=True)
 class Sample:
@@ -71,10 +73,11 @@ class BenchmarkConfig:
     batch_size: int = 16
     early_stopping_patience: int = 3
     val_fraction: float = 0.5
-    techniques: tuple = ("iou_curve", "f1", "roc", "normal_fpr", "normal_max", "synthetic")
+    techniques: tuple = tuple(TECHNIQUES)  # every threshold technique (thresholds.TECHNIQUES)
     # Evaluate on this many validation/test splits (seeds seed, seed+1, ...): mean and spread.
     repeats: int = 1
     normal_fpr_target: float = 0.01
+    normal_sigma_k: float = NORMAL_SIGMA_K  # normal_sigma: mean + k standard deviations (3: control limits)
     device: str = "auto"
     pretrained: bool = True  # False = random weights (tests only)
     weights_path: str | None = None

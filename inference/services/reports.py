@@ -12,20 +12,24 @@ from numbers import Number
 
 from annotator.services.label_csv import safe_cell
 from inference.engine.report import SCHEMA_VERSION
+from inference.engine.thresholds import TECHNIQUES
 from inference.models import BenchmarkRun, Technique
 
-THRESHOLD_FREE_KEYS = ("image_auroc", "pixel_auroc", "aupro")
+THRESHOLD_FREE_KEYS = ("image_auroc", "pixel_auroc", "aupro", "aupimo")
 SEGMENTATION_KEYS = ("iou", "dice", "precision", "recall", "fpr", "good_image_fpr", "mean_image_iou")
+# What an inspector counts at a technique's threshold (the report's ``techniques.<name>.regions``).
+REGION_KEYS = ("detection_rate", "false_alarms_per_good_image")
 IMAGE_KEYS = ("accuracy", "precision", "recall", "fpr")
 TECHNIQUE_LABELS = dict(Technique.choices)
-TECHNIQUE_SHORT = {"iou_curve": "IoU curve", "f1": "Max F1", "roc": "ROC (Youden)",
-                   "normal_fpr": "Normal FPR", "normal_max": "Normal max", "synthetic": "Synthetic"}
+TECHNIQUE_SHORT = {name: spec.short for name, spec in TECHNIQUES.items()}
 SUMMARY_SKIP = ("per_image",)
 # What each metric is called on every page (the two IoUs are different numbers: name them apart).
 METRIC_LABELS = {
     "iou": "IoU, pooled over pixels", "mean_image_iou": "IoU, mean per image", "dice": "Dice",
     "precision": "Precision", "recall": "Recall", "fpr": "Pixel FPR", "good_image_fpr": "Good-image FPR",
     "image_auroc": "Image AUROC", "pixel_auroc": "Pixel AUROC", "aupro": "AUPRO",
+    "aupimo": "AUPIMO (mean per image)", "detection_rate": "Defect regions found",
+    "false_alarms_per_good_image": "False alarms per good image",
 }
 
 
@@ -77,6 +81,8 @@ def aggregate_metrics(reports: dict[str, dict]) -> dict:
             continue
         techniques[name] = {k: _mean([v["techniques"][name]["test"][k]["value"] for v in values])
                             for k in SEGMENTATION_KEYS}
+        techniques[name].update({k: _mean([((v["techniques"][name].get("regions") or {}).get(k) or {}).get("value")
+                                           for v in values]) for k in REGION_KEYS})
         techniques[name]["threshold"] = None  # one per product
         entries = [next((e for e in v["selection"]["entries"] if e["technique"] == name), {}) for v in values]
         cv[name] = _mean([e.get("cv_iou") for e in entries])
@@ -117,6 +123,9 @@ def technique_rows(report: dict) -> list[dict]:
             "threshold_refits": ((result.get("decision") or {}).get("threshold")) or {},
             "cv_failure": (entry.get("failure") or {}).get("message"),
             **{k: (result.get("test") or {}).get(k) or {} for k in SEGMENTATION_KEYS},
+            # what an inspector counts at this threshold: defect regions found, false alarms
+            "regions": result.get("regions") or {},
+            **{k: (result.get("regions") or {}).get(k) or {} for k in REGION_KEYS},
         })
     return rows
 
@@ -128,7 +137,7 @@ def aggregate_rows(aggregate: dict) -> list[dict]:
             "technique": name, "label": TECHNIQUE_SHORT.get(name, name),
             "description": TECHNIQUE_LABELS.get(name, name), "error": values.get("failure"),
             "chosen": name == aggregate.get("recommended_technique"), "cv_iou": values.get("cv_iou"),
-            **{k: {"value": values.get(k)} for k in SEGMENTATION_KEYS},
+            **{k: {"value": values.get(k)} for k in SEGMENTATION_KEYS + REGION_KEYS},
         })
     return rows
 
@@ -168,7 +177,8 @@ def few_shot_rows(report: dict) -> list[dict]:
 
 
 REPEAT_LABELS = {"test_part.image_auroc": "Image AUROC (test part)", "test_part.pixel_auroc": "Pixel AUROC (test part)",
-                 "test_part.aupro": "AUPRO (test part)", "chosen_technique.iou": "Test IoU of the chosen technique",
+                 "test_part.aupro": "AUPRO (test part)", "test_part.aupimo": "AUPIMO (test part)",
+                 "chosen_technique.iou": "Test IoU of the chosen technique",
                  "image_decision.accuracy": "Image decision accuracy"}
 
 
@@ -190,18 +200,24 @@ def repeat_rows(report: dict) -> list[dict]:
 CSV_COLUMNS = ["run", "model", "product", "subset", "n_anomalous_test", "technique", "threshold", "cv_iou",
                *[f"{k}{suffix}" for k in SEGMENTATION_KEYS for suffix in ("", "_low", "_high")],
                "iou_refitted_low", "iou_refitted_high",
-               *[f"{k}{suffix}" for k in THRESHOLD_FREE_KEYS for suffix in ("", "_low", "_high")]]
+               "defect_regions", "defect_regions_found",
+               *[f"{k}{suffix}" for k in REGION_KEYS for suffix in ("", "_low", "_high")],
+               *[f"{k}{suffix}" for k in THRESHOLD_FREE_KEYS for suffix in ("", "_low", "_high")],
+               "aupimo_median"]
 
 
 def _csv_rows(run: BenchmarkRun, product: str, s: dict):
     free = s["test_part"]
     free_cells = [free[k].get(part) for k in THRESHOLD_FREE_KEYS for part in ("value", "low", "high")]
+    free_cells.append((s.get("aupimo") or {}).get("median"))
     n_test = sum(1 for key in (s.get("split") or {}).get("test", []))
     for row in technique_rows(s):
         cells = [row[k].get(part) for k in SEGMENTATION_KEYS for part in ("value", "low", "high")]
+        region_cells = [row["regions"].get("defect_regions"), row["regions"].get("found"),
+                        *[row[k].get(part) for k in REGION_KEYS for part in ("value", "low", "high")]]
         yield [run.pk, run.model, product, "all", n_test, row["technique"],
                row["threshold"] if not row["error"] else row["error"], row["cv_iou"], *cells,
-               row["decision_iou"].get("low"), row["decision_iou"].get("high"), *free_cells]
+               row["decision_iou"].get("low"), row["decision_iou"].get("high"), *region_cells, *free_cells]
     for key, prefix in (("by_defect_type", "defect_type"), ("by_category", "category"),
                         ("by_background", "background")):
         for subset, block in (s["breakdowns"].get(key) or {}).items():
@@ -211,8 +227,9 @@ def _csv_rows(run: BenchmarkRun, product: str, s: dict):
                 seg = seg or {}
                 cells = [seg.get(k) if part == "" else None for k in SEGMENTATION_KEYS for part in ("", "_low", "_high")]
                 yield [run.pk, run.model, product, f"{prefix}:{label}", block.get("n_anomalous_test"), name, None,
-                       None, *cells, None, None, *[tf.get(k) if part == "" else None for k in THRESHOLD_FREE_KEYS
-                                       for part in ("", "_low", "_high")]]
+                       None, *cells, None, None, *[None] * (2 + 3 * len(REGION_KEYS)),
+                       *[tf.get(k) if part == "" else None for k in THRESHOLD_FREE_KEYS
+                         for part in ("", "_low", "_high")], None]
 
 
 def run_csv(run: BenchmarkRun) -> str:

@@ -31,3 +31,12 @@ def metric_label(key):
     from inference.services.reports import METRIC_LABELS
 
     return METRIC_LABELS.get(key, key)
+
+
+@register.filter
+def rate(value):
+    """A small rate as people write it: 1e-05 -> "1e-5", 0.0025 -> "2.5e-3" (from 0.01 up: unchanged)."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value < 1e-2:
+        return value
+    mantissa, exponent = f"{value:.2e}".split("e")
+    return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"

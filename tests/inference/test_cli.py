@@ -44,6 +44,10 @@ def test_cli_on_demo_folder_writes_report(demo_folder, tmp_path, capsys):
     # what a person reads: the numbers with intervals and how the technique was chosen
     assert "Test part (95 % intervals): image AUROC" in captured.out
     assert f"Technique chosen by cross-fitting ({report['selection']['method']}): {report['selection']['chosen']}" in captured.out
+    # what an inspector counts at each threshold; AUPIMO says why it is missing on 64-pixel images
+    regions = report["techniques"][report["selection"]["chosen"]]["regions"]
+    assert f"defect regions found {regions['found']}/{regions['defect_regions']}, false alarms per good image" in captured.out
+    assert "AUPIMO not reported: needs at least 100,000 defect-free pixels" in captured.out
 
 
 def test_cli_ctrl_c_cancels_cleanly(demo_folder, tmp_path, monkeypatch):

@@ -16,7 +16,7 @@ def test_run_csv_neutralises_a_product_name_starting_like_a_formula(client, admi
     keys = ("iou", "dice", "precision", "recall", "fpr", "good_image_fpr", "mean_image_iou")
     block = {  # the parts of a current engine report the CSV reads
         "schema_version": SCHEMA_VERSION, "split": {"test": ["a", "b"]},
-        "test_part": {k: estimate for k in ("image_auroc", "pixel_auroc", "aupro")},
+        "test_part": {k: estimate for k in ("image_auroc", "pixel_auroc", "aupro", "aupimo")},
         "techniques": {"f1": {"threshold": 1.0, "failure": None, "test": {k: estimate for k in keys}}},
         "selection": {"chosen": "f1", "entries": [{"technique": "f1", "cv_iou": 0.5, "folds_scored": 3}]},
         "breakdowns": {"by_category": {}, "by_background": {}, "by_defect_type": {}},

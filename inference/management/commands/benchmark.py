@@ -257,24 +257,38 @@ def _fmt(value) -> str:
     return f"{value:.3f}" if isinstance(value, (int, float)) else "—"
 
 
+def _regions_text(regions: dict | None) -> str:
+    """What an inspector counts at the technique's threshold, as one clause."""
+    if not regions:
+        return ""
+    return (f"; defect regions found {regions['found']}/{regions['defect_regions']}, "
+            f"false alarms per good image {estimate_text(regions['false_alarms_per_good_image'], 2)}")
+
+
 def summary_text(report: dict) -> str:
     """What a person reads first: the test-part numbers with intervals, the choice and how it was made."""
     free = report["test_part"]
     lines = [f"Test part (95 % intervals): image AUROC {estimate_text(free['image_auroc'])}, "
-             f"pixel AUROC {estimate_text(free['pixel_auroc'])}, AUPRO {estimate_text(free['aupro'])}"]
+             f"pixel AUROC {estimate_text(free['pixel_auroc'])}, AUPRO {estimate_text(free['aupro'])}, "
+             f"AUPIMO {estimate_text(free['aupimo'])}"]
+    aupimo = report["aupimo"]
+    lines.append(f"AUPIMO not reported: {aupimo['note']}" if aupimo["note"] else
+                 f"AUPIMO per anomalous test image ({aupimo['n_images']}): median {_fmt(aupimo['median'])}, "
+                 f"quartiles {_fmt(aupimo['q25'])}–{_fmt(aupimo['q75'])}")
     selection = report["selection"]
     lines.append(f"Technique chosen by cross-fitting ({selection['method']}): {selection['chosen'] or 'none'}")
     for entry in selection["entries"]:
         result = report["techniques"][entry["technique"]]
         if result["failure"]:
-            lines.append(f"  {entry['technique']:<11} failed: {result['failure']['message']}")
+            lines.append(f"  {entry['technique']:<14} failed: {result['failure']['message']}")
             continue
         cv = (f"cross-validated IoU {_fmt(entry['cv_iou'])} (pooled over {entry['folds_scored']} held-out folds)"
               if entry["cv_iou"] is not None else "not cross-validated")
         decision = (result.get("decision") or {}).get("iou") or {}
         refitted = (f", {_fmt(decision['low'])}–{_fmt(decision['high'])} with the threshold refitted"
                     if decision.get("low") is not None else "")
-        lines.append(f"  {entry['technique']:<11} {cv}; test IoU {estimate_text(result['test']['iou'])}{refitted}")
+        lines.append(f"  {entry['technique']:<14} {cv}; test IoU {estimate_text(result['test']['iou'])}{refitted}"
+                     f"{_regions_text(result.get('regions'))}")
     decision = report["image_decision"]
     if decision["test"]:
         lines.append(f"Image decision: accuracy {estimate_text(decision['test']['accuracy'])}, "

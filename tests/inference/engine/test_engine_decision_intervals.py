@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 
 from inference.engine import decision_intervals, evaluation, metrics
-from inference.engine.thresholds import fit_threshold
+from inference.engine.thresholds import PixelMoments, fit_threshold
 
 from .test_engine_evaluation import _maps
 
-TECHNIQUES = ("iou_curve", "f1", "roc", "normal_fpr", "normal_max")
+TECHNIQUES = ("iou_curve", "f1", "roc", "normal_fpr", "normal_fpr_1e4", "normal_sigma", "normal_max")
 
 
 def _setup(n_anomalous=3, n_good=4, seed=0):
@@ -28,11 +28,12 @@ def test_a_resample_refits_as_the_technique_fits_the_drawn_images(name):
     maps, masks, labels, vi, ti, val, fitted = _setup()
     drawn = np.array([0, 0, 2, 3, 3, 5, 6])  # validation positions, some twice
     w = np.bincount(drawn, minlength=len(val.maps))[None, :].astype(float)
-    grid = decision_intervals._grid(val, fitted, 0.01)
+    moments = PixelMoments.of(val.maps, ~val.anomalous)
+    grid = decision_intervals._grid(val, fitted, 0.01, exact=moments.thresholds(w, 3.0))
     counts = evaluation.GridCounts(val.maps, val.masks, grid)
-    k = decision_intervals.refit_indices(name, counts, w, val.anomalous, 0.01)[0]
+    k = decision_intervals.refit_indices(name, counts, w, val.anomalous, 0.01, sigma=(moments, 3.0))[0]
     exact = fit_threshold(name, val.maps[drawn], val.masks[drawn], 0.01, labels=val.anomalous[drawn])
-    if name == "normal_max":
+    if name in ("normal_max", "normal_sigma", "normal_fpr_1e4"):  # (1e-4 of 7 000 pixels: above the maximum)
         assert grid[k] == exact
     else:  # among the grid's thresholds: the refit's own criterion is as good as the exact fit's
         m, g = val.maps[drawn], val.masks[drawn]

@@ -112,7 +112,7 @@ def test_threshold_free_ranks_once_and_agrees_with_the_single_metrics():
     assert tf["pixel_auroc"] == metrics.pixel_auroc(maps, masks)
     assert tf["aupro"] == metrics.aupro(maps, masks)
     good = metrics.threshold_free(maps[[0, 3]], masks[[0, 3]])
-    assert good == {"image_auroc": None, "pixel_auroc": None, "aupro": None}
+    assert good == {"image_auroc": None, "pixel_auroc": None, "aupro": None, "aupimo": None}
 
 
 def test_trapezoid_interpolates_at_limit():

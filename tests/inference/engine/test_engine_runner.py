@@ -12,7 +12,7 @@ from inference.engine.cli_progress import TextProgressBar
 from inference.engine.data import ImageLoadError, split_validation_test
 
 CFG = dict(image_size=64, pretrained=False, n_features=20, batch_size=4, device="cpu")
-TECHS = ("iou_curve", "f1", "roc", "normal_fpr", "normal_max", "synthetic")
+TECHS = ("iou_curve", "f1", "roc", "normal_fpr", "normal_fpr_1e4", "normal_sigma", "normal_max", "synthetic")
 
 
 @pytest.fixture(scope="module")
@@ -35,15 +35,26 @@ def test_report_contract(padim_run, synthetic):
     json.dumps(report)
     jsonschema.validate(report, json_schema())
     for part in ("whole_folder",):
-        assert set(report[part]) == {"image_auroc", "pixel_auroc", "aupro"}
+        assert set(report[part]) == {"image_auroc", "pixel_auroc", "aupro", "aupimo"}
     for name, estimate in report["test_part"].items():
+        if name == "aupimo":  # 2 defect-free test images of 64 x 64 pixels: FPR 1e-5 is under one pixel
+            assert estimate["value"] is None and "100,000 defect-free pixels" in report["aupimo"]["note"]
+            continue
         assert estimate["low"] <= estimate["value"] <= estimate["high"], name
     assert set(report["techniques"]) == set(TECHS)
+    n_good_test = sum(not e["anomalous"] for e in report["per_image"])
     for result in report["techniques"].values():
         assert result["failure"] is None
         assert 0.0 <= result["threshold_percentile"] <= 100.0  # of the defect-free validation pixels
         for key, estimate in result["test"].items():
             assert estimate["low"] is None or estimate["low"] <= estimate["high"], key
+        regions = result["regions"]  # what an inspector counts, summed from the per-image counts
+        assert regions["found"] == sum(e["regions"][result["technique"]][0] for e in report["per_image"])
+        assert regions["defect_regions"] == sum(e["regions"][result["technique"]][1] for e in report["per_image"]) > 0
+        assert regions["good_images"] == n_good_test
+        assert regions["detection_rate"]["value"] == regions["found"] / regions["defect_regions"]
+        assert regions["false_alarms_per_good_image"]["value"] == pytest.approx(
+            regions["false_alarm_regions"] / n_good_test)
     assert report["recommended_technique"] == report["selection"]["chosen"] in TECHS
     assert report["device"] == "cpu" and report["threads"] >= 1 and report["model_memory_mb"] > 0
     breakdowns = report["breakdowns"]

@@ -19,9 +19,42 @@ def _separable(seed=0):
 
 
 def test_registry_names_and_docstrings():
-    assert set(TECHNIQUES) == {"iou_curve", "f1", "roc", "normal_fpr", "normal_max", "synthetic"}
-    for t in TECHNIQUES.values():
-        assert t.__doc__ and len(t.__doc__) > 40
+    assert set(TECHNIQUES) == {"iou_curve", "f1", "roc", "normal_fpr", "normal_fpr_1e4", "normal_sigma",
+                               "normal_max", "synthetic"}
+    for name, t in TECHNIQUES.items():
+        assert t.name == name and t.__doc__ and len(t.__doc__) > 40
+        assert t.label and t.short  # what the web side names it (derived, never re-spelled)
+
+
+def test_normal_sigma_is_mean_plus_k_standard_deviations_of_the_good_pixels():
+    """Hand-computed: good pixels 0..7 have mean 3.5 and (population) variance 5.25."""
+    maps = np.zeros((3, 2, 2), np.float32)
+    maps[0] = [[0, 1], [2, 3]]
+    maps[1] = [[4, 5], [6, 7]]
+    maps[2] = 100.0  # the anomalous image: never part of the statistics
+    masks = np.zeros(maps.shape, bool)
+    masks[2, 0, 0] = True
+    labels = np.array([False, False, True])
+    assert fit_threshold("normal_sigma", maps, masks, labels=labels) == pytest.approx(3.5 + 3 * 5.25 ** 0.5, rel=1e-6)
+    assert fit_threshold("normal_sigma", maps, masks, labels=labels, normal_sigma_k=1.0) == pytest.approx(
+        3.5 + 5.25 ** 0.5, rel=1e-6)
+    assert fit_threshold("normal_sigma", maps, masks, labels=labels, normal_sigma_k=0.0) == 3.5
+    with pytest.raises(ThresholdError, match="k must be"):
+        fit_threshold("normal_sigma", maps, masks, labels=labels, normal_sigma_k=-1.0)
+    # far from zero (scores around 1e4 with unit spread): no cancellation in the variance
+    far = (maps[:2] + np.float32(1e4)).astype(np.float32)
+    assert fit_threshold("normal_sigma", far, masks[:2], labels=labels[:2]) == pytest.approx(
+        1e4 + 3.5 + 3 * 5.25 ** 0.5, abs=1e-3)
+
+
+def test_normal_fpr_1e4_is_the_fpr_rule_at_one_pixel_in_ten_thousand_whatever_the_setting():
+    vals = np.random.default_rng(1).permutation(40_000).astype(np.float32)
+    maps = vals.reshape(4, 100, 100)
+    masks = np.zeros(maps.shape, bool)
+    for setting in (0.01, 0.2):
+        t = fit_threshold("normal_fpr_1e4", maps, masks, normal_fpr_target=setting)
+        assert (maps >= t).sum() == 4 and t == 39_996.0
+    assert fit_threshold("normal_fpr", maps, masks, normal_fpr_target=0.01) == 39_600.0  # the setting's own
 
 
 @pytest.mark.parametrize("name", ["iou_curve", "f1", "roc"])
@@ -81,7 +114,7 @@ def test_need_anomalous_images(name):
         fit_threshold(name, maps, np.zeros(maps.shape, bool))
 
 
-@pytest.mark.parametrize("name", ["normal_fpr", "normal_max"])
+@pytest.mark.parametrize("name", ["normal_fpr", "normal_fpr_1e4", "normal_sigma", "normal_max"])
 def test_normal_techniques_need_good_images_only(name):
     maps = np.random.default_rng(0).random((3, 8, 8)).astype(np.float32)
     assert np.isfinite(fit_threshold(name, maps, np.zeros(maps.shape, bool)))
