@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
 
 
 @dataclass(frozen=True)
@@ -15,6 +16,12 @@ class Sample:
     category: str | None = None  # structural/surface/contamination/combined or None
     background: bool | None = None
     key: str = ""  # stable id used in the report (e.g. relative path or DB id)
+    # Where the image's annotators disagreed (on its category, its background or both): the share
+    # of them who chose each category and each background value ({"surface": 0.5, "structural":
+    # 0.5}, {True: 1.0}); None where they agreed or one labelled it. ``category`` / ``background``
+    # stay the final label (None while a disagreement is not settled by a reviewer).
+    category_shares: Mapping[str, float] | None = field(default=None, hash=False)
+    background_shares: Mapping[bool, float] | None = field(default=None, hash=False)
 
     @property
     def is_anomalous(self) -> bool:
