@@ -32,23 +32,27 @@ class Sample:
         return self.key or self.image_path
 
 
-def samples_from_scan(images, *, key=str, labels=None) -> tuple[list[Sample], list[Sample]]:
+def samples_from_scan(images, *, key=str, labels=None, shares=None) -> tuple[list[Sample], list[Sample]]:
     """Train (defect-free train images) and test samples from scanned dataset images.
 
     ``images``: objects with ``image_path``, ``mask_path``, ``split``, ``is_anomalous`` and
     ``defect_type`` (``annotator.layouts.ScannedImage``). ``key(image_path)`` names a sample in the
-    report; ``labels`` maps an image path to ``(background, category)``.
+    report; ``labels`` maps an image path to its final ``(background, category)``; ``shares``, where
+    annotators disagreed, to ``(category_shares, background_shares)`` (see :class:`Sample`).
     """
     labels = labels or {}
+    shares = shares or {}
     train: list[Sample] = []
     test: list[Sample] = []
     for image in images:
         background, category = labels.get(image.image_path, (None, None))
+        category_shares, background_shares = shares.get(image.image_path, (None, None))
         sample = Sample(
             image_path=str(image.image_path),
             mask_path=str(image.mask_path) if image.mask_path else None,
             defect_type=image.defect_type if image.is_anomalous else "good",
             category=category, background=background, key=key(image.image_path),
+            category_shares=category_shares, background_shares=background_shares,
         )
         if image.split == "train" and not image.is_anomalous:
             train.append(sample)
