@@ -168,3 +168,64 @@ def test_weighted_breakdown_is_the_hand_computed_one_and_the_page_flags_it(dispu
     row = next(r for r in rows if r["subset"] == "category:structural" and r["technique"] == technique)
     assert float(row["iou_weighted_by_votes"]) == pytest.approx(weighted, rel=1e-9)
     assert row["depends_on_disputed_labels"] == "True"
+
+
+@pytest.mark.real_data
+def test_real_bottle_with_two_annotators_who_disagree_on_ten_images(db, settings, real_bottle_root, real_labels_csv,
+                                                                     make_user, admin_account, client):
+    """MVTec AD bottle imported; annotator A gives the reference labels, annotator B the same except
+    broken_small/000-009, small breaks B reads as surface scratches (left unsettled: no final label).
+    PaDiM at 64 px with random weights: the numbers are poor, the arithmetic is what is checked."""
+    from annotator.services import label_csv
+    from annotator.services.importing import import_dataset
+
+    settings.DEFECTBENCH_DATA_ROOTS = [real_bottle_root.parent]
+    dataset = import_dataset(real_bottle_root).dataset
+    reference = real_labels_csv.read_text()
+    disputed = {f"bottle/test/broken_small/{k:03d}.png" for k in range(10)}
+    second = "".join(line.rsplit(",", 1)[0] + ",surface\n" if line.split(",")[0] in disputed else line
+                     for line in reference.splitlines(keepends=True))
+    a, b = make_user("annotator-a"), make_user("annotator-b")
+    for annotator, text in ((a, reference), (b, second)):
+        assert label_csv.import_labels(text, dataset=dataset, importer=admin_account, annotator=annotator).applied
+    product = dataset.products.get()
+    run = launch_run(admin_account, dataset, [product], model="padim", seed=0, techniques=["iou_curve", "f1"],
+                     config={"image_size": 64, "pretrained": False, "n_features": 50, "batch_size": 32})
+    part = run.product_runs.get()
+    assert execute_product_run(part.pk, finalize=True) == Status.SUCCEEDED
+    part.refresh_from_db()
+    report = part.report
+
+    ids = dict(Image.objects.filter(product=product).values_list("path", "pk"))
+    votes = {}  # report key -> (A's category, B's category)
+    for line_a, line_b in zip(reference.splitlines()[1:], second.splitlines()[1:]):
+        path = line_a.split(",")[0]
+        votes[str(ids[path.removeprefix("bottle/")])] = (line_a.rsplit(",", 1)[1], line_b.rsplit(",", 1)[1])
+    assert sum(1 for x, y in votes.values() if x != y) == 10
+    technique = report["selection"]["chosen"]
+    by_category = report["breakdowns"]["by_category"]
+    assert set(by_category) == {"structural", "surface", "contamination", "combined"}
+    for name, block in by_category.items():
+        final = {k: 1.0 for k, (x, y) in votes.items() if x == y == name}
+        weighted = {k: ((x == name) + (y == name)) / 2 for k, (x, y) in votes.items()}
+        lu = block["label_uncertainty"]
+        if block["segmentation"]:
+            assert block["segmentation"][technique]["iou"] == pytest.approx(
+                _pooled_iou(report, technique, final), rel=1e-12), name
+        if lu["weighted"].get(technique):
+            assert lu["weighted"][technique]["iou"] == pytest.approx(
+                _pooled_iou(report, technique, weighted), rel=1e-12), name
+    structural = by_category["structural"]
+    assert structural["label_uncertainty"]["weighted"][technique]["iou"] != structural["segmentation"][technique]["iou"]
+    # surface exists only by B's votes: no final-label image, so it depends on the disputed labels
+    surface = by_category["surface"]
+    assert surface["n_anomalous_test"] == surface["n_anomalous_validation"] == 0
+    assert surface["label_uncertainty"]["depends_on_disputed_labels"] is True
+
+    client.force_login(admin_account)
+    html = client.get(reverse("benchmark-detail", args=[run.pk])).content.decode()
+    flagged = [name for key in ("by_category", "by_background")
+               for name, block in report["breakdowns"][key].items()
+               if (block["label_uncertainty"] or {}).get("depends_on_disputed_labels")]
+    assert html.count('class="tag warn disputed-labels"') == len(flagged)
+    assert f"{surface['label_uncertainty']['weighted'][technique]['iou']:.3f}" in html
