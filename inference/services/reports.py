@@ -133,6 +133,14 @@ def aggregate_rows(aggregate: dict) -> list[dict]:
     return rows
 
 
+def _subset_techniques(block: dict) -> list[str]:
+    """A subset's techniques: those with final-label numbers, then those it has only by votes
+    (a value only some annotators chose)."""
+    segmentation = block.get("segmentation") or {}
+    weighted = (block.get("label_uncertainty") or {}).get("weighted") or {}
+    return [*segmentation, *(name for name in weighted if name not in segmentation)]
+
+
 def subset_tables(report: dict, key: str) -> list[dict]:
     """One table per value of ``by_category`` / ``by_background`` / ``by_defect_type``."""
     tables = []
@@ -142,7 +150,7 @@ def subset_tables(report: dict, key: str) -> list[dict]:
         weighted = (uncertainty or {}).get("weighted") or {}
         segmentation = block.get("segmentation") or {}
         rows = []
-        for name in [*segmentation, *(n for n in weighted if n not in segmentation)]:
+        for name in _subset_techniques(block):
             rows.append({"technique": name, "label": TECHNIQUE_SHORT.get(name, name), **(segmentation.get(name) or {}),
                          "weighted": weighted.get(name) or {},
                          "chosen": uncertainty is not None and name == uncertainty.get("technique")})
@@ -158,9 +166,6 @@ def subset_tables(report: dict, key: str) -> list[dict]:
             "disputed_tag_title": disputed_tag_title(uncertainty) if uncertainty else "",
         })
     return tables
-
-
-DISPUTED_TAG = "depends on disputed labels"
 
 
 def disputed_tag_title(uncertainty: dict) -> str:
@@ -241,7 +246,7 @@ def _csv_rows(run: BenchmarkRun, product: str, s: dict):
             uncertainty = block.get("label_uncertainty")
             weighted = (uncertainty or {}).get("weighted") or {}
             segmentation = block.get("segmentation") or {}
-            for name in [*segmentation, *(n for n in weighted if n not in segmentation)]:
+            for name in _subset_techniques(block):
                 seg = segmentation.get(name) or {}
                 cells = [seg.get(k) if part == "" else None for k in SEGMENTATION_KEYS for part in ("", "_low", "_high")]
                 votes = [(weighted.get(name) or {}).get("iou"),
