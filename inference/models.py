@@ -177,6 +177,11 @@ class RunSample(models.Model):
     is_anomalous = models.BooleanField(default=False)
     background = models.BooleanField(null=True, blank=True)
     category = models.CharField(max_length=16, choices=Label.Category.choices, blank=True, default="")
+    # Where the image's annotators disagreed: the share of them who chose each category
+    # ({"surface": 0.5, "structural": 0.5}) and each background value ({"true": 1.0}); null where
+    # they agreed. ``background`` / ``category`` above stay the final label.
+    category_shares = models.JSONField(null=True, blank=True)
+    background_shares = models.JSONField(null=True, blank=True)
 
     class Meta:
         ordering = ["product_run", "role", "id"]

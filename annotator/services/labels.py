@@ -1,5 +1,5 @@
 """Label changes go through here so every change lands in the append-only history."""
-from collections import defaultdict
+from collections import Counter, defaultdict
 from typing import NamedTuple
 
 from django.db import connection, transaction
@@ -138,6 +138,38 @@ def resolve_label(
         background, category = values[0]
         return EffectiveLabel(background, category, "single" if len(values) == 1 else "unanimous")
     return None
+
+
+class VoteShares(NamedTuple):
+    """Where an image's annotators disagree: the share of them who chose each value."""
+
+    category: dict[str, float]
+    background: dict[bool, float]
+
+
+def vote_shares(values: list[tuple[bool, str]]) -> VoteShares | None:
+    """The shares of an image's labels ``(background, category)``, or None where fewer than two
+    annotators labelled it or they all agree (then the final label says it all). Both dimensions
+    come together, so an image disputed on its category alone keeps its agreed background."""
+    if len(values) < 2 or len(set(values)) == 1:
+        return None
+    n = len(values)
+    categories = Counter(category for _, category in values)
+    backgrounds = Counter(background for background, _ in values)
+    return VoteShares({c: categories[c] / n for c in sorted(categories)},
+                      {b: backgrounds[b] / n for b in (True, False) if b in backgrounds})
+
+
+def vote_shares_of(image_ids) -> dict[int, VoteShares]:
+    """``vote_shares`` of every image of ``image_ids`` whose annotators disagree (the benchmark's
+    label-uncertainty breakdowns weigh each image by them)."""
+    values: dict[int, list[tuple[bool, str]]] = defaultdict(list)
+    for image_id, background, category in Label.objects.filter(image_id__in=list(image_ids)).order_by().values_list(
+        "image_id", "background", "category"
+    ):
+        values[image_id].append((background, category))
+    shares = {image_id: vote_shares(v) for image_id, v in values.items()}
+    return {image_id: s for image_id, s in shares.items() if s is not None}
 
 
 def effective_labels(image_ids) -> dict[int, EffectiveLabel]:

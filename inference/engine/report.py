@@ -283,6 +283,29 @@ class FewShot:
 
 
 @dataclass
+class LabelUncertainty:
+    """A subset's numbers with the anomalous test images weighted by their annotators' votes.
+
+    ``weighted``: per technique, pixel metrics pooled over every anomalous test image, its TP, FP
+    and FN pixels weighted by the share of its annotators who chose this subset's value (an image
+    whose annotators agreed weighs 1 in its final label's subset, 0 elsewhere); ``weight_total``:
+    the sum of those weights (the subset's size by votes); ``n_disputed``: the disputed test images
+    that weigh here or have this final label; ``final_iou``: the final-label IoU of ``technique``
+    (the run's chosen one) with its 95 % bootstrap interval over the subset's final-label
+    anomalous test images; ``depends_on_disputed_labels``: the weighted IoU of ``technique`` lies
+    outside that interval, or the subset has test images only by disputed votes
+    (``label_uncertainty.py``).
+    """
+
+    weighted: dict[str, Segmentation | None]
+    weight_total: float
+    n_disputed: int
+    technique: str | None
+    final_iou: Estimate
+    depends_on_disputed_labels: bool
+
+
+@dataclass
 class SubsetReport:
     """One category / defect type / background value.
 
@@ -301,6 +324,9 @@ class SubsetReport:
     whole_folder: ThresholdFree
     segmentation: dict[str, Segmentation | None]
     note: str
+    # Per category / background value, where annotators disagreed on some anomalous test image of
+    # the run; None otherwise and per defect type.
+    label_uncertainty: LabelUncertainty | None = None
 
 
 @dataclass

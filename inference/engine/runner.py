@@ -33,7 +33,7 @@ import torch
 
 from . import metrics
 from .backbones import Backbone
-from . import decision_intervals, evaluation, pimo, regions, registry, synthetic
+from . import decision_intervals, evaluation, label_uncertainty, pimo, regions, registry, synthetic
 from .common import RunPeakMemory, seed_everything
 from .data import load_image, load_masks, make_loader
 from .report import (
@@ -273,16 +273,23 @@ def _image_decision(scores, labels, vi, ti, resampler) -> ImageDecision:
                          evaluation.image_classification(scores[vi], labels[vi], thr), test)
 
 
-def _breakdowns(test, vi, ti, maps, masks, labels, test_counts, scores=None) -> Breakdowns:
+def _breakdowns(test, vi, ti, maps, masks, labels, test_counts, scores=None, technique=None,
+                seed=0) -> Breakdowns:
     """Per defect type, category and background value (see :class:`report.SubsetReport`).
-    ``scores``: the model's image scores (default: the maximum of each map)."""
+    ``scores``: the model's image scores (default: the maximum of each map); ``technique`` (the
+    chosen one) and ``seed``: the interval the vote-weighted numbers are held against
+    (:mod:`.label_uncertainty`)."""
     scores = metrics.image_scores(maps) if scores is None else scores
     good_all = [i for i in range(len(test)) if not labels[i]]
     good_test = [i for i in ti if not labels[i]]
     val_set = set(vi)
     pos_in_test = {i: n for n, i in enumerate(ti)}
+    anomalous_test = [int(i) for i in ti if labels[i]]
+    voters = [test[i] for i in anomalous_test]
+    voter_row = {i: n for n, i in enumerate(anomalous_test)}
+    voter_counts = {name: c.take([pos_in_test[i] for i in anomalous_test]) for name, c in test_counts.items()}
 
-    def report(pred) -> SubsetReport:
+    def report(pred, dimension=None, value=None) -> SubsetReport:
         members = [i for i in range(len(test)) if labels[i] and pred(test[i])]
         in_test = [i for i in members if i not in val_set]
         whole = sorted(good_all + members)
@@ -295,21 +302,29 @@ def _breakdowns(test, vi, ti, maps, masks, labels, test_counts, scores=None) -> 
             rows = [pos_in_test[i] for i in in_test]
             for name, c in test_counts.items():
                 segmentation[name] = evaluation.segmentation(c.take(rows), np.ones(len(rows), bool))
-        else:
+        elif members:
             note = f"all {len(members)} anomalous image(s) of this subset are in the validation part"
+        else:
+            note = "no image has this as its final label; only some annotators' votes put images here"
+        uncertainty = None
+        if dimension is not None and any(label_uncertainty.is_disputed(s) for s in voters):
+            uncertainty = label_uncertainty.label_uncertainty(
+                voters, dimension, value, voter_counts, [voter_row[i] for i in in_test], technique, seed)
         return SubsetReport(
             n_anomalous_test=len(in_test), n_anomalous_validation=len(members) - len(in_test),
             threshold_free=entry_tf, whole_folder=ThresholdFree(**metrics.threshold_free(maps[whole], masks[whole], labels[whole], scores=scores[whole])),
-            segmentation=segmentation, note=note,
+            segmentation=segmentation, note=note, label_uncertainty=uncertainty,
         )
 
     anomalous = [test[i] for i in range(len(test)) if labels[i]]
     by_type = {dt: report(lambda s, dt=dt: s.defect_type == dt) for dt in sorted({s.defect_type for s in anomalous})}
-    cats = {s.category for s in anomalous if s.category is not None}
-    by_cat = {c: report(lambda s, c=c: s.category == c)
+    # a value only some annotators chose still gets its row: its numbers exist only by their votes
+    cats = {s.category for s in anomalous if s.category is not None} | label_uncertainty.voted_values(anomalous, "category")
+    by_cat = {c: report(lambda s, c=c: s.category == c, "category", c)
               for c in [c for c in CATEGORIES if c in cats] + sorted(cats - set(CATEGORIES))}
-    by_bg = {str(b): report(lambda s, b=b: s.background is b)
-             for b in (True, False) if any(s.background is b for s in anomalous)}
+    backgrounds = {s.background for s in anomalous} | label_uncertainty.voted_values(anomalous, "background")
+    by_bg = {str(b): report(lambda s, b=b: s.background is b, "background", b)
+             for b in (True, False) if b in backgrounds}
     return Breakdowns(by_type, by_cat, by_bg)
 
 
@@ -354,7 +369,8 @@ def _evaluate(test, maps, scores, masks, labels, syn, config, seed, full: bool, 
     out["few_shot"] = evaluation.few_shot_study(val, maps[ti], masks[ti], config.techniques,
                                                 config.normal_fpr_target, seed)
     step(0.7)
-    out["breakdowns"] = _breakdowns(test, val_idx, test_idx, maps, masks, labels, test_counts, scores)
+    out["breakdowns"] = _breakdowns(test, val_idx, test_idx, maps, masks, labels, test_counts, scores,
+                                    technique=selection.chosen, seed=seed)
     step(1.0)
     return out
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
 
 from .thresholds import NORMAL_SIGMA_K, TECHNIQUES
 
@@ -17,6 +18,12 @@ class Sample:
     category: str | None = None  # structural/surface/contamination/combined or None
     background: bool | None = None
     key: str = ""  # stable id used in the report (e.g. relative path or DB id)
+    # Where the image's annotators disagreed (on its category, its background or both): the share
+    # of them who chose each category and each background value ({"surface": 0.5, "structural":
+    # 0.5}, {True: 1.0}); None where they agreed or one labelled it. ``category`` / ``background``
+    # stay the final label (None while a disagreement is not settled by a reviewer).
+    category_shares: Mapping[str, float] | None = field(default=None, hash=False)
+    background_shares: Mapping[bool, float] | None = field(default=None, hash=False)
 
     @property
     def is_anomalous(self) -> bool:
@@ -27,23 +34,27 @@ class Sample:
         return self.key or self.image_path
 
 
-def samples_from_scan(images, *, key=str, labels=None) -> tuple[list[Sample], list[Sample]]:
+def samples_from_scan(images, *, key=str, labels=None, shares=None) -> tuple[list[Sample], list[Sample]]:
     """Train (defect-free train images) and test samples from scanned dataset images.
 
     ``images``: objects with ``image_path``, ``mask_path``, ``split``, ``is_anomalous`` and
     ``defect_type`` (``annotator.layouts.ScannedImage``). ``key(image_path)`` names a sample in the
-    report; ``labels`` maps an image path to ``(background, category)``.
+    report; ``labels`` maps an image path to its final ``(background, category)``; ``shares``, where
+    annotators disagreed, to ``(category_shares, background_shares)`` (see :class:`Sample`).
     """
     labels = labels or {}
+    shares = shares or {}
     train: list[Sample] = []
     test: list[Sample] = []
     for image in images:
         background, category = labels.get(image.image_path, (None, None))
+        category_shares, background_shares = shares.get(image.image_path, (None, None))
         sample = Sample(
             image_path=str(image.image_path),
             mask_path=str(image.mask_path) if image.mask_path else None,
             defect_type=image.defect_type if image.is_anomalous else "good",
             category=category, background=background, key=key(image.image_path),
+            category_shares=category_shares, background_shares=background_shares,
         )
         if image.split == "train" and not image.is_anomalous:
             train.append(sample)

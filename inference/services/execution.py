@@ -55,6 +55,9 @@ def engine_samples(part: ProductRun):
             category=row.category or None,
             background=row.background,
             key=str(row.image_id) if row.image_id else row.path,
+            category_shares=row.category_shares,
+            background_shares=({text == "true": share for text, share in row.background_shares.items()}
+                               if row.background_shares is not None else None),
         )
         (train if row.role == RunSample.Role.TRAIN else test).append(sample)
     return train, test

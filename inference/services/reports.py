@@ -11,7 +11,7 @@ import io
 from numbers import Number
 
 from annotator.services.label_csv import safe_cell
-from inference.engine.report import SCHEMA_VERSION
+from inference.engine.report import SCHEMA_VERSION, estimate_text
 from inference.engine.thresholds import TECHNIQUES
 from inference.models import BenchmarkRun, Technique
 
@@ -142,14 +142,27 @@ def aggregate_rows(aggregate: dict) -> list[dict]:
     return rows
 
 
+def _subset_techniques(block: dict) -> list[str]:
+    """A subset's techniques: those with final-label numbers, then those it has only by votes
+    (a value only some annotators chose)."""
+    segmentation = block.get("segmentation") or {}
+    weighted = (block.get("label_uncertainty") or {}).get("weighted") or {}
+    return [*segmentation, *(name for name in weighted if name not in segmentation)]
+
+
 def subset_tables(report: dict, key: str) -> list[dict]:
     """One table per value of ``by_category`` / ``by_background`` / ``by_defect_type``."""
     tables = []
     names = {"True": "with background", "False": "without background"}
     for subset, block in ((report.get("breakdowns") or {}).get(key) or {}).items():
+        uncertainty = block.get("label_uncertainty")  # absent from reports made before it existed
+        weighted = (uncertainty or {}).get("weighted") or {}
+        segmentation = block.get("segmentation") or {}
         rows = []
-        for name, seg in (block.get("segmentation") or {}).items():
-            rows.append({"technique": name, "label": TECHNIQUE_SHORT.get(name, name), **(seg or {})})
+        for name in _subset_techniques(block):
+            rows.append({"technique": name, "label": TECHNIQUE_SHORT.get(name, name), **(segmentation.get(name) or {}),
+                         "weighted": weighted.get(name) or {},
+                         "chosen": uncertainty is not None and name == uncertainty.get("technique")})
         tables.append({
             "subset": names.get(subset, subset) if key == "by_background" else subset,
             "n_anomalous_test": block.get("n_anomalous_test"),
@@ -158,8 +171,28 @@ def subset_tables(report: dict, key: str) -> list[dict]:
             "whole_folder": block.get("whole_folder") or {},
             "note": block.get("note", ""),
             "rows": rows,
+            "label_uncertainty": uncertainty,
+            "disputed_tag_title": disputed_tag_title(uncertainty) if uncertainty else "",
         })
     return tables
+
+
+def disputed_tag_title(uncertainty: dict) -> str:
+    """Why a subset carries the tag (or what its vote-weighted figures mean where it does not)."""
+    technique = uncertainty.get("technique")
+    weighted = ((uncertainty.get("weighted") or {}).get(technique) or {}).get("iou") if technique else None
+    final = uncertainty.get("final_iou") or {}
+    text = ("Where annotators disagreed, each anomalous test image also counts by the share of its annotators "
+            "who chose this value (an image one of two annotators put here weighs 0.5). "
+            f"{uncertainty.get('n_disputed', 0)} disputed test image(s) weigh in this subset.")
+    if technique and _is_number(weighted):
+        text += (f" {TECHNIQUE_SHORT.get(technique, technique)} (the chosen technique): IoU {weighted:.3f} "
+                 f"weighted by votes against {estimate_text(final)} by final labels.")
+    if uncertainty.get("depends_on_disputed_labels"):
+        text += (" The weighted IoU lies outside the final-label figure's 95 % interval (or the subset exists only "
+                 "by votes): how the disputed labels are settled changes this subset's numbers by more than "
+                 "their sampling uncertainty.")
+    return text
 
 
 def few_shot_rows(report: dict) -> list[dict]:
@@ -203,7 +236,10 @@ CSV_COLUMNS = ["run", "model", "product", "subset", "n_anomalous_test", "techniq
                "defect_regions", "defect_regions_found",
                *[f"{k}{suffix}" for k in REGION_KEYS for suffix in ("", "_low", "_high")],
                *[f"{k}{suffix}" for k in THRESHOLD_FREE_KEYS for suffix in ("", "_low", "_high")],
-               "aupimo_median"]
+               "aupimo_median",
+               # category / background rows where annotators disagreed: the IoU with each image
+               # weighted by its annotators' votes, and whether that leaves the final-label interval
+               "iou_weighted_by_votes", "depends_on_disputed_labels"]
 
 
 def _csv_rows(run: BenchmarkRun, product: str, s: dict):
@@ -217,19 +253,25 @@ def _csv_rows(run: BenchmarkRun, product: str, s: dict):
                         *[row[k].get(part) for k in REGION_KEYS for part in ("value", "low", "high")]]
         yield [run.pk, run.model, product, "all", n_test, row["technique"],
                row["threshold"] if not row["error"] else row["error"], row["cv_iou"], *cells,
-               row["decision_iou"].get("low"), row["decision_iou"].get("high"), *region_cells, *free_cells]
+               row["decision_iou"].get("low"), row["decision_iou"].get("high"), *region_cells, *free_cells, None, None]
     for key, prefix in (("by_defect_type", "defect_type"), ("by_category", "category"),
                         ("by_background", "background")):
         for subset, block in (s["breakdowns"].get(key) or {}).items():
             label = {"True": "yes", "False": "no"}.get(subset, subset) if prefix == "background" else subset
             tf = block.get("threshold_free") or {}
-            for name, seg in (block.get("segmentation") or {}).items():
-                seg = seg or {}
+            uncertainty = block.get("label_uncertainty")
+            weighted = (uncertainty or {}).get("weighted") or {}
+            segmentation = block.get("segmentation") or {}
+            for name in _subset_techniques(block):
+                seg = segmentation.get(name) or {}
                 cells = [seg.get(k) if part == "" else None for k in SEGMENTATION_KEYS for part in ("", "_low", "_high")]
+                votes = [(weighted.get(name) or {}).get("iou"),
+                         uncertainty["depends_on_disputed_labels"] if name == uncertainty["technique"] else None
+                         ] if uncertainty else [None, None]
                 yield [run.pk, run.model, product, f"{prefix}:{label}", block.get("n_anomalous_test"), name, None,
                        None, *cells, None, None, *[None] * (2 + 3 * len(REGION_KEYS)),
                        *[tf.get(k) if part == "" else None for k in THRESHOLD_FREE_KEYS
-                         for part in ("", "_low", "_high")], None]
+                         for part in ("", "_low", "_high")], None, *votes]
 
 
 def run_csv(run: BenchmarkRun) -> str:

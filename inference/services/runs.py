@@ -33,7 +33,7 @@ from inference.engine.split import split_problems
 from inference.engine import registry
 from inference.engine.types import Sample as EngineSample
 from annotator.services.background import nothing_to_cancel, stale_before, stale_filter
-from annotator.services.labels import effective_labels
+from annotator.services.labels import effective_labels, vote_shares_of
 from inference.models import (
     ACTIVE_STATUSES,
     BenchmarkRun,
@@ -340,8 +340,9 @@ def launch_run(
                 rows.append(_sample(part, image, root, RunSample.Role.TRAIN, None))
             for image in sel.test_good:
                 rows.append(_sample(part, image, root, RunSample.Role.TEST, None))
+            shares = vote_shares_of([image.pk for image, _ in sel.anomalous])
             for image, label in sel.anomalous:
-                rows.append(_sample(part, image, root, RunSample.Role.TEST, label))
+                rows.append(_sample(part, image, root, RunSample.Role.TEST, label, shares.get(image.pk)))
             RunSample.objects.bulk_create(rows, batch_size=500)
         run_id = run.pk
         transaction.on_commit(lambda: enqueue_run(run_id))
@@ -363,7 +364,8 @@ def _slug(name: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name)[:60] or "product"
 
 
-def _sample(part, image, root, role, label) -> RunSample:
+def _sample(part, image, root, role, label, shares=None) -> RunSample:
+    """The row of one image; ``shares``: its annotators' ``VoteShares`` where they disagree."""
     return RunSample(
         product_run=part, image=image, role=role,
         path=str(root / image.path),
@@ -371,6 +373,9 @@ def _sample(part, image, root, role, label) -> RunSample:
         defect_type=image.defect_type, is_anomalous=image.is_anomalous,
         background=label.background if label else None,
         category=label.category if label else "",
+        category_shares=shares.category if shares else None,
+        # JSON keys are text: "true" / "false" (engine_samples turns them back into booleans)
+        background_shares={str(b).lower(): v for b, v in shares.background.items()} if shares else None,
     )
 
 

@@ -120,3 +120,42 @@ def test_cli_real_kolektorsdd_padim(real_kolektor_root, tmp_path, capsys):
     # Measured 0.76 image / 0.92 pixel AUROC on the whole test folder: far above chance.
     assert report["whole_folder"]["image_auroc"] >= 0.65
     assert report["whole_folder"]["pixel_auroc"] >= 0.85
+
+
+def test_cli_one_label_csv_per_annotator_weighs_their_disagreements(demo_folder, tmp_path, capsys):
+    """--labels twice: images the two annotators label alike count with that label; the 5 they
+    disagree on have none, and the breakdowns also come weighted by their votes."""
+    first = demo_folder / "labels.csv"
+    lines = first.read_text().splitlines()
+    second = tmp_path / "second-annotator.csv"
+    changed = [line.replace(",yes,contamination", ",yes,surface") if "widget/test/stain/" in line
+               else line.replace("widget/test/scratch/000.png,yes,", "widget/test/scratch/000.png,no,")
+               for line in lines]
+    second.write_text("\n".join(changed) + "\n")
+    out = tmp_path / "report.json"
+    call_command("benchmark", "--data-root", str(demo_folder), "--product", "widget", "--model", "padim",
+                 "--image-size", "64", "--pretrained", "false", "--techniques", "iou_curve,f1",
+                 "--labels", str(first), "--labels", str(second), "--output", str(out), "--no-progress")
+    captured = capsys.readouterr()
+    assert "(11 labelled from labels.csv, second-annotator.csv; the annotators disagree on 5)" in captured.err
+    report = json.loads(out.read_text())
+    chosen = report["selection"]["chosen"]
+    surface = report["breakdowns"]["by_category"]["surface"]
+    weights = {}  # by hand: scratch 001-003 agreed surface; scratch 000 surface by both (background split); stains half
+    for entry in report["per_image"]:
+        if "/scratch/" in entry["key"]:
+            weights[entry["key"]] = 1.0
+        elif "/stain/" in entry["key"]:
+            weights[entry["key"]] = 0.5
+    tp = sum(w * next(e for e in report["per_image"] if e["key"] == k)["counts"][chosen][0] for k, w in weights.items())
+    total = sum(w * sum(next(e for e in report["per_image"] if e["key"] == k)["counts"][chosen])
+                for k, w in weights.items())
+    lu = surface["label_uncertainty"]
+    assert lu["weighted"][chosen]["iou"] == pytest.approx(tp / total, rel=1e-12)
+    assert lu["n_disputed"] == sum(1 for k in weights if "/stain/" in k or k.endswith("scratch/000.png"))
+    # the final label leaves the disputed scratch out (no final label while they disagree)
+    assert surface["n_anomalous_test"] == sum(1 for k in weights if "/scratch/" in k and not k.endswith("000.png"))
+    assert "Where annotators disagreed (test IoU per subset, final labels vs weighted by their votes):" in captured.out
+    line = next(line for line in captured.out.splitlines() if line.startswith(f"  surface: {chosen} IoU"))
+    assert f"{lu['weighted'][chosen]['iou']:.3f} weighted by votes ({lu['n_disputed']} disputed)" in line
+    assert line.endswith("DEPENDS ON DISPUTED LABELS") == lu["depends_on_disputed_labels"]

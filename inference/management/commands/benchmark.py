@@ -7,6 +7,9 @@ The folder is read with ``annotator.layouts.scan_dataset``. The optional label C
 ``annotator.label_format``: ``image_path,background,defect_category``, paths such as
 ``bottle/test/broken_large/000.png``) is matched to the images by path suffix, so the per-category
 and per-background breakdowns get filled; a CSV with any bad row is refused, with its errors.
+``--labels`` given several times reads one CSV per annotator: an image counts with the label its
+annotators agree on (as on the site, none while they disagree), and where they disagree the
+breakdowns also come weighted by their votes (``label_uncertainty``).
 A progress bar goes to stderr; Ctrl-C cancels cleanly (the engine stops at its next batch and
 nothing is written); a second Ctrl-C aborts at once.
 """
@@ -68,6 +71,28 @@ def read_scan_labels(path: Path, scan, product: str) -> dict[Path, tuple[bool, s
     }
 
 
+def annotators_labels(per_annotator: list[dict[Path, tuple[bool, str]]]):
+    """The final labels and, where annotators disagree, their vote shares, from one
+    ``read_scan_labels`` mapping per annotator: ``({path: (background, category)},
+    {path: (category_shares, background_shares)})``. The site's rule decides the final label
+    (``resolve_label``: the label they all agree on, none while they disagree)."""
+    from annotator.services.labels import resolve_label, vote_shares
+
+    votes: dict[Path, list[tuple[bool, str]]] = {}
+    for labels in per_annotator:
+        for image_path, value in labels.items():
+            votes.setdefault(image_path, []).append(value)
+    final, shares = {}, {}
+    for image_path, values in votes.items():
+        label = resolve_label(values)
+        if label is not None:
+            final[image_path] = (label.background, label.category)
+        image_shares = vote_shares(values)
+        if image_shares is not None:
+            shares[image_path] = (image_shares.category, image_shares.background)
+    return final, shares
+
+
 class _Cancel:
     """First Ctrl-C asks the engine to stop at its next batch; the second one aborts."""
 
@@ -116,7 +141,9 @@ class Command(BaseCommand):
                             help="torch threads (default 1: on a shared CPU spin-waiting threads are slower)")
         parser.add_argument("--techniques", default=",".join(TECHNIQUES),
                             help="comma-separated threshold techniques")
-        parser.add_argument("--labels", type=Path, default=None, help="label CSV (image_path,background,defect_category)")
+        parser.add_argument("--labels", type=Path, action="append", default=None,
+                            help="label CSV (image_path,background,defect_category); repeat it for one CSV per "
+                                 "annotator (disagreements are weighted by their votes in the breakdowns)")
         parser.add_argument("--output", required=True, type=Path, help="where to write the JSON report")
         parser.add_argument("--artifacts", type=Path, default=None, help="folder for heat maps and curves")
         parser.add_argument("--save-model", type=Path, default=None, metavar="DIR",
@@ -157,12 +184,15 @@ class Command(BaseCommand):
             raise CommandError(
                 f"No images of product {options['product']!r} under {root} (products found: {', '.join(products) or 'none'})."
             )
-        labels = read_scan_labels(options["labels"], scan, options["product"]) if options["labels"] else {}
-        train, test = samples_from_scan(images, key=scan.relative, labels=labels)
+        label_files = options["labels"] or []
+        labels, shares = annotators_labels([read_scan_labels(path, scan, options["product"]) for path in label_files])
+        train, test = samples_from_scan(images, key=scan.relative, labels=labels, shares=shares)
         n_anomalous = sum(s.is_anomalous for s in test)
         self.stderr.write(
             f"{options['product']}: {len(train)} train, {len(test) - n_anomalous} good test, {n_anomalous} anomalous test"
-            + (f" ({len(labels)} labelled from {options['labels'].name})" if options["labels"] else "")
+            + (f" ({len(labels)} labelled from {', '.join(path.name for path in label_files)}"
+               + (f"; the annotators disagree on {len(shares)}" if len(label_files) > 1 else "") + ")"
+               if label_files else "")
         )
         if not train:
             raise CommandError("No defect-free training images: the model learns normality from them.")
@@ -298,9 +328,31 @@ def summary_text(report: dict) -> str:
     if chosen and chosen["needs_anomalous"] and chosen["enough"] is not None:
         lines.append(f"Few-shot: {chosen['enough']} of {report['few_shot']['n_available']} anomalous validation "
                      f"images give a test IoU within {report['few_shot']['tolerance']} of using all of them")
+    lines += _disputed_label_lines(report)
     if report.get("repeats"):
         r = report["repeats"]
         iou = r["metrics"].get("chosen_technique.iou") or {}
         lines.append(f"Repeated on seeds {r['seeds']}: chosen {', '.join(str(c) for c in r['chosen'])}; "
                      f"test IoU of the chosen technique {_fmt(iou.get('mean'))} ± {_fmt(iou.get('std'))}")
     return "\n".join(lines)
+
+
+def _disputed_label_lines(report: dict) -> list[str]:
+    """Per category / background value where annotators disagreed: the chosen technique's test
+    IoU by final labels (with its interval) and weighted by the annotators' votes, and the flag."""
+    lines = []
+    names = {"True": "with background", "False": "without background"}
+    for key in ("by_category", "by_background"):
+        for subset, block in ((report.get("breakdowns") or {}).get(key) or {}).items():
+            uncertainty = block.get("label_uncertainty")
+            technique = (uncertainty or {}).get("technique")
+            if not technique or not uncertainty["n_disputed"]:  # no disputed test image: nothing moves
+                continue
+            weighted = (uncertainty["weighted"].get(technique) or {}).get("iou")
+            flag = "  DEPENDS ON DISPUTED LABELS" if uncertainty["depends_on_disputed_labels"] else ""
+            lines.append(f"  {names.get(subset, subset) if key == 'by_background' else subset}: "
+                         f"{technique} IoU {estimate_text(uncertainty['final_iou'])} by final labels, "
+                         f"{_fmt(weighted)} weighted by votes ({uncertainty['n_disputed']} disputed){flag}")
+    if lines:
+        lines.insert(0, "Where annotators disagreed (test IoU per subset, final labels vs weighted by their votes):")
+    return lines
