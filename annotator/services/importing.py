@@ -64,10 +64,10 @@ from annotator.layouts import (
     scan_dataset,
 )
 from annotator.paths import data_roots, inside_data_roots  # noqa: F401 (re-exported)
-from annotator.polygon_masks import masks_dir
 from annotator.models import Dataset, Image, Product
 from annotator.services.image_checks import CheckedFile, check_many
 from inference.engine.pixels import MASK_RULES, MASK_THRESHOLD
+from annotator.polygon_masks import masks_dir
 
 Progress = Callable[[int, int], None]
 
