@@ -4,7 +4,7 @@ No Django here: the ML engine's command line uses this module too. Nothing is op
 ``scan_dataset`` only walks folders and pairs images with their masks. Checking that the files
 are real images is the importer's job (``annotator.services.image_checks``).
 
-Five layouts are understood. For mvtec, btad and folder ``root`` may be one product folder or a
+Six layouts are understood. For mvtec, btad and folder ``root`` may be one product folder or a
 folder of product folders (the product name is always the product folder's name).
 
 ``mvtec`` (MVTec AD)::
@@ -54,8 +54,17 @@ folder of product folders (the product name is always the product folder's name)
   a defect pixel; a defect type of good/ok/normal: defect-free; any other: anomalous (mask
   required). An empty split is made by ``resolve_images``.
 
+``polygons`` (LabelMe or COCO JSON annotations; ``annotator.polygon_layout``)::
+
+    <product>/**/<stem>.<ext>                  any nested folders
+    <product>/**/*.json                        LabelMe files (imagePath names the image) and/or
+                                               COCO files (polygons or RLE)
+
+  The masks are rasterised at the images' native size into ``mask_dir`` (the importer's is
+  under the media root), never beside the user's files. No split is given.
+
 ``auto`` reads a manifest file given, or a folder's own manifest.csv / manifest.jsonl; otherwise
-it tries mvtec, btad and folder, then beside. When
+it tries mvtec, btad and folder, then polygons, then beside. When
 nothing matches, the refusal counts the images, candidate masks and folders found and names the
 closest layout.
 
@@ -73,7 +82,7 @@ from pathlib import Path
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 # Every layout, in the order ``auto`` tries them (manifest: a manifest file is given).
-LAYOUTS = ("mvtec", "btad", "folder", "beside", "manifest")
+LAYOUTS = ("mvtec", "btad", "folder", "beside", "manifest", "polygons")
 # beside: mask file name = image stem + one of these suffixes (``--mask-suffix`` sets one).
 DEFAULT_MASK_SUFFIXES = ("_mask", "_label", "_gt")
 # beside: images in folders of these names are defect-free and need no mask (``--good-folders``).
@@ -113,15 +122,18 @@ class ScannedImage:
 
 @dataclass
 class ScanResult:
-    layout: str  # resolved layout: mvtec | btad | folder | beside | manifest
+    layout: str  # resolved layout: mvtec | btad | folder | beside | manifest | polygons
     root: Path
     images: list[ScannedImage] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     manifest: Path | None = None
+    # polygons: rasterised mask (outside root) -> the annotation file it was drawn from
+    mask_sources: dict[Path, Path] = field(default_factory=dict)
 
     def relative(self, path: Path) -> str:
-        """``path`` relative to the scanned root, with forward slashes (as stored in the database)."""
-        return path.relative_to(self.root).as_posix()
+        """``path`` relative to the scanned root, with forward slashes (as stored in the database);
+        a rasterised mask is named by its annotation file."""
+        return self.mask_sources.get(path, path).relative_to(self.root).as_posix()
 
     @property
     def products(self) -> list[str]:
@@ -167,6 +179,11 @@ def _product_layout(folder: Path) -> str | None:
             candidates.append("btad")
     if "good" in names:
         candidates.append("folder")
+    if not candidates:
+        from annotator.polygon_layout import is_polygon_product
+
+        if is_polygon_product(folder):
+            candidates.append("polygons")
     if len(candidates) > 1:
         raise UnknownLayoutError(
             f"{folder.name}: ambiguous layout, it looks like {' and '.join(candidates)} at once; "
@@ -183,7 +200,8 @@ _EXPECTED = (
     "  folder: <product>/good/, <product>/anomalous/ (or defect/), <product>/masks/<stem>.png\n"
     "  beside: <product>/**/<stem>.<ext> with its mask <stem>_mask.<ext> (or _label, _gt) beside it; "
     "defect-free images without mask in good/ (ok/, normal/) folders\n"
-    "  manifest: a CSV or JSON-lines file listing image,mask,split,defect_type,product (give the file)"
+    "  manifest: a CSV or JSON-lines file listing image,mask,split,defect_type,product (give the file)\n"
+    "  polygons: <product>/**/<stem>.<ext> with LabelMe JSON files (or a COCO JSON file) in <product>/ or a folder of it"
 )
 
 
@@ -625,7 +643,8 @@ def _scan_folder_product(result: ScanResult, product: Path) -> None:
 
 
 def scan_dataset(root: Path, layout: str = "auto", *, mask_suffix: str | None = None,
-                 mask_ext: str | None = None, good_folders=DEFAULT_GOOD_FOLDERS) -> ScanResult:
+                 mask_ext: str | None = None, good_folders=DEFAULT_GOOD_FOLDERS,
+                 mask_dir: Path | None = None) -> ScanResult:
     """Every image of the dataset at ``root`` with its split, defect type and mask.
 
     ``layout`` "auto" detects it (UnknownLayoutError when unknown or ambiguous). Problems with
@@ -634,7 +653,8 @@ def scan_dataset(root: Path, layout: str = "auto", *, mask_suffix: str | None = 
     name: messages reach reviewers and admins in the browser, never the server's absolute paths). ``root`` may be a
     manifest file (the manifest layout); its folder is then the dataset's root. Images of the
     beside and manifest layouts may come without split or anomaly flag: ``resolve_images``
-    decides them once the masks are decoded.
+    decides them once the masks are decoded. The polygons layout rasterises its masks into
+    ``mask_dir`` (``annotator.polygon_layout.scan_polygons``).
     """
     root = Path(root).resolve()
     mask_ext = _normal_ext(mask_ext)
@@ -662,6 +682,10 @@ def scan_dataset(root: Path, layout: str = "auto", *, mask_suffix: str | None = 
         resolved, products = "beside", [root]
     elif layout == "auto":
         resolved, products = _product_folders(root)
+    elif layout == "polygons" and root.is_dir():
+        from annotator.polygon_layout import polygon_products
+
+        resolved, products = "polygons", polygon_products(root)
     else:
         resolved = layout
         if not root.is_dir():
@@ -699,6 +723,10 @@ def scan_dataset(root: Path, layout: str = "auto", *, mask_suffix: str | None = 
             _scan_split_product(result, product, "ok", mvtec=False)
         elif resolved == "beside":
             _scan_beside(result, product, mask_suffix, mask_ext, good_folders)
+        elif resolved == "polygons":
+            from annotator.polygon_layout import scan_polygons
+
+            scan_polygons(result, product, mask_dir)
         else:
             _scan_folder_product(result, product)
     if not result.images and not result.errors:

@@ -6,7 +6,7 @@ from django.contrib.auth.models import AbstractUser
 from django.core.exceptions import ValidationError
 from django.db import models, transaction
 
-from annotator.paths import validate_data_root, validate_relative_path
+from annotator.paths import mask_file, validate_data_root, validate_relative_path
 
 
 
@@ -48,6 +48,7 @@ class Dataset(models.Model):
         FOLDER = "folder", "Plain folder"
         BESIDE = "beside", "Masks beside images"
         MANIFEST = "manifest", "Manifest (CSV / JSON lines)"
+        POLYGONS = "polygons", "LabelMe / COCO annotations"
 
     name = models.CharField(max_length=200, unique=True)
     layout = models.CharField(max_length=16, choices=Layout.choices)
@@ -178,7 +179,9 @@ class Image(models.Model):
 
     @property
     def mask_file_path(self) -> Path | None:
-        return self.product.dataset.root_path / self.mask_path if self.mask_path else None
+        """The mask file to decode: ``mask_path`` in the dataset, or the mask rasterised from the
+        annotation file ``mask_path`` names (LabelMe, COCO) under the media root."""
+        return mask_file(self.product.dataset.root_path, self.path, self.mask_path) if self.mask_path else None
 
 
 class Label(models.Model):

@@ -88,3 +88,32 @@ def servable_file(root, relative: str) -> Path:
     if not resolved.is_file():
         raise FileNotFoundError(relative)
     return resolved
+
+
+def mask_file(root, image_relative: str, mask_relative: str) -> Path:
+    """The mask file of an image: ``root/mask_relative``, or, when that is an annotation file
+    (LabelMe, COCO JSON: the polygons layout), the mask rasterised from it at import, kept under
+    the media root (``annotator.polygon_masks``)."""
+    from annotator.polygon_masks import is_annotation_file, masks_dir, rendered_mask
+
+    if is_annotation_file(mask_relative):
+        return rendered_mask(masks_dir(settings.MEDIA_ROOT, Path(root)), image_relative)
+    return Path(root) / mask_relative
+
+
+def servable_mask(root, image_relative: str, mask_relative: str) -> Path:
+    """``servable_file`` for a mask (see ``mask_file``). A rasterised mask is DefectBench's own
+    file: it must lie in the media root's mask folder, and its annotation file must still be a
+    servable file of the dataset."""
+    from annotator.polygon_masks import RENDERED_FOLDER, is_annotation_file
+
+    if not is_annotation_file(mask_relative):
+        return servable_file(root, mask_relative)
+    servable_file(root, mask_relative)
+    validate_relative_path(image_relative)
+    resolved = mask_file(root, image_relative, mask_relative).resolve()
+    if not resolved.is_relative_to((Path(settings.MEDIA_ROOT) / RENDERED_FOLDER).resolve()):
+        raise UnsafeFile(f"the mask of {image_relative} resolves outside the media root's mask folder.")
+    if not resolved.is_file():
+        raise FileNotFoundError(f"the mask of {image_relative} (drawn from {mask_relative}; import the dataset again)")
+    return resolved

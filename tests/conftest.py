@@ -13,6 +13,7 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parent.parent
 REAL_BOTTLE = REPO_ROOT.parent / "shared" / "data" / "mvtec_ad" / "bottle"
 REAL_KOLEKTOR = REPO_ROOT.parent / "shared" / "data" / "kolektorsdd"
+REAL_BSDATA = REPO_ROOT.parent / "shared" / "data" / "bsdata"
 REAL_LABELS_CSV = REPO_ROOT.parent / "shared" / "data" / "labels" / "mvtec_bottle_reference.csv"
 CHROMIUM = "/usr/bin/chromium"
 
@@ -128,6 +129,12 @@ def real_bottle_root() -> Path:
 def real_kolektor_root() -> Path:
     """The KolektorSDD folders as distributed."""
     return require_real_data(REAL_KOLEKTOR)
+
+
+@pytest.fixture
+def real_bsdata_root() -> Path:
+    """BSData ball-screw images with their LabelMe polygons, as published."""
+    return require_real_data(REAL_BSDATA)
 
 
 @pytest.fixture

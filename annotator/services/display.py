@@ -13,7 +13,7 @@ from PIL import Image as PILImage
 from inference.engine.pixels import MASK_THRESHOLD, decode_image, decode_mask, orientation_of
 
 from annotator.models import Image
-from annotator.paths import servable_file
+from annotator.paths import servable_file, servable_mask
 
 
 class UnreadableImage(Exception):
@@ -46,10 +46,12 @@ def display_file(image: Image, *, kind: str, size: int | None) -> Path:
     if size is not None and size not in DISPLAY_SIZES:
         raise ValueError(f"Display size must be one of {DISPLAY_SIZES}.")
     root = image.product.dataset.root
-    source = servable_file(root, relative)
+    source = servable_file(root, relative) if kind == "image" else servable_mask(root, image.path, relative)
     options = image.product.dataset.import_options
+    # A mask's own time stamp: a mask redrawn from edited polygons (or edited in place) is shown anew.
+    version = source.stat().st_mtime_ns if kind == "mask" else ""
     key = hashlib.sha256(
-        f"{image.checksum}:{kind}:{source}:{size or 'full'}:{options.get('mask_threshold')}:v2".encode()
+        f"{image.checksum}:{kind}:{source}:{version}:{size or 'full'}:{options.get('mask_threshold')}:v2".encode()
     ).hexdigest()[:32]
     target = cache_dir() / key[:2] / f"{key}.png"
     if target.exists():

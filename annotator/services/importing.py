@@ -68,6 +68,7 @@ from annotator.paths import data_roots, inside_data_roots, shown_path  # noqa: F
 from annotator.models import Dataset, Image, Product
 from annotator.services.image_checks import CheckedFile, check_many
 from inference.engine.pixels import MASK_RULES, MASK_THRESHOLD
+from annotator.polygon_masks import masks_dir
 
 Progress = Callable[[int, int], None]
 logger = logging.getLogger(__name__)
@@ -266,7 +267,7 @@ def _validate(scan: ScanResult, known: dict[str, CheckedFile], progress: Progres
     errors = list(scan.errors)
     outside = set()
     for image in scan.images:
-        for path in (image.image_path, image.mask_path):
+        for path in (image.image_path, scan.mask_sources.get(image.mask_path, image.mask_path)):
             if path is not None and not inside_data_roots(path):
                 outside.add(image.image_path)
                 logger.warning("Refused %s: it resolves to %s, outside the data roots", path, path.resolve())
@@ -298,7 +299,21 @@ def _validate(scan: ScanResult, known: dict[str, CheckedFile], progress: Progres
     return valid, errors
 
 
-def import_dataset(
+def import_dataset(path, **options) -> ImportReport:
+    """``_import_dataset``; when the first import of a folder fails, the masks it rasterised from
+    annotation files (polygons layout, under the media root) are removed again."""
+    root = resolve_dataset_root(path)
+    dataset_root = root.parent if root.is_file() else root
+    first = not Dataset.objects.filter(root=str(dataset_root)).exists()
+    try:
+        return _import_dataset(path, **options)
+    except BaseException:
+        if first:
+            shutil.rmtree(masks_dir(settings.MEDIA_ROOT, dataset_root), ignore_errors=True)
+        raise
+
+
+def _import_dataset(
     path,
     *,
     layout: str = "auto",
@@ -344,7 +359,8 @@ def import_dataset(
         raise ImportFailed(bad)
     try:
         scan = scan_dataset(root, layout, mask_suffix=options["mask_suffix"], mask_ext=options["mask_ext"],
-                            good_folders=options["good_folders"] or DEFAULT_GOOD_FOLDERS)
+                            good_folders=options["good_folders"] or DEFAULT_GOOD_FOLDERS,
+                            mask_dir=masks_dir(settings.MEDIA_ROOT, dataset_root))
     except UnknownLayoutError as error:
         raise ImportFailed([str(error)]) from None
     root = scan.root

@@ -29,6 +29,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from annotator.models import Dataset, Image, Label, Product
+from annotator.paths import mask_file
 from inference.engine.split import split_problems
 from inference.engine import registry
 from inference.engine.types import Sample as EngineSample
@@ -369,7 +370,7 @@ def _sample(part, image, root, role, label, shares=None) -> RunSample:
     return RunSample(
         product_run=part, image=image, role=role,
         path=str(root / image.path),
-        mask_path=str(root / image.mask_path) if image.mask_path else "",
+        mask_path=str(mask_file(root, image.path, image.mask_path)) if image.mask_path else "",
         defect_type=image.defect_type, is_anomalous=image.is_anomalous,
         background=label.background if label else None,
         category=label.category if label else "",

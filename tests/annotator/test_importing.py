@@ -304,7 +304,7 @@ def test_unknown_layout_is_refused(data_root):
 
     assert len(errors) == 1 and "unknown dataset layout" in errors[0] and "mvtec:" in errors[0]
     assert failure_of(data_root / "holiday", layout="coco") == [
-        "Unknown layout 'coco'; expected auto, mvtec, btad, folder, beside, manifest."
+        "Unknown layout 'coco'; expected auto, mvtec, btad, folder, beside, manifest, polygons."
     ]
     assert db_counts() == (0, 0, 0)
 

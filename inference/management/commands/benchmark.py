@@ -152,6 +152,9 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         from annotator.layouts import UnknownLayoutError, scan_dataset
+        from django.conf import settings as django_settings
+
+        from annotator.polygon_masks import masks_dir
         from inference.engine import BenchmarkCancelled, BenchmarkConfig, run_benchmark, samples_from_scan
 
         own = {s.name for s in registry.settings_of(options["model"])}
@@ -171,7 +174,8 @@ class Command(BaseCommand):
         if not root.is_dir() and not (root.is_file() and options["layout"] in ("auto", "manifest")):
             raise CommandError(f"--data-root {root} is not a folder.")
         try:
-            scan = scan_dataset(root, layout=options["layout"])
+            # Masks drawn from annotation files (polygons layout) go under the media root, as on import.
+            scan = scan_dataset(root, layout=options["layout"], mask_dir=masks_dir(django_settings.MEDIA_ROOT, root))
         except UnknownLayoutError as error:
             raise CommandError(str(error))
         root = scan.root
