@@ -5,7 +5,7 @@ class Migration(migrations.Migration):
     """The polygons layout (LabelMe / COCO annotation files) joins the dataset layouts."""
 
     dependencies = [
-        ('annotator', '0009_one_background_status_vocabulary'),
+        ('annotator', '0010_job_heartbeats'),
     ]
 
     operations = [
