@@ -100,6 +100,47 @@ def aggregate_metrics(reports: dict[str, dict]) -> dict:
     return {"products": products, "aggregate": aggregate, "n_products": len(products)}
 
 
+def decision_card(report: dict, model_label: str) -> dict | None:
+    """What a line manager needs first: the chosen model and threshold (rule and value), what it
+    does on the line (defective parts caught, good parts rejected, the defect outline's IoU), each
+    with its interval, how many labelled defects it rests on, and what to do next."""
+    selection = report.get("selection") or {}
+    chosen = selection.get("chosen")
+    result = (report.get("techniques") or {}).get(chosen or "") or {}
+    if not chosen or result.get("failure"):
+        return None
+    test = result.get("test") or {}
+    decision = report.get("image_decision") or {}
+    image_test = decision.get("test") or {}
+    few = report.get("few_shot") or {}
+    curve = next((c for c in few.get("curves", []) if c.get("technique") == chosen), {})
+    n_available = few.get("n_available")
+    enough = curve.get("enough") if curve.get("needs_anomalous") else 0
+    if enough is None:
+        next_step = (f"Label more defects: with all {n_available} labelled validation defects the test IoU was "
+                     "still improving, so more should help.")
+    elif n_available and enough >= n_available:
+        next_step = "Label a few more defects: the threshold needed every labelled validation defect there was."
+    else:
+        next_step = "Deploy it, or compare it with another model on the same images."
+    return {
+        "model": model_label,
+        "technique": chosen,
+        "technique_label": TECHNIQUE_LABELS.get(chosen, chosen),
+        "threshold": result.get("threshold"),
+        "threshold_refits": ((result.get("decision") or {}).get("threshold")) or {},
+        "image_threshold": decision.get("threshold"),
+        "caught": image_test.get("recall") or {},
+        "rejected": image_test.get("fpr") or {},
+        "iou": test.get("iou") or {},
+        "iou_refitted": ((result.get("decision") or {}).get("iou")) or {},
+        "rule": selection.get("rule", ""),
+        "n_labelled_defects": n_available,
+        "enough": enough,
+        "next_step": next_step,
+    }
+
+
 def technique_rows(report: dict) -> list[dict]:
     """Rows of the technique table: test-part metrics with intervals, the cross-fitted score."""
     entries = {e["technique"]: e for e in (report.get("selection") or {}).get("entries", [])}

@@ -135,12 +135,24 @@ def test_cancel_says_cancelling_at_once(bench_demo, live_server, browser_page, l
     page = browser_page
     login_as(page, admin_account)
     page.goto(f"{live_server.url}/benchmarks/{run.pk}/")
+    # Cancel asks first: declining leaves the run alone
+    page.once("dialog", lambda d: d.dismiss())
+    page.click("[data-action=cancel]")
+    page.wait_for_timeout(300)
+    assert not BenchmarkRun.objects.get(pk=run.pk).cancel_requested
+    page.once("dialog", lambda d: d.accept())
     page.click("[data-action=cancel]")
     assert page.inner_text("#run-status [data-field=status]") == "Cancelling…"  # before any poll answers
     page.wait_for_timeout(1500)  # polls come back with cancel_requested: it stays so
     assert page.inner_text("#run-status [data-field=status]") == "Cancelling…"
     assert BenchmarkRun.objects.get(pk=run.pk).cancel_requested
     page.screenshot(path=str(test_output_dir / "cancelling.png"))
+    # no empty chart block while there is no loss to draw; the destructive button is red; an icon
+    assert not page.is_visible(".loss-curve")
+    assert page.eval_on_selector("[data-action=cancel]", "b => getComputedStyle(b).backgroundColor") in (
+        "rgb(180, 35, 24)", "rgb(145, 32, 24)")  # danger red, or its hover shade under the pointer
+    icon = page.get_attribute("link[rel=icon]", "href")
+    assert page.request.get(f"{live_server.url}{icon}").status == 200
 
 
 @pytest.mark.django_db(transaction=True)

@@ -28,6 +28,13 @@ def test_run_deploy_and_inspect_three_images(bench_demo, celery_worker_process, 
 
     # The product's recommendation now comes from this run: deploy it.
     page.goto(f"{live_server.url}/benchmarks/products/{widget.pk}/")
+    # Deploying asks first: declining deploys nothing, confirming deploys
+    asked = []
+    page.once("dialog", lambda d: (asked.append(d.message), d.dismiss()))
+    page.click("button.deploy-recommendation")
+    page.wait_for_timeout(300)
+    assert asked and "Deploy this model" in asked[0] and not Deployment.objects.filter(product=widget).exists()
+    page.once("dialog", lambda d: d.accept())
     page.click("button.deploy-recommendation")
     page.wait_for_url(f"**/benchmarks/products/{widget.pk}/inspect/")
     deployment = Deployment.objects.get(product=widget)

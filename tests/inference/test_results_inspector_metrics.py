@@ -79,3 +79,26 @@ def test_results_page_and_csv_show_what_an_inspector_counts_and_aupimo(padim_par
     assert (cells["defect_regions_found"], cells["defect_regions"]) == ("2", "3")
     assert float(cells["detection_rate"]) == pytest.approx(2 / 3) and float(cells["false_alarms_per_good_image"]) == 1.0
     assert np.isclose(float(csv_rows["f1"]["aupimo"]), mean)  # a test-part number: the same on every row
+
+
+@pytest.mark.django_db
+def test_the_decision_comes_first_with_threshold_value_catch_and_reject_rates(padim_part, client, admin_account):
+    """The results page opens with the decision: model, threshold rule and value, parts caught and
+    rejected and the outline IoU with their intervals, and the next step, before any table."""
+    from inference.engine.report import estimate_text
+
+    run, report = padim_part.run, padim_part.report
+    client.force_login(admin_account)
+    html = client.get(reverse("benchmark-detail", args=[run.pk])).content.decode()
+    card_at = html.index('class="card decision-card"')
+    assert card_at < html.index("technique-table") and card_at < html.index("Threshold-free")
+    card = html[card_at:html.index("</div>\n", html.index("next-step", card_at))]
+    chosen = report["selection"]["chosen"]
+    result = report["techniques"][chosen]
+    assert f'data-decision-technique="{chosen}"' in card
+    assert f"{result['threshold']:.3f}" in card
+    recall = report["image_decision"]["test"]["recall"]
+    assert "Defective parts caught" in card and "Good parts rejected" in card
+    assert estimate_text(recall).split(" ")[0] in card and "[" in card  # with its interval
+    assert f"Rests on {report['few_shot']['n_available']} labelled defect" in card
+    assert "Next:" in card and 'href="#deploy-' in card
