@@ -71,9 +71,9 @@ def _product_block() -> dict:
     keys = ("iou", "dice", "precision", "recall", "fpr", "good_image_fpr", "mean_image_iou")
     return {
         "schema_version": SCHEMA_VERSION, "split": {"test": ["a", "b"]},
-        "test_part": {k: estimate for k in ("image_auroc", "pixel_auroc", "aupro")},
+        "test_part": {k: estimate for k in ("image_auroc", "pixel_auroc", "aupro", "aupimo")},
         "techniques": {"f1": {"threshold": 1.0, "failure": None, "test": {k: estimate for k in keys}}},
-        "selection": {"chosen": "f1", "entries": [{"technique": "f1", "cv_iou_mean": 0.5, "cv_iou_std": 0.1}]},
+        "selection": {"chosen": "f1", "entries": [{"technique": "f1", "cv_iou": 0.5, "folds_scored": 3}]},
         "breakdowns": {"by_category": {}, "by_background": {}, "by_defect_type": {}},
     }
 

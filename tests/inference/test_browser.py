@@ -95,7 +95,7 @@ def test_launch_watch_progress_and_read_results(bench_demo, celery_worker_proces
     chosen = page.locator("#results .technique-table tr.best")
     assert chosen.count() == 1 and "chosen" in chosen.inner_text()
     assert "Cross-validated IoU" in page.inner_text("#results .technique-table thead")
-    assert "selection: highest mean iou on held-out validation folds" in text
+    assert "selection: highest iou pooled over the held-out folds" in text
     for expected in ("Image decision", "Recall (defects caught)", "How many anomalous images does it take?",
                      "Repeated splits", "no labels"):
         assert expected.lower() in text, expected

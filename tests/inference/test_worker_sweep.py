@@ -94,7 +94,9 @@ def _kill(handle) -> float:
 
 
 def test_killed_worker_ends_its_inspection_failed_and_cancel_stops_a_running_one(
-        workers, padim_part, admin_account, reviewer_account, settings, tmp_path):
+        padim_part, workers, admin_account, reviewer_account, settings, tmp_path):
+    # padim_part first: its run executes in this process before the sweeper's short stale window
+    # starts watching, so a slow heartbeat under load cannot end it
     workers.ready()
     deploy.deploy(padim_part, padim_part.report["selection"]["chosen"], admin_account)
     product = padim_part.product
