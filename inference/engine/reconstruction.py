@@ -37,12 +37,18 @@ HIDDEN = 128
 
 def grid_features(feats: list[torch.Tensor], grid_index: int = 1) -> torch.Tensor:
     """3x3-averaged feature maps on the grid of ``feats[grid_index]``, concatenated."""
-    size = feats[grid_index].shape[-2:]
+    size = tuple(int(n) for n in feats[grid_index].shape[-2:])
     parts = []
     for f in feats:
         f = F.avg_pool2d(f.float(), 3, stride=1, padding=1, count_include_pad=False)
         if f.shape[-2] > size[0]:
-            f = F.adaptive_avg_pool2d(f, size)
+            factor = int(f.shape[-2]) // size[0]
+            if tuple(f.shape[-2:]) == (factor * size[0], factor * size[1]):
+                # A whole factor (any image size a multiple of the strides): the same block means as
+                # adaptive pooling, in a form an ONNX export (onnx_export.ReconstructionGraph) can hold.
+                f = F.avg_pool2d(f, factor)
+            else:
+                f = F.adaptive_avg_pool2d(f, size)
         elif f.shape[-2] < size[0]:
             f = F.interpolate(f, size=size, mode="bilinear", align_corners=False)
         parts.append(f)
