@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .backbones import Backbone, backbone_settings, check_backbone
-from .common import gaussian_blur
+from .common import gaussian_blur, load_module_tensors, require_tensors
 from .reconstruction import grid_features
 
 BLUR_SIGMA = 4.0
@@ -75,6 +75,8 @@ class FeatureVAE(nn.Module):
 
 class VaeAttention:
     """VAE-attention model on top of a frozen :class:`Backbone`."""
+
+    IMAGE_SCORE = "the maximum of the anomaly map (the blurred attribution of the VAE)"
 
     def __init__(self, backbone: Backbone, latent_dim: int = 32, epochs: int = 10, learning_rate: float = 2e-3,
                  seed: int = 0, image_size: int = 256, target: str = "elbo"):
@@ -204,11 +206,37 @@ class VaeAttention:
         check_backbone(s, backbone)
         model = cls(backbone, s["latent_dim"], s["epochs"], s["learning_rate"], s["seed"], s["image_size"],
                     s["attribution_target"])
-        model._build(s["grid"])
-        model.vae.load_state_dict({k[4:]: v for k, v in t.items() if k.startswith("vae.")})
-        model.vae.eval()
-        model.mean, model.std = t["mean"].to(backbone.device), t["std"].to(backbone.device)
-        model.history = list(s["history"])
+        model._restore(t, s["grid"], s["history"])
+        return model
+
+    def _restore(self, tensors: dict, grid, history) -> None:
+        """The trained VAE for a ``grid`` of features and the feature standardisation, checked
+        against this backbone's channels (the VAE's linear layers fix the grid)."""
+        require_tensors(tensors, ("mean", "std"), "VAE attribution model")
+        for name in ("mean", "std"):
+            if tuple(tensors[name].shape) != (self.channels,):
+                raise ValueError(f"the stored feature {name} has shape {tuple(tensors[name].shape)}; this "
+                                 f"backbone's layers give {self.channels} channels")
+        self._build(grid)
+        load_module_tensors(self.vae, tensors, "vae.", f"VAE (for a {grid[0]}x{grid[1]} feature grid)")
+        self.vae.eval()
+        self.mean, self.std = (tensors[n].to(self.backbone.device, torch.float32) for n in ("mean", "std"))
+        self.history = [float(v) for v in history]
+
+    # -- model packages (inference.engine.package) --------------------------------------------
+    def package_state(self) -> dict[str, torch.Tensor]:
+        """VAE weights, feature standardisation and the training losses."""
+        return {**self.state()["tensors"], "history": torch.tensor(self.history, dtype=torch.float64)}
+
+    @classmethod
+    def from_state(cls, state: dict[str, torch.Tensor], config, backbone: Backbone) -> "VaeAttention":
+        """A trained model from :meth:`package_state` and the run's settings; the feature grid the
+        VAE needs is re-derived from the backbone at the run's image size."""
+        require_tensors(state, ("history",), "VAE attribution model")
+        model = cls.from_config(backbone, config)
+        blank = torch.zeros(1, 3, model.image_size, model.image_size, dtype=torch.uint8)
+        grid = tuple(int(n) for n in grid_features(backbone(blank), model.grid_index).shape[-2:])
+        model._restore(state, grid, state["history"].tolist())
         return model
 
     def memory_bytes(self) -> int:

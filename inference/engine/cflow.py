@@ -118,6 +118,9 @@ def log_likelihood_per_dim(decoder: nn.Module, x: torch.Tensor, cond: torch.Tens
 class Cflow:
     """CFLOW model on top of a frozen :class:`Backbone`."""
 
+    IMAGE_SCORE = ("the maximum of the anomaly map (the negative log-sum-exp over layers of the positions' "
+                   "log-likelihoods relative to each layer's reference, computed in float64)")
+
     def __init__(self, backbone: Backbone, config: BenchmarkConfig):
         self.backbone = backbone
         self.config = config

@@ -35,6 +35,23 @@ def gaussian_blur(maps: torch.Tensor, sigma: float) -> torch.Tensor:
     return F.conv2d(x, k.view(1, 1, -1, 1))
 
 
+def require_tensors(tensors: dict, names, model: str) -> None:
+    """Refuse (ValueError) a stored state that lacks any of ``names``: it is not this model's."""
+    missing = [n for n in names if n not in tensors]
+    if missing:
+        raise ValueError(f"the stored state has no {', '.join(missing)} tensor(s): it is not a fitted {model}")
+
+
+def load_module_tensors(module: torch.nn.Module, tensors: dict, prefix: str, what: str) -> None:
+    """Load ``module`` from the ``prefix``-named entries of ``tensors`` (strict); a missing, extra or
+    mis-shaped tensor is a ValueError that says so (torch's RuntimeError names the tensors)."""
+    own = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+    try:
+        module.load_state_dict(own, strict=True)
+    except RuntimeError as error:
+        raise ValueError(f"the stored {what} does not fit these settings: {str(error)[:400]}") from error
+
+
 def peak_rss_mb() -> float:
     """Peak resident set size of this process in MiB (ru_maxrss is KiB on Linux, bytes on macOS)."""
     r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

@@ -1,17 +1,31 @@
-"""ONNX export of a model package whose maps are a fixed graph (PaDiM).
+"""ONNX export of a model package whose maps are a fixed graph: PaDiM, PatchCore and the feature
+reconstruction model (the registry's models without an ``onnx_refusal``).
 
 The exported graph takes a batch of images as uint8 ``(B, 3, S, S)`` (RGB, already resized to the
 package's size ``S`` as the manifest's preprocessing says) and returns ``anomaly_map``
-``(B, S, S)`` float32 and ``image_score`` ``(B,)`` (the map maximum). It holds the normalisation,
-the backbone up to its deepest used layer, the channel subset, the Mahalanobis distance (constant folding stores
-the inverse covariances unpacked: the file is ~160 MB at 256 px and 100 features, and nothing is
-unpacked per call), the bilinear upsampling and the Gaussian blur: the same operations as :meth:`padim.Padim.predict`, in one pass instead of
-chunks. The thresholds, the preprocessing and the whole manifest are in the model's metadata
-(``metadata_props``): ``defectbench.manifest`` (JSON), ``defectbench.image_threshold``,
-``defectbench.pixel_threshold`` and ``defectbench.pixel_technique``, ``defectbench.preprocessing``.
+``(B, S, S)`` float32 and ``image_score`` ``(B,)``, the model's own image score (the one the
+package's image threshold applies to; the manifest's ``thresholds.image.score`` says which). Each
+graph holds the normalisation, the backbone up to its deepest used layer, the model's own
+computation, the bilinear upsampling and the Gaussian blur: the same operations as the model's
+``anomaly_maps``, in one pass instead of chunks.
 
-CFLOW is not exported: its score is a float64 log-sum-exp over normalizing-flow log-likelihoods
-with per-image shifts, which onnxruntime would run in float32 and so not reproduce.
+* PaDiM: the channel subset and the Mahalanobis distance (constant folding stores the inverse
+  covariances unpacked: the file is ~160 MB at 256 px and 100 features); score = map maximum.
+* PatchCore: the locally aware features, the distance of every patch to every memory-bank row as
+  ``|x|^2 - 2 x.b + |b|^2`` (one MatMul) and its minimum over the bank (ReduceMin / ArgMin); the
+  paper's reweighted image score in the graph too: the most anomalous patch (ArgMax), its nearest
+  bank row's ``num_neighbors`` nearest rows (TopK), ``(1 - softmax(distances)_0) * s*``. The
+  distance block is batch x patches x bank floats (8.8 MB per image at 256 px and a 1 % coreset).
+* Feature reconstruction: the 3x3-averaged features on the stride-8 grid, standardised, the 1x1
+  autoencoder and the squared error; score = map maximum.
+
+The thresholds, the preprocessing and the whole manifest are in the model's metadata
+(``metadata_props``): ``defectbench.manifest`` (JSON), ``defectbench.image_threshold``,
+``defectbench.image_score`` (how the score is computed), ``defectbench.pixel_threshold`` and
+``defectbench.pixel_technique``, ``defectbench.preprocessing``.
+
+Models that cannot be exported say why in the refusal (the registry's ``onnx_refusal``): CFLOW's
+float64 log-sum-exp, the attribution model's gradients.
 """
 
 from __future__ import annotations
@@ -29,33 +43,50 @@ from .common import gaussian_blur
 from .package import Inspector, PackageError
 
 OPSET = 17
-# The graph below re-implements PaDiM's maps: the registry's models built on that class export.
-EXPORTABLE = tuple(name for name in registry.MODELS if registry.get(name).cls == "Padim")
+# The registry says which models export (the others carry the reason they do not); GRAPHS holds
+# the graph of each (a test keeps the two equal).
+EXPORTABLE = tuple(name for name, spec in registry.MODELS.items() if not spec.onnx_refusal)
 
 
-class PadimGraph(nn.Module):
-    """:class:`padim.Padim` inference as one traceable module (batch of uint8 images -> maps, scores)."""
+class ImageGraph(nn.Module):
+    """What every exported graph shares: uint8 images -> the backbone's feature maps, and a grid of
+    per-position values -> the upsampled, blurred anomaly map (as the models make theirs)."""
 
-    def __init__(self, model):
+    def __init__(self, model, blur_sigma: float):
         super().__init__()
-        from .padim import BLUR_SIGMA
-
         backbone = model.backbone
         self.net = backbone.model
         self.register_buffer("scale", backbone._pixel_scale.detach().cpu().clone())
         self.register_buffer("shift", backbone._pixel_shift.detach().cpu().clone())
+        self.image_size = model.image_size
+        self.sigma = blur_sigma
+
+    def features(self, images: torch.Tensor) -> list[torch.Tensor]:
+        return self.net(images.float() * self.scale + self.shift)
+
+    def to_map(self, grid_values: torch.Tensor) -> torch.Tensor:
+        """(B, 1, h, w) -> anomaly maps (B, S, S)."""
+        maps = F.interpolate(grid_values, size=(self.image_size, self.image_size), mode="bilinear",
+                             align_corners=False)
+        return gaussian_blur(maps, self.sigma)[:, 0]
+
+
+class PadimGraph(ImageGraph):
+    """:class:`padim.Padim` inference as one traceable module (batch of uint8 images -> maps, scores)."""
+
+    def __init__(self, model):
+        from .padim import BLUR_SIGMA
+
+        super().__init__(model, BLUR_SIGMA)
         self.layer_idx = [sel.cpu() for sel in model.layer_idx]
         self.register_buffer("mean", model.mean.detach().cpu().clone())
         self.register_buffer("inv_packed", model.inv_cov.detach().cpu().clone())
         self.register_buffer("gather", model.gather_idx.detach().cpu().clone())
         self.dim = model.dim
         self.grid = model.grid
-        self.image_size = model.image_size
-        self.sigma = BLUR_SIGMA
 
     def forward(self, images: torch.Tensor):
-        x = images.float() * self.scale + self.shift
-        feats = self.net(x)
+        feats = self.features(images)
         size = feats[0].shape[-2:]
         parts = []
         for f, sel in zip(feats, self.layer_idx):
@@ -70,10 +101,70 @@ class PadimGraph(nn.Module):
         inv = self.inv_packed.index_select(1, self.gather).reshape(n_pos, self.dim, self.dim)
         delta = (emb - self.mean.unsqueeze(0)).transpose(0, 1)  # (P, B, d)
         dist = (torch.matmul(delta, inv) * delta).sum(-1).transpose(0, 1)  # (B, P)
-        dist = dist.clamp_min(0).sqrt().reshape(-1, 1, self.grid[0], self.grid[1])
-        maps = F.interpolate(dist, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False)
-        maps = gaussian_blur(maps, self.sigma)[:, 0]
+        maps = self.to_map(dist.clamp_min(0).sqrt().reshape(-1, 1, self.grid[0], self.grid[1]))
         return maps, maps.flatten(1).amax(1)
+
+
+class PatchCoreGraph(ImageGraph):
+    """:class:`patchcore.PatchCore` inference, nearest neighbours over the whole memory bank in the
+    graph, and its reweighted image score (:meth:`patchcore.PatchCore._image_score`)."""
+
+    def __init__(self, model):
+        from .patchcore import BLUR_SIGMA
+
+        super().__init__(model, BLUR_SIGMA)
+        self.register_buffer("bank", model.bank.detach().cpu().float().clone())
+        self.register_buffer("bank_sq", model.bank_sq.detach().cpu().float().clone())
+        self.grid = model.grid
+        self.neighbours = min(model.num_neighbors, int(model.bank.shape[0]))
+
+    def squared_distances(self, x: torch.Tensor) -> torch.Tensor:
+        """(..., d) -> squared distances (..., M) to every bank row, as the engine computes them."""
+        return (x * x).sum(-1, keepdim=True) + self.bank_sq - 2.0 * torch.matmul(x, self.bank.t())
+
+    def forward(self, images: torch.Tensor):
+        from .patchcore import locally_aware_features
+
+        emb = locally_aware_features(self.features(images)).flatten(2).transpose(1, 2)  # (B, P, d)
+        nearest_sq, nearest_row = self.squared_distances(emb).min(dim=2)  # (B, P)
+        dist = nearest_sq.clamp_min(0).sqrt()
+        maps = self.to_map(dist.reshape(-1, 1, self.grid[0], self.grid[1]))
+        return maps, self.image_score(emb, dist, nearest_row)
+
+    def image_score(self, emb, dist, nearest_row):
+        worst = dist.argmax(dim=1, keepdim=True)  # (B, 1): the most anomalous patch
+        s_star = dist.gather(1, worst)[:, 0]
+        if self.neighbours == 1:  # as the engine: the nearest distance itself
+            return s_star
+        anchor = self.bank.index_select(0, nearest_row.gather(1, worst)[:, 0])  # (B, d): m*
+        _, support = self.squared_distances(anchor).topk(self.neighbours, dim=1, largest=False)  # m* first
+        neighbours = self.bank.index_select(0, support.reshape(-1)).reshape(-1, self.neighbours, emb.shape[2])
+        patch = emb.gather(1, worst.unsqueeze(2).expand(-1, 1, emb.shape[2]))  # (B, 1, d): m_test*
+        d = (neighbours - patch).pow(2).sum(-1).sqrt()  # (B, k)
+        return (1.0 - torch.softmax(d, dim=1)[:, 0]) * s_star
+
+
+class ReconstructionGraph(ImageGraph):
+    """:class:`reconstruction.FeatureReconstruction` inference (squared feature-reconstruction error)."""
+
+    def __init__(self, model):
+        from .reconstruction import BLUR_SIGMA
+
+        super().__init__(model, BLUR_SIGMA)
+        self.autoencoder = model.net
+        self.grid_index = model.grid_index
+        self.register_buffer("mean", model.mean.detach().cpu().view(1, -1, 1, 1).clone())
+        self.register_buffer("std", model.std.detach().cpu().view(1, -1, 1, 1).clone())
+
+    def forward(self, images: torch.Tensor):
+        from .reconstruction import grid_features
+
+        f = (grid_features(self.features(images), self.grid_index) - self.mean) / self.std
+        maps = self.to_map(((self.autoencoder(f) - f) ** 2).sum(1, keepdim=True))
+        return maps, maps.flatten(1).amax(1)
+
+
+GRAPHS = {"padim": PadimGraph, "patchcore": PatchCoreGraph, "reconstruction": ReconstructionGraph}
 
 
 def export_onnx(inspector: Inspector, output: str | Path, opset: int = OPSET) -> Path:
@@ -82,12 +173,12 @@ def export_onnx(inspector: Inspector, output: str | Path, opset: int = OPSET) ->
 
     name = inspector.model_name
     if name not in EXPORTABLE:
-        raise PackageError(f"{name} packages cannot be exported to ONNX (only {', '.join(EXPORTABLE)}): its score "
-                           "is a float64 log-sum-exp that an ONNX runtime would compute differently")
+        raise PackageError(f"{name} packages cannot be exported to ONNX: {registry.get(name).onnx_refusal} "
+                           f"(exportable: {', '.join(EXPORTABLE)})")
     model = inspector.model
     if model.backbone.device.type != "cpu":
         raise PackageError("load the package on the CPU to export it")
-    graph = PadimGraph(model).eval()
+    graph = GRAPHS[name](model).eval()
     size = inspector.image_size
     example = torch.zeros(1, 3, size, size, dtype=torch.uint8)
     output = Path(output)
@@ -104,6 +195,9 @@ def export_onnx(inspector: Inspector, output: str | Path, opset: int = OPSET) ->
                 dynamic_axes={"images": {0: "batch"}, "anomaly_map": {0: "batch"}, "image_score": {0: "batch"}},
                 do_constant_folding=True,
             )
+    except torch.onnx.OnnxExporterError as error:  # e.g. adaptive pooling between grids of no whole ratio
+        raise PackageError(f"this {name} package cannot be exported to ONNX at {size} px: "
+                           f"{str(error).splitlines()[0][:300]}") from error
     finally:
         if previous_format:
             net.to(memory_format=torch.channels_last)
@@ -116,6 +210,7 @@ def export_onnx(inspector: Inspector, output: str | Path, opset: int = OPSET) ->
             "graph_input": f"uint8 (batch, 3, {size}, {size}), RGB, channels first: resize first, the graph normalises",
         }),
         "defectbench.image_threshold": repr(float(inspector.thresholds["image"]["value"])),
+        "defectbench.image_score": inspector.image_score_rule,
         "defectbench.pixel_threshold": repr(float(pixel_threshold)),
         "defectbench.pixel_technique": technique,
         "defectbench.pixel_thresholds": json.dumps({k: v["value"] for k, v in inspector.thresholds["pixel"].items()}),

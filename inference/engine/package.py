@@ -3,20 +3,28 @@
 A package is a folder::
 
     manifest.json          what the model is and how it must be fed (below)
-    model.safetensors      the fitted state (PaDiM: means + packed inverse covariances;
-                           CFLOW: decoder weights, feature standardisation, reference log-likelihoods)
+    model.safetensors      the fitted state, the model's ``package_state()`` (PaDiM: means + packed
+                           inverse covariances; PatchCore: the memory bank; reconstruction and
+                           attribution: network weights + feature standardisation; CFLOW: decoder
+                           weights, feature standardisation, reference log-likelihoods)
     backbone.safetensors   only for a randomly initialised backbone (tests), which exists nowhere else
 
 The manifest holds the model name and settings, the backbone (name, layers, where its weights
 came from and the SHA-256 of the weights actually used), the preprocessing (image size, resize,
 normalisation), every fitted threshold (pixel thresholds per technique, the run's chosen one,
-the image threshold) with the rule that produced it, the run it came from, the engine version
+the image threshold) with the rule that produced it and how the model computes the image score
+it is compared with (the model class's ``IMAGE_SCORE``), the run it came from, the engine version
 and the SHA-256 of ``model.safetensors``. :func:`load_package` checks all of it and refuses a
 mismatch with a :class:`PackageError` that says what differs; it never falls back silently.
 
 :class:`Inspector` (what :func:`load_package` returns) turns new images (uint8 RGB arrays of any
-size, or files) into verdicts: image score (map maximum) against the image threshold, defect
-area and connected components at the pixel threshold, and the anomaly map itself. No Django.
+size, or files) into verdicts: the model's own image score (the one the run fitted its image
+threshold on: ``anomaly_maps``' scores, e.g. PatchCore's reweighted score, not the map maximum)
+against the image threshold, defect area and connected components at the pixel threshold, and the
+anomaly map itself. No Django.
+
+Every registry model implements :class:`PackableModel` (the registry's protocol), so every run's
+model can be packaged.
 """
 
 from __future__ import annotations
@@ -30,22 +38,53 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
 from . import registry
 
+if TYPE_CHECKING:
+    import torch
+
+    from .backbones import Backbone
+    from .types import BenchmarkConfig
+
 FORMAT = "defectbench-model-package"
 FORMAT_VERSION = 1
-# Bump when a change to the engine alters the maps a fitted model gives for the same state:
-# a package made by another engine version is refused rather than silently scored differently.
+# Bump when a change to the engine alters the maps or image scores a fitted model gives for the
+# same state: a package made by another engine version is refused rather than silently scored
+# differently. (Inspection now takes the model's own image score instead of the map maximum; for
+# PaDiM and CFLOW, the only models packaged before, that score is the map maximum, so their
+# packages score exactly as before and keep version 1.)
 ENGINE_VERSION = "1"
 MANIFEST = "manifest.json"
 WEIGHTS = "model.safetensors"
 BACKBONE_WEIGHTS = "backbone.safetensors"
+
+
+@runtime_checkable
+class PackableModel(Protocol):
+    """What a package needs of a model; every registry model implements it (a test holds them to it)."""
+
+    IMAGE_SCORE: ClassVar[str]  # one sentence: how ``anomaly_maps`` scores an image (kept in the manifest)
+    backbone: "Backbone"
+
+    def anomaly_maps(self, images: "torch.Tensor") -> tuple[np.ndarray, np.ndarray]:
+        """Maps (B, S, S) float32 and the model's image scores (B,), each image on its own."""
+
+    def package_state(self) -> "dict[str, torch.Tensor]":
+        """The fitted tensors (written to ``model.safetensors``)."""
+
+    @classmethod
+    def from_state(cls, state: "dict[str, torch.Tensor]", config: "BenchmarkConfig",
+                   backbone: "Backbone") -> "PackableModel":
+        """The fitted model from :meth:`package_state` and the run's settings; ValueError when they do not fit."""
+
+
 def packable_models() -> tuple[str, ...]:
-    """The registry's models that can be rebuilt from a package (a ``from_state`` of their own)."""
-    return tuple(name for name in registry.MODELS if hasattr(registry.model_class(name), "from_state"))
+    """The models a package can hold: every model of the registry (each is a :class:`PackableModel`)."""
+    return tuple(registry.MODELS)
 
 
 # Settings that change nothing a fitted model computes (how the run was executed, or evaluated).
@@ -86,8 +125,9 @@ def _model_name(model) -> str:
     return name
 
 
-def thresholds_from_report(report: dict) -> dict:
-    """Every fitted threshold of a report: pixel thresholds per technique, the chosen one, the image one."""
+def thresholds_from_report(report: dict, image_score: str) -> dict:
+    """Every fitted threshold of a report: pixel thresholds per technique, the chosen one, the image one
+    (with ``image_score``, how the model scores an image: its ``IMAGE_SCORE``)."""
     pixel = {name: {"value": float(r["threshold"]), "technique": name}
              for name, r in (report.get("techniques") or {}).items() if r.get("threshold") is not None}
     chosen = (report.get("selection") or {}).get("chosen")
@@ -102,7 +142,7 @@ def thresholds_from_report(report: dict) -> dict:
         "pixel_technique": chosen if chosen in pixel else next(iter(pixel)),
         "pixel_rule": (report.get("selection") or {}).get("rule", ""),
         "image": {"value": float(decision["threshold"]), "rule": decision.get("rule", ""),
-                  "score": "maximum of the anomaly map"},
+                  "score": image_score},
     }
 
 
@@ -117,7 +157,7 @@ def save_package(model, report: dict, out_dir: str | Path, source: dict | None =
     name = _model_name(model)
     backbone = model.backbone
     config = dict(report["config"])
-    thresholds = thresholds_from_report(report)
+    thresholds = thresholds_from_report(report, type(model).IMAGE_SCORE)
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
@@ -238,8 +278,9 @@ def load_package(path: str | Path, *, device: str = "cpu", image_size: int | Non
     info = manifest["backbone"]
     random_backbone = info.get("weights", "").startswith("random")
     try:
-        backbone = Backbone(config.backbone, layers=config.layers, weights="random" if random_backbone else "pretrained",
-                            weights_path=weights_path, device=device)
+        backbone = Backbone(config.backbone, layers=registry.backbone_layers(config),
+                            weights="random" if random_backbone else "pretrained", weights_path=weights_path,
+                            device=device)
     except BackboneWeightsError as error:
         raise PackageError(f"backbone {config.backbone}: {error}") from error
     if random_backbone:
@@ -373,15 +414,25 @@ class Inspector:
                                f"{', '.join(sorted(self.thresholds['pixel']))}")
         return technique, float(entry["value"])
 
-    def maps(self, images: np.ndarray) -> np.ndarray:
-        """(B, S, S, 3) uint8 at the package's size -> anomaly maps (B, S, S) float32."""
+    @property
+    def image_score_rule(self) -> str:
+        """How the model scores an image (the manifest's words), which the image threshold applies to."""
+        return self.thresholds["image"].get("score", "")
+
+    def maps_and_scores(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(B, S, S, 3) uint8 at the package's size -> anomaly maps (B, S, S) float32 and the model's
+        own image scores (B,) float64, the scores the run fitted its image threshold on."""
         import torch
 
         if images.ndim != 4 or images.shape[1:] != (self.image_size, self.image_size, 3):
             raise PackageError(f"expected images of shape (B, {self.image_size}, {self.image_size}, 3), "
                                f"got {images.shape}")
         batch = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
-        return self.model.predict(batch)
+        return self.model.anomaly_maps(batch)
+
+    def maps(self, images: np.ndarray) -> np.ndarray:
+        """(B, S, S, 3) uint8 at the package's size -> anomaly maps (B, S, S) float32."""
+        return self.maps_and_scores(images)[0]
 
     def inspect(self, images, names=None, technique: str | None = None, batch_size: int = 16) -> list[Inspection]:
         """Verdicts for ``images`` (uint8 arrays or PIL images of any size)."""
@@ -400,11 +451,11 @@ class Inspector:
         technique, pixel_thr = self.pixel_threshold(technique)
         image_thr = float(self.thresholds["image"]["value"])
         t0 = time.perf_counter()
-        maps = self.maps(prepared)
+        maps, scores = self.maps_and_scores(prepared)
         ms = 1000.0 * (time.perf_counter() - t0) / len(prepared)
         out: list[Inspection] = []
-        for name, (w, h), amap in zip(names, sizes, maps):
-            score = float(amap.max())
+        for name, (w, h), amap, own_score in zip(names, sizes, maps, scores):
+            score = float(own_score)  # the model's own score: what the image threshold was fitted on
             mask = amap >= pixel_thr
             out.append(Inspection(
                 name=name, width=w, height=h, score=score, image_threshold=image_thr,

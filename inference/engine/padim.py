@@ -127,6 +127,8 @@ class GaussianAccumulator:
 class Padim:
     """PaDiM model on top of a frozen :class:`Backbone`."""
 
+    IMAGE_SCORE = "the maximum of the anomaly map (the blurred Mahalanobis distances of the patch positions)"
+
     def __init__(self, backbone: Backbone, n_features: int = 100, seed: int = 0, image_size: int = 256):
         self.backbone = backbone
         self.image_size = image_size

@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 
 from .backbones import Backbone, backbone_settings, check_backbone
-from .common import gaussian_blur
+from .common import gaussian_blur, require_tensors
 
 BLUR_SIGMA = 4.0
 # Rows per step of the coreset distance updates and of the nearest-neighbour search: the largest
@@ -116,6 +116,11 @@ def nearest(queries: torch.Tensor, bank: torch.Tensor, bank_sq: torch.Tensor, k:
 
 class PatchCore:
     """PatchCore on top of a frozen :class:`Backbone` (use two mid-level layers)."""
+
+    IMAGE_SCORE = ("the paper's reweighted nearest-neighbour distance of the most anomalous patch: its "
+                   "distance to the nearest memory-bank entry times 1 - softmax of its distances to that "
+                   "entry's num_neighbors nearest bank entries (the distance itself when num_neighbors = 1), "
+                   "not the maximum of the blurred map")
 
     def __init__(self, backbone: Backbone, coreset_ratio: float = 0.01, projection_dim: int = 64,
                  num_neighbors: int = 9, seed: int = 0, image_size: int = 256):
@@ -196,8 +201,34 @@ class PatchCore:
         s = state["settings"]
         check_backbone(s, backbone)
         model = cls(backbone, s["coreset_ratio"], s["projection_dim"], s["num_neighbors"], s["seed"], s["image_size"])
-        model.grid, model.n_patches = tuple(s["grid"]), s["training_patches"]
-        model._set_bank(state["tensors"]["bank"].to(backbone.device))
+        model._restore(state["tensors"]["bank"], tuple(s["grid"]), s["training_patches"])
+        return model
+
+    def _restore(self, bank: torch.Tensor, grid: tuple[int, int], n_patches: int) -> None:
+        """The fitted memory bank, checked against this backbone's feature width."""
+        d = int(sum(self.backbone.channels))
+        if bank.ndim != 2 or bank.shape[0] < 1 or bank.shape[1] != d:
+            raise ValueError(f"the stored memory bank has shape {tuple(bank.shape)}; this backbone's layers "
+                             f"give {d}-dimensional patch features")
+        self.grid, self.n_patches = tuple(grid), int(n_patches)
+        self._set_bank(bank.to(self.backbone.device, torch.float32))
+
+    # -- model packages (inference.engine.package) --------------------------------------------
+    def package_state(self) -> dict[str, torch.Tensor]:
+        """The memory bank (and how many training patches it was chosen from)."""
+        state = self.state()
+        return {**state["tensors"],
+                "training_patches": torch.tensor([state["settings"]["training_patches"]], dtype=torch.long)}
+
+    @classmethod
+    def from_state(cls, state: dict[str, torch.Tensor], config, backbone: Backbone) -> "PatchCore":
+        """A fitted PatchCore from :meth:`package_state` and the run's settings; the feature grid is
+        re-derived from the backbone at the run's image size."""
+        require_tensors(state, ("bank", "training_patches"), "PatchCore")
+        model = cls.from_config(backbone, config)
+        with torch.inference_mode():
+            model.embed(torch.zeros(1, 3, model.image_size, model.image_size, dtype=torch.uint8))
+        model._restore(state["bank"], model.grid, int(state["training_patches"].reshape(-1)[0]))
         return model
 
     def anomaly_maps(self, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .backbones import Backbone, backbone_settings, check_backbone
-from .common import gaussian_blur
+from .common import gaussian_blur, load_module_tensors, require_tensors
 
 BLUR_SIGMA = 4.0
 FIBER_BATCH = 4096
@@ -37,12 +37,18 @@ HIDDEN = 128
 
 def grid_features(feats: list[torch.Tensor], grid_index: int = 1) -> torch.Tensor:
     """3x3-averaged feature maps on the grid of ``feats[grid_index]``, concatenated."""
-    size = feats[grid_index].shape[-2:]
+    size = tuple(int(n) for n in feats[grid_index].shape[-2:])
     parts = []
     for f in feats:
         f = F.avg_pool2d(f.float(), 3, stride=1, padding=1, count_include_pad=False)
         if f.shape[-2] > size[0]:
-            f = F.adaptive_avg_pool2d(f, size)
+            factor = int(f.shape[-2]) // size[0]
+            if tuple(f.shape[-2:]) == (factor * size[0], factor * size[1]):
+                # A whole factor (any image size a multiple of the strides): the same block means as
+                # adaptive pooling, in a form an ONNX export (onnx_export.ReconstructionGraph) can hold.
+                f = F.avg_pool2d(f, factor)
+            else:
+                f = F.adaptive_avg_pool2d(f, size)
         elif f.shape[-2] < size[0]:
             f = F.interpolate(f, size=size, mode="bilinear", align_corners=False)
         parts.append(f)
@@ -59,6 +65,8 @@ def make_autoencoder(channels: int, latent: int) -> nn.Module:
 
 class FeatureReconstruction:
     """Feature-reconstruction autoencoder on top of a frozen :class:`Backbone`."""
+
+    IMAGE_SCORE = "the maximum of the anomaly map (the blurred squared feature-reconstruction error)"
 
     def __init__(self, backbone: Backbone, latent_dim: int = 32, epochs: int = 10, learning_rate: float = 2e-3,
                  seed: int = 0, image_size: int = 256):
@@ -152,10 +160,36 @@ class FeatureReconstruction:
         s, t = state["settings"], state["tensors"]
         check_backbone(s, backbone)
         model = cls(backbone, s["latent_dim"], s["epochs"], s["learning_rate"], s["seed"], s["image_size"])
-        model.net.load_state_dict({k[4:]: v for k, v in t.items() if k.startswith("net.")})
-        model.net.eval()
-        model.mean, model.std = t["mean"].to(backbone.device), t["std"].to(backbone.device)
-        model.history = list(s["history"])
+        model._restore(t, s["history"])
+        return model
+
+    def _restore(self, tensors: dict, history) -> None:
+        """The trained autoencoder and feature standardisation, checked against this backbone's channels."""
+        require_tensors(tensors, ("mean", "std"), "feature-reconstruction model")
+        load_module_tensors(self.net, tensors, "net.", "autoencoder")
+        self.net.eval()
+        channels = int(sum(self.backbone.channels))
+        for name in ("mean", "std"):
+            if tuple(tensors[name].shape) != (channels,):
+                raise ValueError(f"the stored feature {name} has shape {tuple(tensors[name].shape)}; this "
+                                 f"backbone's layers give {channels} channels")
+        self.mean, self.std = (tensors[n].to(self.backbone.device, torch.float32) for n in ("mean", "std"))
+        self.history = [float(v) for v in history]
+
+    # -- model packages (inference.engine.package) --------------------------------------------
+    def package_state(self) -> dict[str, torch.Tensor]:
+        """Autoencoder weights, feature standardisation and the training losses."""
+        return {**self.state()["tensors"], "history": torch.tensor(self.history, dtype=torch.float64)}
+
+    @classmethod
+    def from_state(cls, state: dict[str, torch.Tensor], config, backbone: Backbone) -> "FeatureReconstruction":
+        """A trained model from :meth:`package_state` and the run's settings; the feature grid is
+        re-derived from the backbone at the run's image size."""
+        require_tensors(state, ("history",), "feature-reconstruction model")
+        model = cls.from_config(backbone, config)
+        model._restore(state, state["history"].tolist())
+        with torch.inference_mode():
+            model.features(torch.zeros(1, 3, model.image_size, model.image_size, dtype=torch.uint8))
         return model
 
     def memory_bytes(self) -> int:

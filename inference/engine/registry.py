@@ -13,7 +13,14 @@ Every model class implements the same protocol:
   (batch-independent);
 * ``state() -> {"tensors": {name: Tensor}, "settings": JSON-able dict}`` and the classmethod
   ``load(state, backbone)``, which rebuilds a model that gives identical maps;
-* ``memory_bytes()`` (fitted parameters) and ``describe()`` (the report's ``model_info``).
+* ``memory_bytes()`` (fitted parameters) and ``describe()`` (the report's ``model_info``);
+* for model packages (:class:`package.PackableModel`): ``IMAGE_SCORE``, one sentence saying how
+  ``anomaly_maps`` scores an image; ``package_state()`` (tensors only) and the classmethod
+  ``from_state(state, config, backbone)``, which rebuilds the model from them and the run's
+  settings, re-deriving its feature grid from the backbone and refusing tensors that do not fit
+  with a ValueError. Every registered model can therefore be packaged and deployed.
+
+Whether a model exports to ONNX is the spec's ``onnx_refusal`` (empty: ``onnx_export`` has its graph).
 """
 
 from __future__ import annotations
@@ -157,6 +164,9 @@ class ModelSpec:
     # for every repeated split.
     uses_validation: bool = False
     citation: str = ""
+    # Why the model's package cannot be exported to ONNX (the refusal's message); empty when
+    # ``onnx_export`` holds a graph for it (a test keeps the two equal).
+    onnx_refusal: str = ""
     extra: dict = field(default_factory=dict)
 
 
@@ -175,12 +185,18 @@ MODELS: dict[str, ModelSpec] = {m.name: m for m in (
     ModelSpec("attribution", "VAE attribution", "attribution", "attribution", "VaeAttention",
               ("attribution_target", "latent_dim", "epochs", "learning_rate"),
               "gradient attribution of a VAE trained on normal features (after Liu et al.)",
-              citation="Liu et al., CVPR 2020"),
+              citation="Liu et al., CVPR 2020",
+              onnx_refusal="its map is a gradient of the VAE's score with respect to its input features, "
+                           "computed by backpropagation at inference, and an ONNX inference graph holds no "
+                           "backward pass"),
     ModelSpec("cflow", "CFLOW", "normalizing_flow", "cflow", "Cflow",
               ("epochs", "learning_rate", "early_stopping_patience", "coupling_blocks", "condition_vector",
                "clamp_alpha", "fiber_batch_size"),
               "conditional normalizing flows on backbone features",
-              uses_validation=True, citation="Gudovskiy et al., WACV 2022"),
+              uses_validation=True, citation="Gudovskiy et al., WACV 2022",
+              onnx_refusal="its map is a float64 log-sum-exp of normalizing-flow log-likelihoods with a "
+                           "per-image shift, which an ONNX runtime computes in float32 and so would not "
+                           "reproduce"),
 )}
 
 DEFAULT_MODEL = _CONFIG_DEFAULTS["model"]
@@ -212,6 +228,11 @@ def model_class(name: str):
     spec = get(name)
     module = importlib.import_module(f"{__package__}.{spec.module}")
     return getattr(module, spec.cls)
+
+
+def backbone_layers(config: BenchmarkConfig) -> tuple | None:
+    """The backbone layers a run of ``config`` uses: its own, else its model's default (None: the backbone's)."""
+    return config.layers if config.layers is not None else get(config.model).default_layers
 
 
 def build(config: BenchmarkConfig, backbone):

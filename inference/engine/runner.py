@@ -422,7 +422,7 @@ def _run_measured(train, test, config, progress, should_cancel, artifacts_dir, o
     seeds = [config.seed + r for r in range(repeats)]
     labels = np.array([s.is_anomalous for s in test], dtype=bool)  # the dataset's word, never the resized mask
     val_idx, test_idx = split_validation_test(test, config.val_fraction, config.seed)
-    layers = config.layers if config.layers is not None else registry.get(config.model).default_layers
+    layers = registry.backbone_layers(config)
     backbone = Backbone(
         config.backbone, layers=layers, weights="pretrained" if config.pretrained else "random",
         weights_path=config.weights_path, device=config.device,

@@ -8,9 +8,13 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
+from inference.engine import registry
+
 
 class Command(BaseCommand):
-    help = "Export a saved model package (PaDiM) to ONNX, thresholds and preprocessing in its metadata."
+    help = ("Export a saved model package ("
+            + ", ".join(m.label for m in registry.MODELS.values() if not m.onnx_refusal)
+            + ") to ONNX, thresholds and preprocessing in its metadata.")
 
     def add_arguments(self, parser):
         parser.add_argument("package", type=Path, help="model package folder")

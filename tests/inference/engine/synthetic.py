@@ -9,6 +9,17 @@ from PIL import Image
 
 from inference.engine import Sample
 
+# Small, fast settings per model for 64 px synthetic images (every registered model must appear;
+# "name-variant" keys cover a second setting of one model).
+SMALL = {
+    "padim": dict(n_features=20),
+    "patchcore": dict(coreset_ratio=0.1, projection_dim=16),
+    "reconstruction": dict(epochs=2, latent_dim=8),
+    "attribution": dict(epochs=2, latent_dim=4),
+    "attribution-latent": dict(epochs=2, latent_dim=4, attribution_target="latent"),
+    "cflow": dict(epochs=1, coupling_blocks=2, condition_vector=16, fiber_batch_size=256),
+}
+
 
 def _texture(rng: np.random.Generator, size: int) -> np.ndarray:
     yy, xx = np.mgrid[0:size, 0:size] / size

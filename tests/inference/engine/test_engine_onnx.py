@@ -1,15 +1,19 @@
-"""ONNX export of a PaDiM package: onnxruntime gives the torch maps within 1e-4 relative, and the
-thresholds and preprocessing travel in the model's metadata."""
+"""ONNX export of a package (PaDiM, PatchCore with its nearest neighbours and reweighted image score
+in the graph, feature reconstruction): onnxruntime gives the torch maps and the model's own image
+scores within 1e-4 relative, and the thresholds and preprocessing travel in the model's metadata;
+the models that cannot be exported are refused with the reason."""
 
 import json
 
 import numpy as np
 import pytest
 
-from inference.engine import BenchmarkConfig, run_benchmark
+from inference.engine import BenchmarkConfig, registry, run_benchmark
 from inference.engine.package import PackageError, load_package, save_package
 
-CFG = dict(image_size=64, n_features=20, batch_size=4, device="cpu", techniques=("iou_curve", "normal_max"))
+from .synthetic import SMALL
+
+CFG = dict(image_size=64, batch_size=4, device="cpu", techniques=("iou_curve", "normal_max"))
 
 
 def _package(train, test, config, out):
@@ -19,32 +23,45 @@ def _package(train, test, config, out):
     return report, saved["path"]
 
 
-def test_padim_onnx_matches_the_torch_maps(synthetic, tmp_path):
+def test_the_registry_says_which_models_export_and_each_has_a_graph_or_a_reason():
+    from inference.engine.onnx_export import EXPORTABLE, GRAPHS
+
+    assert set(GRAPHS) == set(EXPORTABLE) == {"padim", "patchcore", "reconstruction"}
+    for name, spec in registry.MODELS.items():
+        assert (name in EXPORTABLE) != bool(spec.onnx_refusal), name
+
+
+@pytest.mark.parametrize("model", ["padim", "patchcore", "reconstruction"])
+def test_onnx_matches_the_torch_maps_and_image_scores(model, synthetic, tmp_path):
     import onnx
     import onnxruntime as ort
+    from PIL import Image
 
     from inference.engine.onnx_export import export_onnx
     from inference.engine.package import prepare_image
 
     train, test = synthetic
-    report, path = _package(train, test, BenchmarkConfig(**CFG), tmp_path / "padim")
+    settings = {**SMALL[model], **({"num_neighbors": 3} if model == "patchcore" else {})}
+    report, path = _package(train, test, BenchmarkConfig(model=model, **CFG, **settings), tmp_path / model)
     inspector = load_package(path)
-    out = export_onnx(inspector, tmp_path / "padim.onnx")
+    out = export_onnx(inspector, tmp_path / f"{model}.onnx")
 
-    from PIL import Image
-
-    images = np.stack([prepare_image(Image.open(s.image_path), 64)[0] for s in test[:6]])
-    torch_maps = inspector.maps(images)
+    images = np.stack([prepare_image(Image.open(s.image_path), 64)[0] for s in test[:8]])
+    torch_maps, torch_scores = inspector.maps_and_scores(images)
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     onnx_maps, onnx_scores = session.run(None, {"images": np.ascontiguousarray(images.transpose(0, 3, 1, 2))})
     relative = np.abs(onnx_maps - torch_maps).max() / np.abs(torch_maps).max()
     assert relative <= 1e-4, relative
-    np.testing.assert_allclose(onnx_scores, torch_maps.reshape(len(images), -1).max(1), rtol=1e-4)
-    single, _ = session.run(None, {"images": np.ascontiguousarray(images[:1].transpose(0, 3, 1, 2))})
-    assert np.abs(single[0] - torch_maps[0]).max() / np.abs(torch_maps[0]).max() <= 1e-4  # any batch size
+    np.testing.assert_allclose(onnx_scores, torch_scores, rtol=1e-4)
+    if model == "patchcore":  # the reweighted score, not the map maximum, is what the graph returns
+        assert np.abs(torch_scores - torch_maps.reshape(len(images), -1).max(1)).max() > 1e-3 * torch_scores.max()
+    single_map, single_score = session.run(None, {"images": np.ascontiguousarray(images[:1].transpose(0, 3, 1, 2))})
+    assert np.abs(single_map[0] - torch_maps[0]).max() / np.abs(torch_maps[0]).max() <= 1e-4  # any batch size
+    assert single_score[0] == pytest.approx(torch_scores[0], rel=1e-4)
 
     meta = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
     assert float(meta["defectbench.image_threshold"]) == report["image_decision"]["threshold"]
+    assert meta["defectbench.image_score"] == registry.model_class(model).IMAGE_SCORE
     chosen = report["selection"]["chosen"]
     assert meta["defectbench.pixel_technique"] == chosen
     assert float(meta["defectbench.pixel_threshold"]) == report["techniques"][chosen]["threshold"]
@@ -52,12 +69,12 @@ def test_padim_onnx_matches_the_torch_maps(synthetic, tmp_path):
     assert json.loads(meta["defectbench.manifest"])["backbone"]["weights_sha256"]
 
 
-def test_cflow_export_is_refused_with_the_reason(synthetic, tmp_path):
+@pytest.mark.parametrize("model, reason", [("cflow", "float64 log-sum-exp"), ("attribution", "gradient")])
+def test_models_that_cannot_be_exported_are_refused_with_the_reason(model, reason, synthetic, tmp_path):
     from inference.engine.onnx_export import export_onnx
 
     train, test = synthetic
-    config = BenchmarkConfig(model="cflow", epochs=1, coupling_blocks=2, condition_vector=16, fiber_batch_size=512,
-                             layers=(2, 3), pretrained=False, **CFG)
-    _, path = _package(train, test, config, tmp_path / "cflow")
-    with pytest.raises(PackageError, match="cflow packages cannot be exported to ONNX"):
-        export_onnx(load_package(path), tmp_path / "cflow.onnx")
+    config = BenchmarkConfig(model=model, layers=(2, 3), pretrained=False, **CFG, **SMALL[model])
+    _, path = _package(train, test, config, tmp_path / model)
+    with pytest.raises(PackageError, match=f"{model} packages cannot be exported to ONNX: .*{reason}"):
+        export_onnx(load_package(path), tmp_path / f"{model}.onnx")

@@ -11,15 +11,7 @@ from inference.engine import BenchmarkConfig, registry
 from inference.engine.backbones import BACKBONES, Backbone
 from inference.engine.data import make_loader
 
-# Small, fast settings per model for 64 px synthetic images (every registered model must appear).
-SMALL = {
-    "padim": dict(n_features=20),
-    "patchcore": dict(coreset_ratio=0.1, projection_dim=16),
-    "reconstruction": dict(epochs=2, latent_dim=8),
-    "attribution": dict(epochs=2, latent_dim=4),
-    "attribution-latent": dict(epochs=2, latent_dim=4, attribution_target="latent"),
-    "cflow": dict(epochs=1, coupling_blocks=2, condition_vector=16, fiber_batch_size=256),
-}
+from .synthetic import SMALL
 
 
 def test_every_setting_is_an_engine_setting_with_its_default_inside_the_bounds():
