@@ -298,7 +298,8 @@ def release_claim(user: User, image: Image) -> None:
     Claim.objects.filter(image=image, annotator=user).delete()
 
 
-def submit_label(*, user: User, image: Image, background: bool, category: str, source: str = "workspace") -> Label:
+def submit_label(*, user: User, image: Image, background: bool, category: str, source: str = "workspace",
+                 background_carried: bool = False) -> Label:
     """Save ``user``'s label of ``image`` if the overlap allows it; drop the claim and any skip.
 
     Changing one's own existing label is always allowed. A new label is refused (QueueError) when
@@ -321,7 +322,8 @@ def submit_label(*, user: User, image: Image, background: bool, category: str, s
             if full:
                 raise QueueError("This image already has all the labels it needs.")
         locked.product = image.product
-        label = save_label(image=locked, annotator=user, background=background, category=category, source=source)
+        label = save_label(image=locked, annotator=user, background=background, category=category, source=source,
+                           background_carried=background_carried)
         Claim.objects.filter(image=locked, annotator=user).delete()
         Skip.objects.filter(image=locked, annotator=user).delete()
     return label
