@@ -350,7 +350,7 @@ class ImportJob(models.Model):
         return self.status not in ACTIVE_BACKGROUND_STATUSES
 
 class DatasetStatistics(models.Model):
-    """A snapshot of a dataset's label statistics (agreement, distributions, progress).
+    """A snapshot of a dataset's label statistics (agreement, distributions).
 
     Written only by the periodic task ``annotator.refresh_statistics`` (Celery beat), read by the
     dashboard and the agreement API, so reviewers' pages cost the same with 100 or 100 000 labels.

@@ -247,11 +247,11 @@ def dashboard(request, pk: int):
     """Progress per product, label distribution (category, background), annotators' progress, agreement."""
     dataset = get_object_or_404(Dataset, pk=pk)
     snapshot = statistics.current(dataset)
-    products = []
-    for product in dataset.products.all():
-        figures = snapshot["products"].get(str(product.pk))
-        progress = queue.Progress(figures["done"], figures["total"]) if figures else queue.product_progress(product)
-        products.append({"product": product, "progress": progress})
+    # Progress from the queue's own figures (seconds old at most, dropped on every change), not the
+    # statistics snapshot: that one is renewed when labels change, so after an overlap change it
+    # still said "63 / 63 fully labelled".
+    products = [{"product": product, "progress": queue.product_progress(product)}
+                for product in dataset.products.all()]
     category_counts, background_counts = snapshot["category_counts"], snapshot["background_counts"]
     final_categories = snapshot["final_categories"]
     total_images = sum(p["progress"].total for p in products)

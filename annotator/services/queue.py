@@ -398,6 +398,16 @@ def images_short_of_labels_changed(product_id: int, delta: int) -> None:
         cache.incr(_short_key(product_id), delta)
     except ValueError:  # not counted lately: the next reader counts
         pass
+    product_completion_changed(product_id)
+
+
+def product_completion_changed(product_id: int) -> None:
+    """An image of the product became fully labelled (or decided by a reviewer), or stopped being.
+
+    The cached product figure is dropped once the change commits (dropped before, a reader in
+    between would cache the old count again): the workspace showed "1 / 63" for a run of labels
+    while the figure cached after the first one lived."""
+    transaction.on_commit(lambda: cache.delete(_progress_key(product_id)))
 
 
 def product_progress(product: Product, cached: bool = True) -> Progress:
