@@ -20,6 +20,7 @@ from annotator.services import (
     dataset_settings,
     label_csv,
     labelling_list,
+    nothing_left,
     queue,
     review,
     statistics,
@@ -133,13 +134,21 @@ def label_start(request, pk: int):
         product = get_object_or_404(Product, pk=product_id, dataset=dataset)
     if request.method == "GET":
         if not queue.has_work(request.user, dataset=dataset, product=product):
-            return render(request, "annotator/queue_done.html", {"dataset": dataset, "product": product})
+            return _queue_done(request, dataset, product)
         return render(request, "annotator/queue_start.html", {"dataset": dataset, "product": product})
     image = queue.next_image(request.user, dataset=dataset, product=product)
     if image is None:
-        return render(request, "annotator/queue_done.html", {"dataset": dataset, "product": product})
+        return _queue_done(request, dataset, product)
     url = reverse("workspace", args=[image.pk])
     return redirect(f"{url}?scope=product" if product else url)
+
+
+def _queue_done(request, dataset, product):
+    """"Nothing left to label", and why (every image has its overlap's labels, others hold them)."""
+    state = nothing_left.nothing_left(request.user, dataset=dataset, product=product)
+    return render(request, "annotator/queue_done.html", {
+        "dataset": dataset, "product": product, "state": state, "reasons": nothing_left.reasons(state),
+    })
 
 
 @require_GET

@@ -547,6 +547,11 @@
     const done = state.data.progress_user;
     if (done) setProgress("user", { done: done.total, total: done.total, percent: 100 });
     message("All done: no image is waiting for your label. Press Backspace to revise your last labels.", "ok");
+    const why = document.createElement("a");  // the queue's page says why (overlap, others' claims)
+    why.id = "ws-why-done";
+    why.href = config.doneUrl + (config.productId ? `?product=${config.productId}` : "");
+    why.textContent = "Why?";
+    $("ws-message").append(" ", why);
     $("btn-submit").disabled = true;
     $("btn-skip").disabled = true;
     $("btn-forward").disabled = true;
