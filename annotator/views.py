@@ -155,13 +155,13 @@ def _queue_done(request, dataset, product):
 def labelling_list_page(request, pk: int):
     """Every anomalous image of a product with my label; filters; a click opens the workspace."""
     product = get_object_or_404(Product.objects.select_related("dataset"), pk=pk)
-    which = labelling_list.clean_filter(request.GET.get("filter"))
+    which = labelling_list.clean_filter(request.GET.get("filter"), request.user)
     category = request.GET.get("category") if request.GET.get("category") in Label.Category.values else None
     rows = labelling_list.labelling_rows(product, request.user, which, category)
     return render(request, "annotator/labelling_list.html", {
         "product": product, "rows": rows, "filter": which, "category": category,
         "show_defect_folder": not defect_folder.hidden_for(request.user, product.dataset),
-        "filters": labelling_list.FILTERS.items(), "categories": Label.Category.choices,
+        "filters": labelling_list.filters_for(request.user).items(), "categories": Label.Category.choices,
         "here": request.get_full_path(), "see_all": request.user.is_reviewer_role,
     })
 
