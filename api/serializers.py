@@ -197,6 +197,8 @@ class LabelImportReportSerializer(serializers.Serializer):
     background = serializers.DictField(child=serializers.IntegerField())
     error_count = serializers.IntegerField(help_text="all errors found; at most 100 are listed")
     errors = ImportErrorSerializer(many=True)
+    skipped_count = serializers.IntegerField(help_text="rows of a per-image export left out as unresolved")
+    skipped = ImportErrorSerializer(many=True, help_text="those rows (at most 100), with their lines")
 
 
 class TokenRequestSerializer(AuthTokenSerializer):
