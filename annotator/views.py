@@ -116,7 +116,9 @@ def role_required(role: str):
             user = request.user
             allowed = user.is_admin_role if role == "admin" else user.is_reviewer_role
             if not allowed:
-                raise PermissionDenied(f"This page needs the {role} role.")
+                who = "admins" if role == "admin" else "reviewers and admins"
+                raise PermissionDenied(f"This page is for {who}; you are signed in as {user.username} "
+                                       f"({user.get_role_display().lower()}). An admin can change your role.")
             return view(request, *args, **kwargs)
 
         return wrapped
@@ -184,6 +186,7 @@ def workspace(request, pk: int):
             "labels": reverse("api-label-list"),
         },
         "workspaceUrl": reverse("workspace", args=[0]),
+        "listUrl": reverse("labelling-list", args=[0]),
         "doneUrl": reverse("label-start", args=[image.product.dataset_id]),
         "categories": [{"value": v, "key": k, "name": n, "help": h} for v, k, n, h in CATEGORY_HELP],
         "backgrounds": [{"value": v == "yes", "key": k, "name": n} for v, k, n, _ in BACKGROUND_HELP],

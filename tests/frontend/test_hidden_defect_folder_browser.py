@@ -9,7 +9,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 
 def _shown(page):
-    page.wait_for_function("document.getElementById('img-anomaly').complete "
+    page.wait_for_function("() => document.getElementById('img-anomaly').complete "
                            "&& document.getElementById('img-anomaly').naturalWidth > 0")
     image = Image.objects.get(pk=int(page.get_attribute("#workspace", "data-image-id")))
     return image, page.inner_text(".ws-head"), page.title()
@@ -23,7 +23,7 @@ def test_the_workspace_names_no_hidden_folder(browser_page, login_as, live_serve
     login_as(page, annotator_account)
     page.goto(f"{live_server.url}/datasets/{demo_dataset.pk}/label/?product={widget.pk}")
     page.click("#start-labelling")
-    page.wait_for_function("document.getElementById('workspace').dataset.imageId")
+    page.wait_for_function("() => document.getElementById('workspace').dataset.imageId")
     first, header, title = _shown(page)
     assert first.defect_type not in header and first.defect_type not in title, (header, title)
     assert f"image-{first.pk}" in header and page.inner_text("#ws-defect") == ""

@@ -108,6 +108,9 @@
     const image = data.image;
     $("ws-dataset").textContent = data.product.dataset_name;
     $("ws-product").textContent = data.product.name;
+    // A one-product dataset named after its product ("bottle"): its name once, not "bottle / bottle".
+    $("ws-product-crumb").hidden = data.product.name === data.product.dataset_name;
+    $("ws-list").href = config.listUrl.replace("/0/", `/${data.product.id}/`);
     $("ws-path").textContent = image.path;
     // The defect folder can prime a category: a dataset may hide it.
     $("ws-defect").textContent = config.showDefectFolder ? image.defect_type : "";
