@@ -28,6 +28,12 @@ BACKGROUND_VALUES = {
 COLUMNS = ("image_path", "background", "defect_category")
 MIN_SUFFIX_PARTS = 3  # e.g. test/broken_large/000.png: file name alone is ambiguous
 NOT_LABELLED_IMAGE = "not an anomalous test image (only those are labelled)"
+# The per-image export's ``source`` of an image whose annotators disagree (no label to give it):
+# such a row, with empty background and category, is skipped and reported, never an error, so
+# that the export re-imports as it is written.
+UNRESOLVED = "unresolved"
+SKIPPED_UNRESOLVED = ("skipped: unresolved in the export (its annotators disagree and no reviewer has "
+                      "decided), so there is no label to import")
 MALFORMED = "malformed CSV"
 
 
@@ -77,8 +83,9 @@ def _header(reader) -> tuple[dict[str, int] | None, int, list[RowError]]:
         return None, 0, [RowError(1, "", f"missing header column(s): {', '.join(missing)} "
                                          f"(expected image_path,background,defect_category)")]
     at = {name: columns.index(name) for name in COLUMNS}
-    if "annotator" in columns:
-        at["annotator"] = columns.index("annotator")
+    for optional in ("annotator", "source"):
+        if optional in columns:
+            at[optional] = columns.index(optional)
     return at, len(columns), []
 
 
@@ -87,6 +94,9 @@ def _row(line: int, row: list[str], at: dict[str, int], width: int) -> LabelRow 
         return [RowError(line, row[0] if row else "", f"expected {width} columns, found {len(row)}")]
     path = row[at["image_path"]].strip()
     raw_background, raw_category = row[at["background"]], row[at["defect_category"]]
+    if ("source" in at and row[at["source"]].strip().lower() == UNRESOLVED
+            and not raw_background.strip() and not raw_category.strip()):
+        return [RowError(line, path, SKIPPED_UNRESOLVED)]
     background = BACKGROUND_VALUES.get(raw_background.strip().lower())
     category = raw_category.strip().lower()
     problems = []
@@ -103,7 +113,8 @@ def _row(line: int, row: list[str], at: dict[str, int], width: int) -> LabelRow 
 def parse_label_csv(data: bytes | str) -> tuple[list[LabelRow], list[RowError]]:
     """The well-formed rows and an error for every problem (blank lines are skipped).
 
-    The file is usable only when the error list is empty: callers import all rows or none.
+    The file is usable only when the error list is empty: callers import all rows or none. Rows
+    the per-image export wrote for unresolved images are not errors: see ``split_skipped``.
     """
     try:
         text = decode(data)
@@ -132,6 +143,12 @@ def parse_label_csv(data: bytes | str) -> tuple[list[LabelRow], list[RowError]]:
     if seen_rows == 0 and not errors:
         errors.append(RowError(0, "", "The file has a header but no rows."))
     return rows, errors
+
+
+def split_skipped(errors: list[RowError]) -> tuple[list[RowError], list[RowError]]:
+    """(errors, skipped rows): the unresolved rows of a per-image export are reported, not refused."""
+    skipped = [e for e in errors if e.message == SKIPPED_UNRESOLVED]
+    return [e for e in errors if e.message != SKIPPED_UNRESOLVED], skipped
 
 
 def count_rows(rows: list[LabelRow], errors: list[RowError]) -> int:

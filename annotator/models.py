@@ -198,6 +198,10 @@ class Label(models.Model):
     # True: the product sits on a backdrop; False: a close-up texture fills the frame.
     background = models.BooleanField()
     category = models.CharField(max_length=16, choices=Category.choices)
+    # The workspace started with this background already selected, carried over from the
+    # annotator's previous label of the product, and the annotator submitted it unchanged (their
+    # confirmation); False when they chose it on this image (or the label came from elsewhere).
+    background_carried = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -349,7 +353,7 @@ class ImportJob(models.Model):
         return self.status not in ACTIVE_BACKGROUND_STATUSES
 
 class DatasetStatistics(models.Model):
-    """A snapshot of a dataset's label statistics (agreement, distributions, progress).
+    """A snapshot of a dataset's label statistics (agreement, distributions).
 
     Written only by the periodic task ``annotator.refresh_statistics`` (Celery beat), read by the
     dashboard and the agreement API, so reviewers' pages cost the same with 100 or 100 000 labels.

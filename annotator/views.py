@@ -20,6 +20,7 @@ from annotator.services import (
     dataset_settings,
     label_csv,
     labelling_list,
+    nothing_left,
     queue,
     review,
     statistics,
@@ -115,7 +116,9 @@ def role_required(role: str):
             user = request.user
             allowed = user.is_admin_role if role == "admin" else user.is_reviewer_role
             if not allowed:
-                raise PermissionDenied(f"This page needs the {role} role.")
+                who = "admins" if role == "admin" else "reviewers and admins"
+                raise PermissionDenied(f"This page is for {who}; you are signed in as {user.username} "
+                                       f"({user.get_role_display().lower()}). An admin can change your role.")
             return view(request, *args, **kwargs)
 
         return wrapped
@@ -133,26 +136,34 @@ def label_start(request, pk: int):
         product = get_object_or_404(Product, pk=product_id, dataset=dataset)
     if request.method == "GET":
         if not queue.has_work(request.user, dataset=dataset, product=product):
-            return render(request, "annotator/queue_done.html", {"dataset": dataset, "product": product})
+            return _queue_done(request, dataset, product)
         return render(request, "annotator/queue_start.html", {"dataset": dataset, "product": product})
     image = queue.next_image(request.user, dataset=dataset, product=product)
     if image is None:
-        return render(request, "annotator/queue_done.html", {"dataset": dataset, "product": product})
+        return _queue_done(request, dataset, product)
     url = reverse("workspace", args=[image.pk])
     return redirect(f"{url}?scope=product" if product else url)
+
+
+def _queue_done(request, dataset, product):
+    """"Nothing left to label", and why (every image has its overlap's labels, others hold them)."""
+    state = nothing_left.nothing_left(request.user, dataset=dataset, product=product)
+    return render(request, "annotator/queue_done.html", {
+        "dataset": dataset, "product": product, "state": state, "reasons": nothing_left.reasons(state),
+    })
 
 
 @require_GET
 def labelling_list_page(request, pk: int):
     """Every anomalous image of a product with my label; filters; a click opens the workspace."""
     product = get_object_or_404(Product.objects.select_related("dataset"), pk=pk)
-    which = labelling_list.clean_filter(request.GET.get("filter"))
+    which = labelling_list.clean_filter(request.GET.get("filter"), request.user)
     category = request.GET.get("category") if request.GET.get("category") in Label.Category.values else None
     rows = labelling_list.labelling_rows(product, request.user, which, category)
     return render(request, "annotator/labelling_list.html", {
         "product": product, "rows": rows, "filter": which, "category": category,
         "show_defect_folder": not defect_folder.hidden_for(request.user, product.dataset),
-        "filters": labelling_list.FILTERS.items(), "categories": Label.Category.choices,
+        "filters": labelling_list.filters_for(request.user).items(), "categories": Label.Category.choices,
         "here": request.get_full_path(), "see_all": request.user.is_reviewer_role,
     })
 
@@ -175,6 +186,7 @@ def workspace(request, pk: int):
             "labels": reverse("api-label-list"),
         },
         "workspaceUrl": reverse("workspace", args=[0]),
+        "listUrl": reverse("labelling-list", args=[0]),
         "doneUrl": reverse("label-start", args=[image.product.dataset_id]),
         "categories": [{"value": v, "key": k, "name": n, "help": h} for v, k, n, h in CATEGORY_HELP],
         "backgrounds": [{"value": v == "yes", "key": k, "name": n} for v, k, n, _ in BACKGROUND_HELP],
@@ -247,11 +259,11 @@ def dashboard(request, pk: int):
     """Progress per product, label distribution (category, background), annotators' progress, agreement."""
     dataset = get_object_or_404(Dataset, pk=pk)
     snapshot = statistics.current(dataset)
-    products = []
-    for product in dataset.products.all():
-        figures = snapshot["products"].get(str(product.pk))
-        progress = queue.Progress(figures["done"], figures["total"]) if figures else queue.product_progress(product)
-        products.append({"product": product, "progress": progress})
+    # Progress from the queue's own figures (seconds old at most, dropped on every change), not the
+    # statistics snapshot: that one is renewed when labels change, so after an overlap change it
+    # still said "63 / 63 fully labelled".
+    products = [{"product": product, "progress": queue.product_progress(product)}
+                for product in dataset.products.all()]
     category_counts, background_counts = snapshot["category_counts"], snapshot["background_counts"]
     final_categories = snapshot["final_categories"]
     total_images = sum(p["progress"].total for p in products)

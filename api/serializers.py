@@ -91,7 +91,11 @@ class LabelSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Label
-        fields = ["id", "image", "annotator", "background", "category", "created_at", "updated_at"]
+        fields = ["id", "image", "annotator", "background", "background_carried", "category", "created_at",
+                  "updated_at"]
+        extra_kwargs = {"background_carried": {"help_text": (
+            "the workspace pre-selected this background from the annotator's previous label of the product "
+            "and the annotator submitted it unchanged")}}
         read_only_fields = ["id", "annotator", "created_at", "updated_at"]
         # Re-labelling one's own image is an update, not a uniqueness error: the view upserts.
         validators = []
@@ -127,6 +131,9 @@ class WorkspaceSerializer(serializers.Serializer):
     history = LabelHistorySerializer(many=True)
     progress_user = ProgressSerializer()
     progress_product = ProgressSerializer()
+    carried_background = serializers.BooleanField(
+        allow_null=True, help_text="the background of the user's latest label of this product (the workspace "
+                                   "starts a new image with it selected); null before their first")
     labelled_ids = serializers.ListField(child=serializers.IntegerField(),
                                          help_text="Images of this product the user labelled, oldest first (the latest 50).")
     upcoming = serializers.ListField(child=serializers.IntegerField(),
@@ -190,6 +197,8 @@ class LabelImportReportSerializer(serializers.Serializer):
     background = serializers.DictField(child=serializers.IntegerField())
     error_count = serializers.IntegerField(help_text="all errors found; at most 100 are listed")
     errors = ImportErrorSerializer(many=True)
+    skipped_count = serializers.IntegerField(help_text="rows of a per-image export left out as unresolved")
+    skipped = ImportErrorSerializer(many=True, help_text="those rows (at most 100), with their lines")
 
 
 class TokenRequestSerializer(AuthTokenSerializer):

@@ -147,6 +147,7 @@ class LabelViewSet(viewsets.ModelViewSet):
             label = queue.submit_label(
                 user=self.request.user, image=image,
                 background=data["background"], category=data["category"],
+                background_carried=data.get("background_carried", False),
                 # The workspace says so; anything else is recorded as "api" (never "review" etc.).
                 source="workspace" if self.request.headers.get("X-Label-Source") == "workspace" else "api",
             )

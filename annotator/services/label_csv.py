@@ -23,7 +23,7 @@ from django.conf import settings
 from django.db import transaction
 
 from annotator.label_format import (
-    RowError, SuffixIndex, count_rows, match_rows, parse_label_csv, path_parts,
+    UNRESOLVED, RowError, SuffixIndex, count_rows, match_rows, parse_label_csv, path_parts, split_skipped,
 )
 from annotator.models import Dataset, Image, Label, ReviewDecision, User
 from annotator.services import defect_folder
@@ -104,7 +104,7 @@ def _final(image, group, decisions):
         (decision.background, decision.category) if decision is not None else None,
     )
     if resolved is None:
-        return None, "", "unresolved", None
+        return None, "", UNRESOLVED, None
     return resolved.background, resolved.category, resolved.source, decision.decided_at if decision else None
 
 
@@ -134,7 +134,7 @@ def image_rows(dataset: Dataset, user: User | None = None):
         yield [
             dataset.name, image.product.name, *_path_and_type(image, hide), yes_no(background),
             category, source, ";".join(label.annotator.username for label in group), len(group),
-            f"{agreeing / len(group):.3f}" if source != "unresolved" else "", labelled_at.isoformat(),
+            f"{agreeing / len(group):.3f}" if source != UNRESOLVED else "", labelled_at.isoformat(),
         ]
 
 
@@ -175,7 +175,8 @@ class ImageIndex:
         for image in Image.objects.filter(product__dataset=dataset).select_related("product"):
             self.images[image.pk] = image
             parts = path_parts(image.path)
-            candidates[image.pk] = [parts]
+            # The name an annotator's export gives it when the dataset hides its defect folders.
+            candidates[image.pk] = [parts, path_parts(defect_folder.neutral_name(image))]
             if not parts or parts[0] != image.product.name:
                 candidates[image.pk].append((image.product.name, *parts))
         self.suffixes = SuffixIndex(candidates)
@@ -192,6 +193,8 @@ class ImportReport:
     dry_run: bool
     rows: int = 0
     errors: list[RowError] = field(default_factory=list)
+    # Rows the per-image export wrote for unresolved images: reported with their lines, not imported.
+    skipped: list[RowError] = field(default_factory=list)
     created: int = 0
     updated: int = 0
     unchanged: int = 0
@@ -217,6 +220,9 @@ class ImportReport:
             "error_count": len(self.errors),
             "errors": [{"line": e.line, "image_path": e.image_path, "message": e.message}
                        for e in self.listed_errors],
+            "skipped_count": len(self.skipped),
+            "skipped": [{"line": e.line, "image_path": e.image_path, "message": e.message}
+                        for e in self.skipped[:MAX_REPORTED_ERRORS]],
         }
 
     def summary(self) -> str:
@@ -227,9 +233,14 @@ class ImportReport:
         if self.errors:
             return head + f"{len(self.errors)} errors, nothing imported."
         verb = "would be" if self.dry_run else "were"
+        skipped = ""
+        if self.skipped:
+            lines = ", ".join(str(e.line) for e in self.skipped[:10]) + (", …" if len(self.skipped) > 10 else "")
+            skipped = (f"; {len(self.skipped)} unresolved row{'s' if len(self.skipped) != 1 else ''} "
+                       f"skipped (line{'s' if len(self.skipped) != 1 else ''} {lines})")
         return head + (
             f"{self.created} labels {verb} created, {self.updated} updated, {self.unchanged} unchanged; "
-            + ", ".join(f"{k} {v}" for k, v in sorted(self.categories.items()))
+            + ", ".join(f"{k} {v}" for k, v in sorted(self.categories.items())) + skipped
         )
 
 
@@ -257,6 +268,7 @@ def import_labels(
     if not isinstance(data, (bytes, str)):
         data = data.read()
     rows, errors = parse_label_csv(data)
+    errors, skipped = split_skipped(errors)
     named = sorted({row.annotator for row in rows if row.annotator})
     if named:
         users = {u.username: u for u in User.objects.filter(username__in=named)}
@@ -274,7 +286,8 @@ def import_labels(
         annotator = annotator or importer
         users = {annotator.username: annotator}
         report = ImportReport(dataset=dataset.name, annotator=annotator.username, dry_run=dry_run)
-    report.rows = count_rows(rows, errors)
+    report.rows = count_rows(rows, errors) + len(skipped)
+    report.skipped = skipped
     report.errors.extend(errors)
     if errors and not rows:
         return report

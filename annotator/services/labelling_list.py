@@ -3,8 +3,9 @@ with my label, how many labels it has and whether its annotators disagree, filte
 
 Filters (``FILTERS``, one source for the page's links and the checks): ``mine`` (images I
 labelled), ``unlabelled`` (images I have not), ``disagreement`` (its annotators disagree and no
-reviewer has decided), ``all``; ``category`` narrows to my label's category (or, for
-reviewers, any label's). Annotators see only their own labels, never who else said what.
+reviewer has decided; reviewers and admins only), ``all``; ``category`` narrows to my label's
+category (or, for reviewers, any label's). Annotators see only their own labels, never who else
+said what, nor whether the others' labels differ from theirs.
 """
 from __future__ import annotations
 
@@ -41,8 +42,19 @@ class ListRow:
         return self.disagrees and not self.decided
 
 
-def clean_filter(value: str | None) -> str:
-    return value if value in FILTERS else "all"
+# Whether annotators disagree (or a reviewer settled it) is for reviewers only: shown to an
+# annotator, it tells them another label differs from theirs, which breaks blind double labelling.
+REVIEWER_ONLY_FILTERS = {"disagreement"}
+
+
+def filters_for(user: User) -> dict[str, str]:
+    """The filters ``user`` may use (``FILTERS`` less the reviewers' own for annotators)."""
+    return {key: name for key, name in FILTERS.items()
+            if user.is_reviewer_role or key not in REVIEWER_ONLY_FILTERS}
+
+
+def clean_filter(value: str | None, user: User) -> str:
+    return value if value in filters_for(user) else "all"
 
 
 def labelling_rows(product: Product, user: User, which: str = "all", category: str | None = None) -> list[ListRow]:

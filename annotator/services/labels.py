@@ -65,8 +65,13 @@ def save_label(
     category: str,
     changed_by: User | None = None,
     source: str = "workspace",
+    background_carried: bool = False,
 ) -> Label:
-    """Create or change ``annotator``'s label of ``image``; a no-op change writes no history."""
+    """Create or change ``annotator``'s label of ``image``; a no-op change writes no history.
+
+    ``background_carried``: the background was pre-selected from the annotator's previous label of
+    the product and submitted unchanged (see ``Label.background_carried``).
+    """
     if category not in Label.Category.values:
         raise ValueError(f"Unknown defect category {category!r}; expected one of {Label.Category.values}.")
     label = Label.objects.select_for_update().filter(image=image, annotator=annotator).order_by().first()
@@ -78,6 +83,9 @@ def save_label(
     after = _snapshot(label)
     if before == after:
         return label
+    if before is None or before["background"] != after["background"]:
+        # Kept from the first label otherwise: a category correction does not re-decide the background.
+        label.background_carried = bool(background_carried)
     label.save()
     needed, needs, annotators = recount_labels(image)
     if before is None:

@@ -298,7 +298,8 @@ def release_claim(user: User, image: Image) -> None:
     Claim.objects.filter(image=image, annotator=user).delete()
 
 
-def submit_label(*, user: User, image: Image, background: bool, category: str, source: str = "workspace") -> Label:
+def submit_label(*, user: User, image: Image, background: bool, category: str, source: str = "workspace",
+                 background_carried: bool = False) -> Label:
     """Save ``user``'s label of ``image`` if the overlap allows it; drop the claim and any skip.
 
     Changing one's own existing label is always allowed. A new label is refused (QueueError) when
@@ -321,7 +322,8 @@ def submit_label(*, user: User, image: Image, background: bool, category: str, s
             if full:
                 raise QueueError("This image already has all the labels it needs.")
         locked.product = image.product
-        label = save_label(image=locked, annotator=user, background=background, category=category, source=source)
+        label = save_label(image=locked, annotator=user, background=background, category=category, source=source,
+                           background_carried=background_carried)
         Claim.objects.filter(image=locked, annotator=user).delete()
         Skip.objects.filter(image=locked, annotator=user).delete()
     return label
@@ -396,6 +398,16 @@ def images_short_of_labels_changed(product_id: int, delta: int) -> None:
         cache.incr(_short_key(product_id), delta)
     except ValueError:  # not counted lately: the next reader counts
         pass
+    product_completion_changed(product_id)
+
+
+def product_completion_changed(product_id: int) -> None:
+    """An image of the product became fully labelled (or decided by a reviewer), or stopped being.
+
+    The cached product figure is dropped once the change commits (dropped before, a reader in
+    between would cache the old count again): the workspace showed "1 / 63" for a run of labels
+    while the figure cached after the first one lived."""
+    transaction.on_commit(lambda: cache.delete(_progress_key(product_id)))
 
 
 def product_progress(product: Product, cached: bool = True) -> Progress:

@@ -88,6 +88,10 @@ def decide(*, image: Image, reviewer: User, background: bool, category: str, not
     decision.note = note
     after = _snapshot(decision)
     decision.save()
+    if before is None:  # a decided image counts as done in the product's progress
+        from annotator.services.queue import product_completion_changed
+
+        product_completion_changed(image.product_id)
     if before != after:
         LabelHistory.objects.create(
             image=image,

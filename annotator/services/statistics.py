@@ -16,7 +16,7 @@ from django.db.models import Count, Max
 from django.utils import timezone
 
 from annotator.models import Dataset, DatasetStatistics, Label, LabelHistory
-from annotator.services import agreement, queue, review
+from annotator.services import agreement, review
 
 
 def history_mark() -> int:
@@ -31,10 +31,8 @@ def compute(dataset: Dataset) -> dict:
         "category_counts": dict(labels.values_list("category").annotate(n=Count("id"))),
         "background_counts": {("yes" if k else "no"): v for k, v in labels.values_list("background").annotate(n=Count("id"))},
         "final_categories": review.final_category_counts(dataset),
-        "products": {
-            str(product.pk): queue.product_progress(product, cached=False).as_dict()
-            for product in dataset.products.all()
-        },
+        # (No progress here: it also changes with the overlap, which writes no label history; the
+        # dashboard reads the queue's figures.)
         "computed_at": timezone.now().isoformat(),
     }
 

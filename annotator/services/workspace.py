@@ -36,6 +36,11 @@ def workspace_data(image: Image, user, *, handout: queue.Handout | None = None) 
         Label.objects.filter(annotator=user, image__product=product).order_by("-created_at")
         .values_list("image_id", flat=True)[:LABELLED_LIMIT]
     )[::-1]
+    # Once the annotator has confirmed a background in this product, later images start with it
+    # selected (changeable): a label is then a category and Enter.
+    carried_background = (
+        Label.objects.filter(annotator=user, image__product=product).order_by("-updated_at")
+        .values_list("background", flat=True).first())
     upcoming = handout.upcoming if handout else queue.peek(user, product=product, exclude={image.pk})
     return {
         "image": image,
@@ -45,6 +50,7 @@ def workspace_data(image: Image, user, *, handout: queue.Handout | None = None) 
         "history": list(visible_history(user, image)[:50]),
         "progress_user": queue.user_progress(user, product).as_dict(),
         "progress_product": queue.product_progress(product).as_dict(),
+        "carried_background": carried_background,
         "labelled_ids": labelled_ids,
         "upcoming": upcoming,
     }

@@ -267,7 +267,11 @@ def subset_counts(products, categories=(), background=None, techniques=None) -> 
     parts = [f"{n} {c}" for c, n in by_category.items()]
     if total["unlabelled"]:
         parts.append(f"{total['unlabelled']} unlabelled")
-    summary = (", ".join(parts) + (" images match" if sum(by_category.values()) + total["unlabelled"] != 1 else " image matches")) if parts else "No anomalous images match"
+    # The count first, so that its noun agrees with it: "5 images match: 4 structural, 1 unlabelled",
+    # never "4 structural, 1 unlabelled images match".
+    matching = sum(by_category.values()) + total["unlabelled"]
+    summary = (f"{matching} image{'s' if matching != 1 else ''} match{'' if matching != 1 else 'es'}: "
+               + ", ".join(parts)) if parts else "No anomalous images match"
     if not products:
         problems = ["Pick at least one product."]
     return {

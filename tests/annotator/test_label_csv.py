@@ -256,3 +256,53 @@ def test_reimporting_the_per_annotation_export_keeps_each_annotator(dataset, mak
     both = label_csv.import_labels(exported, dataset=dataset, importer=admin_account, annotator=a)
     assert not both.ok and "leave the annotator field empty" in str(both.errors[0])
     assert Label.objects.count() == 3
+
+
+def test_the_per_image_export_reimports_with_the_command_unchanged(dataset, make_user, admin_account, tmp_path,
+                                                                   capsys):
+    """Issue 22: exported as it is, re-imported as it is; its unresolved rows are reported with their
+    lines and skipped, not a failure of the whole file."""
+    a, b = make_user("alice"), make_user("bob")
+    w0, w1, w2 = anomalous("widget")
+    f0, _ = anomalous("fabric")
+    save_label(image=w0, annotator=a, background=True, category="surface")
+    save_label(image=w0, annotator=b, background=False, category="structural")  # unresolved
+    save_label(image=w1, annotator=a, background=True, category="combined")
+    save_label(image=w1, annotator=b, background=True, category="combined")
+    save_label(image=w2, annotator=a, background=True, category="surface")
+    save_label(image=w2, annotator=b, background=True, category="structural")
+    review.decide(image=w2, reviewer=admin_account, background=True, category="structural")
+    save_label(image=f0, annotator=a, background=False, category="contamination")
+    path = tmp_path / "images.csv"
+    path.write_text("".join(label_csv.export_lines(dataset, "images", admin_account)))
+    exported = rows(path.read_text().splitlines(keepends=True))
+    line_of_w0 = 2 + [r["image_path"] for r in exported].index(w0.path)
+    assert "category" in exported[0] and exported[line_of_w0 - 2]["source"] == "unresolved"
+    carol = make_user("carol")
+
+    call_command("import_labels", str(path), "--dataset", "demo", "--annotator", "carol")
+    out = capsys.readouterr().out
+    assert "3 labels were created" in out and f"1 unresolved row skipped (line {line_of_w0})" in out
+    got = set(Label.objects.filter(annotator=carol).values_list("image_id", "background", "category"))
+    assert got == {(w1.pk, True, "combined"), (w2.pk, True, "structural"), (f0.pk, False, "contamination")}
+    # A really bad row still refuses the whole file, naming its line.
+    path.write_text(path.read_text().replace(f"{f0.path},", f"{f0.path}x,"))
+    with pytest.raises(CommandError, match="1 errors, nothing imported"):
+        call_command("import_labels", str(path), "--dataset", "demo", "--annotator", "carol")
+    assert "line " in capsys.readouterr().err
+
+
+def test_an_annotators_export_with_hidden_folders_reimports(dataset, make_user, admin_account):
+    """Paths an annotator's export shows when the dataset hides its folders (product/image-<id>)."""
+    from annotator.models import Dataset
+
+    Dataset.objects.filter(pk=dataset.pk).update(show_defect_folder=False)
+    dataset.refresh_from_db()
+    ann = make_user("ann")
+    w0, *_ = anomalous("widget")
+    save_label(image=w0, annotator=ann, background=True, category="surface")
+    exported = "".join(label_csv.export_lines(dataset, "images", ann))
+    assert f"widget/image-{w0.pk}.png" in exported
+    Label.objects.all().delete()
+    report = label_csv.import_labels(exported, dataset=dataset, importer=admin_account, annotator=ann)
+    assert report.ok and report.created == 1, report.as_dict()

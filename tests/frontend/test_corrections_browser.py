@@ -110,6 +110,13 @@ def test_queue_finished_screen_shows_no_image_as_unlabelled(browser_page, login_
     page.wait_for_function("() => document.getElementById('workspace').dataset.imageId")
     assert int(image_id(page)) == images[-1].pk
     assert "selected" in page.get_attribute("[data-category=contamination]", "class")
+    # Finished once more, "Why?" opens the queue's page, which says why nothing is left.
+    page.keyboard.press("ArrowRight")
+    page.wait_for_selector("#workspace.finished")
+    page.click("#ws-why-done")
+    page.wait_for_selector("#queue-done-reasons")
+    assert (f"Every one of the {len(images)} images already has the 1 label the overlap asks for (overlap 1); "
+            f"{len(images)} of them are yours.") in page.inner_text("#queue-done-reasons")
 
 
 def test_labelling_list_opens_an_image_and_a_correction_stays_in_place(browser_page, login_as, live_server,

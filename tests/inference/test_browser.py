@@ -20,12 +20,12 @@ def test_launch_watch_progress_and_read_results(bench_demo, celery_worker_proces
     for category in ("structural", "contamination", "combined"):
         page.check(f"input[name=categories][value={category}]")
     # Live counts follow the form.
-    page.wait_for_selector("#subset-counts >> text=4 structural, 4 contamination, 4 combined images match")
+    page.wait_for_selector("#subset-counts >> text=12 images match: 4 structural, 4 contamination, 4 combined")
     page.check("input[name=background][value=no]")
     page.wait_for_selector("#subset-counts >> text=No anomalous images of widget match")
     assert page.is_disabled("#launch-button")
     page.check("input[name=background][value=yes]")
-    page.wait_for_selector("#subset-counts >> text=4 structural, 4 contamination, 4 combined images match")
+    page.wait_for_selector("#subset-counts >> text=12 images match: 4 structural, 4 contamination, 4 combined")
     # CFLOW for a few epochs: a run long enough (some seconds) for the page's one-second polls to
     # see the bar move; a PaDiM run on this small demo ends within a poll or two.
     page.uncheck("input[name=models][value=padim]")

@@ -5,7 +5,7 @@ import pytest
 from django.core.exceptions import PermissionDenied
 from django.utils import timezone
 
-from annotator.models import Label
+from annotator.models import Image, Label
 from inference.models import BenchmarkRun, ProductRun, RunSample, Status
 from annotator.services.background import NothingToCancel
 from inference.services.execution import settle_stale_runs
@@ -78,14 +78,19 @@ def test_refusals_say_why(bench_demo, admin_account, annotator_account):
 def test_subset_counts(bench_demo):
     widget = bench_demo.products.get(name="widget")
     counts = subset_counts([widget], categories=["structural", "contamination", "combined"])
-    assert counts["summary"] == "4 structural, 4 contamination, 4 combined images match"
+    assert counts["summary"] == "12 images match: 4 structural, 4 contamination, 4 combined"
     assert counts["ok"] and counts["total"]["anomalous"] == 12 and counts["total"]["excluded"] == 4
     assert counts["total"]["train_good"] == 20 and counts["total"]["test_good"] == 6
     counts = subset_counts([widget], background=False)
     assert not counts["ok"] and "No anomalous images of widget match" in counts["problems"][0]
     # Unlabelled anomalous images count only in "all anomalous".
     Label.objects.filter(image__product=widget, category="surface").delete()
-    assert subset_counts([widget])["summary"] == "4 structural, 4 contamination, 4 combined, 4 unlabelled images match"
+    assert subset_counts([widget])["summary"] == "16 images match: 4 structural, 4 contamination, 4 combined, 4 unlabelled"
+    # Issue 22: the noun agrees with the count ("1 unlabelled images" read wrong).
+    anomalous = Image.objects.filter(product=widget, is_anomalous=True).order_by("pk")
+    anomalous.exclude(pk=anomalous.first().pk).delete()
+    Label.objects.filter(image__product=widget).delete()
+    assert subset_counts([widget])["summary"] == "1 image matches: 1 unlabelled"
 
 
 def test_api_refuses_anonymous_and_non_admins(bench_demo, client, annotator_api, admin_api, reviewer_account,
@@ -109,7 +114,7 @@ def test_api_refuses_anonymous_and_non_admins(bench_demo, client, annotator_api,
     assert response.status_code == 400
     assert "No anomalous images of widget match the subset" in response.json()["problems"][0]
     response = admin_api.get(f"/api/benchmarks/subset-counts/?dataset={bench_demo.pk}&products={widget.pk}&categories=structural,contamination")
-    assert response.status_code == 200 and response.json()["summary"] == "4 structural, 4 contamination images match"
+    assert response.status_code == 200 and response.json()["summary"] == "8 images match: 4 structural, 4 contamination"
     # Non-admin pages: the launch page is admin-only, the console is readable.
     client.force_login(annotator_account)
     assert client.get("/benchmarks/new/").status_code == 403
@@ -281,3 +286,15 @@ def test_backbone_without_weights_is_refused_and_not_offered(bench_demo, admin_a
     (tmp_path / "resnet18.safetensors").write_bytes(b"")
     monkeypatch.setattr(runs, "_WEIGHTS_CACHE", {})
     assert "resnet18" in client.get("/benchmarks/new/").content.decode()
+
+
+def test_launch_form_labels_are_words_not_setting_names(admin_account, client):
+    """Issue 22: the launch form read "Normal fpr target", "Val fraction"."""
+    from inference.engine.registry import SETTINGS
+
+    client.force_login(admin_account)
+    html = client.get("/benchmarks/new/").content.decode()
+    for raw in ("Normal fpr target", "Val fraction", "Fiber batch size", "Num neighbors"):
+        assert raw not in html
+    assert "False-positive rate on normal pixels" in html and "Share of test images for thresholds" in html
+    assert all(setting.label for setting in SETTINGS.values())

@@ -257,7 +257,7 @@
         const summary = element("p", "summary", counts.summary);
         summary.dataset.field = "summary";
         const totals = element("p", "muted", `${t.train_good} defect-free training images · ${t.test_good} defect-free test images always included` +
-          (t.excluded ? ` · ${t.excluded} anomalous images filtered out` : ""));
+          (t.excluded ? ` · ${t.excluded} anomalous image${t.excluded === 1 ? "" : "s"} filtered out` : ""));
         const perProduct = element("ul", "per-product");
         for (const p of counts.products) {
           const item = element("li");

@@ -1,6 +1,7 @@
 /* DefectBench labelling workspace: plain JS, no dependencies.
  *
- * Keyboard: 1–4 category · B with / N without background (one key per value, never a toggle) ·
+ * Keyboard: 1–4 category · B with / N without background (one key per value, never a toggle;
+ * once I have confirmed a product's background, its later images start with it selected) ·
  * Enter submit · S skip · Backspace/← back through my labels · → forward, then back to where I was ·
  * M mask · O outline/fill · R/[ ] references · +/−/0 zoom.
  * Correcting a label I gave earlier saves it and stays on that image (→ or ← move on); only
@@ -17,6 +18,7 @@
     data: null,
     background: null,        // true / false
     bgConfirmed: false,      // a suggested value is shown but never submitted until confirmed
+    bgCarried: false,        // selected from my previous label of this product; submitting confirms it
     category: null,
     busy: false,
     saving: false,           // a label is on its way to the server
@@ -106,6 +108,9 @@
     const image = data.image;
     $("ws-dataset").textContent = data.product.dataset_name;
     $("ws-product").textContent = data.product.name;
+    // A one-product dataset named after its product ("bottle"): its name once, not "bottle / bottle".
+    $("ws-product-crumb").hidden = data.product.name === data.product.dataset_name;
+    $("ws-list").href = config.listUrl.replace("/0/", `/${data.product.id}/`);
     $("ws-path").textContent = image.path;
     // The defect folder can prime a category: a dataset may hide it.
     $("ws-defect").textContent = config.showDefectFolder ? image.defect_type : "";
@@ -117,10 +122,18 @@
     $("history-link").href = `${$("history-link").pathname}?image=${image.id}`;
     document.getElementById("workspace").dataset.imageId = image.id;
 
+    state.bgCarried = false;
     if (data.my_label) {
       state.background = data.my_label.background;
       state.bgConfirmed = true;
       state.category = data.my_label.category;
+    } else if (data.carried_background !== null && data.carried_background !== undefined) {
+      // I confirmed this product's background before: it starts selected (B/N change it), so a
+      // label is a category and Enter.
+      state.background = data.carried_background;
+      state.bgConfirmed = true;
+      state.bgCarried = true;
+      state.category = null;
     } else {
       state.background = data.product.suggested_background;
       state.bgConfirmed = false;
@@ -154,10 +167,15 @@
       const selected = state.background === value;
       button.classList.toggle("selected", selected && state.bgConfirmed);
       button.classList.toggle("suggested", selected && !state.bgConfirmed);
+      button.classList.toggle("carried", selected && state.bgCarried);
       button.setAttribute("aria-pressed", String(selected && state.bgConfirmed));
     });
     const status = $("background-status");
-    if (state.bgConfirmed) {
+    if (state.bgCarried) {
+      const other = config.backgrounds.find((b) => b.value !== state.background).key.toUpperCase();
+      status.textContent = `${state.background ? "With" : "Without"} background, as on your last label of this product — submitting confirms it; press ${other} to change.`;
+      status.className = "status ok carried";
+    } else if (state.bgConfirmed) {
       status.textContent = "Confirmed.";
       status.className = "status ok";
     } else {
@@ -432,6 +450,7 @@
   function chooseBackground(value) {
     state.background = value;
     state.bgConfirmed = true;
+    state.bgCarried = false;
     message("");
     renderChoices();
   }
@@ -462,7 +481,7 @@
     if (!state.data || state.finished) return false;
     const saved = state.data.my_label;
     if (saved) return state.background !== saved.background || state.category !== saved.category;
-    return state.bgConfirmed || state.category !== null;
+    return (state.bgConfirmed && !state.bgCarried) || state.category !== null;
   }
 
   function previousId() {
@@ -521,7 +540,7 @@
     for (const id of ["img-anomaly", "img-reference", "img-blink"]) { $(id).removeAttribute("src"); $(id).hidden = true; }
     setDiff(false);
     loadMask(null);
-    state.background = null; state.bgConfirmed = false; state.category = null;
+    state.background = null; state.bgConfirmed = false; state.bgCarried = false; state.category = null;
     $("category-help").textContent = "";
     document.querySelectorAll("[data-background], [data-category]").forEach((b) => {
       b.classList.remove("selected", "suggested"); b.setAttribute("aria-pressed", "false");
@@ -531,6 +550,11 @@
     const done = state.data.progress_user;
     if (done) setProgress("user", { done: done.total, total: done.total, percent: 100 });
     message("All done: no image is waiting for your label. Press Backspace to revise your last labels.", "ok");
+    const why = document.createElement("a");  // the queue's page says why (overlap, others' claims)
+    why.id = "ws-why-done";
+    why.href = config.doneUrl + (config.productId ? `?product=${config.productId}` : "");
+    why.textContent = "Why?";
+    $("ws-message").append(" ", why);
     $("btn-submit").disabled = true;
     $("btn-skip").disabled = true;
     $("btn-forward").disabled = true;
@@ -548,7 +572,8 @@
     }
     const image = state.data.image.id;
     const correcting = state.data.labelled_ids.includes(image);
-    const label = { image, background: state.background, category: state.category };
+    const label = { image, background: state.background, category: state.category,
+                    background_carried: state.bgCarried };
     message("Saving…", "info");
     state.saving = true;
     try {
