@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('annotator', '0010_job_heartbeats'),
+        ('annotator', '0011_polygons_layout'),
     ]
 
     operations = [
