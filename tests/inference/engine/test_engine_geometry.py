@@ -1,0 +1,68 @@
+"""Images of any size: ground truth resampled by area, keep_aspect / tiles preprocessing, thin
+scratches found at native resolution, and position-specific models refused with the reason."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from inference.engine import BenchmarkConfig, Sample, run_benchmark
+from inference.engine.data import load_canvas_masks
+from inference.engine.geometry import Preprocessing, area_resample_mask, evaluation_canvas, geometry_problem
+
+
+def _crack_mask(h=400, w=1000, width=2) -> np.ndarray:
+    mask = np.zeros((h, w), dtype=bool)
+    mask[50:350, 501:501 + width] = True  # vertical crack, 2 px wide
+    mask[200:200 + width, 100:900] = True  # horizontal crack
+    return mask
+
+
+@pytest.mark.parametrize("max_pixels", [400 * 1000, 100 * 1000, 20 * 1000, 4096])
+def test_a_two_pixel_crack_survives_in_the_ground_truth_at_every_evaluation_resolution(tmp_path, max_pixels):
+    mask = _crack_mask()
+    img_path, mask_path = tmp_path / "img.png", tmp_path / "mask.png"
+    Image.fromarray(np.zeros((400, 1000, 3), np.uint8)).save(img_path)
+    Image.fromarray(mask.astype(np.uint8) * 255).save(mask_path)
+    sample = Sample(str(img_path), str(mask_path), "crack")
+    canvas = evaluation_canvas([(400, 1000)], max_pixels)
+    assert canvas[0] * canvas[1] <= max_pixels and abs(canvas[1] / canvas[0] - 2.5) < 0.05
+    got = load_canvas_masks([sample], canvas)[0]
+    # the crack is still there along its whole length: every row and column it crosses holds defect pixels
+    rows = np.flatnonzero(got.any(axis=1))
+    assert rows.min() <= 50 * canvas[0] / 400 + 1 and rows.max() >= 350 * canvas[0] / 400 - 2
+    assert got[:, int(501 * canvas[1] / 1000)].sum() >= 0.7 * 300 * canvas[0] / 400
+    assert got[int(200 * canvas[0] / 400)].sum() >= 0.7 * 800 * canvas[1] / 1000
+
+
+def test_area_resampling_keeps_a_full_mask_full_and_an_empty_one_empty():
+    for shape in [(7, 13), (300, 50), (1000, 400)]:
+        assert area_resample_mask(np.ones((400, 1000), bool), shape).all()
+        assert not area_resample_mask(np.zeros((400, 1000), bool), shape).any()
+
+
+@pytest.mark.parametrize("native", [(120, 300), (300, 120), (64, 64), (40, 90)])
+def test_keep_aspect_and_tiles_give_back_a_map_at_the_image_size_without_the_pad(native):
+    h, w = native
+    image = np.zeros((h, w, 3), np.uint8)
+    image[:, w // 2:] = 200  # right half bright
+    for prep in (Preprocessing("keep_aspect", 64), Preprocessing("tiles", 64, tile_size=64, tile_overlap=0.25)):
+        inputs = prep.inputs(image)
+        assert len(inputs) == prep.count(native) and all(x.shape == (64, 64, 3) for x in inputs)
+        # an "identity model": the map is the input's brightness; the pad (edge repeated) would add
+        # bright or dark pixels the image does not have if it leaked into the map
+        maps = [x[..., 0].astype(np.float32) for x in inputs]
+        amap, score = prep.assemble(maps, [float(m.max()) for m in maps], native)
+        assert amap.shape == native
+        assert abs(amap[:, : w // 2 - 3].mean()) < 5 and abs(amap[:, w // 2 + 3:].mean() - 200) < 5
+        assert score == pytest.approx(200, abs=1)
+
+
+def test_position_specific_models_are_refused_with_the_reason():
+    sizes = [(100, 200), (100, 250), (120, 120)]
+    assert geometry_problem(Preprocessing("squash"), True, "PaDiM", sizes) is None
+    assert geometry_problem(Preprocessing("keep_aspect"), True, "PaDiM", [(100, 200)] * 3) is None
+    assert "one geometry" in geometry_problem(Preprocessing("keep_aspect"), True, "PaDiM", sizes)
+    assert "tiles" in geometry_problem(Preprocessing("tiles"), True, "PaDiM", [(100, 200)] * 3)
+    assert geometry_problem(Preprocessing("tiles"), False, "PatchCore", sizes) is None
