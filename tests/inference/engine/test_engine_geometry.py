@@ -135,3 +135,29 @@ def test_images_of_three_sizes_benchmark_without_distortion_and_padim_is_refused
         run_benchmark(train, test, BenchmarkConfig(model="padim", resize="keep_aspect", **common))
     with pytest.raises(ValueError, match="VAE attribution.*tiles"):
         run_benchmark(train, test, BenchmarkConfig(model="attribution", resize="tiles", **common))
+
+
+def test_a_keep_aspect_package_records_its_preprocessing_and_inspects_at_the_image_size(tmp_path):
+    """PaDiM (packable today; PatchCore is not yet): one non-square geometry, letterboxed."""
+    from inference.engine.package import load_package, read_manifest, save_package
+
+    train, test = _scratch_set(tmp_path / "wide", h=100, w=300, n_train=6, n_good=4, n_bad=5)
+    saved = {}
+
+    def save(model, report):
+        saved["path"] = save_package(model, report, tmp_path / "pkg")
+
+    report = run_benchmark(train, test, BenchmarkConfig(model="padim", resize="keep_aspect", image_size=64,
+                                                        n_features=20, batch_size=8, device="cpu",
+                                                        techniques=("iou_curve", "f1")),
+                           save_model=save)
+    pre = read_manifest(saved["path"])["preprocessing"]
+    assert pre["resize"] == "keep_aspect" and "pad" in pre["resize_method"]
+    inspector = load_package(saved["path"], device="cpu")
+    assert inspector.prepare_size is None
+    bad = next(s for s in test if s.mask_path)
+    (result,) = inspector.inspect_files([bad.image_path])
+    mask = np.asarray(Image.open(bad.mask_path)) > 0
+    assert result.anomaly_map.shape == mask.shape == (100, 300) == (result.height, result.width)
+    assert result.anomaly_map[mask].mean() > result.anomaly_map[~mask].mean()
+    assert report["config"]["resize"] == "keep_aspect"
