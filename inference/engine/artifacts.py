@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image
 
 from . import metrics
-from .data import load_image
+from .data import load_native
 
 
 def _colormap(values01: np.ndarray) -> np.ndarray:
@@ -24,7 +24,8 @@ def save_image_artifacts(
 ) -> dict:
     """Heat-map overlay and predicted mask for one image; returns paths relative to out_dir.parent."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    rgb = load_image(image_path, image_size)
+    # the map is on the evaluation canvas: the picture is resized (bilinear) to it
+    rgb = np.asarray(Image.fromarray(load_native(image_path)).resize(amap.shape[::-1], Image.BILINEAR))
     norm = np.clip((amap - lo) / (hi - lo), 0, 1) if hi > lo else np.zeros_like(amap)
     heat = _colormap(norm)
     overlay = (0.55 * rgb + 0.45 * heat).astype(np.uint8)

@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, ClassVar, Protocol, runtime_checkable
 import numpy as np
 
 from . import registry
+from .geometry import Preprocessing
 
 if TYPE_CHECKING:
     import torch
@@ -185,9 +186,10 @@ def save_package(model, report: dict, out_dir: str | Path, source: dict | None =
                 "weights_sha256": backbone_weights_sha256(backbone),
             },
             "preprocessing": {
-                "image_size": int(config["image_size"]),
+                # resize mode (and tiles' tile_size / tile_overlap / scale): geometry.Preprocessing
+                **Preprocessing.from_config(config).to_manifest(),
                 "input": "RGB (other modes converted), uint8",
-                "resize": "PIL bilinear to image_size x image_size",
+                "resize_method": Preprocessing.from_config(config).describe(),
                 "normalise": "x / 255, then (x - mean) / std per channel",
                 "mean": list(backbone.mean), "std": list(backbone.std),
             },
@@ -350,9 +352,10 @@ class Inspection:
                 "components": [c.to_json() for c in self.components], "inference_ms": self.inference_ms}
 
 
-def prepare_image(image, image_size: int) -> tuple[np.ndarray, tuple[int, int]]:
+def prepare_image(image, image_size: int | None) -> tuple[np.ndarray, tuple[int, int]]:
     """``(uint8 RGB image_size² x 3, (width, height) before resizing)`` from an array or an upright
-    PIL image, made 8-bit RGB and resized exactly as :func:`data.load_image` does with files."""
+    PIL image, made 8-bit RGB and resized exactly as :func:`data.load_image` does with files
+    (``image_size`` None: kept at its native size, for the ``keep_aspect`` and ``tiles`` modes)."""
     from PIL import Image
 
     if isinstance(image, np.ndarray):
@@ -367,6 +370,8 @@ def prepare_image(image, image_size: int) -> tuple[np.ndarray, tuple[int, int]]:
 
     size = image.size
     image = to_rgb(image)  # 16-bit and float pictures as the run's decoding turns them into 8 bits
+    if image_size is None:  # native size: the package's Preprocessing makes its own inputs
+        return np.asarray(image, dtype=np.uint8), size
     return np.asarray(image.resize((image_size, image_size), Image.BILINEAR), dtype=np.uint8), size
 
 
@@ -400,7 +405,15 @@ class Inspector:
         self.manifest = manifest
         self.path = path
         self.image_size = int(manifest["preprocessing"]["image_size"])
+        # the run's geometry (packages from before resize modes: squash)
+        self.preprocessing = Preprocessing.from_config(manifest["preprocessing"])
         self.thresholds = manifest["thresholds"]
+
+    @property
+    def prepare_size(self) -> int | None:
+        """What :func:`prepare_image` should resize to before :meth:`inspect_prepared`: the
+        package's size for ``squash``; None (native size) for ``keep_aspect`` and ``tiles``."""
+        return self.image_size if self.preprocessing.resize == "squash" else None
 
     @property
     def model_name(self) -> str:
@@ -438,16 +451,41 @@ class Inspector:
         """Verdicts for ``images`` (uint8 arrays or PIL images of any size)."""
         names = list(names) if names is not None else [str(i) for i in range(len(images))]
         out: list[Inspection] = []
+        if self.preprocessing.resize != "squash":
+            return [self._inspect_native(im, name, technique, batch_size) for im, name in zip(images, names)]
         for start in range(0, len(images), batch_size):
             prepared = [prepare_image(im, self.image_size) for im in images[start:start + batch_size]]
             out += self.inspect_prepared(np.stack([p[0] for p in prepared]), [p[1] for p in prepared],
                                          names[start:start + batch_size], technique)
         return out
 
+    def _inspect_native(self, image, name, technique, batch_size) -> Inspection:
+        """One image through the package's ``keep_aspect`` / ``tiles`` preprocessing, exactly as
+        the run mapped its test images; the map comes back at the image's own size."""
+        technique, pixel_thr = self.pixel_threshold(technique)
+        image_thr = float(self.thresholds["image"]["value"])
+        arr, (w, h) = prepare_image(image, None)
+        t0 = time.perf_counter()
+        inputs = np.stack(self.preprocessing.inputs(arr))
+        parts = [self.maps_and_scores(inputs[a:a + batch_size]) for a in range(0, len(inputs), batch_size)]
+        maps = np.concatenate([m for m, _ in parts])
+        scores = np.concatenate([sc for _, sc in parts])  # each input's own model score, as the run took them
+        amap, score = self.preprocessing.assemble(list(maps), [float(x) for x in scores], (h, w))
+        ms = 1000.0 * (time.perf_counter() - t0)
+        mask = amap >= pixel_thr
+        return Inspection(
+            name=name, width=w, height=h, score=score, image_threshold=image_thr,
+            defective=bool(score >= image_thr), technique=technique, pixel_threshold=pixel_thr,
+            defect_area_fraction=float(mask.mean()), components=components_of(mask, amap, w, h),
+            anomaly_map=amap, inference_ms=ms)
+
     def inspect_prepared(self, prepared: np.ndarray, sizes, names, technique: str | None = None) -> list[Inspection]:
-        """Verdicts for images already made ready by :func:`prepare_image` ((B, S, S, 3) uint8, with
+        """Verdicts for images already made ready by :func:`prepare_image` at :attr:`prepare_size`
+        ((B, S, S, 3) uint8, or a list of native-size images for keep_aspect / tiles, with
         each one's (width, height) before resizing): a caller that streams large images resizes
         each as it decodes it and keeps only the small copy."""
+        if self.preprocessing.resize != "squash":  # prepared at native size (prepare_size is None)
+            return [self._inspect_native(im, name, technique, 16) for im, name in zip(prepared, names)]
         technique, pixel_thr = self.pixel_threshold(technique)
         image_thr = float(self.thresholds["image"]["value"])
         t0 = time.perf_counter()

@@ -29,6 +29,7 @@ import importlib
 from dataclasses import dataclass, field, fields
 
 from . import backbone_weights
+from .geometry import RESIZE_MODES
 from .types import MAX_REPEATS, BenchmarkConfig
 
 # The four families of anomaly-localization models, by how they make the anomaly map.
@@ -107,6 +108,16 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in (
     # ---- common to every model
     Setting("backbone", str, "frozen ImageNet feature extractor", choices=BACKBONE_NAMES, label="Backbone"),
     Setting("image_size", int, "images are resized to this square size (pixels)", 32, 1024, label="Image size"),
+    Setting("resize", str, "squash = whole image to image_size² (distorts non-square images); keep_aspect = long "
+            "side to image_size, padded; tiles = overlapping tiles at native resolution", choices=RESIZE_MODES,
+            label="Resize"),
+    Setting("tile_size", int, "tiles: side of a tile in image pixels (each tile is resized to image_size)", 32, 4096,
+            label="Tile size"),
+    Setting("tile_overlap", float, "tiles: share of a tile overlapping its neighbour", 0.0, 0.9, label="Tile overlap"),
+    Setting("scale", float, "tiles: the image is scaled by this before tiling (1 = native resolution)", 0.05, 4.0,
+            label="Tile scale"),
+    Setting("eval_max_pixels", int, "metrics are computed at the images' median native size, scaled down to at "
+            "most this many pixels", 4096, 64 * 1024 * 1024, label="Evaluation pixels"),
     Setting("batch_size", int, "images loaded per step (results do not depend on it)", 1, 256, label="Batch size"),
     Setting("device", str, "auto = CUDA when present", choices=DEVICES, label="Device"),
     Setting("repeats", int, "evaluate on this many validation/test splits (seeds seed, seed+1, ...)", 1,
@@ -152,7 +163,8 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in (
 RUN_FIELDS = ("model", "seed", "techniques")
 PROCESS_FIELDS = ("layers", "weights_path", "num_workers", "num_threads")
 
-COMMON_SETTINGS = ("backbone", "image_size", "batch_size", "device", "repeats", "val_fraction",
+COMMON_SETTINGS = ("backbone", "image_size", "resize", "tile_size", "tile_overlap", "scale", "eval_max_pixels",
+                   "batch_size", "device", "repeats", "val_fraction",
                    "normal_fpr_target", "normal_sigma_k", "pretrained")
 
 
@@ -170,6 +182,10 @@ class ModelSpec:
     # Looks at the validation part's defect-free images while fitting (early stopping): refitted
     # for every repeated split.
     uses_validation: bool = False
+    # Learns what is normal at each map position (one Gaussian per position, a fully connected
+    # latent over the grid, a flow conditioned on the position): needs every image in one geometry
+    # (geometry.geometry_problem); position-free models take any size and tiles.
+    position_specific: bool = False
     citation: str = ""
     # Why the model's package cannot be exported to ONNX (the refusal's message); empty when
     # ``onnx_export`` holds a graph for it (a test keeps the two equal).
@@ -180,7 +196,7 @@ class ModelSpec:
 MODELS: dict[str, ModelSpec] = {m.name: m for m in (
     ModelSpec("padim", "PaDiM", "patch_similarity", "padim", "Padim", ("n_features",),
               "one Gaussian per patch position (needs aligned images)",
-              citation="Defard et al., ICPR 2020"),
+              position_specific=True, citation="Defard et al., ICPR 2020"),
     ModelSpec("patchcore", "PatchCore", "patch_similarity", "patchcore", "PatchCore",
               ("coreset_ratio", "projection_dim", "num_neighbors"),
               "nearest neighbour in a position-free memory bank of patch features",
@@ -192,7 +208,7 @@ MODELS: dict[str, ModelSpec] = {m.name: m for m in (
     ModelSpec("attribution", "VAE attribution", "attribution", "attribution", "VaeAttention",
               ("attribution_target", "latent_dim", "epochs", "learning_rate"),
               "gradient attribution of a VAE trained on normal features (after Liu et al.)",
-              citation="Liu et al., CVPR 2020",
+              position_specific=True, citation="Liu et al., CVPR 2020",
               onnx_refusal="its map is a gradient of the VAE's score with respect to its input features, "
                            "computed by backpropagation at inference, and an ONNX inference graph holds no "
                            "backward pass"),
@@ -200,7 +216,7 @@ MODELS: dict[str, ModelSpec] = {m.name: m for m in (
               ("epochs", "learning_rate", "early_stopping_patience", "coupling_blocks", "condition_vector",
                "clamp_alpha", "fiber_batch_size"),
               "conditional normalizing flows on backbone features",
-              uses_validation=True, citation="Gudovskiy et al., WACV 2022",
+              uses_validation=True, position_specific=True, citation="Gudovskiy et al., WACV 2022",
               onnx_refusal="its map is a float64 log-sum-exp of normalizing-flow log-likelihoods with a "
                            "per-image shift, which an ONNX runtime computes in float32 and so would not "
                            "reproduce"),

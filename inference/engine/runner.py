@@ -35,7 +35,8 @@ from . import metrics
 from .backbones import Backbone
 from . import decision_intervals, evaluation, label_uncertainty, pimo, regions, registry, synthetic
 from .common import RunPeakMemory, seed_everything
-from .data import load_image, load_masks, make_loader
+from .data import load_canvas_masks, load_image, load_native, make_input_loader, native_sizes
+from .geometry import Preprocessing, area_resample_mask, evaluation_canvas, geometry_problem, resize_map
 from .report import (
     SCHEMA_VERSION,
     AupimoDistribution,
@@ -172,17 +173,40 @@ def run_benchmark(
         torch.set_num_threads(old_threads)
 
 
-def _fit_and_map(model, train, test, val_idx, labels, syn_images, config, prog, fit_share) -> dict:
+def _map_inputs(model, loader, owner, n_images, assemble, on_image) -> None:
+    """Run ``model`` over every input of ``loader`` (input k belongs to image ``owner[k]``, inputs
+    of an image consecutive); ``assemble(i, maps, scores)`` makes image i's map and score once all
+    its inputs are mapped, and ``on_image(i, map, score)`` receives them."""
+    pending_maps: list[np.ndarray] = []
+    pending_scores: list[float] = []
+    current = None
+    for images, idx in loader:
+        m, sc = model.anomaly_maps(images)
+        for k, amap, score in zip(idx.tolist(), m, sc):
+            i = owner[k]
+            if current is not None and i != current:
+                on_image(current, *assemble(current, pending_maps, pending_scores))
+                pending_maps, pending_scores = [], []
+            current = i
+            pending_maps.append(amap)
+            pending_scores.append(float(score))
+    if current is not None:
+        on_image(current, *assemble(current, pending_maps, pending_scores))
+
+
+def _fit_and_map(model, train, test, val_idx, labels, syn_images, config, prog, fit_share, geo) -> dict:
     """Fit ``model`` (CFLOW's early stopping on the defect-free validation images only), then map
-    every test-folder image and every synthetic image, each independently."""
-    size = config.image_size
+    every test-folder image and every synthetic image, each independently, onto the evaluation
+    canvas ``geo["canvas"]`` (:mod:`.geometry`)."""
+    prep, canvas = geo["prep"], geo["canvas"]
     t_fit = time.perf_counter()
-    train_loader = make_loader(train, size, config.batch_size, config.num_workers)
+    train_loader = make_input_loader(train, prep, geo["train_sizes"], config.batch_size, config.num_workers)
     lo, width = fit_share
     val_loader = None
     if registry.get(config.model).uses_validation:
-        val_good = [test[i] for i in val_idx if not labels[i]]
-        val_loader = make_loader(val_good, size, config.batch_size, config.num_workers) if val_good else None
+        val_pos = [i for i in val_idx if not labels[i]]
+        val_loader = (make_input_loader([test[i] for i in val_pos], prep, [geo["test_sizes"][i] for i in val_pos],
+                                        config.batch_size, config.num_workers) if val_pos else None)
     n_train = len(train)
     # Models whose training loop reports its own steps (CFLOW's epochs and losses) say so in ``detail``;
     # the others are measured in training images.
@@ -201,26 +225,38 @@ def _fit_and_map(model, train, test, val_idx, labels, syn_images, config, prog, 
     fit_seconds = time.perf_counter() - t_fit
 
     t_inf = time.perf_counter()
-    maps = np.empty((len(test), size, size), dtype=np.float32)
+    maps = np.empty((len(test), *canvas), dtype=np.float32)
     scores = np.empty(len(test), dtype=np.float64)
     total = len(test) + (len(syn_images) if syn_images is not None else 0)
     done = 0
-    for images, idx in make_loader(test, size, config.batch_size, config.num_workers):
-        maps[idx.numpy()], scores[idx.numpy()] = model.anomaly_maps(images)
-        done += len(idx)
-        prog.detail("inference", done, total, "images", clock=f"inference{lo}")
-        prog("inference", lo + width * done / total)
+
+    def store(into_maps, into_scores):
+        def on_image(i, amap, score):
+            nonlocal done
+            into_maps[i] = resize_map(amap, canvas)
+            into_scores[i] = score
+            done += 1
+            prog.detail("inference", done, total, "images", clock=f"inference{lo}")
+            prog("inference", lo + width * done / total)
+        return on_image
+
+    loader = make_input_loader(test, prep, geo["test_sizes"], config.batch_size, config.num_workers)
+    _map_inputs(model, loader, loader.dataset.owner, len(test),
+                lambda i, m, sc: prep.assemble(m, sc, geo["test_sizes"][i]), store(maps, scores))
     inference_seconds = time.perf_counter() - t_inf
     syn_maps = None
     if syn_images is not None and len(syn_images):
-        syn_maps = np.empty((len(syn_images), size, size), dtype=np.float32)
-        for start in range(0, len(syn_images), config.batch_size):
-            chunk = syn_images[start:start + config.batch_size]
-            syn_maps[start:start + len(chunk)] = model.anomaly_maps(
-                torch.from_numpy(np.ascontiguousarray(chunk.transpose(0, 3, 1, 2))))[0]
-            done += len(chunk)
-            prog.detail("inference", done, total, "images", clock=f"inference{lo}")
-            prog("inference", lo + width * done / total)
+        syn_maps = np.empty((len(syn_images), *canvas), dtype=np.float32)
+        syn_scores = np.empty(len(syn_images), dtype=np.float64)
+        syn_prep = prep
+        inputs = [syn_prep.inputs(im) for im in syn_images]
+        flat = np.stack([x for xs in inputs for x in xs])
+        owner = [i for i, xs in enumerate(inputs) for _ in xs]
+        chunks = ((torch.from_numpy(np.ascontiguousarray(flat[a:a + config.batch_size].transpose(0, 3, 1, 2))),
+                   torch.arange(a, min(a + config.batch_size, len(flat))))
+                  for a in range(0, len(flat), config.batch_size))
+        _map_inputs(model, chunks, owner, len(syn_images),
+                    lambda i, m, sc: syn_prep.assemble(m, sc, syn_images.shape[1:3]), store(syn_maps, syn_scores))
     return {"maps": maps, "scores": scores, "synthetic_maps": syn_maps, "fit_seconds": fit_seconds,
             "inference_seconds": inference_seconds}
 
@@ -398,6 +434,27 @@ def _repeat_metrics(ev: dict) -> dict[str, float | None]:
     return {k: (float(v) if v is not None and np.isfinite(v) else None) for k, v in row.items()}
 
 
+def _resized(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    from PIL import Image
+
+    if image.shape[:2] == tuple(shape):
+        return image
+    return np.asarray(Image.fromarray(image).resize((shape[1], shape[0]), Image.BILINEAR), dtype=np.uint8)
+
+
+def _geometry(train, test, config) -> dict:
+    """The run's preprocessing, the images' native sizes and the evaluation canvas; a model that
+    cannot work with this geometry is refused with the reason (:func:`geometry.geometry_problem`)."""
+    prep = Preprocessing.from_config(config)
+    train_sizes, test_sizes = native_sizes(train), native_sizes(test)
+    spec = registry.get(config.model)
+    problem = geometry_problem(prep, spec.position_specific, spec.label, train_sizes + test_sizes)
+    if problem:
+        raise ValueError(problem)
+    canvas = evaluation_canvas(test_sizes, int(config.eval_max_pixels))
+    return {"prep": prep, "train_sizes": train_sizes, "test_sizes": test_sizes, "canvas": canvas}
+
+
 def _run(train, test, config: BenchmarkConfig, progress, should_cancel, artifacts_dir, save_model=None,
          on_detail=None) -> dict:
     t_start = time.perf_counter()
@@ -428,12 +485,20 @@ def _run_measured(train, test, config, progress, should_cancel, artifacts_dir, o
         weights_path=config.weights_path, device=config.device,
     )
     size = config.image_size
+    geo = _geometry(train, test, config)
+    canvas = geo["canvas"]
     syn_images = syn_masks = syn_source = None
     if "synthetic" in config.techniques:
         good = [i for i in range(len(test)) if not labels[i]]
         if good:
-            base = np.stack([load_image(test[i].image_path, size) for i in good])
+            # squash: made on the model's input as before (comparable numbers); the other modes: on
+            # the evaluation canvas, then through the run's own preprocessing
+            if geo["prep"].resize == "squash":
+                base = np.stack([load_image(test[i].image_path, size) for i in good])
+            else:
+                base = np.stack([_resized(load_native(test[i].image_path), canvas) for i in good])
             syn_images, syn_masks, source, _ = synthetic.synthetic_defects(base, config.seed, SYNTHETIC_PER_IMAGE)
+            syn_masks = np.stack([area_resample_mask(m, canvas) for m in syn_masks])
             syn_source = np.array(good, dtype=int)[source]
     prog("setup", 1.0)
 
@@ -446,7 +511,8 @@ def _run_measured(train, test, config, progress, should_cancel, artifacts_dir, o
         seed_everything(seeds[r])
         model = build_model(config, backbone)
         vi_r = split_validation_test(test, config.val_fraction, seeds[r])[0] if r else val_idx
-        mapped.append(_fit_and_map(model, train, test, vi_r, labels, syn_images, config, prog, (r / fits, 1 / fits)))
+        mapped.append(_fit_and_map(model, train, test, vi_r, labels, syn_images, config, prog, (r / fits, 1 / fits),
+                                  geo))
         if r == 0:
             model_memory_mb = model.memory_bytes() / 2**20
             model_info = model.describe() if hasattr(model, "describe") else {}
@@ -459,7 +525,7 @@ def _run_measured(train, test, config, progress, should_cancel, artifacts_dir, o
 
     # ---- evaluation ----------------------------------------------------------------------------
     t_eval = time.perf_counter()
-    masks = load_masks(test, size)
+    masks = load_canvas_masks(test, canvas)
     syn = (first["synthetic_maps"], syn_masks, syn_source) if first["synthetic_maps"] is not None else None
     ev = _evaluate(test, maps, first["scores"], masks, labels, syn, config, config.seed, full=True, prog=prog)
     vi, ti = ev["vi"], ev["ti"]

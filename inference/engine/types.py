@@ -75,6 +75,15 @@ class BenchmarkConfig:
     backbone: str = "tf_efficientnet_lite0"
     layers: tuple | None = None  # None = backbone default
     image_size: int = 256
+    # How images of any size enter the models (geometry.RESIZE_MODES): squash (the whole image to
+    # image_size², published numbers' convention), keep_aspect (letterbox) or tiles.
+    resize: str = "squash"
+    tile_size: int = 256  # tiles: side of a tile in (scaled) image pixels
+    tile_overlap: float = 0.25  # tiles: share of a tile overlapping its neighbour
+    scale: float = 1.0  # tiles: the image is scaled by this before tiling (1 = native resolution)
+    # Metrics are computed on the test images' median native size, scaled down to at most this
+    # many pixels (1024²: MVTec's 900² and KolektorSDD's 500 x 1250 evaluate natively).
+    eval_max_pixels: int = 1024 * 1024
     seed: int = 0
     n_features: int = 100  # PaDiM channel subset
     epochs: int = 10  # CFLOW

@@ -202,7 +202,7 @@ def _inspect_file(job: InspectionJob, inspector, index: int, name: str, source) 
     from inference.engine.package import prepare_image
 
     picture = _open_checked(source, settings.DEFECTBENCH_MAX_IMAGE_PIXELS, verify=False)
-    prepared, size = prepare_image(picture, inspector.image_size)
+    prepared, size = prepare_image(picture, inspector.prepare_size)
     del picture
     result = inspector.inspect_prepared(prepared[None], [size], [name], technique=job.deployment.technique)[0]
     return _write_result(job, index, prepared, result)
