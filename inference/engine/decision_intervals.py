@@ -140,5 +140,6 @@ def decision_estimates(val: evaluation.ValidationData, fitted: dict[str, float],
         iou_low, iou_high = interval(ious)
         out[name] = DecisionEstimates(Estimate(float(point), low, high),
                                       Estimate(test_point_iou.get(name), iou_low, iou_high)
-                                      if test_point_iou.get(name) is not None else Estimate(None))
+                                      if test_point_iou.get(name) is not None else Estimate(None),
+                                      [round(float(x), 6) if np.isfinite(x) else None for x in ious])
     return out

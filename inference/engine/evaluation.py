@@ -615,6 +615,23 @@ def paired_difference(counts_a: Sequence[Sequence[int]], counts_b: Sequence[Sequ
     return Estimate(point, float(low), float(high))
 
 
+def paired_resample_difference(point: float | None, a: Sequence[float | None],
+                               b: Sequence[float | None]) -> Estimate:
+    """``point`` (IoU(a) - IoU(b)) with the interval of the per-resample differences ``a - b``: the
+    decision intervals' resamples of two runs that drew the same resamples (same test images,
+    same seed), so it holds where each procedure's threshold lands, paired."""
+    if point is None or not math.isfinite(point) or len(a) != len(b) or not len(a):
+        return Estimate(None)
+    x = np.array([np.nan if v is None else v for v in a], dtype=np.float64)
+    y = np.array([np.nan if v is None else v for v in b], dtype=np.float64)
+    diff = x - y
+    finite = diff[np.isfinite(diff)]
+    if len(finite) < 0.9 * len(diff):
+        return Estimate(None)
+    low, high = np.quantile(finite, [(1 - CONFIDENCE) / 2, 1 - (1 - CONFIDENCE) / 2])
+    return Estimate(float(point), float(low), float(high))
+
+
 def mean_spread(values: Sequence[float | None]) -> tuple[float | None, float | None, int]:
     v = np.array([x for x in values if x is not None and math.isfinite(x)], dtype=np.float64)
     if not len(v):

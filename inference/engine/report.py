@@ -160,6 +160,10 @@ class DecisionEstimates:
 
     threshold: Estimate
     iou: Estimate
+    # Each bootstrap resample's test IoU at its refitted threshold (None where undefined), in
+    # resample order: two runs on the same test images and seed drew the same resamples, so the
+    # recommendation pairs them (:func:`evaluation.paired_resample_difference`).
+    iou_resamples: list[float | None] = dataclasses.field(default_factory=list)
 
 
 @dataclass

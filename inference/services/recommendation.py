@@ -20,7 +20,7 @@ from annotator.models import Product
 from annotator.services.labels import effective_labels
 from inference.engine import registry
 from inference.models import ModelName, ProductRun, Status
-from inference.engine.evaluation import paired_difference
+from inference.engine.evaluation import paired_difference, paired_resample_difference
 from inference.engine.report import Estimate, estimate_text
 from inference.services.reports import TECHNIQUE_LABELS, is_current
 
@@ -109,15 +109,34 @@ def _few_shot_enough(report: dict, technique: str):
     return curve["enough"]
 
 
-def paired(best: dict, other: dict) -> Estimate:
-    """Test IoU of ``best`` minus ``other`` on the same test images, with a paired bootstrap interval."""
+def _refit_resamples(candidate: dict) -> list | None:
+    result = candidate["part"].report["techniques"].get(candidate["technique"]) or {}
+    return ((result.get("decision") or {}).get("iou_resamples")) or None
+
+
+def paired(best: dict, other: dict) -> tuple[Estimate, bool]:
+    """Test IoU of ``best`` minus ``other`` on the same test images, with a paired bootstrap
+    interval, and whether that interval refits both thresholds in every resample.
+
+    Two runs on the same test images and bootstrap seed drew the same validation and test
+    resamples, so their decision intervals' per-resample IoUs pair: the interval then holds where
+    each procedure's threshold lands, as the deployed procedure would. Otherwise (older reports)
+    the thresholds stay fixed and only the test images are resampled.
+    """
     a = {e["key"]: e for e in best["part"].report["per_image"]}
     b = {e["key"]: e for e in other["part"].report["per_image"]}
     keys = sorted(set(a) & set(b))
-    return paired_difference(
+    fixed = paired_difference(
         [a[k]["counts"][best["technique"]] for k in keys], [b[k]["counts"][other["technique"]] for k in keys],
         [a[k]["anomalous"] for k in keys], seed=best["part"].report["bootstrap"]["seed"],
     )
+    ra, rb = _refit_resamples(best), _refit_resamples(other)
+    same_draws = best["part"].report["bootstrap"] == other["part"].report["bootstrap"]
+    if ra and rb and same_draws and len(ra) == len(rb):
+        refitted = paired_resample_difference(fixed.value, ra, rb)
+        if refitted.low is not None:
+            return refitted, True
+    return fixed, False
 
 
 def _describe(c: dict) -> str:
@@ -147,11 +166,13 @@ def recommend(product: Product) -> dict:
         difference = None
         if runner:
             reason += f" Runner-up: {_describe(runner)}."
-            difference = paired(best, runner)
+            difference, refitted = paired(best, runner)
             if difference.value is not None and difference.low is not None:
                 distinguishable = not (difference.low <= 0.0 <= difference.high)
+                how = (" (both thresholds refitted in every resample)" if refitted
+                       else " (thresholds held fixed)")
                 reason += (f" Paired on the same test images, the test IoU differs by {difference.value:+.3f} "
-                           f"[{difference.low:+.3f}, {difference.high:+.3f}]: "
+                           f"[{difference.low:+.3f}, {difference.high:+.3f}]{how}: "
                            + ("the winner is distinguishably better." if distinguishable and difference.value > 0
                               else "not distinguishable; either choice is supported by the evidence."))
         if best["enough"] is not None:

@@ -71,3 +71,21 @@ def test_decision_interval_holds_the_threshold_uncertainty_and_is_wider_than_the
     # the same seed gives the same intervals; another seed another draw
     again = decision_intervals.decision_estimates(val, fitted, maps[ti], masks[ti], resampler.weights, point, 0.01, 0)
     assert again["iou_curve"] == out["iou_curve"]
+
+
+def test_two_procedures_pair_resample_by_resample_with_their_thresholds_refitted():
+    """The recommendation's "not distinguishable": a procedure against itself differs by exactly 0;
+    two techniques' refitted resamples pair into an interval of the difference itself."""
+    maps, masks, labels, vi, ti, val, fitted = _setup(n_anomalous=3, n_good=3)
+    resampler = evaluation.Resampler(labels[ti], seed=0)
+    point = {n: evaluation.segmentation_stats(evaluation.PixelCounts.at(maps[ti], masks[ti], t), labels[ti])["iou"]
+             for n, t in fitted.items()}
+    out = decision_intervals.decision_estimates(val, fitted, maps[ti], masks[ti], resampler.weights, point, 0.01, 0)
+    a, b = out["iou_curve"].iou_resamples, out["normal_fpr"].iou_resamples
+    assert len(a) == len(b) == evaluation.RESAMPLES
+    same = evaluation.paired_resample_difference(0.0, a, a)
+    assert (same.value, same.low, same.high) == (0.0, 0.0, 0.0)
+    diff = evaluation.paired_resample_difference(point["iou_curve"] - point["normal_fpr"], a, b)
+    by_hand = np.quantile(np.array(a) - np.array(b), [0.025, 0.975])
+    assert (diff.low, diff.high) == pytest.approx(tuple(by_hand))
+    assert evaluation.paired_resample_difference(0.1, a, b[:-1]).value is None  # other draws: no pairing
