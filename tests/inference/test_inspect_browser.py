@@ -1,10 +1,12 @@
 """From the browser: run PaDiM on the demo, deploy its recommendation, drop three images on the
-inspect page and read verdicts that agree with the run's own per-image results (Chromium)."""
+inspect page and read verdicts that agree with the run's own per-image results; then move the image
+and pixel threshold sliders and go back to the deployed values (Chromium)."""
 import re
 
 import pytest
 
 from inference.models import BenchmarkRun, Deployment, Status
+from inference.services import deploy
 
 pytestmark = [pytest.mark.browser, pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 
@@ -63,13 +65,67 @@ def test_run_deploy_and_inspect_three_images(bench_demo, celery_worker_process, 
         assert shown == pytest.approx(entry["score"], rel=1e-5)
     page.screenshot(path=str(test_output_dir / "inspect-deployed-threshold.png"), full_page=True)
 
-    # The slider re-segments in the browser: a lower threshold marks more of the image.
-    area = page.inner_text("#results figure .area")
-    page.eval_on_selector("#threshold", "el => { el.value = String(parseFloat(el.value) * 0.5); "
-                                        "el.dispatchEvent(new Event('input')); }")
-    assert page.inner_text("#results figure .area") != area
-    page.screenshot(path=str(test_output_dir / "inspect-lower-threshold.png"), full_page=True)
-    assert page.is_visible("#deployed-mark") and page.is_visible("#history >> text=in use")
+    _two_sliders(page, deployment, chosen, test_output_dir)
+    assert page.is_visible("#pixel-deployed-mark") and page.is_visible("#image-deployed-mark")
+    assert page.is_visible("#history >> text=in use")
+
+
+def _slide(page, name, value):
+    """Move a slider as a drag does (value set, then an input event)."""
+    page.eval_on_selector(f"#{name}-threshold", "(el, v) => { el.value = String(v); "
+                                                 "el.dispatchEvent(new Event('input')); }", value)
+
+
+def _shown(page, name):
+    return float(page.get_attribute(f"#{name}-threshold-value", "data-value"))
+
+
+def _two_sliders(page, deployment, chosen, test_output_dir):
+    """Image slider -> every verdict; pixel slider -> every outline and area; each card's text says
+    the values the sliders are at, and "back to deployed" restores the stored values exactly."""
+    thresholds = deploy.package_manifest(deployment.product_run)["thresholds"]
+    image_deployed = thresholds["image"]["value"]
+    pixel_deployed = thresholds["pixel"][deployment.technique]["value"]
+    assert _shown(page, "image") == image_deployed and _shown(page, "pixel") == pixel_deployed
+    scores = [e["score"] for e in chosen]
+
+    def verdicts():
+        return [(f.get_attribute("data-verdict"), f.query_selector(".verdict").inner_text(),
+                 f.query_selector(".score").inner_text()) for f in page.query_selector_all("#results figure")]
+
+    # Above every score: all good, and each card compares its score with the slider's value.
+    high = max(scores) * 1.05
+    _slide(page, "image", high)
+    for verdict, word, text in verdicts():
+        assert (verdict, word) == ("good", "Good") and f"< image threshold {high:.4f}" in text
+    # Below every score: all defective.
+    low = min(scores) * 0.95
+    _slide(page, "image", low)
+    for verdict, word, text in verdicts():
+        assert (verdict, word) == ("defective", "Defective") and f"≥ image threshold {low:.4f}" in text
+    assert page.query_selector_all("#results figure.defective") and not page.query_selector_all("#results figure.good")
+
+    # The pixel slider moves outline and area (not the verdict); a lower threshold marks more.
+    def areas():
+        return [float(re.search(r"([0-9.]+) % of the image above pixel threshold ([0-9.]+)",
+                                f.inner_text()).group(1)) for f in page.query_selector_all("#results figure .area")]
+    before = areas()
+    _slide(page, "pixel", pixel_deployed * 0.5)
+    after = areas()
+    assert all(a >= b for a, b in zip(after, before)) and after != before
+    for text in page.eval_on_selector_all("#results figure .area", "els => els.map((e) => e.textContent)"):
+        assert f"above pixel threshold {pixel_deployed * 0.5:.4f}" in text
+    assert all(v == "defective" for v, _, _ in verdicts())
+    page.screenshot(path=str(test_output_dir / "inspect-moved-sliders.png"), full_page=True)
+
+    # Back to deployed: the exact stored values (not a slider step's rounding), and the run's verdicts.
+    page.click("#reset-image-threshold")
+    page.click("#reset-pixel-threshold")
+    assert _shown(page, "image") == image_deployed and _shown(page, "pixel") == pixel_deployed
+    assert areas() == before
+    for entry, (verdict, _, text) in zip(chosen, verdicts()):
+        assert verdict == ("defective" if entry["predicted_anomalous"] else "good")
+        assert f"image threshold {image_deployed:.4f}" in text
 
 
 def _drop(page, paths):

@@ -1,32 +1,62 @@
 /* Inspect page: drop images, send them to the inspect API, draw each image with its anomaly map
-   and the predicted-mask outline; the threshold slider re-segments every map in the browser. The
-   map PNG is 8-bit grey over [map_low, map_high] (given per image by the API). No framework. */
+   and the predicted-mask outline. Two sliders, as the deployed model has two thresholds: the image
+   threshold decides each card's verdict (its image score against it), the pixel threshold
+   re-segments every map in the browser (outline, area, regions). Each card's verdict and numbers
+   are recomputed from the sliders' current values, never left at the deployed ones. The map PNG
+   is 8-bit grey over [map_low, map_high] (given per image by the API). No framework. */
 (function () {
   "use strict";
   const panel = document.getElementById("deployed");
   if (!panel) return;
   const api = panel.dataset.api;
-  const deployed = parseFloat(panel.dataset.pixelThreshold);
-  const slider = document.getElementById("threshold");
-  const out = document.getElementById("threshold-value");
-  const mark = document.getElementById("deployed-mark");
   const status = document.getElementById("inspect-status");
   const results = document.getElementById("results");
   const showMap = document.getElementById("show-map");
   const cards = [];
 
+  /* One threshold control: a range input, its output, its deployed mark and its reset button. The
+     exact value lives here, not in the input: a range input snaps what it is given to its step, and
+     "back to deployed" must restore the stored value itself. */
+  function thresholdControl(name, onChange) {
+    const slider = document.getElementById(`${name}-threshold`);
+    const out = document.getElementById(`${name}-threshold-value`);
+    const mark = document.getElementById(`${name}-deployed-mark`);
+    const deployed = parseFloat(slider.dataset.deployed);
+    const control = { deployed, value: deployed };
+    function show() {
+      out.textContent = control.value.toFixed(4);
+      out.dataset.value = String(control.value);
+      slider.dataset.value = String(control.value);
+    }
+    control.setRange = (high) => {
+      slider.max = String(Math.max(high, deployed * 2));
+      mark.style.left = `${(100 * deployed) / parseFloat(slider.max)}%`;
+      slider.value = String(control.value);
+    };
+    control.set = (value) => {
+      control.value = value;
+      slider.value = String(value);
+      show();
+      onChange();
+    };
+    slider.addEventListener("input", () => {
+      control.value = parseFloat(slider.value);
+      show();
+      onChange();
+    });
+    document.getElementById(`reset-${name}-threshold`).addEventListener("click", () => control.set(deployed));
+    control.setRange(deployed * 2);
+    show();
+    return control;
+  }
+  const imageThreshold = thresholdControl("image", () => cards.forEach(judge));
+  const pixelThreshold = thresholdControl("pixel", () => cards.forEach(draw));
+  const deployed = pixelThreshold.deployed;  // the map's colour scale stays fixed on the deployed value
+
   function csrf() {
     const input = document.querySelector("input[name=csrfmiddlewaretoken]");
     return input ? input.value : "";
   }
-  function setRange(high) {
-    slider.max = String(Math.max(high, deployed * 2));
-    slider.step = String(parseFloat(slider.max) / 1000);
-    mark.style.left = `${(100 * deployed) / parseFloat(slider.max)}%`;
-  }
-  setRange(deployed * 2);
-  slider.value = String(deployed);
-  out.textContent = deployed.toFixed(4);
 
   // A perceptual-ish colour ramp (dark blue -> cyan -> yellow -> red) for the map overlay.
   function ramp(v) {
@@ -51,8 +81,46 @@
     return ctx.getImageData(0, 0, c.width, c.height);
   }
 
+  /* Connected regions (8-connectivity, as the server counts them) of the pixels inside. */
+  function countRegions(inside, w, h) {
+    const seen = new Uint8Array(w * h);
+    let regions = 0;
+    const stack = [];
+    for (let start = 0; start < w * h; start++) {
+      if (seen[start] || !inside(start)) continue;
+      regions++;
+      seen[start] = 1;
+      stack.push(start);
+      while (stack.length) {
+        const i = stack.pop(), x = i % w, y = (i - x) / w;
+        for (let dy = -1; dy <= 1; dy++) {
+          for (let dx = -1; dx <= 1; dx++) {
+            const nx = x + dx, ny = y + dy, j = ny * w + nx;
+            if (nx < 0 || ny < 0 || nx >= w || ny >= h || seen[j] || !inside(j)) continue;
+            seen[j] = 1;
+            stack.push(j);
+          }
+        }
+      }
+    }
+    return regions;
+  }
+
+  /* The verdict at the image slider's value: image score against the image threshold. */
+  function judge(card) {
+    const { r, fig, verdict, score } = card;
+    const t = imageThreshold.value;
+    const defective = r.score >= t;
+    const word = defective ? "defective" : "good";
+    fig.className = `inspected ${word}`;
+    fig.dataset.verdict = word;
+    verdict.textContent = defective ? "Defective" : "Good";
+    score.textContent = `image score ${r.score.toFixed(4)} ${defective ? "≥" : "<"} image threshold ${t.toFixed(4)}`
+      + ` · ${r.inference_ms.toFixed(0)} ms`;
+  }
+
   function draw(card) {
-    const t = parseFloat(slider.value);
+    const t = pixelThreshold.value;
     const { r, image, grey, canvas } = card;
     const w = image.width, h = image.height;
     const ctx = canvas.getContext("2d");
@@ -82,36 +150,23 @@
       }
     }
     ctx.putImageData(frame, 0, 0);
-    card.area.textContent = `${((100 * area) / (w * h)).toFixed(2)} % of the image above ${t.toFixed(4)}`;
+    const regions = area ? countRegions(inside, w, h) : 0;
+    card.area.textContent = `${((100 * area) / (w * h)).toFixed(2)} % of the image above pixel threshold `
+      + `${t.toFixed(4)} · ${regions} region${regions === 1 ? "" : "s"}`;
   }
-  function redraw() {
-    out.textContent = parseFloat(slider.value).toFixed(4);
-    cards.forEach(draw);
-  }
-  slider.addEventListener("input", redraw);
-  showMap.addEventListener("change", redraw);
-  document.getElementById("reset-threshold").addEventListener("click", () => {
-    slider.value = String(deployed);
-    redraw();
-  });
+  showMap.addEventListener("change", () => cards.forEach(draw));
 
   async function addCard(r) {
     const fig = document.createElement("figure");
-    fig.className = `inspected ${r.verdict}`;
     fig.dataset.name = r.name;
-    fig.dataset.verdict = r.verdict;
     const canvas = document.createElement("canvas");
     const cap = document.createElement("figcaption");
     const verdict = document.createElement("strong");
     verdict.className = "verdict";
-    verdict.textContent = r.verdict === "defective" ? "Defective" : "Good";
     const name = document.createElement("span");
     name.textContent = ` ${r.name}`;
     const score = document.createElement("div");
     score.className = "score";
-    score.textContent = `image score ${r.score.toFixed(4)} ${r.verdict === "defective" ? "≥" : "<"} threshold ${r.image_threshold.toFixed(4)}`
-      + ` · ${r.components.length} region${r.components.length === 1 ? "" : "s"} at the deployed threshold`
-      + ` · ${r.inference_ms.toFixed(0)} ms`;
     const area = document.createElement("div");
     area.className = "area";
     const links = document.createElement("div");
@@ -125,8 +180,9 @@
     results.append(fig);
     const [image, grey] = await Promise.all([loadImage(r.urls.image), loadImage(r.urls.map)]);
     canvas.width = image.naturalWidth; canvas.height = image.naturalHeight;
-    const card = { r, image: pixels(image), grey: pixels(grey), canvas, area };
+    const card = { r, fig, verdict, score, image: pixels(image), grey: pixels(grey), canvas, area };
     cards.push(card);
+    judge(card);
     draw(card);
   }
 
@@ -146,10 +202,10 @@
       return;
     }
     status.className = "muted";
-    const high = Math.max(...body.results.map((r) => r.map_high), parseFloat(slider.max) / 2);
-    setRange(high);
+    // Both ranges reach every score seen, and at least twice the deployed value.
+    pixelThreshold.setRange(Math.max(...body.results.map((r) => r.map_high), ...cards.map((c) => c.r.map_high)));
+    imageThreshold.setRange(1.1 * Math.max(...body.results.map((r) => r.score), ...cards.map((c) => c.r.score)));
     await Promise.all(body.results.map(addCard));
-    redraw();
     status.textContent = `${body.results.length} image${body.results.length === 1 ? "" : "s"} inspected`
       + ` (${body.inference_ms_per_image.toFixed(0)} ms per image).`;
     results.dataset.done = String(cards.length);
