@@ -144,6 +144,7 @@ def run_detail(request, pk):
         "agg_rows": reports.aggregate_rows(agg),
         "threads_used": sorted({p.report.get("threads") for p in parts if p.report and p.report.get("threads")}),
         "other_runs": BenchmarkRun.objects.filter(status=Status.SUCCEEDED).exclude(pk=run.pk)[:20],
+        "retries": run.retries.order_by("pk"),  # linked both ways with run.retry_of
     }
     return render(request, "inference/run_detail.html", context)
 

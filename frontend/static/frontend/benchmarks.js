@@ -143,7 +143,11 @@
     set("error", (n) => { n.textContent = run.error || ""; n.hidden = !run.error; });
     const active = ACTIVE.includes(run.status);
     el.querySelectorAll("[data-action=cancel]").forEach((b) => { b.hidden = !active; b.disabled = run.cancel_requested; });
-    el.querySelectorAll("[data-action=retry]").forEach((b) => { b.hidden = active; });
+    // A succeeded run is not retried but run again: the button says which.
+    el.querySelectorAll("[data-action=retry]").forEach((b) => {
+      b.hidden = active;
+      b.textContent = run.status === "succeeded" ? "Run again" : "Retry";
+    });
   }
 
   function wireActions(scope, idOf) {
