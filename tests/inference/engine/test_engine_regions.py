@@ -106,7 +106,7 @@ def test_size_classes_count_regions_by_share_of_the_image_and_detect_them_at_30_
     assert not any(s.lower_than_best for s in result.by_size)
 
 
-def test_a_size_class_missed_beyond_the_intervals_is_flagged_against_the_best_one():
+def _flag_case():
     """Twelve anomalous images, each with a 1-pixel defect never predicted and a 2 % one always
     predicted, and a 0.5 % one predicted in every other image; four defect-free images."""
     masks = np.zeros((16, *SIZE_SHAPE), bool)
@@ -116,7 +116,11 @@ def test_a_size_class_missed_beyond_the_intervals_is_flagged_against_the_best_on
         maps[i, 10:14, 20:30] = 1.0
         if i % 2:
             maps[i, 30, 0:10] = 1.0
-    anomalous = np.arange(16) < 12
+    return maps, masks, np.arange(16) < 12
+
+
+def test_a_size_class_missed_beyond_the_intervals_is_flagged_against_the_best_one():
+    maps, masks, anomalous = _flag_case()
     result = region_detection(DefectRegions(masks).at(maps, THRESHOLD), anomalous,
                               evaluation.Resampler(anomalous, seed=0, resamples=500))
     by_size = {s.size_class: s for s in result.by_size}
