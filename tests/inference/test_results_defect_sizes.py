@@ -77,3 +77,19 @@ def test_results_page_and_csv_show_the_detection_rate_per_defect_size(padim_part
     assert (cells["size_1_10pct_detection_rate"], cells["size_1_10pct_lower_than_best"]) == ("1.0", "False")
     assert float(cells["size_0.1_1pct_detection_rate"]) == 0.5
     assert cells["size_10pct_up_regions"] == "0" and cells["size_10pct_up_detection_rate"] == ""
+
+
+def test_cli_summary_flags_the_size_classes_missed_more_often():
+    from inference.management.commands.benchmark import size_lines
+
+    maps, masks, anomalous = _flag_case()
+    counted = region_detection(DefectRegions(masks).at(maps, THRESHOLD), anomalous,
+                               evaluation.Resampler(anomalous, seed=0, resamples=500))
+    report = {"selection": {"chosen": "f1"}, "techniques": {"f1": {"regions": dataclasses.asdict(counted)}}}
+    (line,) = size_lines(report)
+    assert line.startswith("Defect size (f1; regions covered >= 30% by the prediction, per share of the image): ")
+    assert "< 0.1 % 0/12 0.000 [0.000, 0.000]  MISSED MORE OFTEN; " in line
+    assert "0.1–1 % 6/12 0.500 [" in line and "1–10 % 12/12 1.000 [1.000, 1.000]" in line
+    assert line.count("MISSED MORE OFTEN") == 2 and "≥ 10 %" not in line  # no regions: left out
+    # a report made before the size classes: no line
+    assert size_lines({"selection": {"chosen": "f1"}, "techniques": {"f1": {"regions": {}}}}) == []
