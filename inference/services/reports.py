@@ -23,8 +23,13 @@ REGION_KEYS = ("detection_rate", "false_alarms_per_good_image")
 IMAGE_KEYS = ("accuracy", "precision", "recall", "fpr")
 
 
+def _pct(share: float) -> str:
+    return f"{share * 100:g}"
+
+
 def _size_column(low: float, high: float | None) -> str:
-    pct = lambda share: f"{share * 100:g}"  # noqa: E731
+    """``size_under_0.1pct``, ``size_0.1_1pct``, ..., ``size_10pct_up``: a class's CSV column prefix."""
+    pct = _pct
     if high is None:
         return f"size_{pct(low)}pct_up"
     return f"size_under_{pct(high)}pct" if low == 0 else f"size_{pct(low)}_{pct(high)}pct"

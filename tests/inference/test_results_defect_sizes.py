@@ -93,3 +93,18 @@ def test_cli_summary_flags_the_size_classes_missed_more_often():
     assert line.count("MISSED MORE OFTEN") == 2 and "≥ 10 %" not in line  # no regions: left out
     # a report made before the size classes: no line
     assert size_lines({"selection": {"chosen": "f1"}, "techniques": {"f1": {"regions": {}}}}) == []
+
+
+@pytest.mark.django_db
+def test_a_report_made_before_the_size_classes_shows_no_size_table(padim_part, client, admin_account):
+    run, report = padim_part.run, padim_part.report
+    for result in report["techniques"].values():
+        result["regions"].pop("by_size", None)  # schema 4 before the field existed
+    padim_part.report = report
+    padim_part.save(update_fields=["report"])
+    run.metrics["products"][padim_part.product.name] = summary(report)
+    run.save(update_fields=["metrics"])
+    client.force_login(admin_account)
+    html, csv_rows = _page_and_csv(client, run)
+    assert "technique-table" in html and "defect-sizes" not in html
+    assert csv_rows[report["selection"]["chosen"]]["size_under_0.1pct_regions"] == ""
