@@ -29,10 +29,9 @@ def _pct(share: float) -> str:
 
 def _size_column(low: float, high: float | None) -> str:
     """``size_under_0.1pct``, ``size_0.1_1pct``, ..., ``size_10pct_up``: a class's CSV column prefix."""
-    pct = _pct
     if high is None:
-        return f"size_{pct(low)}pct_up"
-    return f"size_under_{pct(high)}pct" if low == 0 else f"size_{pct(low)}_{pct(high)}pct"
+        return f"size_{_pct(low)}pct_up"
+    return f"size_under_{_pct(high)}pct" if low == 0 else f"size_{_pct(low)}_{_pct(high)}pct"
 
 
 # The CSV's column prefix of each defect-size class (``techniques.<name>.regions.by_size``), in order.
