@@ -114,6 +114,7 @@ def _part_context(run, part, per_image=True):
         "n_test_part": len(split["test"]), "n_val_part": len(split["validation"]),
         "free": s["test_part"], "whole": s["whole_folder"],
         "rows": reports.technique_rows(s),
+        "defect_sizes": reports.defect_sizes(s),
         "decision_card": reports.decision_card(s, run.get_model_display()),
         "selection": s["selection"], "decision": s["image_decision"],
         "few_shot": s["few_shot"], "few_shot_rows": reports.few_shot_rows(s),

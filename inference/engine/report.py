@@ -167,6 +167,26 @@ class DecisionEstimates:
 
 
 @dataclass
+class SizeClassDetection:
+    """One defect-size class at one threshold on the test part (``regions.py``).
+
+    ``regions``: the defect regions whose area is a share of the image in [``share_low``,
+    ``share_high``) (``share_high`` None: no upper bound); ``detected``: those the predicted mask
+    covers by at least 30 % of their pixels (stricter than ``RegionDetection.found``, one pixel);
+    ``detection_rate`` = detected / regions with its interval (None without regions);
+    ``lower_than_best``: its interval lies entirely below that of the class with the highest rate.
+    """
+
+    size_class: str
+    share_low: float
+    share_high: float | None
+    regions: int
+    detected: int
+    detection_rate: Estimate
+    lower_than_best: bool = False
+
+
+@dataclass
 class RegionDetection:
     """What an inspector counts at one threshold on the test part (``regions.py``).
 
@@ -174,6 +194,7 @@ class RegionDetection:
     those the predicted mask overlaps by at least one pixel; ``detection_rate`` = found / regions
     (pooled, with its interval); ``false_alarm_regions``: connected regions of the predicted mask
     on the ``good_images`` defect-free test images; ``false_alarms_per_good_image``: their mean.
+    ``by_size``: the defect regions per size class, detected by the 30 % overlap rule.
     """
 
     defect_regions: int
@@ -182,6 +203,7 @@ class RegionDetection:
     good_images: int
     false_alarm_regions: int
     false_alarms_per_good_image: Estimate
+    by_size: list[SizeClassDetection] = dataclasses.field(default_factory=list)
 
 
 @dataclass

@@ -14,8 +14,9 @@ Protocol
    whole validation part and measured on the test part, with 95 % bootstrap intervals.
 4. Threshold-free metrics (image and pixel AUROC, AUPRO, AUPIMO) are reported on the whole test
    folder (comparable with published numbers) and, with intervals, on the test part, AUPIMO
-   also per image; at every technique's threshold the defect regions found and the false
-   alarms per defect-free test image are counted (:mod:`.regions`); breakdowns per defect
+   also per image; at every technique's threshold the defect regions found (and, per size
+   class, detected) and the false alarms per defect-free test image are counted
+   (:mod:`.regions`); breakdowns per defect
    type, category and background measure each subset's own anomalous test images; the
    few-shot study measures the test IoU with only n anomalous validation images; ``repeats``
    repeats steps 2-4 on other seeds. The report's structure: :mod:`.report`.

@@ -11,6 +11,7 @@ import io
 from numbers import Number
 
 from annotator.services.label_csv import safe_cell
+from inference.engine.regions import MIN_OVERLAP, SIZE_CLASSES
 from inference.engine.report import SCHEMA_VERSION, estimate_text
 from inference.engine.thresholds import TECHNIQUES
 from inference.models import BenchmarkRun, Technique
@@ -20,6 +21,21 @@ SEGMENTATION_KEYS = ("iou", "dice", "precision", "recall", "fpr", "good_image_fp
 # What an inspector counts at a technique's threshold (the report's ``techniques.<name>.regions``).
 REGION_KEYS = ("detection_rate", "false_alarms_per_good_image")
 IMAGE_KEYS = ("accuracy", "precision", "recall", "fpr")
+
+
+def _pct(share: float) -> str:
+    return f"{share * 100:g}"
+
+
+def _size_column(low: float, high: float | None) -> str:
+    """``size_under_0.1pct``, ``size_0.1_1pct``, ..., ``size_10pct_up``: a class's CSV column prefix."""
+    if high is None:
+        return f"size_{_pct(low)}pct_up"
+    return f"size_under_{_pct(high)}pct" if low == 0 else f"size_{_pct(low)}_{_pct(high)}pct"
+
+
+# The CSV's column prefix of each defect-size class (``techniques.<name>.regions.by_size``), in order.
+SIZE_COLUMNS = {name: _size_column(low, high) for name, low, high in SIZE_CLASSES}
 TECHNIQUE_LABELS = dict(Technique.choices)
 TECHNIQUE_SHORT = {name: spec.short for name, spec in TECHNIQUES.items()}
 SUMMARY_SKIP = ("per_image",)
@@ -167,8 +183,30 @@ def technique_rows(report: dict) -> list[dict]:
             # what an inspector counts at this threshold: defect regions found, false alarms
             "regions": result.get("regions") or {},
             **{k: (result.get("regions") or {}).get(k) or {} for k in REGION_KEYS},
+            # per defect-size class (absent from reports made before it existed)
+            "by_size": (result.get("regions") or {}).get("by_size") or [],
         })
     return rows
+
+
+def defect_sizes(report: dict) -> dict | None:
+    """The chosen technique's detection rate per defect-size class, for the results page: the
+    classes with regions, each rate's share for a bar, and the classes flagged as detected less
+    often than the best (``lower_than_best``, decided in the engine). None where the report has
+    no size classes (made before them) or no technique was chosen."""
+    chosen = (report.get("selection") or {}).get("chosen")
+    regions = (((report.get("techniques") or {}).get(chosen or "") or {}).get("regions")) or {}
+    classes = regions.get("by_size") or []
+    if not chosen or not classes:
+        return None
+    rows = [{**c, "rate": (c.get("detection_rate") or {}).get("value")} for c in classes]
+    rated = [r for r in rows if _is_number(r["rate"])]
+    best = max(rated, key=lambda r: r["rate"], default=None)
+    return {"technique": chosen, "label": TECHNIQUE_SHORT.get(chosen, chosen), "rows": rows,
+            "min_overlap_percent": round(MIN_OVERLAP * 100),
+            "flagged": [r for r in rows if r.get("lower_than_best")], "best": best,
+            "found": regions.get("found"), "defect_regions": regions.get("defect_regions"),
+            "false_alarms_per_good_image": regions.get("false_alarms_per_good_image") or {}}
 
 
 def aggregate_rows(aggregate: dict) -> list[dict]:
@@ -276,11 +314,30 @@ CSV_COLUMNS = ["run", "model", "product", "subset", "n_anomalous_test", "techniq
                "iou_refitted_low", "iou_refitted_high",
                "defect_regions", "defect_regions_found",
                *[f"{k}{suffix}" for k in REGION_KEYS for suffix in ("", "_low", "_high")],
+               # per defect-size class: regions, those covered >= 30 %, the rate with its interval, the flag
+               *[f"{prefix}_{k}" for prefix in SIZE_COLUMNS.values()
+                 for k in ("regions", "detected", "detection_rate", "detection_rate_low", "detection_rate_high",
+                           "lower_than_best")],
                *[f"{k}{suffix}" for k in THRESHOLD_FREE_KEYS for suffix in ("", "_low", "_high")],
                "aupimo_median",
                # category / background rows where annotators disagreed: the IoU with each image
                # weighted by its annotators' votes, and whether that leaves the final-label interval
                "iou_weighted_by_votes", "depends_on_disputed_labels"]
+
+
+SIZE_CELLS = 6 * len(SIZE_COLUMNS)
+
+
+def _size_cells(by_size: list[dict]) -> list:
+    """The CSV cells of the size classes, in ``SIZE_COLUMNS`` order (blank where the report has none)."""
+    classes = {c.get("size_class"): c for c in by_size}
+    cells = []
+    for name in SIZE_COLUMNS:
+        c = classes.get(name) or {}
+        rate = c.get("detection_rate") or {}
+        cells += [c.get("regions"), c.get("detected"), rate.get("value"), rate.get("low"), rate.get("high"),
+                  c.get("lower_than_best")]
+    return cells
 
 
 def _csv_rows(run: BenchmarkRun, product: str, s: dict):
@@ -291,7 +348,8 @@ def _csv_rows(run: BenchmarkRun, product: str, s: dict):
     for row in technique_rows(s):
         cells = [row[k].get(part) for k in SEGMENTATION_KEYS for part in ("value", "low", "high")]
         region_cells = [row["regions"].get("defect_regions"), row["regions"].get("found"),
-                        *[row[k].get(part) for k in REGION_KEYS for part in ("value", "low", "high")]]
+                        *[row[k].get(part) for k in REGION_KEYS for part in ("value", "low", "high")],
+                        *_size_cells(row["by_size"])]
         yield [run.pk, run.model, product, "all", n_test, row["technique"],
                row["threshold"] if not row["error"] else row["error"], row["cv_iou"], *cells,
                row["decision_iou"].get("low"), row["decision_iou"].get("high"), *region_cells, *free_cells, None, None]
@@ -310,7 +368,7 @@ def _csv_rows(run: BenchmarkRun, product: str, s: dict):
                          uncertainty["depends_on_disputed_labels"] if name == uncertainty["technique"] else None
                          ] if uncertainty else [None, None]
                 yield [run.pk, run.model, product, f"{prefix}:{label}", block.get("n_anomalous_test"), name, None,
-                       None, *cells, None, None, *[None] * (2 + 3 * len(REGION_KEYS)),
+                       None, *cells, None, None, *[None] * (2 + 3 * len(REGION_KEYS) + SIZE_CELLS),
                        *[tf.get(k) if part == "" else None for k in THRESHOLD_FREE_KEYS
                          for part in ("", "_low", "_high")], None, *votes]
 

@@ -48,6 +48,10 @@ def test_cli_on_demo_folder_writes_report(demo_folder, tmp_path, capsys):
     regions = report["techniques"][report["selection"]["chosen"]]["regions"]
     assert f"defect regions found {regions['found']}/{regions['defect_regions']}, false alarms per good image" in captured.out
     assert "AUPIMO not reported: needs at least 100,000 defect-free pixels" in captured.out
+    # and per defect-size class, for the chosen technique
+    for c in regions["by_size"]:
+        if c["regions"]:
+            assert f"{c['size_class']} {c['detected']}/{c['regions']} " in captured.out
 
 
 def test_cli_ctrl_c_cancels_cleanly(demo_folder, tmp_path, monkeypatch):

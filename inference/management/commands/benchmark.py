@@ -25,6 +25,7 @@ from django.core.management.base import BaseCommand, CommandError
 from annotator.label_format import SuffixIndex, match_rows, parse_label_csv
 from annotator.layouts import LAYOUTS
 from inference.engine import registry
+from inference.engine.regions import MIN_OVERLAP
 from inference.engine.report import estimate_text
 from inference.engine.split import split_problems
 from inference.engine.types import BenchmarkConfig
@@ -299,6 +300,19 @@ def _regions_text(regions: dict | None) -> str:
             f"false alarms per good image {estimate_text(regions['false_alarms_per_good_image'], 2)}")
 
 
+def size_lines(report: dict) -> list[str]:
+    """The chosen technique's detection rate per defect-size class (``regions.by_size``), the
+    classes missed more often than the best one flagged; none for a report without size classes."""
+    chosen = report["selection"]["chosen"]
+    by_size = (((report["techniques"].get(chosen or "") or {}).get("regions")) or {}).get("by_size") or []
+    classes = [f"{c['size_class']} {c['detected']}/{c['regions']} {estimate_text(c['detection_rate'])}"
+               f"{'  MISSED MORE OFTEN' if c['lower_than_best'] else ''}" for c in by_size if c["regions"]]
+    if not classes:
+        return []
+    return [f"Defect size ({chosen}; regions covered >= {MIN_OVERLAP:.0%} by the prediction, "
+            "per share of the image): " + "; ".join(classes)]
+
+
 def summary_text(report: dict) -> str:
     """What a person reads first: the test-part numbers with intervals, the choice and how it was made."""
     free = report["test_part"]
@@ -323,6 +337,7 @@ def summary_text(report: dict) -> str:
                     if decision.get("low") is not None else "")
         lines.append(f"  {entry['technique']:<14} {cv}; test IoU {estimate_text(result['test']['iou'])}{refitted}"
                      f"{_regions_text(result.get('regions'))}")
+    lines += size_lines(report)
     decision = report["image_decision"]
     if decision["test"]:
         lines.append(f"Image decision: accuracy {estimate_text(decision['test']['accuracy'])}, "
