@@ -18,19 +18,22 @@ def _part(size: int = 160) -> Image.Image:
     return part
 
 
-def write_scenes(root: Path, count: int = 10, moved: bool = False, seed: int = 0, size: int = 256) -> list[str]:
+def write_scenes(root: Path, count: int = 10, moved: bool = False, seed: int = 0) -> list[str]:
     """``count`` PNG scenes under ``root``; their paths, sorted."""
+    return write_scene_files([Path(root) / f"{k:03d}.png" for k in range(count)], moved, seed)
+
+
+def write_scene_files(paths, moved: bool = False, seed: int = 0, size: int = 256) -> list[str]:
+    """A scene written at each of ``paths`` (PNG, RGB); the paths as strings."""
     rng = np.random.default_rng(seed)
-    root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for k in range(count):
+    written = []
+    for path in map(Path, paths):
+        path.parent.mkdir(parents=True, exist_ok=True)
         backdrop = Image.fromarray((60 + rng.normal(0, 8, (size, size))).clip(0, 255).astype(np.uint8))
         dx, dy = (int(v) for v in rng.integers(-45, 46, 2)) if moved else (0, 0)
         part = _part().rotate(float(rng.uniform(0, 360)) if moved else 0.0, expand=True,
                               resample=Image.Resampling.BILINEAR)
         backdrop.paste(part, (48 + dx, 48 + dy), part.point(lambda v: 255 if v else 0))
-        path = root / f"{k:03d}.png"
         backdrop.convert("RGB").save(path)
-        paths.append(str(path))
-    return paths
+        written.append(str(path))
+    return written
