@@ -422,3 +422,23 @@ class NearestReference(models.Model):
     image = models.OneToOneField(Image, on_delete=models.CASCADE, related_name="nearest_reference")
     reference = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="+")
     distance = models.FloatField()
+
+
+class ProductAlignment(models.Model):
+    """How aligned a product's defect-free training images are (``inference.engine.alignment``),
+    measured once per set of those images by the Celery task ``annotator.measure_alignment``.
+
+    ``images_digest`` names the set it was measured on: a re-import that changes it is measured again."""
+
+    Status = BackgroundStatus
+
+    product = models.OneToOneField(Product, on_delete=models.CASCADE, related_name="alignment")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    images_digest = models.CharField(max_length=64, blank=True, default="")
+    # Median over image pairs of r0² / r_best²: the share of the registered structure already in place.
+    aligned_share = models.FloatField(null=True, blank=True)
+    # Median r_best²: how much structure the images share at all once registered.
+    layout = models.FloatField(null=True, blank=True)
+    pairs = models.IntegerField(default=0)
+    error = models.TextField(blank=True, default="")
+    updated_at = models.DateTimeField(auto_now=True)

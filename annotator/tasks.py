@@ -2,13 +2,14 @@
 
 ``import_upload`` runs an admin zip upload as a job (``annotator.services.upload_jobs``);
 ``compute_references`` finds each anomalous image's nearest defect-free reference
-(``annotator.services.references``); ``refresh_statistics`` is periodic (Celery beat; see
+(``annotator.services.references``); ``measure_alignment`` measures how aligned a product's
+defect-free images are (``annotator.services.alignment``); ``refresh_statistics`` is periodic (Celery beat; see
 ``CELERY_BEAT_SCHEDULE``).
 """
 from celery import shared_task
 from django.db import close_old_connections
 
-from annotator.services import references, statistics, upload_jobs
+from annotator.services import alignment, references, statistics, upload_jobs
 
 
 @shared_task(name="annotator.import_upload", acks_late=True, reject_on_worker_lost=True, time_limit=6 * 3600)
@@ -29,3 +30,10 @@ def compute_references(product_id: int) -> str:
     """Nearest defect-free reference of every anomalous image of a product (idempotent)."""
     close_old_connections()
     return references.compute_references(product_id)
+
+
+@shared_task(name="annotator.measure_alignment", acks_late=True, reject_on_worker_lost=True, time_limit=600)
+def measure_alignment(product_id: int) -> str:
+    """How aligned a product's defect-free images are (idempotent)."""
+    close_old_connections()
+    return alignment.measure_alignment(product_id)

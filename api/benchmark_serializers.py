@@ -210,3 +210,4 @@ class SubsetCountsQuerySerializer(serializers.Serializer):
     categories = CommaListField(child=serializers.CharField(), required=False)
     background = serializers.CharField(required=False, allow_blank=True)
     techniques = CommaListField(child=serializers.CharField(), required=False)
+    models = CommaListField(child=serializers.CharField(), required=False)

@@ -132,6 +132,8 @@ class SubsetCountsView(APIView):
         OpenApiParameter("categories", OpenApiTypes.STR),
         OpenApiParameter("background", OpenApiTypes.STR, description="yes, no or any"),
         OpenApiParameter("techniques", OpenApiTypes.STR),
+        OpenApiParameter("models", OpenApiTypes.STR, description="the models picked, comma-separated: warns "
+                         "when a position-specific one meets a product whose images are not aligned"),
     ], responses=OpenApiTypes.OBJECT)
     def get(self, request):
         params = query(request, s.SubsetCountsQuerySerializer)
@@ -142,7 +144,7 @@ class SubsetCountsView(APIView):
             counts = runs.subset_counts(
                 list(products), categories=params.get("categories", []),
                 background=runs.parse_background(params.get("background")),
-                techniques=params.get("techniques", []),
+                techniques=params.get("techniques", []), models=params.get("models", []),
             )
         except runs.LaunchRefused as error:
             return _refused(error)

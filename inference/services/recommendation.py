@@ -2,8 +2,9 @@
 
 Without results the advice follows the product's labelled defect mix: PaDiM with the IoU-curve
 threshold (fast, robust, good at structural defects and contamination), CFLOW when surface
-defects dominate (its normalizing flow models fine texture better). Once the product has
-succeeded runs, they win, compared on comparable evidence only (the same test images and
+defects dominate (its normalizing flow models fine texture better), PatchCore when the product's
+defect-free images are not aligned (the position-specific models need aligned images:
+``annotator.services.alignment``). Once the product has succeeded runs, they win, compared on comparable evidence only (the same test images and
 labels, image size and backbone; other runs are listed with the reason): the model + technique
 with the best cross-validated IoU on the runs' validation parts is recommended and the runner-up
 named, with their paired test-IoU difference and its interval, and how many anomalous images
@@ -206,6 +207,19 @@ def recommend(product: Product) -> dict:
         reason = (f"No benchmark has been run on {product.name} yet ({mix_text}). Start with PaDiM: fast to fit, "
                   "no training loop, strong on structural defects and contamination. Threshold: the IoU curve "
                   "(the threshold that maximizes mean IoU on a validation half). Run a benchmark to confirm.")
+    from annotator.services.alignment import alignment_of
+
+    measured = alignment_of(product)
+    result["alignment"] = measured
+    if measured["aligned"] is False and registry.get(model).position_specific:
+        model = ModelName.PATCHCORE
+        specific = ", ".join(m.label for m in registry.MODELS.values() if m.position_specific)
+        reason = (f"No benchmark has been run on {product.name} yet. Its defect-free images are not aligned: only "
+                  f"{measured['aligned_share']:.0%} of the structure they share once registered is at the same "
+                  f"pixels (parts moved or rotated). {specific} learn what is normal at each position and need "
+                  "aligned images, so start with PatchCore: it compares each patch with a memory of normal "
+                  "patches wherever they lie. Threshold: the IoU curve (the threshold that maximizes mean IoU "
+                  "on a validation half). Run a benchmark to confirm.")
     result.update(source="advice", model=model, technique="iou_curve", reason=reason, best=None)
     return _labelled(result)
 

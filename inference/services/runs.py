@@ -239,14 +239,38 @@ def clean_config(model: str, config: dict | None) -> dict:
     return cleaned
 
 
-def subset_counts(products, categories=(), background=None, techniques=None) -> dict:
-    """Live counts for the launch form, with the problems a launch would be refused for."""
+def alignment_warning(product: Product, measured: dict, models) -> str | None:
+    """Why the picked position-specific models would do poorly on ``product``, or None."""
+    if measured["aligned"] is not False:
+        return None
+    picked = [registry.get(m) for m in models if m in registry.MODELS]
+    specific = [spec.label for spec in picked if spec.position_specific]
+    if not specific:
+        return None
+    suggestion = registry.label(ModelName.PATCHCORE)  # position-free, and the strongest of those measured here
+    return (f"{product.name}: its defect-free images are not aligned (only {measured['aligned_share']:.0%} of "
+            "the structure they share once registered is at the same pixels: parts are moved or rotated). "
+            f"{', '.join(specific)} learn{'s' if len(specific) == 1 else ''} what is normal at each position "
+            f"and need{'s' if len(specific) == 1 else ''} aligned images; try {suggestion}, which compares "
+            "patches wherever they are.")
+
+
+def subset_counts(products, categories=(), background=None, techniques=None, models=()) -> dict:
+    """Live counts for the launch form, with the problems a launch would be refused for and the
+    warnings it would not be refused for (position-specific ``models`` on unaligned products)."""
+    from annotator.services.alignment import alignment_of
+
     categories = _clean_choice_list(categories, Label.Category.values, "category")
     techniques = _clean_choice_list(techniques, Technique.values, "technique") if techniques else DEFAULT_TECHNIQUES
-    rows, problems = [], []
+    models = _clean_choice_list(models, list(registry.MODELS), "model")
+    rows, problems, warnings = [], [], []
     total = Counter()
     for product in products:
         sel = select_images(product, categories, background)
+        measured = alignment_of(product)
+        warning = alignment_warning(product, measured, models)
+        if warning:
+            warnings.append(warning)
         rows.append({
             "id": product.pk,
             "name": product.name,
@@ -256,6 +280,7 @@ def subset_counts(products, categories=(), background=None, techniques=None) -> 
             "by_category": dict(sel.by_category),
             "unlabelled": sel.unlabelled,
             "excluded": sel.excluded,
+            "alignment": measured,
         })
         total.update({"train_good": len(sel.train), "test_good": len(sel.test_good),
                       "anomalous": len(sel.anomalous), "unlabelled": sel.unlabelled,
@@ -281,6 +306,7 @@ def subset_counts(products, categories=(), background=None, techniques=None) -> 
                   "excluded": total["excluded"], "by_category": by_category},
         "summary": summary,
         "problems": problems,
+        "warnings": warnings,
         "ok": not problems,
     }
 

@@ -247,6 +247,8 @@
       params.set("categories", checked("categories").join(","));
       params.set("background", (checked("background")[0]) || "any");
       params.set("techniques", checked("techniques").join(","));
+      // The picked models: the counts warn when a position-specific one meets unaligned images.
+      params.set("models", checked("models").join(","));
       const mine = ++seq;
       if (!products.length) {
         out.replaceChildren(element("span", "muted", "Pick products to see how many images match."));
@@ -274,6 +276,12 @@
           const problems = element("ul", "problems");
           for (const problem of counts.problems) problems.append(element("li", "", problem));
           shown.push(problems);
+        }
+        if (counts.warnings && counts.warnings.length) {
+          const warnings = element("ul", "warnings");
+          warnings.dataset.field = "warnings";
+          for (const warning of counts.warnings) warnings.append(element("li", "", warning));
+          shown.push(warnings);
         }
         out.replaceChildren(...shown);
         button.disabled = !counts.ok;
