@@ -44,7 +44,7 @@ from .package import Inspector, PackageError
 
 OPSET = 17
 # The registry says which models export (the others carry the reason they do not); GRAPHS holds
-# the graph of each (a test keeps the two equal).
+# the graph of each, by the model's class (model names live in the registry; a test keeps the two equal).
 EXPORTABLE = tuple(name for name, spec in registry.MODELS.items() if not spec.onnx_refusal)
 
 
@@ -164,7 +164,7 @@ class ReconstructionGraph(ImageGraph):
         return maps, maps.flatten(1).amax(1)
 
 
-GRAPHS = {"padim": PadimGraph, "patchcore": PatchCoreGraph, "reconstruction": ReconstructionGraph}
+GRAPHS = {"Padim": PadimGraph, "PatchCore": PatchCoreGraph, "FeatureReconstruction": ReconstructionGraph}
 
 
 def export_onnx(inspector: Inspector, output: str | Path, opset: int = OPSET) -> Path:
@@ -178,7 +178,7 @@ def export_onnx(inspector: Inspector, output: str | Path, opset: int = OPSET) ->
     model = inspector.model
     if model.backbone.device.type != "cpu":
         raise PackageError("load the package on the CPU to export it")
-    graph = GRAPHS[name](model).eval()
+    graph = GRAPHS[registry.get(name).cls](model).eval()
     size = inspector.image_size
     example = torch.zeros(1, 3, size, size, dtype=torch.uint8)
     output = Path(output)

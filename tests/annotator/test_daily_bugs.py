@@ -56,13 +56,16 @@ def test_labelling_list_filters(client, world, make_user):
 
     assert listed("filter=mine") == [images[0].pk, images[1].pk]
     assert images[0].pk not in listed("filter=unlabelled") and images[2].pk in listed("filter=unlabelled")
-    assert listed("filter=disagreement") == [images[0].pk]
+    # blind double labelling: an annotator's "disagreement" filter is the whole list; a reviewer's works
+    assert listed("filter=disagreement") == listed("filter=all")
     assert listed("filter=mine&category=combined") == [images[1].pk]
     assert listed("filter=bogus") == listed("filter=all")  # unknown filter: everything, no error
     page = client.get(f"/products/{product.pk}/labels/?filter=mine").content.decode()
     assert f"/images/{images[0].pk}/label/?scope=product&amp;from=" in page
     table = page[page.index('id="labelling-list"'):]
     assert "other" not in table and "structural" not in table  # never the other annotator's label
+    client.force_login(make_user("rev", role="reviewer"))
+    assert listed("filter=disagreement") == [images[0].pk]
     client.logout()
     assert client.get(f"/products/{product.pk}/labels/").status_code == 302  # login needed
 

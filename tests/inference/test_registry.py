@@ -89,7 +89,7 @@ def test_launch_form_posts_a_patchcore_run_and_refuses_out_of_bounds_settings(
     assert run.config == {"backbone": "tf_efficientnet_lite0", "image_size": 64, "coreset_ratio": 0.05,
                           "projection_dim": 64, "num_neighbors": 9}
     page = client.get(f"/benchmarks/{run.pk}/").content.decode()
-    assert "PatchCore (Patch similarity)" in page and "coreset ratio 0.05" in page
+    assert "PatchCore (Patch similarity)" in page and "coreset share 0.05" in page
 
 
 def test_cli_model_choices_and_setting_options_come_from_the_registry(tmp_path):
@@ -120,7 +120,7 @@ def test_recommendation_and_results_labels_come_from_the_registry():
     assert not hasattr(recommendation, "MODEL_LABELS")
     run = BenchmarkRun(model="patchcore", config={"image_size": 256, "coreset_ratio": 0.01})
     assert run.get_model_display() == "PatchCore" and run.family_label == "Patch similarity"
-    assert run.settings_summary() == "image size 256, coreset ratio 0.01"
+    assert run.settings_summary() == "image size 256, coreset share 0.01"
 
 
 @pytest.mark.django_db
