@@ -103,9 +103,12 @@ class BenchmarkRun(models.Model):
         return Path(settings.MEDIA_ROOT) / (self.artifacts_path or f"benchmarks/{self.pk}")
 
     def settings_summary(self) -> str:
-        """The run's recorded engine settings, named as the model registry names them."""
-        return ", ".join(f"{registry.SETTINGS[k].title.lower()} {v}" for k, v in (self.config or {}).items()
-                         if k in registry.SETTINGS)
+        """The run's recorded engine settings, named as the model registry names them (the tile
+        settings only for a run in tiles)."""
+        config = self.config or {}
+        skip = () if config.get("resize") == "tiles" else registry.TILE_SETTINGS
+        return ", ".join(f"{registry.SETTINGS[k].title.lower()} {v}" for k, v in config.items()
+                         if k in registry.SETTINGS and k not in skip)
 
     @property
     def family_label(self) -> str:

@@ -163,7 +163,9 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in (
 RUN_FIELDS = ("model", "seed", "techniques")
 PROCESS_FIELDS = ("layers", "weights_path", "num_workers", "num_threads")
 
-COMMON_SETTINGS = ("backbone", "image_size", "resize", "tile_size", "tile_overlap", "scale", "eval_max_pixels",
+# The settings that mean something only when ``resize`` is ``tiles`` (summaries leave them out otherwise).
+TILE_SETTINGS = ("tile_size", "tile_overlap", "scale")
+COMMON_SETTINGS = ("backbone", "image_size", "resize", *TILE_SETTINGS, "eval_max_pixels",
                    "batch_size", "device", "repeats", "val_fraction",
                    "normal_fpr_target", "normal_sigma_k", "pretrained")
 

@@ -121,6 +121,10 @@ def test_recommendation_and_results_labels_come_from_the_registry():
     run = BenchmarkRun(model="patchcore", config={"image_size": 256, "coreset_ratio": 0.01})
     assert run.get_model_display() == "PatchCore" and run.family_label == "Patch similarity"
     assert run.settings_summary() == "image size 256, coreset share 0.01"
+    # tile settings mean nothing unless the run tiles
+    squash = BenchmarkRun(model="patchcore", config={"resize": "squash", "tile_size": 256})
+    tiles = BenchmarkRun(model="patchcore", config={"resize": "tiles", "tile_size": 256})
+    assert "tile size" not in squash.settings_summary() and "tile size 256" in tiles.settings_summary()
 
 
 @pytest.mark.django_db
