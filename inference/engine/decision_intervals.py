@@ -55,13 +55,6 @@ def _grid(val: evaluation.ValidationData, fitted: dict[str, float], target: floa
     return np.unique(np.concatenate(parts))
 
 
-def _last_argmax_rows(values: np.ndarray) -> np.ndarray:
-    """Per row, the index of the maximum; on ties the last (the highest threshold)."""
-    v = np.where(np.isfinite(values), values, -np.inf)
-    best = v >= v.max(axis=1, keepdims=True) - 1e-12
-    return values.shape[1] - 1 - np.argmax(best[:, ::-1], axis=1)
-
-
 def _first_at_most(values: np.ndarray, limit: float) -> np.ndarray:
     """Per row, the first (lowest-threshold) index whose value is at most ``limit``."""
     ok = values <= limit + 1e-15
@@ -77,26 +70,19 @@ def refit_indices(name: str, grid: evaluation.GridCounts, weights: np.ndarray, a
     exact when the grid holds them (``_grid(..., exact=moments.thresholds(weights, k))``).
     """
     w = weights
-    if name == "iou_curve":
-        has = anomalous & (grid.pos > 0)
-        ious = evaluation._ratio(grid.tp[has], grid.fp[has] + grid.pos[has][:, None])
-        return _last_argmax_rows(evaluation._ratio(w[:, has] @ ious, w[:, has].sum(axis=1)[:, None]))
+    if name in ("iou_curve", "f1", "roc"):  # the cross-fitting's own grid fit, one row per resample
+        return evaluation.grid_fit_weighted(name, grid, w, anomalous)
     if name == "synthetic":
         syn_grid, source = synthetic
         ws = w[:, source]  # a synthetic copy is drawn as often as the defect-free image it came from
         ious = evaluation._ratio(syn_grid.tp, syn_grid.fp + syn_grid.pos[:, None])
-        return _last_argmax_rows(evaluation._ratio(ws @ ious, ws.sum(axis=1)[:, None]))
+        return evaluation.last_argmax_rows(evaluation._ratio(ws @ ious, ws.sum(axis=1)[:, None]))
     if name == "normal_sigma":
         if sigma is None:
             raise ValueError("refitting normal_sigma needs the validation images' pixel moments (sigma=...)")
         moments, k = sigma
         refits = moments.thresholds(w, k)
         return np.clip(np.searchsorted(grid.thresholds, refits, side="left"), 0, len(grid.thresholds) - 1)
-    tp, fp, pos, neg = w @ grid.tp, w @ grid.fp, w @ grid.pos, w @ grid.neg
-    if name == "f1":
-        return _last_argmax_rows(evaluation._ratio(2 * tp, tp + fp + pos[:, None]))
-    if name == "roc":
-        return _last_argmax_rows(tp / np.maximum(pos, 1)[:, None] - fp / np.maximum(neg, 1)[:, None])
     good = ~anomalous
     good_fpr = evaluation._ratio(w[:, good] @ grid.fp[good], (w[:, good] @ (grid.pos + grid.neg)[good])[:, None])
     spec = TECHNIQUES.get(name)

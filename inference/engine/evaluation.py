@@ -350,29 +350,37 @@ class GridCounts:
         return _ratio(tp, fp + pos)
 
 
-def _last_argmax(values: np.ndarray) -> int:
-    """Index of the maximum; on ties the last (the highest threshold of an ascending grid)."""
+def last_argmax_rows(values: np.ndarray) -> np.ndarray:
+    """Per row, the index of the maximum; on ties the last (the highest threshold of an ascending grid)."""
     v = np.where(np.isfinite(values), values, -np.inf)
-    return int(np.flatnonzero(v >= v.max() - 1e-12)[-1])
+    best = v >= v.max(axis=1, keepdims=True) - 1e-12
+    return values.shape[1] - 1 - np.argmax(best[:, ::-1], axis=1)
+
+
+def grid_fit_weighted(name: str, grid: GridCounts, weights: np.ndarray, anomalous: np.ndarray) -> np.ndarray:
+    """(B,) indices into ``grid.thresholds`` of the labelled-defect technique ``name`` (iou_curve,
+    f1, roc) fitted on each row of ``weights`` (B, images): how often each image is drawn."""
+    w = weights
+    if name == "iou_curve":
+        has = anomalous & (grid.pos > 0)
+        ious = _ratio(grid.tp[has], grid.fp[has] + grid.pos[has][:, None])
+        return last_argmax_rows(_ratio(w[:, has] @ ious, w[:, has].sum(axis=1)[:, None]))
+    tp, fp, pos, neg = w @ grid.tp, w @ grid.fp, w @ grid.pos, w @ grid.neg
+    if name == "f1":
+        return last_argmax_rows(_ratio(2 * tp, tp + fp + pos[:, None]))
+    if name == "roc":
+        return last_argmax_rows(tp / np.maximum(pos, 1)[:, None] - fp / np.maximum(neg, 1)[:, None])
+    raise KeyError(name)
 
 
 def grid_fit(name: str, grid: GridCounts, idx: np.ndarray, anomalous: np.ndarray) -> int:
     """Index into ``grid.thresholds`` of technique ``name`` fitted on images ``idx``."""
     idx = np.asarray(idx, dtype=int)
-    with_mask = idx[anomalous[idx] & (grid.pos[idx] > 0)]
-    if not len(with_mask):
+    if not (anomalous[idx] & (grid.pos[idx] > 0)).any():
         raise ThresholdError(f"threshold technique {name!r} needs anomalous images in the validation part, "
                              "but it has none")
-    if name == "iou_curve":
-        ious = _ratio(grid.tp[with_mask], grid.fp[with_mask] + grid.pos[with_mask][:, None])
-        return _last_argmax(ious.mean(axis=0))
-    tp, fp = grid.tp[idx].sum(0), grid.fp[idx].sum(0)
-    pos, neg = grid.pos[idx].sum(), grid.neg[idx].sum()
-    if name == "f1":
-        return _last_argmax(_ratio(2 * tp, tp + fp + pos))
-    if name == "roc":
-        return _last_argmax(tp / pos - fp / max(neg, 1))
-    raise KeyError(name)
+    weights = np.bincount(idx, minlength=len(grid.pos)).astype(np.float64)[None, :]
+    return int(grid_fit_weighted(name, grid, weights, anomalous)[0])
 
 
 @dataclass
