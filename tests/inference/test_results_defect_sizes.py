@@ -1,23 +1,15 @@
 """Defect size on the results page and in the CSV: per size class the chosen technique's detection
 rate (regions covered >= 30 %), and the classes missed more often flagged."""
-import csv
 import dataclasses
-import io
 
 import pytest
-from django.urls import reverse
 from django.utils.html import escape
 
 from inference.engine import evaluation
 from inference.engine.regions import SIZE_CLASSES, DefectRegions, region_detection
-from inference.services.reports import CSV_COLUMNS, SIZE_COLUMNS, summary
+from inference.services.reports import CSV_COLUMNS, SIZE_COLUMNS
 from tests.inference.engine.test_engine_regions import THRESHOLD, _flag_case
-
-
-def _page_and_csv(client, run):
-    html = client.get(reverse("benchmark-detail", args=[run.pk])).content.decode()
-    rows = list(csv.DictReader(io.StringIO(client.get(reverse("benchmark-download", args=[run.pk, "csv"])).content.decode())))
-    return html, {r["technique"]: r for r in rows if r["subset"] == "all"}
+from tests.inference.results_pages import page_and_csv, store_report
 
 
 def _sizes_table(html: str) -> str:
@@ -31,7 +23,7 @@ def test_results_page_and_csv_show_the_detection_rate_per_defect_size(padim_part
     client.force_login(admin_account)
     chosen = report["selection"]["chosen"]
     # the run's own classes: every class on the page with its count, in the CSV for every technique
-    html, csv_rows = _page_and_csv(client, run)
+    html, csv_rows = page_and_csv(client, run)
     table = _sizes_table(html)
     for c in report["techniques"][chosen]["regions"]["by_size"]:
         row = table[table.index(f'data-size-class="{escape(c["size_class"])}"'):]
@@ -47,12 +39,9 @@ def test_results_page_and_csv_show_the_detection_rate_per_defect_size(padim_part
     counted = region_detection(DefectRegions(masks).at(maps, THRESHOLD), anomalous,
                                evaluation.Resampler(anomalous, seed=0, resamples=500))
     report["techniques"][chosen]["regions"] = dataclasses.asdict(counted)
-    padim_part.report = report
-    padim_part.save(update_fields=["report"])
-    run.metrics["products"][padim_part.product.name] = summary(report)
-    run.save(update_fields=["metrics"])
+    store_report(padim_part, report)
 
-    html, csv_rows = _page_and_csv(client, run)
+    html, csv_rows = page_and_csv(client, run)
     assert ("Defects of &lt; 0.1 %, 0.1–1 % of the image are missed more often: detected 0.000 "
             '<span class="ci"') in html
     table = _sizes_table(html)
@@ -100,11 +89,8 @@ def test_a_report_made_before_the_size_classes_shows_no_size_table(padim_part, c
     run, report = padim_part.run, padim_part.report
     for result in report["techniques"].values():
         result["regions"].pop("by_size", None)  # schema 4 before the field existed
-    padim_part.report = report
-    padim_part.save(update_fields=["report"])
-    run.metrics["products"][padim_part.product.name] = summary(report)
-    run.save(update_fields=["metrics"])
+    store_report(padim_part, report)
     client.force_login(admin_account)
-    html, csv_rows = _page_and_csv(client, run)
+    html, csv_rows = page_and_csv(client, run)
     assert "technique-table" in html and "defect-sizes" not in html
     assert csv_rows[report["selection"]["chosen"]]["size_under_0.1pct_regions"] == ""

@@ -1,7 +1,5 @@
 """AUPIMO, defect regions found and false alarms per good image on the results page and in the CSV."""
-import csv
 import dataclasses
-import io
 
 import numpy as np
 import pytest
@@ -10,17 +8,11 @@ from django.urls import reverse
 from inference.engine import evaluation
 from inference.engine.pimo import PerImageOverlap
 from inference.engine.regions import DefectRegions, region_detection
-from inference.services.reports import summary
 from tests.inference.engine.test_engine_pimo import HALF_THEN_ONE
 from tests.inference.engine.test_engine_pimo import _hand_example as aupimo_case
 from tests.inference.engine.test_engine_regions import THRESHOLD
 from tests.inference.engine.test_engine_regions import _hand_case as regions_case
-
-
-def _page_and_csv(client, run):
-    html = client.get(reverse("benchmark-detail", args=[run.pk])).content.decode()
-    rows = list(csv.DictReader(io.StringIO(client.get(reverse("benchmark-download", args=[run.pk, "csv"])).content.decode())))
-    return html, {r["technique"]: r for r in rows if r["subset"] == "all"}
+from tests.inference.results_pages import page_and_csv, store_report
 
 
 def _technique_row(html: str, technique: str) -> str:
@@ -32,7 +24,7 @@ def _technique_row(html: str, technique: str) -> str:
 def test_results_page_and_csv_show_what_an_inspector_counts_and_aupimo(padim_part, client, admin_account):
     run, report = padim_part.run, padim_part.report
     client.force_login(admin_account)
-    html, csv_rows = _page_and_csv(client, run)
+    html, csv_rows = page_and_csv(client, run)
     # the run's own counts, for every technique (64-pixel demo images: too few good pixels for AUPIMO)
     assert "Defect regions found" in html and "False alarms per good image" in html
     for name, result in report["techniques"].items():
@@ -61,12 +53,9 @@ def test_results_page_and_csv_show_what_an_inspector_counts_and_aupimo(padim_par
                                evaluation.Resampler(anomalous, seed=0, resamples=200))
     chosen = report["selection"]["chosen"]
     report["techniques"][chosen]["regions"] = dataclasses.asdict(counted)
-    padim_part.report = report
-    padim_part.save(update_fields=["report"])
-    run.metrics["products"][padim_part.product.name] = summary(report)
-    run.save(update_fields=["metrics"])
+    store_report(padim_part, report)
 
-    html, csv_rows = _page_and_csv(client, run)
+    html, csv_rows = page_and_csv(client, run)
     mean = (HALF_THEN_ONE + 0 + 1) / 3
     assert f"AUPIMO (FPR 1e-5–1e-4)</span><strong>{mean:.3f}" in html
     assert (f"AUPIMO per anomalous test image (3 images, FPR 1e-5–1e-4 of the defect-free ones): median "
