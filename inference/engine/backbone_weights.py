@@ -99,7 +99,8 @@ def _wheel_file(name: str, wheel: tuple[str, str]) -> Path:
     return path
 
 
-def sha256_of(path: Path) -> str:
+def sha256_file(path: str | Path) -> str:
+    """SHA-256 of a file, read a megabyte at a time (weights files and model packages)."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
@@ -114,7 +115,7 @@ def check_sidecar_checksum(path: Path) -> None:
         return
     words = sidecar.read_text(errors="replace").split()
     expected = words[0].lower() if words else ""
-    actual = sha256_of(path)
+    actual = sha256_file(path)
     if expected != actual:
         raise BackboneWeightsError(f"weights file {path} does not match its checksum file {sidecar.name}: "
                                    f"SHA-256 {actual}, expected {expected or '(empty file)'}")

@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, ClassVar, Protocol, runtime_checkable
 import numpy as np
 
 from . import registry
+from .backbone_weights import sha256_file
 from .geometry import Preprocessing
 
 if TYPE_CHECKING:
@@ -95,14 +96,6 @@ RUNTIME_SETTINGS = ("device", "num_threads", "num_workers", "batch_size", "repea
 
 class PackageError(ValueError):
     """A package is missing, damaged, or does not match what it is loaded with; the message says why."""
-
-
-def sha256_file(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def backbone_weights_sha256(backbone) -> str:

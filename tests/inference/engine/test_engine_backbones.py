@@ -151,7 +151,7 @@ def test_a_checksum_file_beside_the_weights_is_checked(tmp_path, monkeypatch):
     path = tmp_path / "resnet18.pth"
     path.write_bytes(b"weights")
     monkeypatch.setenv(backbones.WEIGHTS_DIR_ENV, str(tmp_path))
-    (tmp_path / "resnet18.pth.sha256").write_text(f"{backbone_weights.sha256_of(path)}  resnet18.pth\n")
+    (tmp_path / "resnet18.pth.sha256").write_text(f"{backbone_weights.sha256_file(path)}  resnet18.pth\n")
     assert backbone_weights.weights_file("resnet18") == path
     (tmp_path / "resnet18.pth.sha256").write_text("0" * 64 + "  resnet18.pth\n")
     with pytest.raises(BackboneWeightsError, match="does not match its checksum file"):
