@@ -45,7 +45,8 @@ def main() -> None:
     from inference.engine import evaluation, metrics, runner, synthetic
     from inference.engine.backbones import Backbone
     from inference.engine.common import peak_rss_mb
-    from inference.engine.data import load_image, load_masks
+    from inference.engine.data import load_canvas_masks, load_image
+    from inference.engine.geometry import area_resample_mask, resize_map
     from inference.engine.split import split_validation_test
     from inference.engine.types import BenchmarkConfig, samples_from_scan
 
@@ -58,9 +59,11 @@ def main() -> None:
     backbone = Backbone(config.backbone, layers=config.layers, weights="pretrained", device="cpu")
     model = runner.build_model(config, backbone)
     progress = runner._Progress(None, None, runner._STAGES)
+    geo = runner._geometry(train, test, config)  # the evaluation canvas, as a run makes it
+    canvas = geo["canvas"]
 
     t0 = time.perf_counter()
-    mapped = runner._fit_and_map(model, train, test, val_idx, labels, None, config, progress, (0.0, 1.0))
+    mapped = runner._fit_and_map(model, train, test, val_idx, labels, None, config, progress, (0.0, 1.0), geo)
     fit_and_map = time.perf_counter() - t0
     maps = mapped["maps"]
     good = [i for i in range(len(test)) if not labels[i]]
@@ -69,14 +72,16 @@ def main() -> None:
     syn_images, syn_masks, source, _ = synthetic.synthetic_defects(base, config.seed, runner.SYNTHETIC_PER_IMAGE)
     syn_maps = np.concatenate([model.predict(torch.from_numpy(np.ascontiguousarray(
         syn_images[k:k + 16].transpose(0, 3, 1, 2)))) for k in range(0, len(syn_images), 16)])
+    syn_maps = np.stack([resize_map(m, canvas) for m in syn_maps])  # onto the canvas, as the runner does
+    syn_masks = np.stack([area_resample_mask(m, canvas) for m in syn_masks])
     synthetic_mapping = time.perf_counter() - t0
-    masks = load_masks(test, config.image_size)
+    masks = load_canvas_masks(test, canvas)
 
     def before():
         metrics.threshold_free(maps, masks)
         metrics.threshold_free(maps[ti], masks[ti])
         val = evaluation.ValidationData(maps[vi], masks[vi], labels[vi])
-        _, _, counts = runner._technique_results(val, maps, masks, labels, ti, config, None)
+        _, _, counts, _ = runner._technique_results(val, maps, masks, labels, ti, config, None)
         runner._breakdowns(test, val_idx, test_idx, maps, masks, labels, counts)
 
     def protocol():
