@@ -21,6 +21,7 @@ from PIL import ImageFile
 
 from inference.engine.pixels import (
     MASK_THRESHOLD,
+    QUARTER_TURNS,
     DecodeError,
     decode_image,
     decode_mask,
@@ -135,13 +136,22 @@ def _orientation(data: bytes) -> int:
         return 1
 
 
-def check_image(path: Path, *, max_pixels: int, known: CheckedFile | None = None) -> CheckedFile:
+def check_image(path: Path, *, max_pixels: int, known: CheckedFile | None = None,
+                decode: bool = True) -> CheckedFile:
     """Size (upright, after EXIF orientation) and checksum of a readable image; ``known`` (an
-    earlier check of the same file) skips the decode when the checksum still matches."""
+    earlier check of the same file) skips the decode when the checksum still matches.
+    ``decode=False``: the header and Pillow's structure check only, for a caller that decodes
+    every image itself right after and reports a damaged one by its path (the benchmark CLI)."""
     data = _read(path)
     checksum = hashlib.sha256(data).hexdigest()
     if known is not None and known.checksum == checksum and known.width * known.height <= max_pixels:
         return CheckedFile(known.width, known.height, checksum, _orientation(data))
+    if not decode:
+        width, height = probe_image(data, max_pixels)
+        orientation = _orientation(data)
+        if orientation in QUARTER_TURNS:
+            width, height = height, width
+        return CheckedFile(width, height, checksum, orientation)
     picture = _open_checked(data, max_pixels)
     width, height = picture.size
     picture.close()
@@ -184,12 +194,12 @@ class PairResult:
 def check_pair(image_path: Path, mask_path: Path | None, *, max_pixels: int,
                image_label: str, mask_label: str | None,
                known: CheckedFile | None = None,
-               threshold: float = MASK_THRESHOLD) -> PairResult:
+               threshold: float = MASK_THRESHOLD, decode_images: bool = True) -> PairResult:
     """Check an image and (when given) its mask; messages are prefixed with the given labels."""
     errors = []
     image = mask = None
     try:
-        image = check_image(image_path, max_pixels=max_pixels, known=known)
+        image = check_image(image_path, max_pixels=max_pixels, known=known, decode=decode_images)
     except CheckError as error:
         errors.append(f"{image_label}: {error}")
     if mask_path is not None:
@@ -212,10 +222,13 @@ def check_many(
     workers: int | None = None,
     known: dict[str, CheckedFile | None] | None = None,
     threshold: float = MASK_THRESHOLD,
+    decode_images: bool = True,
 ) -> list[PairResult]:
     """``check_pair`` over (image, mask, image label, mask label) jobs, in order, on a thread pool.
 
-    ``known`` maps str(image path) to an earlier check of it (see ``check_image``).
+    ``known`` maps str(image path) to an earlier check of it (see ``check_image``);
+    ``decode_images=False``: images by header and structure only (masks are always decoded:
+    their defect pixels decide anomaly).
 
     Pillow's decoders and hashlib release the GIL, so threads use several cores without the
     start-up cost of processes.
@@ -229,7 +242,8 @@ def check_many(
         image_path, mask_path, image_label, mask_label = job
         return check_pair(image_path, mask_path, max_pixels=max_pixels,
                           image_label=image_label, mask_label=mask_label,
-                          known=(known or {}).get(str(image_path)), threshold=threshold)
+                          known=(known or {}).get(str(image_path)), threshold=threshold,
+                          decode_images=decode_images)
 
     if progress:
         progress(0, total)

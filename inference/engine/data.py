@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from .pixels import decode_image, decode_mask, orientation_of
+from .pixels import decode_image, decode_mask, orientation_of, upright_size
 from .types import Sample
 
 
@@ -60,7 +60,7 @@ def native_sizes(samples: Sequence[Sample]) -> list[tuple[int, int]]:
     out = []
     for s in samples:
         try:
-            w, h = decode_image(s.image_path).size
+            w, h = upright_size(s.image_path)  # the header only: every image is decoded once, later
         except Exception as exc:
             raise ImageLoadError(f"cannot read image file {s.image_path!r}: {exc}") from exc
         out.append((h, w))

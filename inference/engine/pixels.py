@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import io
 import os
+import struct
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,8 +79,42 @@ def _open(source) -> Image.Image:
     return Image.open(source)
 
 
-def exif_orientation(picture: Image.Image) -> int:
+def _png_exif_chunk(picture: Image.Image) -> bytes | None:
+    """The eXIf chunk of a PNG not loaded yet, found by walking the chunk headers (no pixel is
+    decompressed; the file position is restored)."""
+    fp = picture.fp
+    position = fp.tell()
     try:
+        fp.seek(8)  # after the signature
+        while True:
+            head = fp.read(8)
+            if len(head) < 8:
+                return None
+            length, kind = struct.unpack(">I4s", head)
+            if kind == b"eXIf":
+                return fp.read(length)
+            if kind == b"IEND":
+                return None
+            fp.seek(length + 4, os.SEEK_CUR)  # data and CRC
+    finally:
+        fp.seek(position)
+
+
+def exif_orientation(picture: Image.Image) -> int:
+    """The picture's EXIF orientation (1 = none), the one ``ImageOps.exif_transpose`` applies.
+
+    For a PNG Pillow's ``getexif`` decodes the whole image first (an eXIf chunk may follow the
+    pixel data): 18 ms of a 900 x 900 bottle image, for a value that is almost always absent. The
+    chunk is looked up by its header instead.
+    """
+    try:
+        if picture.format == "PNG" and "exif" not in picture.info and getattr(picture, "fp", None) is not None:
+            chunk = _png_exif_chunk(picture)
+            if chunk is None:
+                return 1
+            exif = Image.Exif()
+            exif.load(b"Exif\x00\x00" + chunk)
+            return int(exif.get(0x0112, 1) or 1)
         return int(picture.getexif().get(0x0112, 1) or 1)
     except Exception:  # noqa: BLE001 - broken EXIF means no orientation
         return 1
@@ -89,6 +124,18 @@ def orientation_of(path) -> int:
     """The EXIF orientation of the image file at ``path`` (1 = none); reads only the header."""
     with Image.open(path) as picture:
         return exif_orientation(picture)
+
+
+# EXIF orientations that turn the picture a quarter: upright, its width and height swap.
+QUARTER_TURNS = (5, 6, 7, 8)
+
+
+def upright_size(path) -> tuple[int, int]:
+    """(width, height) of the image file at ``path`` as :func:`decode_image` returns it (EXIF
+    orientation applied), from the header alone: no pixel is decoded."""
+    with Image.open(path) as picture:
+        width, height = picture.size
+        return (height, width) if exif_orientation(picture) in QUARTER_TURNS else (width, height)
 
 
 def _orient(picture: Image.Image, orientation: int) -> Image.Image:

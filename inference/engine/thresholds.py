@@ -57,13 +57,33 @@ def _need_normal_images(name: str, masks: np.ndarray, labels: np.ndarray | None)
     return good
 
 
+def sorted_quantiles(values: np.ndarray, qs: np.ndarray) -> np.ndarray:
+    """``np.quantile(values, qs)`` (its default, linear method), bit for bit, by one sort.
+
+    NumPy's quantile partitions around every requested rank; for a thousand quantiles of a few
+    million map pixels one sort (SIMD-accelerated for floats) is about eight times faster. The
+    interpolation is NumPy's own ``_lerp`` (from the lower neighbour below t = 0.5, from the
+    upper one above), so the thresholds are the ones ``np.quantile`` gives.
+    """
+    ordered = np.sort(np.asarray(values).ravel())
+    n = ordered.size
+    virtual = np.asarray(qs, dtype=np.float64) * (n - 1)
+    below = np.floor(virtual).astype(np.intp)
+    above = np.minimum(below + 1, n - 1)
+    t = virtual - below
+    a, b = ordered[below], ordered[above]
+    diff = b - a
+    out = a + diff * t
+    np.subtract(b, diff * (1 - t), out=out, where=t >= 0.5, casting="unsafe")
+    return out
+
+
 def candidate_thresholds(maps: np.ndarray, masks: np.ndarray, n: int = 1000) -> np.ndarray:
     """Ascending candidate thresholds: quantiles of all scores plus of the anomalous pixels."""
-    flat = maps.ravel()
     qs = np.linspace(0.0, 1.0, n + 1)
-    cand = [np.quantile(flat, qs)]
+    cand = [sorted_quantiles(maps, qs)]
     if masks.any():
-        cand.append(np.quantile(maps[masks], qs))
+        cand.append(sorted_quantiles(maps[masks], qs))
     # Round to the maps' dtype: comparisons "map >= t" happen in that dtype.
     return np.unique(np.concatenate(cand).astype(maps.dtype)).astype(np.float64)
 

@@ -4,6 +4,7 @@ import os
 import signal
 
 import pytest
+from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
@@ -33,7 +34,8 @@ def test_cli_on_demo_folder_writes_report(demo_folder, tmp_path, capsys):
 
     jsonschema.validate(report, json_schema())
     assert report["config"]["model"] == "padim" and report["config"]["image_size"] == 64
-    assert report["config"]["num_threads"] == 1 and report["threads"] == 1  # --threads defaults to 1
+    # --threads defaults to the cores a worker of concurrency 1 would use
+    assert report["config"]["num_threads"] == settings.BENCHMARK_THREADS == report["threads"]
     assert report["source"]["product"] == "widget"
     assert set(report["breakdowns"]["by_category"]) == CATEGORIES  # the CSV's labels reached the engine
     assert set(report["breakdowns"]["by_background"]) == {"True"}
