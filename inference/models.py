@@ -254,3 +254,48 @@ class InspectionJob(models.Model):
     @property
     def artifacts_root(self) -> Path:
         return Path(settings.MEDIA_ROOT) / (self.artifacts_path or f"inspections/{self.pk}")
+
+
+class InspectionVerdict(models.Model):
+    """One image's verdict on the line, as it was made: the audit trail of inspection.
+
+    Written once when the image's inspection ends and never changed (no edit or delete through the
+    UI, the API or the admin): it names the deployment *and* what made the verdict — the package's
+    SHA-256 (of its manifest, which pins the weights' own hash, the settings and the thresholds),
+    both thresholds and the engine version — so a verdict stays traceable after a redeploy, even
+    if the run's package folder is later replaced. Scores feed the drift check; feedback refers to
+    these rows.
+    """
+
+    job = models.ForeignKey(InspectionJob, on_delete=models.PROTECT, related_name="verdicts")
+    # The job's position of the image (unique per job: writing the verdicts twice adds nothing).
+    index = models.PositiveIntegerField()
+    product = models.ForeignKey(Product, on_delete=models.PROTECT, related_name="inspection_verdicts")
+    deployment = models.ForeignKey(Deployment, on_delete=models.PROTECT, related_name="verdicts")
+    name = models.CharField(max_length=1024)
+    defective = models.BooleanField()
+    score = models.FloatField()
+    image_threshold = models.FloatField()
+    technique = models.CharField(max_length=32, choices=Technique.choices)
+    pixel_threshold = models.FloatField()
+    defect_area_fraction = models.FloatField()
+    width = models.PositiveIntegerField()
+    height = models.PositiveIntegerField()
+    package_sha256 = models.CharField(max_length=64)
+    engine_version = models.CharField(max_length=16)
+    inspected_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                     related_name="+")
+    # The user's name as it was: the trail still says who after the account is renamed or removed.
+    inspected_by_name = models.CharField(max_length=150, blank=True, default="")
+    inspected_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-inspected_at", "-id"]
+        constraints = [models.UniqueConstraint(fields=["job", "index"], name="one_verdict_per_job_image")]
+        indexes = [
+            models.Index(fields=["product", "-inspected_at"], name="verdict_product_time"),
+            models.Index(fields=["deployment", "-inspected_at"], name="verdict_deployment_time"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name}: {'defective' if self.defective else 'good'} ({self.deployment})"

@@ -15,7 +15,7 @@ from annotator.views import role_required
 from inference.engine.types import MAX_REPEATS
 from inference.forms import CompareQuery, LaunchForm, LaunchQuery
 from inference.models import BenchmarkRun, RunSample, Status
-from inference.services import deploy, recommendation, reports, runs
+from inference.services import deploy, drift, recommendation, reports, runs
 
 
 @require_GET
@@ -209,6 +209,10 @@ def product_benchmarks(request, pk):
     product_runs = (
         BenchmarkRun.objects.filter(product_runs__product=product).select_related("created_by").distinct()[:50]
     )
+    drift_checks = drift.product_drift(product)
     return render(request, "inference/product.html", {
         "product": product, "recommendation": recommendation.recommend(product), "runs": product_runs,
+        "drift_checks": drift_checks, "drift_window": drift.LINE_WINDOW,
+        "drift_significance": drift.drift.SIGNIFICANCE,
+        "drift_warning": next((c for c in drift_checks if c.is_current and c.statistics.drifted), None),
     })

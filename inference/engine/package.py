@@ -201,6 +201,12 @@ def save_package(model, report: dict, out_dir: str | Path, source: dict | None =
     return out_dir
 
 
+def package_sha256(path: str | Path) -> str:
+    """The package's identity: the SHA-256 of its manifest, which itself pins the weights file's
+    hash, the backbone weights' hash, the settings, the preprocessing and the thresholds."""
+    return sha256_file(Path(path) / MANIFEST)
+
+
 def read_manifest(path: str | Path) -> dict:
     """The manifest of the package folder ``path`` (format checked), or :class:`PackageError`."""
     path = Path(path)
@@ -401,6 +407,9 @@ class Inspector:
         # the run's geometry (packages from before resize modes: squash)
         self.preprocessing = Preprocessing.from_config(manifest["preprocessing"])
         self.thresholds = manifest["thresholds"]
+        # What a verdict made with this package records (an in-memory package has no file).
+        self.package_sha256 = package_sha256(path) if path is not None and (Path(path) / MANIFEST).is_file() else ""
+        self.engine_version = str(manifest.get("engine_version", ENGINE_VERSION))
 
     @property
     def prepare_size(self) -> int | None:

@@ -251,6 +251,10 @@ class ImageDecision:
     failure: FitFailure | None
     validation: ImageClassification | None
     test: ImageClassificationEstimates | None
+    # The image scores of the validation part's defect-free images, the ones the threshold was
+    # fitted on: with the test part's (``per_image``) the reference a deployment's line scores are
+    # compared with for drift (empty in reports from before it was kept).
+    defect_free_validation_scores: list[float] = dataclasses.field(default_factory=list)
 
 
 @dataclass

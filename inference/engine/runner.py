@@ -306,8 +306,9 @@ def _image_decision(scores, labels, vi, ti, resampler) -> ImageDecision:
     except ThresholdError as exc:
         return ImageDecision(evaluation.IMAGE_RULE, None, evaluation.failure_of(exc), None, None)
     test = (evaluation.image_estimates(scores[ti], labels[ti], thr, resampler) if resampler is not None else None)
+    good_validation = [float(scores[i]) for i in vi if not labels[i]]
     return ImageDecision(evaluation.IMAGE_RULE, thr, None,
-                         evaluation.image_classification(scores[vi], labels[vi], thr), test)
+                         evaluation.image_classification(scores[vi], labels[vi], thr), test, good_validation)
 
 
 def _breakdowns(test, vi, ti, maps, masks, labels, test_counts, scores=None, technique=None,

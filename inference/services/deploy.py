@@ -30,7 +30,9 @@ from annotator.paths import without_server_paths
 from annotator.services.background import (
     Heartbeat, is_stale, nothing_to_cancel, stale_before, stale_filter, worker_lost,
 )
-from inference.models import ACTIVE_STATUSES, Deployment, InspectionJob, ProductRun, Status, TERMINAL_STATUSES
+from inference.models import (
+    ACTIVE_STATUSES, Deployment, InspectionJob, InspectionVerdict, ProductRun, Status, TERMINAL_STATUSES,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -205,7 +207,11 @@ def _inspect_file(job: InspectionJob, inspector, index: int, name: str, source) 
     prepared, size = prepare_image(picture, inspector.prepare_size)
     del picture
     result = inspector.inspect_prepared(prepared[None], [size], [name], technique=job.deployment.technique)[0]
-    return _write_result(job, index, prepared, result)
+    entry = _write_result(job, index, prepared, result)
+    # What made this verdict, for the audit trail (InspectionVerdict), as it was at this moment.
+    entry.update(package_sha256=inspector.package_sha256, engine_version=inspector.engine_version,
+                 inspected_at=timezone.now().isoformat())
+    return entry
 
 
 def _check_uploads(uploads: list[Upload]) -> None:
@@ -372,8 +378,31 @@ def finish_inspection_job(job: InspectionJob, status: str, error: str = "", *, i
         rows = rows.filter(status=Status.RUNNING, heartbeat_at=job.heartbeat_at)
     ended = bool(rows.update(status=status, error=error, finished_at=timezone.now(), **values))
     if ended:
+        record_verdicts(job.pk)
         discard_inspection_inputs(job)
     return ended
+
+
+def record_verdicts(job_id: int) -> int:
+    """Write the audit rows of a job's inspected images (those without a read error), once: a
+    second call (a redelivered task, the sweep after a cancel) adds nothing. Returns rows added."""
+    job = InspectionJob.objects.select_related("created_by").get(pk=job_id)
+    from django.utils.dateparse import parse_datetime
+
+    user_name = job.created_by.get_username() if job.created_by else ""
+    rows = [InspectionVerdict(
+        job=job, index=entry["index"], product_id=job.product_id, deployment_id=job.deployment_id,
+        name=entry["name"][:1024], defective=bool(entry["defective"]), score=float(entry["score"]),
+        image_threshold=float(entry["image_threshold"]), technique=entry["technique"],
+        pixel_threshold=float(entry["pixel_threshold"]), defect_area_fraction=float(entry["defect_area_fraction"]),
+        width=int(entry["width"]), height=int(entry["height"]),
+        package_sha256=entry.get("package_sha256", ""), engine_version=entry.get("engine_version", ""),
+        inspected_by=job.created_by, inspected_by_name=user_name,
+        inspected_at=parse_datetime(entry["inspected_at"]) if entry.get("inspected_at") else job.finished_at,
+    ) for entry in job.results if "error" not in entry and "index" in entry]
+    before = InspectionVerdict.objects.filter(job=job).count()
+    InspectionVerdict.objects.bulk_create(rows, ignore_conflicts=True)
+    return InspectionVerdict.objects.filter(job=job).count() - before
 
 
 def _inspection_beat(job_id: int):
