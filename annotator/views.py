@@ -187,6 +187,7 @@ def workspace(request, pk: int):
         },
         "workspaceUrl": reverse("workspace", args=[0]),
         "listUrl": reverse("labelling-list", args=[0]),
+        "maskEditorUrl": reverse("mask-editor", args=[0]),
         "doneUrl": reverse("label-start", args=[image.product.dataset_id]),
         "categories": [{"value": v, "key": k, "name": n, "help": h} for v, k, n, h in CATEGORY_HELP],
         "backgrounds": [{"value": v == "yes", "key": k, "name": n} for v, k, n, _ in BACKGROUND_HELP],
