@@ -295,14 +295,21 @@
   });
 
   overlay.addEventListener("pointermove", (event) => {
+    const operation = state.operation;
+    if (operation && operation.last) {
+      // Every position the pointer passed (the browser may merge several into one event).
+      const passed = (event.getCoalescedEvents && event.getCoalescedEvents().length) ? event.getCoalescedEvents() : [event];
+      for (const each of passed) {
+        const q = pixelAt(each);
+        if (q.x !== operation.last.x || q.y !== operation.last.y) {
+          capsule(operation.last, q, state.size / 2, operation.value);
+          operation.last = q;
+        }
+      }
+    }
     const p = pixelAt(event);
     state.cursor = p;
     $("me-cursor").textContent = `x ${p.x}, y ${p.y}`;
-    const operation = state.operation;
-    if (operation && operation.last && (p.x !== operation.last.x || p.y !== operation.last.y)) {
-      capsule(operation.last, p, state.size / 2, operation.value);
-      operation.last = p;
-    }
     drawOverlay();
   });
 
