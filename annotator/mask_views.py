@@ -56,7 +56,9 @@ def mask_editor(request, pk: int):
         "width": image.width,
         "height": image.height,
         "imageUrl": reverse("image-file", args=[image.pk, "image"]),
-        "maskUrl": reverse("image-file", args=[image.pk, "mask"]) if image.mask_path else None,
+        # The current revision's own file (it never changes), else the dataset's mask.
+        "maskUrl": (reverse("mask-revision-file", args=[image.pk, current.pk]) if current
+                    else reverse("image-file", args=[image.pk, "mask"]) if image.mask_path else None),
         "hasMask": bool(image.mask_path),
         "maskIsDatasets": bool(image.mask_path) and not is_drawn_mask(image.mask_path),
         "currentRevision": current.pk if current else None,
@@ -109,7 +111,7 @@ def mask_save(request, pk: int):
     return JsonResponse({
         "revision": revision_json(revision, request.user),
         "history": _history(image, request.user),
-        "maskUrl": reverse("image-file", args=[image.pk, "mask"]),
+        "maskUrl": reverse("mask-revision-file", args=[image.pk, revision.pk]),
     }, status=201)
 
 

@@ -233,3 +233,19 @@ def test_deleting_the_dataset_removes_its_drawn_masks(client, annotator_account,
     with django_capture_on_commit_callbacks(execute=True):
         delete_dataset(dataset, admin_account, dataset.name)
     assert not folder.exists() and not MaskRevision.objects.exists()
+
+
+def test_a_redrawn_mask_is_not_served_from_the_browsers_copy_of_the_old_one(client, annotator_account, maskless):
+    image = maskless[0]
+    client.force_login(annotator_account)
+    url = reverse("image-file", args=[image.pk, "mask"]) + "?size=512"
+    _save(client, image, mask_png(_defect()))
+    first = client.get(url)
+    tag = first["ETag"]
+    assert first.status_code == 200 and first["Cache-Control"] == "private, no-cache"
+    assert client.get(url, HTTP_IF_NONE_MATCH=tag).status_code == 304
+    _save(client, image, mask_png(_defect(0, 0, 4, 4)), start="mask")
+    again = client.get(url, HTTP_IF_NONE_MATCH=tag)
+    assert again.status_code == 200 and again["ETag"] != tag
+    shown = np.asarray(PILImage.open(io.BytesIO(b"".join(again.streaming_content)))) > 127
+    assert shown.sum() == 16
