@@ -27,7 +27,7 @@ def _image(pk: int) -> Image:
     return get_object_or_404(Image.objects.select_related("product__dataset"), pk=pk, is_anomalous=True)
 
 
-def revision_json(revision: MaskRevision, user) -> dict:
+def revision_json(revision: MaskRevision) -> dict:
     return {
         "id": revision.pk,
         "number": revision.number,
@@ -41,8 +41,8 @@ def revision_json(revision: MaskRevision, user) -> dict:
     }
 
 
-def _history(image: Image, user) -> list[dict]:
-    return [revision_json(r, user) for r in masks.history(image)[:100]]
+def _history(image: Image) -> list[dict]:
+    return [revision_json(r) for r in masks.history(image)[:100]]
 
 
 @require_GET
@@ -65,7 +65,7 @@ def mask_editor(request, pk: int):
         "saveUrl": reverse("mask-save", args=[image.pk]),
         "proposalUrl": reverse("inference-mask-proposal", args=[image.pk]),
         "workspaceUrl": reverse("workspace", args=[image.pk]) if image.split == Image.Split.TEST else None,
-        "history": _history(image, request.user),
+        "history": _history(image),
         "mayDraw": not refusal,
         "refusal": refusal,
     }
@@ -109,8 +109,8 @@ def mask_save(request, pk: int):
         return _refused("The image file is missing from the dataset folder; its mask cannot be saved.", 400)
     image.refresh_from_db()
     return JsonResponse({
-        "revision": revision_json(revision, request.user),
-        "history": _history(image, request.user),
+        "revision": revision_json(revision),
+        "history": _history(image),
         "maskUrl": reverse("mask-revision-file", args=[image.pk, revision.pk]),
     }, status=201)
 

@@ -161,6 +161,9 @@ class Image(models.Model):
                 condition=models.Q(split="test", is_anomalous=True, needs_labels=True),
             ),
             models.Index(fields=["product", "path"], name="image_disagrees", condition=models.Q(disagrees=True)),
+            # The mask editor's list: the product's anomalous images that came without a mask.
+            models.Index(fields=["product", "defect_type", "path"], name="image_needs_mask",
+                         condition=models.Q(is_anomalous=True, mask_path="")),
         ]
 
     def __str__(self) -> str:

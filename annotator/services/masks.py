@@ -20,7 +20,6 @@ Rules a user notices:
 from __future__ import annotations
 
 import io
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,8 +30,6 @@ from django.db import transaction
 from annotator.models import Image, MaskRevision, User
 from annotator.paths import DRAWN_MASK_FOLDER, drawn_mask_path, is_drawn_mask, servable_file
 from annotator.polygon_masks import save_mask
-
-logger = logging.getLogger(__name__)
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # What the editor says it started from; the origin follows from it (``origin_of``).
