@@ -18,6 +18,7 @@ from annotator.models import (
     ImportJob,
     Label,
     LabelHistory,
+    MaskRevision,
     Product,
     ReviewDecision,
     Skip,
@@ -256,4 +257,22 @@ class ReviewDecisionAdmin(admin.ModelAdmin):
         return False
 
     def has_change_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(MaskRevision)
+class MaskRevisionAdmin(admin.ModelAdmin):
+    """Read-only: mask revisions are append-only (made by the mask editor)."""
+
+    list_display = ("image", "number", "origin", "created_by", "created_at")
+    list_filter = ("origin",)
+    raw_id_fields = ("image", "previous")
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
         return False

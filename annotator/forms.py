@@ -103,3 +103,12 @@ class ReviewDecisionForm(forms.Form):
 
 class LabelImportForm(forms.Form):
     annotator = forms.CharField(required=False, max_length=User._meta.get_field("username").max_length)
+
+
+class MaskSaveQuery(forms.Form):
+    """What the mask editor says with the PNG it saves (in the query string; the body is the PNG)."""
+
+    start = forms.ChoiceField(label="starting point", choices=[(s, s) for s in ("proposal", "mask", "empty")])
+    revision = IdField(label="starting revision", required=False)
+    changed = forms.TypedChoiceField(label="changed", choices=[("0", "no"), ("1", "yes")], coerce=lambda v: v == "1")
+    note = forms.CharField(label="proposal", required=False, max_length=300)

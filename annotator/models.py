@@ -161,6 +161,9 @@ class Image(models.Model):
                 condition=models.Q(split="test", is_anomalous=True, needs_labels=True),
             ),
             models.Index(fields=["product", "path"], name="image_disagrees", condition=models.Q(disagrees=True)),
+            # The mask editor's list: the product's anomalous images that came without a mask.
+            models.Index(fields=["product", "defect_type", "path"], name="image_needs_mask",
+                         condition=models.Q(is_anomalous=True, mask_path="")),
         ]
 
     def __str__(self) -> str:
@@ -442,3 +445,47 @@ class ProductAlignment(models.Model):
     pairs = models.IntegerField(default=0)
     error = models.TextField(blank=True, default="")
     updated_at = models.DateTimeField(auto_now=True)
+
+
+class MaskRevision(models.Model):
+    """One version of an image's defect mask made in the mask editor; append-only.
+
+    The file is DefectBench's own PNG under the media root (``file``, relative to it:
+    ``drawn-masks/<dataset id>/<image id>/<number>.png``), never in the dataset's folder. The
+    image's current mask is its newest revision: saving one points ``Image.mask_path`` at it
+    (``annotator.paths.drawn_mask_path``), so display, export and benchmarks read it like any
+    imported mask. ``origin`` says how it was made: the model's proposal saved unchanged, a
+    proposal or an earlier mask corrected, or drawn from an empty canvas.
+    """
+
+    class Origin(models.TextChoices):
+        PROPOSED = "proposed", "Proposed by a model"
+        EDITED = "edited", "Edited"
+        DRAWN = "drawn", "Drawn"
+
+    image = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="mask_revisions")
+    number = models.PositiveIntegerField()  # 1, 2, ... per image
+    file = models.CharField(max_length=512)
+    origin = models.CharField(max_length=16, choices=Origin.choices)
+    # What the editor started from: the model that proposed it ("padim, run 12, f1 threshold"),
+    # "revision 2", "the dataset's mask", or "" (an empty canvas).
+    started_from = models.CharField(max_length=300, blank=True, default="")
+    defect_pixels = models.PositiveBigIntegerField(default=0)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    previous = models.OneToOneField("self", null=True, blank=True, on_delete=models.CASCADE, related_name="next")
+
+    class Meta:
+        ordering = ["image", "-number"]
+        constraints = [models.UniqueConstraint(fields=["image", "number"], name="one_mask_revision_number_per_image")]
+
+    def __str__(self) -> str:
+        return f"mask {self.number} of {self.image} ({self.origin})"
+
+    def save(self, *args, **kwargs):
+        if self.pk is not None:
+            raise ValidationError("Mask revisions are append-only.")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise ValidationError("Mask revisions are append-only.")

@@ -90,23 +90,56 @@ def servable_file(root, relative: str) -> Path:
     return resolved
 
 
+# Masks drawn in DefectBench's mask editor live under the media root, never in a dataset's folder
+# (``annotator.services.masks``). ``Image.mask_path`` names one with this prefix followed by the
+# file's path relative to the media root: "media:drawn-masks/3/17/2.png". A dataset's own file
+# under a folder of that name would be taken for one, so the importer refuses such a mask path.
+DRAWN_MASK_PREFIX = "media:"
+DRAWN_MASK_FOLDER = "drawn-masks"
+
+
+def drawn_mask_path(media_relative: str) -> str:
+    """The ``Image.mask_path`` of a drawn mask stored at ``MEDIA_ROOT/media_relative``."""
+    return DRAWN_MASK_PREFIX + media_relative
+
+
+def is_drawn_mask(mask_relative: str) -> bool:
+    return bool(mask_relative) and mask_relative.startswith(DRAWN_MASK_PREFIX + DRAWN_MASK_FOLDER + "/")
+
+
+def drawn_mask_file(mask_relative: str) -> Path:
+    """Where the drawn mask ``mask_relative`` (an ``Image.mask_path``) lies under the media root."""
+    return Path(settings.MEDIA_ROOT) / mask_relative[len(DRAWN_MASK_PREFIX):]
+
+
 def mask_file(root, image_relative: str, mask_relative: str) -> Path:
-    """The mask file of an image: ``root/mask_relative``, or, when that is an annotation file
+    """The mask file of an image: ``root/mask_relative``; when that is an annotation file
     (LabelMe, COCO JSON: the polygons layout), the mask rasterised from it at import, kept under
-    the media root (``annotator.polygon_masks``)."""
+    the media root (``annotator.polygon_masks``); a mask drawn in the mask editor, under the
+    media root too (``drawn_mask_file``)."""
     from annotator.polygon_masks import is_annotation_file, masks_dir, rendered_mask
 
+    if is_drawn_mask(mask_relative):
+        return drawn_mask_file(mask_relative)
     if is_annotation_file(mask_relative):
         return rendered_mask(masks_dir(settings.MEDIA_ROOT, Path(root)), image_relative)
     return Path(root) / mask_relative
 
 
 def servable_mask(root, image_relative: str, mask_relative: str) -> Path:
-    """``servable_file`` for a mask (see ``mask_file``). A rasterised mask is DefectBench's own
-    file: it must lie in the media root's mask folder, and its annotation file must still be a
-    servable file of the dataset."""
+    """``servable_file`` for a mask (see ``mask_file``). A rasterised or drawn mask is DefectBench's
+    own file: it must lie in the media root's folder of such masks (after resolving links), and a
+    rasterised one's annotation file must still be a servable file of the dataset."""
     from annotator.polygon_masks import RENDERED_FOLDER, is_annotation_file
 
+    if is_drawn_mask(mask_relative):
+        validate_relative_path(mask_relative[len(DRAWN_MASK_PREFIX):])
+        resolved = drawn_mask_file(mask_relative).resolve()
+        if not resolved.is_relative_to((Path(settings.MEDIA_ROOT) / DRAWN_MASK_FOLDER).resolve()):
+            raise UnsafeFile(f"the drawn mask of {image_relative} resolves outside the media root's mask folder.")
+        if not resolved.is_file():
+            raise FileNotFoundError(f"the drawn mask of {image_relative}")
+        return resolved
     if not is_annotation_file(mask_relative):
         return servable_file(root, mask_relative)
     servable_file(root, mask_relative)

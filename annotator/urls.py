@@ -1,6 +1,6 @@
 from django.urls import path
 
-from annotator import views
+from annotator import mask_views, views
 
 urlpatterns = [
     path("", views.home, name="home"),
@@ -8,6 +8,10 @@ urlpatterns = [
     path("products/<int:pk>/labels/", views.labelling_list_page, name="labelling-list"),
     path("datasets/<int:pk>/label/", views.label_start, name="label-start"),
     path("images/<int:pk>/label/", views.workspace, name="workspace"),
+    path("images/<int:pk>/mask/", mask_views.mask_editor, name="mask-editor"),
+    path("images/<int:pk>/mask/save/", mask_views.mask_save, name="mask-save"),
+    path("images/<int:pk>/mask/revisions/<int:revision>.png", mask_views.mask_revision_file, name="mask-revision-file"),
+    path("products/<int:pk>/masks/", mask_views.mask_list, name="mask-list"),
     path("review/", views.review_page, name="review"),
     path("history/", views.history_page, name="history"),
     path("datasets/<int:pk>/dashboard/", views.dashboard, name="dashboard"),

@@ -5,7 +5,9 @@ from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db.models import Count, Q
-from django.http import FileResponse, Http404, HttpResponseBadRequest, HttpResponseNotFound, StreamingHttpResponse
+from django.http import (
+    FileResponse, Http404, HttpResponseBadRequest, HttpResponseNotFound, HttpResponseNotModified, StreamingHttpResponse,
+)
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils.dateparse import parse_datetime
@@ -87,6 +89,16 @@ def image_file(request, pk: int, kind: str):
         return HttpResponseNotFound(message, content_type="text/plain; charset=utf-8")
     if not path.is_file():
         raise Http404("The file is missing from the dataset folder.")
+    if kind == "mask":
+        # A mask changes under the same address (redrawn in the mask editor): the browser asks
+        # again each time and gets "not modified" while its copy is current. The display copy's
+        # name is a hash of the source file and its time stamp, so it names this version exactly.
+        tag = f'"{path.stem}"'
+        response = (HttpResponseNotModified() if tag in request.META.get("HTTP_IF_NONE_MATCH", "")
+                    else FileResponse(path.open("rb")))
+        response["ETag"] = tag
+        response["Cache-Control"] = "private, no-cache"
+        return response
     response = FileResponse(path.open("rb"))
     response["Cache-Control"] = "private, max-age=3600"
     return response
@@ -187,6 +199,7 @@ def workspace(request, pk: int):
         },
         "workspaceUrl": reverse("workspace", args=[0]),
         "listUrl": reverse("labelling-list", args=[0]),
+        "maskEditorUrl": reverse("mask-editor", args=[0]),
         "doneUrl": reverse("label-start", args=[image.product.dataset_id]),
         "categories": [{"value": v, "key": k, "name": n, "help": h} for v, k, n, h in CATEGORY_HELP],
         "backgrounds": [{"value": v == "yes", "key": k, "name": n} for v, k, n, _ in BACKGROUND_HELP],

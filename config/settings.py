@@ -263,6 +263,8 @@ DEFECTBENCH_MAX_UNPACKED_BYTES = int(
 DEFECTBENCH_CLAIM_TIMEOUT_SECONDS = env_int("DEFECTBENCH_CLAIM_TIMEOUT_SECONDS", 600)
 # Largest label CSV accepted for import (about 200 000 rows); larger files are refused unread.
 DEFECTBENCH_MAX_LABEL_CSV_BYTES = env_int("DEFECTBENCH_MAX_LABEL_CSV_BYTES", 10 * 1024**2)
+# A mask PNG saved by the mask editor (a binary mask compresses well: 40 MP of detailed mask is a few MB).
+DEFECTBENCH_MAX_MASK_UPLOAD_BYTES = env_int("DEFECTBENCH_MAX_MASK_UPLOAD_BYTES", 64 * 1024**2)
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024**2
 FILE_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024**2
 

@@ -139,3 +139,29 @@ def job_file(request, pk, relpath):
     response["Cache-Control"] = "private, max-age=3600"
     response["X-Content-Type-Options"] = "nosniff"
     return response
+
+
+@require_GET
+def mask_proposal(request, pk):
+    """JSON: the model's proposed mask of an anomalous image (``inference.services.mask_proposal``),
+    for the mask editor; ``{"available": false, "detail": ...}`` when no model can propose one.
+    Any signed-in user (the editor's users): it shows the model's output, not anyone's labels."""
+    from django.http import JsonResponse
+
+    from annotator.models import Image
+    from annotator.paths import UnsafeFile
+    from inference.services.mask_proposal import NoProposal, propose_mask
+
+    image = get_object_or_404(Image.objects.select_related("product__dataset"), pk=pk, is_anomalous=True)
+    try:
+        proposal = propose_mask(image)
+    except NoProposal as error:
+        return JsonResponse({"available": False, "detail": str(error)})
+    except (FileNotFoundError, UnsafeFile):
+        return JsonResponse({"available": False, "detail": "The image file is missing from the dataset folder."},
+                            status=404)
+    except (OSError, ValueError):  # a file no longer readable (replaced, truncated) or above the pixel limit
+        return JsonResponse({"available": False, "detail": "The image file cannot be read; no proposal."})
+    response = JsonResponse(proposal.to_json())
+    response["Cache-Control"] = "private, no-store"
+    return response

@@ -15,6 +15,7 @@ urlpatterns = [
     path("products/<int:pk>/rollback/<int:deployment>/", deploy_views.rollback, name="deployment-rollback"),
     path("products/<int:pk>/inspect/", deploy_views.inspect_page, name="inspect-page"),
     path("products/<int:pk>/inspect/batch/", deploy_views.start_batch, name="inspect-batch"),
+    path("images/<int:pk>/mask-proposal/", deploy_views.mask_proposal, name="inference-mask-proposal"),
     path("inspections/<int:pk>/", deploy_views.job_detail, name="inspection-detail"),
     path("inspections/<int:pk>/cancel/", deploy_views.job_cancel, name="inspection-cancel"),
     path("inspections/<int:pk>/results.csv", deploy_views.job_csv, name="inspection-csv"),

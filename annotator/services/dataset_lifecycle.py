@@ -3,7 +3,13 @@ from __future__ import annotations
 
 from django.db import transaction
 
-from annotator.models import Dataset, Image, Label, LabelHistory, ReviewDecision, User
+import shutil
+from pathlib import Path
+
+from django.conf import settings
+
+from annotator.models import Dataset, Image, Label, LabelHistory, MaskRevision, ReviewDecision, User
+from annotator.paths import DRAWN_MASK_FOLDER
 
 
 class DeleteRefused(ValueError):
@@ -21,6 +27,7 @@ def loss_summary(dataset: Dataset) -> list[tuple[str, int]]:
         ("labels", Label.objects.filter(image__in=images).count()),
         ("label history entries", LabelHistory.objects.filter(image__in=images).count()),
         ("review decisions", ReviewDecision.objects.filter(image__in=images).count()),
+        ("masks drawn in the mask editor", MaskRevision.objects.filter(image__in=images).count()),
         ("benchmark runs with their results", BenchmarkRun.objects.filter(dataset=dataset).count()),
     ]
 
@@ -41,5 +48,7 @@ def delete_dataset(dataset: Dataset, user: User, confirm_name: str) -> list[tupl
     if (confirm_name or "").strip() != dataset.name:
         raise DeleteRefused(f"Type the dataset's name ({dataset.name}) to confirm; nothing was deleted.")
     lost = loss_summary(dataset)
+    drawn = Path(settings.MEDIA_ROOT) / DRAWN_MASK_FOLDER / str(dataset.pk)  # DefectBench's own files only
     dataset.delete()
+    transaction.on_commit(lambda: shutil.rmtree(drawn, ignore_errors=True))
     return lost

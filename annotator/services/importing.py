@@ -64,7 +64,7 @@ from annotator.layouts import (
     resolve_images,
     scan_dataset,
 )
-from annotator.paths import data_roots, inside_data_roots, shown_path  # noqa: F401 (data_roots re-exported)
+from annotator.paths import data_roots, inside_data_roots, is_drawn_mask, shown_path  # noqa: F401 (data_roots re-exported)
 from annotator.models import Dataset, Image, Product
 from annotator.services.image_checks import CheckedFile, check_many
 from inference.engine.pixels import MASK_RULES, MASK_THRESHOLD
@@ -492,9 +492,16 @@ def _write(scan, kept, root, name, created_by, kinds, explicit, options, problem
         if scanned.is_anomalous:
             summary.anomalous += 1
             summary.with_mask += bool(scanned.mask_path)
+        if is_drawn_mask(values["mask_path"]):
+            raise ImportFailed([f"{values['mask_path']}: a mask path DefectBench keeps for masks drawn in its mask "
+                                "editor; rename that folder"])
         key = (product.pk, rel)
         seen.add(key)
         row = current.get(key)
+        if row is not None and not values["mask_path"] and is_drawn_mask(row.mask_path):
+            # A mask drawn in the mask editor for an image that came without one: the folder still
+            # has none, so the drawn one stays (it is the image's newest mask revision).
+            values["mask_path"] = row.mask_path
         if row is None:
             to_add.append(Image(product=product, path=rel, **values))
             summary.added += 1

@@ -5,7 +5,8 @@ from dataclasses import dataclass, field
 from django.db import transaction
 from django.db.models import Count
 
-from annotator.models import Image, Label, LabelHistory, ReviewDecision, User
+from annotator.paths import is_drawn_mask
+from annotator.models import Image, Label, LabelHistory, MaskRevision, ReviewDecision, User
 
 
 @dataclass
@@ -14,6 +15,8 @@ class ReviewItem:
     labels: list[Label] = field(default_factory=list)
     decision: ReviewDecision | None = None
     reference: Image | None = None
+    # The image's current mask when it was made in the mask editor (origin: proposed, edited, drawn).
+    mask: MaskRevision | None = None
 
     @property
     def disagrees(self) -> bool:
@@ -51,6 +54,10 @@ def items_for(images) -> list[ReviewItem]:
         by_image[label.image_id].labels.append(label)
     for decision in ReviewDecision.objects.filter(image_id__in=list(by_image)).select_related("reviewer"):
         by_image[decision.image_id].decision = decision
+    drawn = [pk for pk, item in by_image.items() if is_drawn_mask(item.image.mask_path)]
+    for revision in MaskRevision.objects.filter(image_id__in=drawn).select_related("created_by").order_by("image", "-number"):
+        if by_image[revision.image_id].mask is None:  # the newest is the current mask
+            by_image[revision.image_id].mask = revision
     return list(by_image.values())
 
 

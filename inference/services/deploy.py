@@ -122,11 +122,17 @@ _cache_lock = threading.Lock()
 
 def inspector_for(deployment: Deployment):
     """The loaded package of a deployment (cached per process); DeployRefused if it cannot be loaded."""
+    return inspector_of(deployment.product_run, what="deployed")
+
+
+def inspector_of(part: ProductRun, what: str = "deployed"):
+    """The loaded package a run kept (cached per process); DeployRefused if it cannot be loaded.
+    ``what`` names the model in messages ("deployed", "run 12's")."""
     from inference.engine.package import PackageError, load_package
 
-    root = package_root(deployment.product_run)
+    root = package_root(part)
     if root is None:
-        raise DeployRefused("The deployed run kept no model package.")
+        raise DeployRefused(f"The {what} run kept no model package.")
     key = str(root)
     with _cache_lock:
         if key in _cache:
@@ -136,8 +142,8 @@ def inspector_for(deployment: Deployment):
             inspector = load_package(root, device="cpu")
         except PackageError as error:
             # Reviewers read this: the package's files by their place in the data roots only.
-            logger.warning("Deployment %s: cannot load %s: %s", deployment.pk, root, error)
-            raise DeployRefused(f"The deployed model cannot be loaded: {without_server_paths(str(error))}") from error
+            logger.warning("Run %s on %s: cannot load %s: %s", part.run_id, part.product_id, root, error)
+            raise DeployRefused(f"The {what} model cannot be loaded: {without_server_paths(str(error))}") from error
         _cache[key] = inspector
         while len(_cache) > CACHE_SIZE:
             _cache.popitem(last=False)

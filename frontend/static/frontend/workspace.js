@@ -111,6 +111,7 @@
     // A one-product dataset named after its product ("bottle"): its name once, not "bottle / bottle".
     $("ws-product-crumb").hidden = data.product.name === data.product.dataset_name;
     $("ws-list").href = config.listUrl.replace("/0/", `/${data.product.id}/`);
+    $("ws-mask-editor").href = config.maskEditorUrl.replace("/0/", `/${image.id}/`);
     $("ws-path").textContent = image.path;
     // The defect folder can prime a category: a dataset may hide it.
     $("ws-defect").textContent = config.showDefectFolder ? image.defect_type : "";
