@@ -437,6 +437,7 @@ def gallery(part, limit: int = 12) -> dict:
             "predicted_anomalous": entry.get("predicted_anomalous"),
             "heatmap": artifacts.get("overlay"),
             "predicted": artifacts.get("mask"),
+            "outline": artifacts.get("outline"),  # absent in runs made before the outlined pictures
             "anomalous": bool(entry.get("anomalous")),
         })
     anomalous = [e for e in entries if e["anomalous"] and e["iou"] is not None]
