@@ -2,10 +2,11 @@
 for the viewer, the disagreements waiting for a reviewer, and what other apps add (the benchmark
 side adds its last run, its decision and the deployed model through :func:`add_product_section`).
 
-It costs the same at 100 and 100 000 images: one aggregate over the images of every product, one
-read of the viewer's progress rows (kept on every label change), one count of others' fresh
-claims, and one call per registered section with every product at once. Nothing is counted
-image by image.
+It takes the same queries at 100 and 100 000 images: one aggregate over the images of every
+product, one count of the open disagreements (partial index), one read of the viewer's progress
+rows (kept on every label change), one count of others' fresh claims, and one call per registered
+section with every product at once. Nothing is counted image by image in Python; the aggregate
+itself still reads each product's image rows (a few hundred ms at 200 000 images on SQLite).
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from django.db.models import Count, Q
 from django.utils import timezone
 
 from annotator.models import AnnotatorProgress, Claim, Dataset, Image, Product, User
+from annotator.services import review
 from annotator.services.nothing_left import NothingLeft, reasons
 from annotator.services.queue import claim_timeout
 
@@ -103,9 +105,14 @@ def board(user: User, *, archived: bool = False) -> list[DatasetRow]:
             to_label=Count("images", filter=_LABELLED),
             labelled=Count("images", filter=_LABELLED & Q(images__needs_labels=False)),
             needing=Count("images", filter=_LABELLED & Q(images__needs_labels=True)),
-            disagreements=Count("images", filter=_LABELLED & Q(images__disagrees=True,
-                                                               images__review_decision__isnull=True)),
         )
+    )
+    # Apart, as the review page counts them: the partial index on ``disagrees`` answers it in under
+    # a millisecond, where joining the review decisions into the aggregate above made every image
+    # row pay for the join (about twice the aggregate's time).
+    open_disagreements = dict(
+        review.disagreements().filter(product__in=products).order_by().values("product_id")
+        .annotate(n=Count("pk")).values_list("product_id", "n")
     )
     progress = {row.product_id: row for row in AnnotatorProgress.objects.filter(annotator=user, product__in=products)}
     held = dict(
@@ -121,7 +128,8 @@ def board(user: User, *, archived: bool = False) -> list[DatasetRow]:
         mine = progress.get(product.pk)
         by_dataset[product.dataset_id].append(ProductRow(
             product=product, train_good=product.train_good, test_good=product.test_good, anomalous=product.anomalous,
-            to_label=product.to_label, labelled=product.labelled, disagreements=product.disagreements,
+            to_label=product.to_label, labelled=product.labelled,
+            disagreements=open_disagreements.get(product.pk, 0),
             # the viewer's labels on images still short of labels are kept as ``waiting``
             open_to_viewer=max(0, product.needing - (mine.waiting if mine else 0)),
             sections={name: found.get(product.pk) for name, found in sections.items()},
