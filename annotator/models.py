@@ -100,6 +100,15 @@ class Dataset(models.Model):
         return Path(self.root)
 
 
+def place_name(dataset_name: str, product_names) -> str:
+    """Where something is, as pages' headings and breadcrumbs say it: "mvtec / bottle, cable", or
+    just "bottle" when a dataset's only product has the dataset's name (never "bottle / bottle")."""
+    names = list(product_names)
+    if not names or names == [dataset_name]:
+        return dataset_name
+    return f"{dataset_name} / {', '.join(names)}"
+
+
 class Product(models.Model):
     class Kind(models.TextChoices):
         OBJECT = "object", "Object on a backdrop"
@@ -117,6 +126,10 @@ class Product(models.Model):
 
     def __str__(self) -> str:
         return f"{self.dataset.name}/{self.name}"
+
+    @property
+    def place_name(self) -> str:
+        return place_name(self.dataset.name, [self.name])
 
     @property
     def suggested_background(self) -> bool:

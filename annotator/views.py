@@ -17,6 +17,7 @@ from annotator import forms
 from annotator.models import Dataset, Image, Label, Product, User
 from annotator.services import (
     agreement,
+    board,
     defect_folder,
     dataset_lifecycle,
     dataset_settings,
@@ -36,18 +37,12 @@ from annotator.services.labels import visible_history
 
 @require_GET
 def home(request):
+    """The status board: labelling progress, what is open, disagreements and benchmark sections."""
     show_archived = request.GET.get("archived") == "1"
-    datasets = Dataset.objects.prefetch_related("products").annotate(
-        image_count=Count("products__images")
-    ).filter(archived=show_archived)
-    products = Product.objects.select_related("dataset").annotate(
-        train_good=Count("images", filter=Q(images__split="train")),
-        test_good=Count("images", filter=Q(images__split="test", images__is_anomalous=False)),
-        anomalous=Count("images", filter=Q(images__is_anomalous=True)),
-    )
-    return render(request, "annotator/home.html", {"datasets": datasets, "products": products,
-                                                   "show_archived": show_archived,
-                                                   "n_archived": Dataset.objects.filter(archived=True).count()})
+    return render(request, "annotator/home.html", {
+        "rows": board.board(request.user, archived=show_archived), "show_archived": show_archived,
+        "n_archived": Dataset.objects.filter(archived=True).count(),
+    })
 
 
 @require_GET

@@ -12,10 +12,11 @@ from annotator.downloads import attachment
 from annotator.forms import read
 from annotator.models import Dataset, Product
 from annotator.views import role_required
+from inference.engine.colours import PREDICTION_RGB, TRUTH_RGB, hex_colour
 from inference.engine.types import MAX_REPEATS
 from inference.forms import CompareQuery, LaunchForm, LaunchQuery
 from inference.models import BenchmarkRun, RunSample, Status
-from inference.services import deploy, drift, recommendation, reports, runs
+from inference.services import board, deploy, drift, recommendation, reports, runs
 
 
 @require_GET
@@ -73,6 +74,9 @@ def launch(request):
     return render(request, "inference/launch.html", context, status=400 if problems else 200)
 
 
+# The gallery's legend and enlarged view draw the outlines in the colours the engine's pictures use.
+OUTLINE_COLOURS = {"truth": hex_colour(TRUTH_RGB), "prediction": hex_colour(PREDICTION_RGB)}
+
 CURVE_NAMES = {"roc": "Pixel ROC", "pr": "Pixel precision–recall", "pro": "PRO (per-region overlap)",
                "iou_vs_threshold": "IoU vs threshold (validation)",
                "few_shot": "Anomalous images labelled → expected test IoU"}
@@ -109,6 +113,7 @@ def _part_context(run, part, per_image=True):
             entry["file_path"], entry["file_name"] = path, Path(path).name if path else ""
             entry["heatmap_url"] = _file_url(run, part, entry["heatmap"])
             entry["predicted_url"] = _file_url(run, part, entry["predicted"])
+            entry["outline_url"] = _file_url(run, part, entry["outline"])
     split = s["split"]
     context.update({
         "n_test_part": len(split["test"]), "n_val_part": len(split["validation"]),
@@ -146,6 +151,7 @@ def run_detail(request, pk):
         "threads_used": sorted({p.report.get("threads") for p in parts if p.report and p.report.get("threads")}),
         "other_runs": BenchmarkRun.objects.filter(status=Status.SUCCEEDED).exclude(pk=run.pk)[:20],
         "retries": run.retries.order_by("pk"),  # linked both ways with run.retry_of
+        "outline_colours": OUTLINE_COLOURS,
     }
     return render(request, "inference/run_detail.html", context)
 
@@ -205,13 +211,20 @@ def compare(request):
 
 @require_GET
 def product_benchmarks(request, pk):
+    """The product's decision first (the card of its newest run with a current report, as on that
+    run's results page), then the recommendation over every run and the list of runs."""
     product = get_object_or_404(Product.objects.select_related("dataset"), pk=pk)
     product_runs = (
         BenchmarkRun.objects.filter(product_runs__product=product).select_related("created_by").distinct()[:50]
     )
     drift_checks = drift.product_drift(product)
+    decided = board.latest_decided_part(product)
     return render(request, "inference/product.html", {
         "product": product, "recommendation": recommendation.recommend(product), "runs": product_runs,
+        "decided": {"part": decided, "deployable": deploy.deployable_techniques(decided)} if decided else None,
+        "decision_card": reports.decision_card(reports.summary(decided.report), decided.run.get_model_display())
+        if decided else None,
+        "deployed": deploy.current(product),
         "drift_checks": drift_checks, "drift_window": drift.LINE_WINDOW,
         "drift_significance": drift.drift.SIGNIFICANCE,
         "drift_warning": next((c for c in drift_checks if c.is_current and c.statistics.drifted), None),

@@ -9,6 +9,7 @@ import numpy as np
 from PIL import Image
 
 from . import metrics
+from .colours import PREDICTION_RGB, TRUTH_RGB
 from .data import load_native
 
 
@@ -18,24 +19,51 @@ def _colormap(values01: np.ndarray) -> np.ndarray:
     return (colormaps["jet"](values01)[..., :3] * 255).astype(np.uint8)
 
 
+def outline(mask: np.ndarray, width: int = 1) -> np.ndarray:
+    """The mask's inner border, ``width`` pixels wide: the mask minus its erosion."""
+    from scipy import ndimage  # imported here: fit and inference do not need SciPy's memory
+
+    mask = np.asarray(mask, dtype=bool)
+    # border_value=0: a region touching the picture's edge is closed along the edge too
+    return mask & ~ndimage.binary_erosion(mask, iterations=width, border_value=0)
+
+
+def outlined(rgb: np.ndarray, truth: np.ndarray | None, predicted: np.ndarray) -> np.ndarray:
+    """The picture with the ground truth (when given) and the prediction outlined; where they run
+    together the prediction is drawn over the truth (the truth is the one in the legend first)."""
+    width = max(1, round(max(rgb.shape[:2]) / 256))  # visible in a tile at any canvas size
+    out = rgb.copy()
+    if truth is not None:
+        out[outline(truth, width)] = TRUTH_RGB
+    out[outline(predicted, width)] = PREDICTION_RGB
+    return out
+
+
 def save_image_artifacts(
     out_dir: Path, stem: str, image_path: str, amap: np.ndarray, threshold: float, lo: float, hi: float,
-    image_size: int,
+    image_size: int, truth: np.ndarray | None = None,
 ) -> dict:
-    """Heat-map overlay and predicted mask for one image; returns paths relative to out_dir.parent."""
+    """Heat-map overlay, predicted mask and the picture with the ground truth (``truth``, on the
+    map's canvas; None for a defect-free image) and prediction outlined, for one image; returns
+    paths relative to out_dir.parent."""
     out_dir.mkdir(parents=True, exist_ok=True)
     # the map is on the evaluation canvas: the picture is resized (bilinear) to it
     rgb = np.asarray(Image.fromarray(load_native(image_path)).resize(amap.shape[::-1], Image.BILINEAR))
     norm = np.clip((amap - lo) / (hi - lo), 0, 1) if hi > lo else np.zeros_like(amap)
     heat = _colormap(norm)
     overlay = (0.55 * rgb + 0.45 * heat).astype(np.uint8)
-    mask = ((amap >= threshold) * 255).astype(np.uint8)
+    predicted = amap >= threshold
+    mask = (predicted * 255).astype(np.uint8)
     ov_path = out_dir / f"{stem}_overlay.png"
     mk_path = out_dir / f"{stem}_mask.png"
+    ol_path = out_dir / f"{stem}_outline.png"
     Image.fromarray(overlay).save(ov_path)
     Image.fromarray(mask).save(mk_path)
+    has_truth = truth is not None and bool(np.any(truth))
+    Image.fromarray(outlined(rgb, truth if has_truth else None, predicted)).save(ol_path)
     root = out_dir.parent
-    return {"overlay": str(ov_path.relative_to(root)), "mask": str(mk_path.relative_to(root))}
+    return {"overlay": str(ov_path.relative_to(root)), "mask": str(mk_path.relative_to(root)),
+            "outline": str(ol_path.relative_to(root))}
 
 
 def _figure():

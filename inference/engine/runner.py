@@ -590,7 +590,8 @@ def _run_measured(train, test, config, progress, should_cancel, artifacts_dir, o
 
             thr = art_thr if art_thr is not None else float(np.inf)
             entry.artifacts = save_image_artifacts(
-                Path(artifacts_dir) / "images", f"{n:04d}", s.image_path, maps[i], thr, lo, hi, size)
+                Path(artifacts_dir) / "images", f"{n:04d}", s.image_path, maps[i], thr, lo, hi, size,
+                truth=masks[i] if labels[i] else None)
             prog.detail("artifacts", n + 1, len(ti), "images")
             prog("artifacts", (n + 1) / len(ti))
         per_image.append(entry)

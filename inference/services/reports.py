@@ -10,6 +10,7 @@ import csv
 import io
 from numbers import Number
 
+from annotator.models import place_name
 from annotator.services.label_csv import safe_cell
 from inference.engine.regions import MIN_OVERLAP, SIZE_CLASSES
 from inference.engine.report import SCHEMA_VERSION, estimate_text
@@ -436,6 +437,7 @@ def gallery(part, limit: int = 12) -> dict:
             "predicted_anomalous": entry.get("predicted_anomalous"),
             "heatmap": artifacts.get("overlay"),
             "predicted": artifacts.get("mask"),
+            "outline": artifacts.get("outline"),  # absent in runs made before the outlined pictures
             "anomalous": bool(entry.get("anomalous")),
         })
     anomalous = [e for e in entries if e["anomalous"] and e["iou"] is not None]
@@ -479,7 +481,8 @@ def comparison_groups(runs: list[BenchmarkRun]) -> list[dict]:
                 agg = (r.metrics or {}).get("aggregate") or {}
                 values.append((agg.get("timing") or {}).get(key) if key != "peak_memory_mb" else agg.get(key))
             cost.append({"label": label, "values": values, "digits": digits, "best": _best_index(values, lower=True)})
-        out.append({"dataset": dataset, "products": ", ".join(products), "runs": members,
+        out.append({"dataset": dataset, "products": ", ".join(products), "place": place_name(dataset, products),
+                    "runs": members,
                     "differing": differing, "cost": cost, **table})
     return out
 

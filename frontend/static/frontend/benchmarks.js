@@ -325,6 +325,10 @@
     }
     ctx.putImageData(out, 0, 0);
   }
+  function rgbOf(hex, fallback) {
+    const m = /^#([0-9a-f]{2})([0-9a-f]{2})([0-9a-f]{2})$/i.exec(hex || "");
+    return m ? [1, 2, 3].map((k) => parseInt(m[k], 16)) : fallback;
+  }
   function initGallery(dialog) {
     async function open(tile) {
       const canvas = document.getElementById("tile-canvas");
@@ -335,14 +339,15 @@
       if (!base) return;
       canvas.width = base.naturalWidth; canvas.height = base.naturalHeight;
       ctx.drawImage(base, 0, 0);
-      if (predicted) outline(ctx, predicted, canvas.width, canvas.height, [255, 45, 85]);
-      if (truth) outline(ctx, truth, canvas.width, canvas.height, [40, 220, 90]);
+      // the colours of the engine's outlined pictures (the dialog carries them)
+      if (truth) outline(ctx, truth, canvas.width, canvas.height, rgbOf(dialog.dataset.truthColour, [40, 220, 90]));
+      if (predicted) outline(ctx, predicted, canvas.width, canvas.height, rgbOf(dialog.dataset.predictionColour, [255, 0, 255]));
       dialog.querySelector("[data-field=tile-title]").textContent = tile.dataset.title || "";
       dialog.showModal();
       dialog.dataset.open = tile.dataset.title || "1";
     }
     document.querySelectorAll(".gallery .shot[data-image]").forEach((tile) => {
-      tile.addEventListener("click", () => open(tile));
+      tile.addEventListener("click", (e) => { if (!e.target.closest("a")) open(tile); });
       tile.addEventListener("keydown", (e) => { if (e.key === "Enter") open(tile); });
     });
   }

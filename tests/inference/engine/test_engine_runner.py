@@ -5,10 +5,13 @@ import io
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image as PILImage
 
 from inference.engine import BenchmarkCancelled, BenchmarkConfig, Sample, run_benchmark
 from inference.engine.cli_progress import TextProgressBar
+from inference.engine.colours import TRUTH_RGB
 from inference.engine.data import ImageLoadError, split_validation_test
 
 CFG = dict(image_size=64, pretrained=False, n_features=20, batch_size=4, device="cpu")
@@ -93,6 +96,10 @@ def test_artifacts_written(padim_run):
         assert (Path(art) / entry["artifacts"]["overlay"]).is_file()
         assert (Path(art) / entry["artifacts"]["mask"]).is_file()
         assert set(entry["iou"]) == set(TECHS)
+        outlined = np.asarray(PILImage.open(Path(art) / entry["artifacts"]["outline"]).convert("RGB"))
+        truth_pixels = np.all(outlined == TRUTH_RGB, axis=-1).sum()
+        # an anomalous image's ground truth is outlined on the picture; a defect-free one has none
+        assert (truth_pixels > 0) == entry["anomalous"], entry["key"]
 
 
 def _strip(report):
@@ -296,3 +303,19 @@ def test_cflow_details_carry_epochs_and_losses(synthetic):
     last = fit[-1]
     assert last["epochs"] == 2 and last["epoch"] >= 1 and last["unit"] == "steps"
     assert last["history"] and {"epoch", "train_loss", "val_loss"} <= set(last["history"][-1])
+
+
+def test_outline_is_the_masks_border_and_the_prediction_is_drawn_over_the_truth():
+    from inference.engine.artifacts import outline, outlined
+    from inference.engine.colours import PREDICTION_RGB
+
+    mask = np.zeros((8, 8), dtype=bool)
+    mask[2:6, 2:6] = True
+    border = outline(mask)
+    assert border.sum() == 12 and not border[3:5, 3:5].any()  # the 4x4 square's ring, its inside left out
+    edge = np.zeros((8, 8), dtype=bool)
+    edge[:, :3] = True  # touches the picture's edge: closed along it
+    assert outline(edge)[:, 0].all()
+    picture = outlined(np.zeros((8, 8, 3), dtype=np.uint8), truth=mask, predicted=edge)
+    assert np.all(picture[2, 4] == TRUTH_RGB) and np.all(picture[2, 2] == PREDICTION_RGB)
+    assert not picture[4, 4].any()  # inside the truth: the image itself
