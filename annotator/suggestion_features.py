@@ -244,3 +244,17 @@ def fit(vectors, categories) -> SuggestionModel:
     return SuggestionModel(tuple(str(c) for c in regression.classes_), mean, scale,
                            regression.coef_.astype(np.float64), regression.intercept_.astype(np.float64),
                            len(categories))
+
+
+def leave_one_out(vectors, categories) -> list[str]:
+    """Each label's suggestion from a classifier fitted on all the others (the honest accuracy of
+    the suggestion on labels it has not seen). An image whose rest is too few labels gets ""."""
+    x, categories = np.asarray(vectors, dtype=np.float64), list(categories)
+    predictions = []
+    for i in range(len(categories)):
+        rest = [categories[j] for j in range(len(categories)) if j != i]
+        if not enough_labels(rest):
+            predictions.append("")
+            continue
+        predictions.append(fit(np.delete(x, i, axis=0), rest).predict(x[i])[0])
+    return predictions

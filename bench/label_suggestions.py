@@ -47,15 +47,6 @@ def mask_of(root: Path, relative: str) -> Path:
     return root / "ground_truth" / parts[1] / f"{Path(parts[2]).stem}_mask.png"
 
 
-def leave_one_out(vectors: np.ndarray, categories: list[str]) -> list[str]:
-    predictions = []
-    for i in range(len(categories)):
-        keep = [j for j in range(len(categories)) if j != i]
-        model = sf.fit(vectors[keep], [categories[j] for j in keep])
-        predictions.append(model.predict(vectors[i])[0])
-    return predictions
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, required=True, help="the MVTec AD product folder (e.g. .../bottle)")
@@ -95,7 +86,7 @@ def main() -> None:
         model.predict(vector)
     predict_seconds = (time.perf_counter() - started) / len(vectors)
 
-    predictions = leave_one_out(vectors, categories)
+    predictions = sf.leave_one_out(vectors, categories)
     correct = sum(p == c for p, c in zip(predictions, categories))
     present = [c for c in CATEGORIES if c in categories or c in predictions]
     confusion = {truth: {guess: sum(1 for p, c in zip(predictions, categories) if c == truth and p == guess)
