@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import sys
 import time
 from collections import Counter
@@ -98,7 +99,7 @@ def main() -> None:
         "classifier": f"logistic regression (L2, C={sf.REGULARISATION_C}, balanced class weights) on standardised features",
         "features": list(sf.FEATURE_NAMES),
         "feature_version": sf.FEATURE_VERSION,
-        "nearest_reference_weights": weights,
+        "nearest_reference_weights": Path(weights).name if weights else weights,
         "labels": len(labels),
         "label_counts": dict(counts),
         "loo_accuracy": round(correct / len(labels), 4),
@@ -119,6 +120,9 @@ def main() -> None:
         "misses": [{"image": relative, "label": c, "suggested": p}
                    for (relative, c), p in zip(labels, predictions) if p != c],
         "threads": args.threads,
+        # Timings on a shared machine: its load (1, 5, 15 min) when the run ended says how busy it was.
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+        "cpu_count": os.cpu_count(),
     }
     text = json.dumps(result, indent=2)
     if args.out:

@@ -201,3 +201,25 @@ def test_turning_it_on_is_an_admin_setting(demo_dataset, admin_account, annotato
     dataset_settings.update_settings(demo_dataset, admin_account, label_overlap=1, show_defect_folder=True)
     demo_dataset.refresh_from_db()
     assert demo_dataset.suggest_categories
+
+
+def test_the_dashboard_shows_the_suggestions_record(client, suggesting, reviewer_account, make_user):
+    images = widget_images(suggesting)
+    ann = make_user("ann")
+    save_label(image=images[0], annotator=ann, background=True, category="surface", suggested_category="surface")
+    save_label(image=images[1], annotator=ann, background=True, category="structural", suggested_category="surface")
+    client.force_login(reviewer_account)
+    page = client.get(f"/datasets/{suggesting.pk}/dashboard/", follow=True).content.decode()
+    assert "Category suggestions" in page
+    assert "Labels shown a suggestion</th><td>2</td>" in page
+    assert "Taken (submitted as suggested)</th><td>1 · 50%" in page
+    assert "Suggestion right (against the final label)</th><td>1 / 2 · 50%" in page
+
+
+def test_the_api_refuses_an_unknown_suggested_category(client, suggesting, annotator_account):
+    image = widget_images(suggesting)[0]
+    client.force_login(annotator_account)
+    response = client.post("/api/labels/", {"image": image.pk, "background": True, "category": "surface",
+                                            "suggested_category": "bogus"}, content_type="application/json")
+    assert response.status_code == 400 and "suggested_category" in response.json()
+    assert not Label.objects.exists()
