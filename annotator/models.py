@@ -59,6 +59,10 @@ class Dataset(models.Model):
     # Show annotators the dataset's defect folder ("broken_large") in the workspace. It can prime
     # them toward a category, so a dataset may hide it.
     show_defect_folder = models.BooleanField(default=True)
+    # Label assist: the workspace pre-selects a category suggested from the mask and the pixels
+    # (annotator.services.suggestions), learned from the dataset's labels. Off unless an admin turns
+    # it on: a suggestion can anchor annotators, which the dashboard then measures.
+    suggest_categories = models.BooleanField(default=False)
     # Archived: kept (labels, runs), but off the datasets page until unarchived.
     archived = models.BooleanField(default=False)
     # Options the dataset was imported with (mask suffix/extension, good folders, mask threshold,
@@ -218,6 +222,11 @@ class Label(models.Model):
     # annotator's previous label of the product, and the annotator submitted it unchanged (their
     # confirmation); False when they chose it on this image (or the label came from elsewhere).
     background_carried = models.BooleanField(default=False)
+    # The category the workspace suggested (pre-selected) when the annotator first submitted this
+    # label; "" when it showed none. Kept through later corrections, like ``background_carried``.
+    suggested_category = models.CharField(max_length=16, choices=Category.choices, blank=True, default="")
+    # The first submission kept the suggestion (confirmed it, usually with Enter).
+    suggestion_taken = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -252,6 +261,8 @@ class LabelHistory(models.Model):
     before = models.JSONField(null=True, blank=True)
     after = models.JSONField(null=True, blank=True)
     source = models.CharField(max_length=32, default="workspace")
+    # On the entry that created a label: the category the workspace suggested then ("" for none).
+    suggested_category = models.CharField(max_length=16, choices=Label.Category.choices, blank=True, default="")
     changed_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -502,3 +513,33 @@ class MaskRevision(models.Model):
 
     def delete(self, *args, **kwargs):
         raise ValidationError("Mask revisions are append-only.")
+
+
+class ImageFeatures(models.Model):
+    """An anomalous image's category-suggestion features (``annotator.suggestion_features``),
+    computed once in the background and read by the workspace. ``key`` names what they were
+    computed from (image and reference checksums, the mask file's version, the feature version):
+    a row whose key no longer matches is not used, and is recomputed."""
+
+    image = models.OneToOneField(Image, on_delete=models.CASCADE, related_name="suggestion_features")
+    reference = models.ForeignKey(Image, null=True, on_delete=models.SET_NULL, related_name="+")
+    key = models.CharField(max_length=64)
+    # The feature vector in FEATURE_NAMES order; null for an image whose mask is empty.
+    vector = models.JSONField(null=True)
+    computed_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name_plural = "image features"
+
+
+class CategorySuggester(models.Model):
+    """A dataset's fitted suggestion classifier, refitted by the beat task ``annotator.refresh_suggestions``
+    when its labels changed (``history_mark``: the newest label-history id of the dataset it saw)."""
+
+    dataset = models.OneToOneField(Dataset, on_delete=models.CASCADE, related_name="category_suggester")
+    # SuggestionModel.to_json(); null while the dataset has too few labels to learn from.
+    model = models.JSONField(null=True, blank=True)
+    n_labels = models.IntegerField(default=0)
+    history_mark = models.BigIntegerField(default=0)
+    fitted_at = models.DateTimeField(null=True, blank=True)
+    error = models.TextField(blank=True, default="")

@@ -3,13 +3,14 @@
 ``import_upload`` runs an admin zip upload as a job (``annotator.services.upload_jobs``);
 ``compute_references`` finds each anomalous image's nearest defect-free reference
 (``annotator.services.references``); ``measure_alignment`` measures how aligned a product's
-defect-free images are (``annotator.services.alignment``); ``refresh_statistics`` is periodic (Celery beat; see
-``CELERY_BEAT_SCHEDULE``).
+defect-free images are (``annotator.services.alignment``); ``refresh_statistics`` and
+``refresh_suggestions`` (category suggestions: features and classifier, ``annotator.services.suggestions``)
+are periodic (Celery beat; see ``CELERY_BEAT_SCHEDULE``).
 """
 from celery import shared_task
 from django.db import close_old_connections
 
-from annotator.services import alignment, references, statistics, upload_jobs
+from annotator.services import alignment, references, statistics, suggestions, upload_jobs
 
 
 @shared_task(name="annotator.import_upload", acks_late=True, reject_on_worker_lost=True, time_limit=6 * 3600)
@@ -37,3 +38,11 @@ def measure_alignment(product_id: int) -> str:
     """How aligned a product's defect-free images are (idempotent)."""
     close_old_connections()
     return alignment.measure_alignment(product_id)
+
+
+@shared_task(name="annotator.refresh_suggestions", ignore_result=True, expires=120, time_limit=900)
+def refresh_suggestions() -> int:
+    """Missing suggestion features (bounded) and a refit of each dataset's classifier whose labels
+    changed, for the datasets that offer suggestions (idempotent)."""
+    close_old_connections()
+    return suggestions.refresh()

@@ -303,22 +303,26 @@ def dashboard(request, pk: int):
         "pair_rows": pair_rows,
         "open_disagreements": review.disagreements(dataset=dataset).count(),
         "computed_at": parse_datetime(snapshot["computed_at"]),
+        # A snapshot from before suggestions existed has none: the next refresh adds them.
+        "suggestions": snapshot.get("suggestions"),
     })
 
 
 @require_http_methods(["POST"])
 @role_required("admin")
 def dataset_settings_page(request, pk: int):
-    """Overlap (annotators per image) and whether annotators see the defect folder."""
+    """Overlap (annotators per image), whether annotators see the defect folder, category suggestions."""
     dataset = get_object_or_404(Dataset, pk=pk)
     try:
         dataset_settings.update_settings(dataset, request.user, label_overlap=request.POST.get("label_overlap"),
-                                         show_defect_folder=request.POST.get("show_defect_folder") == "on")
+                                         show_defect_folder=request.POST.get("show_defect_folder") == "on",
+                                         suggest_categories=request.POST.get("suggest_categories") == "on")
     except dataset_settings.SettingsRefused as error:
         messages.error(request, str(error))
     else:
         messages.success(request, f"Settings of {dataset.name} saved: {dataset.label_overlap} annotator(s) per image, "
-                                  f"defect folder {'shown' if dataset.show_defect_folder else 'hidden'}.")
+                                  f"defect folder {'shown' if dataset.show_defect_folder else 'hidden'}, "
+                                  f"category suggestions {'on' if dataset.suggest_categories else 'off'}.")
     return redirect("dashboard", pk=dataset.pk)
 
 

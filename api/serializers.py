@@ -91,12 +91,16 @@ class LabelSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Label
-        fields = ["id", "image", "annotator", "background", "background_carried", "category", "created_at",
-                  "updated_at"]
+        fields = ["id", "image", "annotator", "background", "background_carried", "category",
+                  "suggested_category", "suggestion_taken", "created_at", "updated_at"]
         extra_kwargs = {"background_carried": {"help_text": (
             "the workspace pre-selected this background from the annotator's previous label of the product "
-            "and the annotator submitted it unchanged")}}
-        read_only_fields = ["id", "annotator", "created_at", "updated_at"]
+            "and the annotator submitted it unchanged")},
+            "suggested_category": {"help_text": (
+                "the category the workspace suggested when this label was created (\"\" for none); "
+                "recorded only on creation and only where the dataset offers suggestions")},
+            "suggestion_taken": {"help_text": "the label was first submitted with the suggested category"}}
+        read_only_fields = ["id", "annotator", "suggestion_taken", "created_at", "updated_at"]
         # Re-labelling one's own image is an update, not a uniqueness error: the view upserts.
         validators = []
 
@@ -121,6 +125,12 @@ class ProgressSerializer(serializers.Serializer):
     percent = serializers.IntegerField()
 
 
+class SuggestionSerializer(serializers.Serializer):
+    category = serializers.ChoiceField(choices=Label.Category.choices)
+    probability = serializers.FloatField(help_text="the classifier's probability of this category, 0..1")
+    n_labels = serializers.IntegerField(help_text="labels of the dataset it learned from")
+
+
 class WorkspaceSerializer(serializers.Serializer):
     """Everything the labelling workspace needs for one image."""
 
@@ -136,6 +146,11 @@ class WorkspaceSerializer(serializers.Serializer):
                                    "starts a new image with it selected); null before their first")
     labelled_ids = serializers.ListField(child=serializers.IntegerField(),
                                          help_text="Images of this product the user labelled, oldest first (the latest 50).")
+    suggestion = SuggestionSerializer(allow_null=True, help_text=(
+        "the category suggested for this image (pre-selected by the workspace); null when the dataset offers "
+        "none, has too few labels yet, or the user has labelled the image"))
+    suggestion_note = serializers.CharField(
+        allow_blank=True, help_text="why no suggestion is shown where the dataset offers them; \"\" otherwise")
     upcoming = serializers.ListField(child=serializers.IntegerField(),
                                      help_text="Images the user will probably get next (to prefetch; not claimed).")
 

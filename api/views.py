@@ -148,6 +148,7 @@ class LabelViewSet(viewsets.ModelViewSet):
                 user=self.request.user, image=image,
                 background=data["background"], category=data["category"],
                 background_carried=data.get("background_carried", False),
+                suggested_category=data.get("suggested_category", ""),
                 # The workspace says so; anything else is recorded as "api" (never "review" etc.).
                 source="workspace" if self.request.headers.get("X-Label-Source") == "workspace" else "api",
             )

@@ -368,7 +368,13 @@ BENCHMARK_STALE_SECONDS = int(os.environ.get("DEFECTBENCH_BENCHMARK_STALE_SECOND
 # (``--beat``); docker-compose runs it as its own service.
 DEFECTBENCH_STATISTICS_REFRESH_SECONDS = env_int("DEFECTBENCH_STATISTICS_REFRESH_SECONDS", 15)
 DEFECTBENCH_STATISTICS_MAX_AGE_SECONDS = env_int("DEFECTBENCH_STATISTICS_MAX_AGE_SECONDS", 120)
+# Category suggestions: features of new images and a refit when labels changed, this often.
+DEFECTBENCH_SUGGESTIONS_REFRESH_SECONDS = env_int("DEFECTBENCH_SUGGESTIONS_REFRESH_SECONDS", 30)
 CELERY_BEAT_SCHEDULE = {
+    "refresh-category-suggestions": {
+        "task": "annotator.refresh_suggestions",
+        "schedule": float(DEFECTBENCH_SUGGESTIONS_REFRESH_SECONDS),
+    },
     "refresh-dataset-statistics": {
         "task": "annotator.refresh_statistics",
         "schedule": float(DEFECTBENCH_STATISTICS_REFRESH_SECONDS),

@@ -12,8 +12,9 @@ class SettingsRefused(ValueError):
     pass
 
 
-def update_settings(dataset: Dataset, user: User, *, label_overlap, show_defect_folder: bool) -> Dataset:
-    """Validate everything first; a refusal changes nothing."""
+def update_settings(dataset: Dataset, user: User, *, label_overlap, show_defect_folder: bool,
+                    suggest_categories: bool | None = None) -> Dataset:
+    """Validate everything first; a refusal changes nothing. ``suggest_categories`` None: unchanged."""
     if not user.is_admin_role:
         raise PermissionError("Only admins change a dataset's settings.")
     try:
@@ -24,8 +25,24 @@ def update_settings(dataset: Dataset, user: User, *, label_overlap, show_defect_
         raise SettingsRefused(f"Overlap must be a whole number from 1 to {MAX_OVERLAP}, not {overlap}.")
     dataset.label_overlap = overlap
     dataset.show_defect_folder = bool(show_defect_folder)
-    dataset.save(update_fields=["label_overlap", "show_defect_folder"])  # one transaction with apply_overlap
+    turned_on = bool(suggest_categories) and not dataset.suggest_categories
+    if suggest_categories is not None:
+        dataset.suggest_categories = bool(suggest_categories)
+    # One transaction with apply_overlap.
+    dataset.save(update_fields=["label_overlap", "show_defect_folder", "suggest_categories"])
+    if turned_on:
+        transaction.on_commit(_start_suggestions)
     return dataset
+
+
+def _start_suggestions() -> None:
+    """Turned on: the first features and fit now rather than at the next beat (best effort)."""
+    from annotator import tasks
+
+    try:
+        tasks.refresh_suggestions.delay()
+    except Exception:  # no broker now: the beat task does it
+        pass
 
 
 def apply_overlap(dataset: Dataset) -> None:

@@ -66,14 +66,20 @@ def save_label(
     changed_by: User | None = None,
     source: str = "workspace",
     background_carried: bool = False,
+    suggested_category: str = "",
 ) -> Label:
     """Create or change ``annotator``'s label of ``image``; a no-op change writes no history.
 
     ``background_carried``: the background was pre-selected from the annotator's previous label of
     the product and submitted unchanged (see ``Label.background_carried``).
+    ``suggested_category``: the category the workspace suggested for this new label ("" for none);
+    recorded with whether it was taken when the label is created, and only then (a correction
+    later does not re-decide it).
     """
     if category not in Label.Category.values:
         raise ValueError(f"Unknown defect category {category!r}; expected one of {Label.Category.values}.")
+    if suggested_category and suggested_category not in Label.Category.values:
+        raise ValueError(f"Unknown suggested category {suggested_category!r}; expected one of {Label.Category.values}.")
     label = Label.objects.select_for_update().filter(image=image, annotator=annotator).order_by().first()
     before = _snapshot(label)
     if label is None:
@@ -86,6 +92,11 @@ def save_label(
     if before is None or before["background"] != after["background"]:
         # Kept from the first label otherwise: a category correction does not re-decide the background.
         label.background_carried = bool(background_carried)
+    suggested = ""
+    if before is None:
+        suggested = suggested_category
+        label.suggested_category = suggested
+        label.suggestion_taken = bool(suggested) and suggested == category
     label.save()
     needed, needs, annotators = recount_labels(image)
     if before is None:
@@ -103,6 +114,7 @@ def save_label(
         before=before,
         after=after,
         source=source,
+        suggested_category=suggested,
     )
     return label
 

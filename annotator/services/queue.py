@@ -299,7 +299,7 @@ def release_claim(user: User, image: Image) -> None:
 
 
 def submit_label(*, user: User, image: Image, background: bool, category: str, source: str = "workspace",
-                 background_carried: bool = False) -> Label:
+                 background_carried: bool = False, suggested_category: str = "") -> Label:
     """Save ``user``'s label of ``image`` if the overlap allows it; drop the claim and any skip.
 
     Changing one's own existing label is always allowed. A new label is refused (QueueError) when
@@ -322,8 +322,10 @@ def submit_label(*, user: User, image: Image, background: bool, category: str, s
             if full:
                 raise QueueError("This image already has all the labels it needs.")
         locked.product = image.product
+        # A suggestion counts only where the dataset offers them (a client cannot claim one elsewhere).
+        suggested = suggested_category if image.product.dataset.suggest_categories else ""
         label = save_label(image=locked, annotator=user, background=background, category=category, source=source,
-                           background_carried=background_carried)
+                           background_carried=background_carried, suggested_category=suggested)
         Claim.objects.filter(image=locked, annotator=user).delete()
         Skip.objects.filter(image=locked, annotator=user).delete()
     return label

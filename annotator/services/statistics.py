@@ -16,7 +16,7 @@ from django.db.models import Count, Max
 from django.utils import timezone
 
 from annotator.models import Dataset, DatasetStatistics, Label, LabelHistory
-from annotator.services import agreement, review
+from annotator.services import agreement, review, suggestions
 
 
 def history_mark() -> int:
@@ -31,6 +31,8 @@ def compute(dataset: Dataset) -> dict:
         "category_counts": dict(labels.values_list("category").annotate(n=Count("id"))),
         "background_counts": {("yes" if k else "no"): v for k, v in labels.values_list("background").annotate(n=Count("id"))},
         "final_categories": review.final_category_counts(dataset),
+        # How the category suggestions fare (taken, right against the final label, agreement).
+        "suggestions": suggestions.statistics(dataset),
         # (No progress here: it also changes with the overlap, which writes no label history; the
         # dashboard reads the queue's figures.)
         "computed_at": timezone.now().isoformat(),

@@ -2,7 +2,7 @@
 from django.core.cache import cache
 
 from annotator.models import Image, Label
-from annotator.services import queue
+from annotator.services import queue, suggestions
 from annotator.services.labels import visible_history
 
 REFERENCE_LIMIT = 24
@@ -42,6 +42,13 @@ def workspace_data(image: Image, user, *, handout: queue.Handout | None = None) 
         Label.objects.filter(annotator=user, image__product=product).order_by("-updated_at")
         .values_list("background", flat=True).first())
     upcoming = handout.upcoming if handout else queue.peek(user, product=product, exclude={image.pk})
+    # A category suggestion for a new label only: my own label is what I gave, not a guess.
+    suggestion, suggestion_note = None, ""
+    if my_label is None and product.dataset.suggest_categories:
+        # references[0] is the nearest reference (or its fallback): what the features compared against.
+        suggestion = suggestions.suggestion_for(image, references[0] if references else None)
+        if suggestion is None:
+            suggestion_note = suggestions.requirement()
     return {
         "image": image,
         "product": product,
@@ -53,4 +60,6 @@ def workspace_data(image: Image, user, *, handout: queue.Handout | None = None) 
         "carried_background": carried_background,
         "labelled_ids": labelled_ids,
         "upcoming": upcoming,
+        "suggestion": suggestion,
+        "suggestion_note": suggestion_note,
     }

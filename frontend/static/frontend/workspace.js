@@ -1,6 +1,7 @@
 /* DefectBench labelling workspace: plain JS, no dependencies.
  *
- * Keyboard: 1–4 category · B with / N without background (one key per value, never a toggle;
+ * Keyboard: 1–4 category (a dataset may offer a suggested category: pre-selected, marked as a
+ * suggestion; Enter confirms it, 1–4 change it) · B with / N without background (one key per value, never a toggle;
  * once I have confirmed a product's background, its later images start with it selected) ·
  * Enter submit · S skip · Backspace/← back through my labels · → forward, then back to where I was ·
  * M mask · O outline/fill · R/[ ] references · +/−/0 zoom.
@@ -20,6 +21,8 @@
     bgConfirmed: false,      // a suggested value is shown but never submitted until confirmed
     bgCarried: false,        // selected from my previous label of this product; submitting confirms it
     category: null,
+    suggestion: null,        // {category, probability, n_labels} suggested for this new label
+    categorySuggested: false, // the selected category is the suggestion, untouched
     busy: false,
     saving: false,           // a label is on its way to the server
     refIndex: 0,
@@ -124,6 +127,9 @@
     document.getElementById("workspace").dataset.imageId = image.id;
 
     state.bgCarried = false;
+    // A suggestion only for a new label (the server sends none once I have labelled the image).
+    state.suggestion = data.my_label ? null : (data.suggestion || null);
+    state.categorySuggested = false;
     if (data.my_label) {
       state.background = data.my_label.background;
       state.bgConfirmed = true;
@@ -139,6 +145,10 @@
       state.background = data.product.suggested_background;
       state.bgConfirmed = false;
       state.category = null;
+    }
+    if (state.suggestion) {
+      state.category = state.suggestion.category;
+      state.categorySuggested = true;
     }
     renderChoices();
     renderHistory(data.history);
@@ -187,8 +197,10 @@
     document.querySelectorAll("[data-category]").forEach((button) => {
       const selected = button.dataset.category === state.category;
       button.classList.toggle("selected", selected);
+      button.classList.toggle("suggested", selected && state.categorySuggested);
       button.setAttribute("aria-pressed", String(selected));
     });
+    renderSuggestion();
     const chosen = config.categories.find((c) => c.value === state.category);
     const help = $("category-help");
     help.replaceChildren();
@@ -205,6 +217,30 @@
     }
     const ready = state.bgConfirmed && state.category;
     $("btn-submit").classList.toggle("ready", Boolean(ready));
+  }
+
+  function renderSuggestion() {
+    const status = $("category-status");
+    const suggestion = state.suggestion;
+    const note = state.data && !state.data.my_label ? state.data.suggestion_note : "";
+    status.hidden = !suggestion && !note;
+    if (!suggestion) {
+      status.textContent = note || "";
+      status.className = "status muted";
+      return;
+    }
+    const name = (value) => config.categories.find((c) => c.value === value).name;
+    const percent = Math.round(suggestion.probability * 100);
+    if (state.categorySuggested) {
+      status.textContent = `Suggested: ${name(suggestion.category)} (${percent} %, learned from ${suggestion.n_labels} labels of this dataset) — not your choice yet: Enter confirms it, 1–4 change it.`;
+      status.className = "status suggestion";
+    } else if (state.category === suggestion.category) {
+      status.textContent = `${name(suggestion.category)}: as suggested, confirmed.`;
+      status.className = "status ok";
+    } else {
+      status.textContent = `Suggested was ${name(suggestion.category)}; you chose ${state.category ? name(state.category) : "none"}.`;
+      status.className = "status muted";
+    }
   }
 
   function renderHistory(entries) {
@@ -458,6 +494,7 @@
 
   function chooseCategory(value) {
     state.category = value;
+    state.categorySuggested = false;
     message("");
     renderChoices();
   }
@@ -482,7 +519,7 @@
     if (!state.data || state.finished) return false;
     const saved = state.data.my_label;
     if (saved) return state.background !== saved.background || state.category !== saved.category;
-    return (state.bgConfirmed && !state.bgCarried) || state.category !== null;
+    return (state.bgConfirmed && !state.bgCarried) || (state.category !== null && !state.categorySuggested);
   }
 
   function previousId() {
@@ -542,6 +579,8 @@
     setDiff(false);
     loadMask(null);
     state.background = null; state.bgConfirmed = false; state.bgCarried = false; state.category = null;
+    state.suggestion = null; state.categorySuggested = false;
+    $("category-status").hidden = true;
     $("category-help").textContent = "";
     document.querySelectorAll("[data-background], [data-category]").forEach((b) => {
       b.classList.remove("selected", "suggested"); b.setAttribute("aria-pressed", "false");
@@ -574,7 +613,10 @@
     const image = state.data.image.id;
     const correcting = state.data.labelled_ids.includes(image);
     const label = { image, background: state.background, category: state.category,
-                    background_carried: state.bgCarried };
+                    background_carried: state.bgCarried,
+                    // What was suggested (shown pre-selected) for this new label; the server records it
+                    // with whether it was taken.
+                    suggested_category: !correcting && state.suggestion ? state.suggestion.category : "" };
     message("Saving…", "info");
     state.saving = true;
     try {
