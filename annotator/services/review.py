@@ -14,6 +14,8 @@ class ReviewItem:
     labels: list[Label] = field(default_factory=list)
     decision: ReviewDecision | None = None
     reference: Image | None = None
+    # Its entries in the defect book (annotator.services.defect_book).
+    pins: list = field(default_factory=list)
 
     @property
     def disagrees(self) -> bool:
@@ -51,6 +53,10 @@ def items_for(images) -> list[ReviewItem]:
         by_image[label.image_id].labels.append(label)
     for decision in ReviewDecision.objects.filter(image_id__in=list(by_image)).select_related("reviewer"):
         by_image[decision.image_id].decision = decision
+    from annotator.services.defect_book import pins_by_image
+
+    for image_id, pins in pins_by_image(by_image).items():
+        by_image[image_id].pins = pins
     return list(by_image.values())
 
 
