@@ -274,7 +274,7 @@ class DefectBookView(APIView):
         try:
             entry, created = defect_book.pin(reviewer=request.user, **data)
         except defect_book.BookRefused as error:
-            raise ValidationError({"image": str(error)})
+            raise ValidationError({"image": [str(error)]})
         return Response(s.DefectBookEntrySerializer(entry, context={"request": request}).data,
                         status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
 

@@ -195,3 +195,10 @@ def test_the_review_page_lists_an_images_pins_with_a_form_to_pin_it(client, worl
     page = client.get(f"/review/?dataset={dataset.pk}").content.decode()
     assert "Borderline of <b>Surface</b>: “both at once?”" in page
     assert f'action="/datasets/{dataset.pk}/defect-book/pin/"' in page
+
+
+@pytest.mark.parametrize("method, suffix", [("get", ""), ("post", "pin/"), ("post", "unpin/")])
+def test_anonymous_visitors_are_sent_to_login(client, world, method, suffix):
+    response = getattr(client, method)(f"/datasets/{world['dataset'].pk}/defect-book/{suffix}")
+    assert response.status_code == 302 and "/login/" in response["Location"]
+    assert not DefectBookEntry.objects.exists()
