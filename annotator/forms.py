@@ -13,7 +13,8 @@ from __future__ import annotations
 from django import forms
 from django.core.exceptions import BadRequest
 
-from annotator.models import Image, Label, User
+from annotator.models import DefectBookEntry, Image, Label, User
+from annotator.services.defect_book import NOTE_MAX_LENGTH
 
 # The database's 64-bit keys (BigAutoField): a larger number is no id, and an overflow in the driver.
 MIN_ID, MAX_ID = -(2**63), 2**63 - 1
@@ -112,3 +113,14 @@ class MaskSaveQuery(forms.Form):
     revision = IdField(label="starting revision", required=False)
     changed = forms.TypedChoiceField(label="changed", choices=[("0", "no"), ("1", "yes")], coerce=lambda v: v == "1")
     note = forms.CharField(label="proposal", required=False, max_length=300)
+
+
+class DefectBookPinForm(forms.Form):
+    image = IdField()
+    category = forms.ChoiceField(choices=Label.Category.choices)
+    kind = forms.ChoiceField(choices=DefectBookEntry.Kind.choices)
+    note = forms.CharField(required=False, max_length=NOTE_MAX_LENGTH)
+
+
+class DefectBookUnpinForm(forms.Form):
+    entry = IdField()

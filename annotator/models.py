@@ -342,6 +342,41 @@ class ReviewDecision(models.Model):
         return f"{self.image}: {self.category} (review by {self.reviewer})"
 
 
+class DefectBookEntry(models.Model):
+    """A labelled image a reviewer pinned to a category of a dataset's defect book, as inspection
+    teams keep one: an example of the category, a counter-example (it looks like one, it is not)
+    or a borderline case, with a note saying why. The labelling workspace shows a category's
+    entries beside its definition; ``annotator.services.defect_book`` pins and reads them.
+
+    ``dataset`` is its image's dataset (the service refuses any other): the book is read by
+    dataset and category, through the index below, at any dataset size.
+    """
+
+    class Kind(models.TextChoices):
+        EXAMPLE = "example", "Example"
+        COUNTER_EXAMPLE = "counter-example", "Counter-example"
+        BORDERLINE = "borderline", "Borderline"
+
+    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="defect_book")
+    image = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="defect_book_entries")
+    category = models.CharField(max_length=16, choices=Label.Category.choices)
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    note = models.TextField(blank=True, default="")
+    pinned_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    pinned_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["dataset", "category", "kind", "-pinned_at", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["dataset", "image", "category"], name="one_book_entry_per_image_category")
+        ]
+        indexes = [models.Index(fields=["dataset", "category", "kind", "-pinned_at"], name="defect_book_by_category")]
+        verbose_name_plural = "defect book entries"
+
+    def __str__(self) -> str:
+        return f"{self.image} as {self.get_kind_display().lower()} of {self.category} in {self.dataset}"
+
+
 class ImportJob(models.Model):
     """A zip upload imported by a Celery task; the row holds its state (progress, cancel flag)."""
 

@@ -14,10 +14,11 @@ from django.utils.dateparse import parse_datetime
 from django.views.decorators.http import require_GET, require_http_methods
 
 from annotator import forms
-from annotator.models import Dataset, Image, Label, Product, User
+from annotator.models import Dataset, DefectBookEntry, Image, Label, Product, User
 from annotator.services import (
     agreement,
     board,
+    defect_book,
     defect_folder,
     dataset_lifecycle,
     dataset_settings,
@@ -200,6 +201,14 @@ def workspace(request, pk: int):
         "backgrounds": [{"value": v == "yes", "key": k, "name": n} for v, k, n, _ in BACKGROUND_HELP],
         "showDefectFolder": not defect_folder.hidden_for(request.user, image.product.dataset),
         "returnTo": local_url(request, request.GET.get("from")),
+        # Opened by hovering a category or pressing ?, fetched then (never on the next-image path).
+        "defectBook": {
+            "api": reverse("api-defect-book"),
+            "page": reverse("defect-book", args=[image.product.dataset_id]),
+            "canEdit": request.user.is_reviewer_role,
+            "kinds": [{"value": v, "name": n} for v, n in DefectBookEntry.Kind.choices],
+            "noteMaxLength": defect_book.NOTE_MAX_LENGTH,
+        },
     }
     return render(request, "annotator/workspace.html", {"image": image, "config": config,
                                                         "shown_path": defect_folder.shown_path(image, request.user),
@@ -241,7 +250,76 @@ def review_page(request):
     return render(request, "annotator/review.html", {
         "items": items, "page": page, "dataset": dataset, "datasets": Dataset.objects.all(),
         "show_decided": show_decided, "categories": Label.Category.choices,
+        "book_kinds": DefectBookEntry.Kind.choices, "note_max_length": defect_book.NOTE_MAX_LENGTH,
+        "here": request.get_full_path(),
     })
+
+
+@require_GET
+def defect_book_page(request, pk: int):
+    """A dataset's defect book: per category (with its definition) and kind, the pinned images
+    and their notes. Everyone reads it; reviewers and admins unpin here."""
+    dataset = get_object_or_404(Dataset, pk=pk)
+    grouped = defect_book.book(dataset)
+    hidden = defect_folder.hidden_for(request.user, dataset)
+    for entries in grouped.values():
+        for entry in entries:
+            entry.shown_path = defect_folder.neutral_name(entry.image) if hidden else entry.image.path
+    sections = [
+        {"category": value, "key": key, "name": name, "help": help_text,
+         "count": sum(len(grouped.get((value, kind), [])) for kind in DefectBookEntry.Kind.values),
+         "kinds": [{"kind": kind, "label": label, "entries": grouped.get((value, kind), [])}
+                   for kind, label in DefectBookEntry.Kind.choices]}
+        for value, key, name, help_text in CATEGORY_HELP
+    ]
+    return render(request, "annotator/defect_book.html", {
+        "dataset": dataset, "sections": sections, "total": sum(len(e) for e in grouped.values()),
+        "can_edit": request.user.is_reviewer_role, "here": request.get_full_path(),
+    })
+
+
+def _back_to(request, dataset: Dataset) -> str:
+    """Where a pin or unpin returns: the page it was made on (``next``, on this site), else the book."""
+    return local_url(request, request.POST.get("next"), default=reverse("defect-book", args=[dataset.pk]))
+
+
+@require_http_methods(["POST"])
+@role_required("reviewer")
+def defect_book_pin(request, pk: int):
+    """Pin an image of the dataset to a category as an example, counter-example or borderline case."""
+    dataset = get_object_or_404(Dataset, pk=pk)
+    form = forms.DefectBookPinForm(request.POST)
+    if not form.is_valid():
+        raise forms.InvalidInput(form)
+    data = form.cleaned_data
+    image = Image.objects.select_related("product__dataset").filter(pk=data["image"]).first()
+    try:
+        if image is None:
+            raise defect_book.BookRefused(f"There is no image {data['image']}.")
+        entry, created = defect_book.pin(dataset=dataset, image=image, category=data["category"],
+                                         kind=data["kind"], note=data["note"], reviewer=request.user)
+    except defect_book.BookRefused as error:
+        form.add_error("image", str(error))
+        raise forms.InvalidInput(form)
+    messages.success(request, f"{image.path} {'pinned' if created else 'pinned again'} as "
+                              f"{entry.get_kind_display().lower()} of {entry.get_category_display()}.")
+    return redirect(_back_to(request, dataset))
+
+
+@require_http_methods(["POST"])
+@role_required("reviewer")
+def defect_book_unpin(request, pk: int):
+    dataset = get_object_or_404(Dataset, pk=pk)
+    form = forms.DefectBookUnpinForm(request.POST)
+    if not form.is_valid():
+        raise forms.InvalidInput(form)
+    try:
+        entry = defect_book.unpin(dataset=dataset, entry_id=form.cleaned_data["entry"], reviewer=request.user)
+    except defect_book.BookRefused as error:
+        form.add_error("entry", str(error))
+        raise forms.InvalidInput(form)
+    messages.success(request, f"{entry.image.path} taken out of {entry.get_category_display()}.")
+    return redirect(_back_to(request, dataset))
 
 
 @require_GET

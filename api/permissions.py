@@ -47,3 +47,15 @@ class ReadAnyWriteAdmin(BasePermission):
         if not (user and user.is_authenticated):
             return False
         return request.method in ("GET", "HEAD", "OPTIONS") or user.is_admin_role
+
+
+class ReadAnyWriteReviewer(BasePermission):
+    """Any logged-in user reads (the defect book); only reviewers and admins change it."""
+
+    message = "Pinning to and unpinning from the defect book needs the reviewer or admin role."
+
+    def has_permission(self, request, view):
+        user = request.user
+        if not (user and user.is_authenticated):
+            return False
+        return request.method in ("GET", "HEAD", "OPTIONS") or user.is_reviewer_role

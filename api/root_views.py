@@ -22,6 +22,7 @@ ENTRY_POINTS = {
     "queue_next": "api-queue-next",
     "review": "api-review",
     "agreement": "api-agreement",
+    "defect_book": "api-defect-book",
     "export": "api-export",
     "benchmark_runs": "api-benchmark-runs",
     "subset_counts": "api-benchmark-counts",

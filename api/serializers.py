@@ -4,8 +4,8 @@ from rest_framework import serializers
 from rest_framework.authtoken.serializers import AuthTokenSerializer
 
 from annotator.forms import MAX_ID, MIN_ID
-from annotator.models import Dataset, Image, Label, LabelHistory, Product, ReviewDecision, User
-from annotator.services import defect_folder, label_csv
+from annotator.models import Dataset, DefectBookEntry, Image, Label, LabelHistory, Product, ReviewDecision, User
+from annotator.services import defect_book, defect_folder, label_csv
 from annotator.services.display import DISPLAY_SIZES
 
 
@@ -185,6 +185,63 @@ class ReviewItemSerializer(serializers.Serializer):
     decision = ReviewDecisionSerializer(allow_null=True)
 
 
+# The display size of the defect book's thumbnails (one of DISPLAY_SIZES: a cached copy).
+BOOK_THUMBNAIL_SIZE = 256
+
+
+class DefectBookEntrySerializer(HidesDefectFolders, serializers.ModelSerializer):
+    """An entry of a defect book: the reviewer's choice (category, kind, note), never a label."""
+
+    pinned_by = serializers.CharField(source="pinned_by.username", read_only=True)
+    kind_label = serializers.CharField(source="get_kind_display", read_only=True)
+    image_path = serializers.SerializerMethodField(help_text="the image's path as ImageSerializer shows it")
+    thumbnail_url = serializers.SerializerMethodField(help_text=f"a {BOOK_THUMBNAIL_SIZE} px display copy")
+    mask_url = serializers.SerializerMethodField(help_text="its mask at the thumbnail's size; null without one")
+    url = serializers.SerializerMethodField(help_text="the entry in the API (DELETE unpins it)")
+
+    class Meta:
+        model = DefectBookEntry
+        fields = ["id", "url", "dataset", "image", "image_path", "category", "kind", "kind_label", "note", "pinned_by",
+                  "pinned_at", "thumbnail_url", "mask_url"]
+        read_only_fields = fields
+
+    def get_image_path(self, entry) -> str:
+        return defect_folder.neutral_name(entry.image) if self.hides(entry.image) else entry.image.path
+
+    def get_url(self, entry) -> str:
+        return reverse("api-defect-book-entry", args=[entry.pk])
+
+    def get_thumbnail_url(self, entry) -> str:
+        return f"{reverse('image-file', args=[entry.image_id, 'image'])}?size={BOOK_THUMBNAIL_SIZE}"
+
+    def get_mask_url(self, entry) -> str | None:
+        if not entry.image.mask_path:
+            return None
+        return f"{reverse('image-file', args=[entry.image_id, 'mask'])}?size={BOOK_THUMBNAIL_SIZE}"
+
+
+class DefectBookPinSerializer(serializers.Serializer):
+    dataset = IdRelatedField(queryset=Dataset.objects.all())
+    image = IdRelatedField(queryset=Image.objects.select_related("product__dataset"))
+    category = serializers.ChoiceField(choices=Label.Category.values)
+    kind = serializers.ChoiceField(choices=DefectBookEntry.Kind.values)
+    note = serializers.CharField(required=False, allow_blank=True, default="",
+                                 max_length=defect_book.NOTE_MAX_LENGTH)
+
+
+class DefectBookPanelSerializer(serializers.Serializer):
+    """What the labelling workspace shows of one category of a dataset's book."""
+
+    dataset = serializers.IntegerField()
+    category = serializers.CharField()
+    total = serializers.IntegerField(help_text="entries of this category, without the excluded image")
+    book_url = serializers.CharField(help_text="the dataset's defect book page")
+    entries = DefectBookEntrySerializer(many=True, help_text=f"at most {defect_book.PANEL_LIMIT}, examples first")
+    this_image = DefectBookEntrySerializer(
+        allow_null=True, help_text="reviewers and admins only: the excluded image's own entry under this "
+                                   "category (null for annotators, who never learn what was decided about it)")
+
+
 class LabelImportRequestSerializer(serializers.Serializer):
     file = serializers.FileField()
     dataset = serializers.SlugRelatedField(slug_field="name", queryset=Dataset.objects.all())
@@ -280,3 +337,10 @@ class ExportQuerySerializer(serializers.Serializer):
     dataset = id_field()
     variant = serializers.ChoiceField(choices=label_csv.EXPORT_VARIANTS, required=False, default="images",
                                       error_messages={"invalid_choice": f"One of {list(label_csv.EXPORT_VARIANTS)}."})
+
+
+class DefectBookQuerySerializer(serializers.Serializer):
+    dataset = id_field()
+    category = serializers.ChoiceField(choices=Label.Category.values,
+                                       error_messages={"invalid_choice": f"One of {Label.Category.values}."})
+    exclude_image = id_field(required=False, help_text="the image being labelled: left out of the entries")

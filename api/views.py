@@ -21,15 +21,15 @@ from rest_framework.views import APIView
 
 from annotator import lockout
 from annotator.downloads import attachment
-from annotator.models import Dataset, Image, Label, LabelHistory, Product
-from annotator.services import agreement, defect_folder, label_csv, queue, review, statistics
+from annotator.models import Dataset, DefectBookEntry, Image, Label, LabelHistory, Product
+from annotator.services import agreement, defect_book, defect_folder, label_csv, queue, review, statistics
 from annotator.services.display import DISPLAY_SIZES
 from annotator.services.labels import delete_label, visible_history
 from annotator.services.workspace import workspace_data
 from api import serializers as s
 from api import tokens
 from api.authentication import LoginLockedOut
-from api.permissions import IsAdminRole, IsLabelOwnerOrReviewer, IsReviewerRole
+from api.permissions import IsAdminRole, IsLabelOwnerOrReviewer, IsReviewerRole, ReadAnyWriteReviewer
 
 
 
@@ -241,6 +241,54 @@ class ReviewDecisionView(APIView):
         except review.NotReviewable as error:
             raise ValidationError({"image": str(error)})
         return Response(s.ReviewDecisionSerializer(decision).data)
+
+
+class DefectBookView(APIView):
+    """A dataset's defect book: reviewers pin labelled images to a category; everyone reads."""
+
+    permission_classes = [IsAuthenticated, ReadAnyWriteReviewer]
+
+    @extend_schema(parameters=[s.DefectBookQuerySerializer],
+                   responses=s.DefectBookPanelSerializer)
+    def get(self, request):
+        """One category's entries as the labelling workspace shows them (at most
+        ``PANEL_LIMIT``, examples first), without the image ``exclude_image``."""
+        params = query(request, s.DefectBookQuerySerializer)
+        dataset = get_object_or_404(Dataset, pk=params["dataset"])
+        excluded = params.get("exclude_image")
+        shown = defect_book.panel(dataset, params["category"], exclude_image_id=excluded)
+        this_image = None
+        if excluded is not None and request.user.is_reviewer_role:
+            this_image = defect_book.pin_of(dataset, params["category"], excluded)
+        data = {"dataset": dataset.pk, "category": params["category"], "total": shown.total,
+                "book_url": reverse("defect-book", args=[dataset.pk]),
+                "entries": shown.entries, "this_image": this_image}
+        return Response(s.DefectBookPanelSerializer(data, context={"request": request}).data)
+
+    @extend_schema(request=s.DefectBookPinSerializer,
+                   responses={200: s.DefectBookEntrySerializer, 201: s.DefectBookEntrySerializer})
+    def post(self, request):
+        """Pin an image of the dataset to a category (201); pinned again, its kind and note are replaced (200)."""
+        serializer = s.DefectBookPinSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        try:
+            entry, created = defect_book.pin(reviewer=request.user, **data)
+        except defect_book.BookRefused as error:
+            raise ValidationError({"image": [str(error)]})
+        return Response(s.DefectBookEntrySerializer(entry, context={"request": request}).data,
+                        status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
+
+
+class DefectBookEntryView(APIView):
+    permission_classes = [IsAuthenticated, ReadAnyWriteReviewer]
+
+    @extend_schema(responses={204: None})
+    def delete(self, request, pk: int):
+        """Take an entry out of its defect book."""
+        entry = get_object_or_404(DefectBookEntry.objects.select_related("dataset"), pk=pk)
+        defect_book.unpin(dataset=entry.dataset, entry_id=entry.pk, reviewer=request.user)
+        return Response(status=status.HTTP_204_NO_CONTENT)
 
 
 class AgreementView(APIView):

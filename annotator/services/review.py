@@ -17,6 +17,8 @@ class ReviewItem:
     reference: Image | None = None
     # The image's current mask when it was made in the mask editor (origin: proposed, edited, drawn).
     mask: MaskRevision | None = None
+    # Its entries in the defect book (annotator.services.defect_book).
+    pins: list = field(default_factory=list)
 
     @property
     def disagrees(self) -> bool:
@@ -58,6 +60,10 @@ def items_for(images) -> list[ReviewItem]:
     for revision in MaskRevision.objects.filter(image_id__in=drawn).select_related("created_by").order_by("image", "-number"):
         if by_image[revision.image_id].mask is None:  # the newest is the current mask
             by_image[revision.image_id].mask = revision
+    from annotator.services.defect_book import pins_by_image
+
+    for image_id, pins in pins_by_image(by_image).items():
+        by_image[image_id].pins = pins
     return list(by_image.values())
 
 

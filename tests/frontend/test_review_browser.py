@@ -28,7 +28,7 @@ def test_reviewer_settles_disagreement_and_reads_dashboard(browser_page, login_a
     image_id = int(first.get_attribute("data-image"))
     assert "alice" in first.inner_text() and "bob" in first.inner_text()
     first.locator("select[name=background]").select_option("yes")
-    first.locator("select[name=category]").select_option("combined")
+    first.locator("form.review-form select[name=category]").select_option("combined")
     first.locator("form.review-form button[type=submit]").click()
     page.wait_for_selector(".messages li")
     assert page.locator("section.review-item").count() == 1

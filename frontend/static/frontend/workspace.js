@@ -170,6 +170,7 @@
     }
     $("btn-back").disabled = previousId() === null;
     $("btn-forward").disabled = !data.labelled_ids.includes(image.id);
+    if (book.category) loadBook(book.category);  // the book without this image
   }
 
   function renderChoices() {
@@ -689,6 +690,205 @@
     else await loadNext();  // past my last label: back to the queue, where I was
   }
 
+  // --- defect book ---------------------------------------------------------------------------
+  // A category's definition and the images reviewers pinned to it (examples, counter-examples,
+  // borderline cases, with notes). Fetched only when the panel opens (hovering a category, or ?
+  // for the selected one), never with the next image; the image on screen is left out by the
+  // server (blind labelling). Reviewers and admins pin the image on screen from here.
+  const BOOK_HOVER_MS = 400, BOOK_LEAVE_MS = 300;
+  const book = {
+    category: null,     // the category shown, null when closed
+    held: false,        // opened with ? (or typed into): stays until Esc, ? or ×
+    cache: new Map(),   // `${image}:${category}` -> the endpoint's answer
+    hoverTimer: null,
+    leaveTimer: null,
+    asked: 0,           // answers to an older request are dropped
+  };
+
+  function bookUrl(category) {
+    const url = new URL(config.defectBook.api, window.location.origin);
+    url.searchParams.set("dataset", config.datasetId);
+    url.searchParams.set("category", category);
+    if (state.data && !state.finished) url.searchParams.set("exclude_image", state.data.image.id);
+    return url.pathname + url.search;
+  }
+
+  function bookKey(category) {
+    return `${state.data && !state.finished ? state.data.image.id : "none"}:${category}`;
+  }
+
+  function openBook(category, held) {
+    clearTimeout(book.hoverTimer);
+    clearTimeout(book.leaveTimer);
+    const shown = config.categories.find((c) => c.value === category);
+    if (!shown) return;
+    book.held = book.held || held;
+    const changed = book.category !== category;
+    book.category = category;
+    const panel = $("book-panel");
+    panel.hidden = false;
+    panel.dataset.category = category;
+    document.getElementById("workspace").classList.add("book-open");
+    $("book-title").textContent = `${shown.name} — defect book`;
+    $("book-definition").textContent = shown.help;
+    if (changed) $("book-entries").replaceChildren();
+    loadBook(category);
+  }
+
+  function closeBook() {
+    clearTimeout(book.hoverTimer);
+    clearTimeout(book.leaveTimer);
+    book.category = null;
+    book.held = false;
+    $("book-panel").hidden = true;
+    $("book-panel").dataset.category = "";
+    document.getElementById("workspace").classList.remove("book-open");
+  }
+
+  async function loadBook(category) {
+    const key = bookKey(category);
+    const asked = ++book.asked;
+    let answer = book.cache.get(key);
+    if (!answer) {
+      $("book-status").textContent = "Loading the book…";
+      try {
+        answer = await api("GET", bookUrl(category));
+      } catch (error) {
+        if (asked === book.asked) $("book-status").textContent = `Could not load the book: ${error.message}`;
+        return;
+      }
+      book.cache.set(key, answer);
+    }
+    if (asked !== book.asked || book.category !== category) return;
+    renderBook(answer);
+  }
+
+  function bookThumb(entry) {
+    const frame = document.createElement("div");
+    frame.className = "book-thumb";
+    const img = document.createElement("img");
+    img.src = entry.thumbnail_url;
+    img.alt = entry.image_path;
+    img.loading = "lazy";
+    frame.append(img);
+    if (entry.mask_url) {
+      const mask = document.createElement("img");
+      mask.className = "mask";
+      mask.src = entry.mask_url;
+      mask.alt = "";
+      frame.append(mask);
+    }
+    return frame;
+  }
+
+  function renderBook(answer) {
+    const list = $("book-entries");
+    list.replaceChildren();
+    for (const entry of answer.entries) {
+      const li = document.createElement("li");
+      li.className = `book-entry kind-${entry.kind}`;
+      li.dataset.entry = entry.id;
+      li.dataset.kind = entry.kind;
+      li.title = entry.image_path;
+      li.append(bookThumb(entry), textElement("span", `book-kind kind-${entry.kind}`, entry.kind_label),
+                textElement("p", "book-note", entry.note || "(no note)"));
+      list.append(li);
+    }
+    const more = answer.total - answer.entries.length;
+    $("book-status").textContent = !answer.total
+      ? "Nothing pinned to this category yet."
+      : (more > 0 ? `${answer.entries.length} of ${answer.total}; the whole book has the rest.` : "");
+    $("book-page-link").href = answer.book_url;
+    if (config.defectBook.canEdit) renderThisImage(answer.this_image);
+  }
+
+  function renderThisImage(entry) {
+    const line = $("book-this-image");
+    line.replaceChildren();
+    const onScreen = state.data && !state.finished;
+    $("book-pin").disabled = !onScreen;
+    if (!onScreen) return;
+    if (!entry) {
+      line.textContent = "This image is not in this category's book.";
+      $("book-note").value = "";
+      return;
+    }
+    line.append(`This image is pinned here as ${entry.kind_label.toLowerCase()}`, entry.note ? `: “${entry.note}” ` : " ");
+    const unpin = document.createElement("button");
+    unpin.type = "button";
+    unpin.className = "secondary tiny";
+    unpin.id = "book-unpin";
+    unpin.textContent = "Unpin";
+    unpin.addEventListener("click", () => unpinThis(entry));
+    line.append(unpin);
+    $("book-kind").value = entry.kind;
+    $("book-note").value = entry.note;
+  }
+
+  function bookChanged() {
+    book.cache.clear();
+    if (book.category) loadBook(book.category);
+  }
+
+  async function pinThis() {
+    if (!book.category || !state.data || state.finished) return;
+    const category = book.category;
+    try {
+      await api("POST", config.defectBook.api, {
+        dataset: config.datasetId, image: state.data.image.id, category,
+        kind: $("book-kind").value, note: $("book-note").value,
+      });
+    } catch (error) {
+      $("book-status").textContent = `Not pinned — ${error.message}`;
+      return;
+    }
+    bookChanged();
+  }
+
+  async function unpinThis(entry) {
+    try {
+      await api("DELETE", entry.url, {});
+    } catch (error) {
+      $("book-status").textContent = `Not unpinned — ${error.message}`;
+      return;
+    }
+    bookChanged();
+  }
+
+  // Hovering: the panel opens after a short dwell (sweeping across the buttons fetches nothing)
+  // and closes when the pointer leaves both the buttons and the panel, unless held open.
+  function bookHover(category) {
+    clearTimeout(book.leaveTimer);
+    clearTimeout(book.hoverTimer);
+    if (book.category) { openBook(category, false); return; }
+    book.hoverTimer = setTimeout(() => openBook(category, false), BOOK_HOVER_MS);
+  }
+
+  function bookLeave() {
+    clearTimeout(book.hoverTimer);
+    if (book.held || !book.category) return;
+    book.leaveTimer = setTimeout(() => { if (!book.held) closeBook(); }, BOOK_LEAVE_MS);
+  }
+
+  function toggleBookKey() {  // the ? key: the selected category's book, or closed again
+    if (book.category && book.held) { closeBook(); return; }
+    if (!state.category) {
+      message("Choose a category (1–4) first: ? shows its defect book. Or hover a category.", "info");
+      return;
+    }
+    openBook(state.category, true);
+  }
+
+  document.querySelectorAll("[data-category]").forEach((button) => {
+    button.addEventListener("mouseenter", () => bookHover(button.dataset.category));
+    button.addEventListener("mouseleave", bookLeave);
+  });
+  $("book-panel").addEventListener("mouseenter", () => clearTimeout(book.leaveTimer));
+  $("book-panel").addEventListener("mouseleave", bookLeave);
+  $("book-panel").addEventListener("focusin", () => { book.held = true; });
+  $("book-close").addEventListener("click", closeBook);
+  if (config.defectBook.canEdit) $("book-pin").addEventListener("click", pinThis);
+
   // --- wiring ----------------------------------------------------------------------------------
   document.querySelectorAll("[data-background]").forEach((button) =>
     button.addEventListener("click", () => chooseBackground(button.dataset.background === "yes")));
@@ -717,7 +917,10 @@
 
   document.addEventListener("keydown", (event) => {
     const target = event.target;
-    if (target && (target.tagName === "TEXTAREA" || (target.tagName === "INPUT" && target.type !== "range" && target.type !== "checkbox"))) return;
+    if (target && (target.tagName === "TEXTAREA" || target.tagName === "SELECT" || (target.tagName === "INPUT" && target.type !== "range" && target.type !== "checkbox"))) {
+      if (event.key === "Escape" && book.category) { target.blur(); closeBook(); }
+      return;
+    }
     if (event.ctrlKey || event.metaKey || event.altKey) return;
     if (target && target.type === "range" && event.key.startsWith("Arrow")) return; // the slider's own keys
     const key = event.key;
@@ -748,6 +951,8 @@
     else if (key === "d" || key === "D") setDiff(!state.diffOn);
     else if (key === "v" || key === "V") blink(true);
     else if (key === "0") resetView();
+    else if (key === "?") toggleBookKey();
+    else if (key === "Escape" && book.category) closeBook();
     else handled = false;
     if (handled) {
       event.preventDefault();
