@@ -15,7 +15,6 @@ from rest_framework.test import APIClient
 from inference.engine.package import load_package
 from inference.models import InspectionJob, Status
 from inference.services import deploy
-from tests.inference.engine.synthetic import textured
 
 pytestmark = pytest.mark.django_db
 
@@ -26,12 +25,13 @@ TILES = {"image_size": 64, "batch_size": 8, "resize": "tiles", "tile_size": 128,
 
 
 def fit_and_deploy_tiles_patchcore(dataset, admin):
-    """A PatchCore run of the demo's widget in tiles mode, executed in-process and deployed."""
+    """A PatchCore run of the demo's fabric (a texture: what tiles are for) in tiles mode, executed
+    in-process and deployed."""
     from inference.services.execution import execute_product_run
     from inference.services.runs import launch_run
 
-    widget = dataset.products.get(name="widget")
-    run = launch_run(admin, dataset, [widget], model="patchcore", config=TILES, seed=1,
+    fabric = dataset.products.get(name="fabric")
+    run = launch_run(admin, dataset, [fabric], model="patchcore", config=TILES, seed=1,
                      techniques=["iou_curve", "normal_max"])
     part = run.product_runs.get()
     assert execute_product_run(part.pk, finalize=True) == Status.SUCCEEDED
@@ -40,10 +40,19 @@ def fit_and_deploy_tiles_patchcore(dataset, admin):
     return deploy.deploy(part, part.report["selection"]["chosen"], admin)
 
 
-def tall_image(path, seed=3):
-    """A 500 x 1250 (width x height) picture with a dark spot, written as PNG; its pixels."""
-    pixels = textured(np.random.default_rng(seed), HEIGHT, WIDTH)
-    pixels[700:780, 180:300] = 15
+def tall_image(path, deployment):
+    """A 500 x 1250 (width x height) picture written as PNG, and its pixels: the run's defect-free
+    test images side by side (what the model knows, at a size it never saw) with one dark spot."""
+    part = deployment.product_run
+    path_of = {str(s.image_id): s.path for s in part.samples.all()}
+    good = [np.asarray(Image.open(path_of[e["key"]]).convert("RGB")) for e in part.report["per_image"]
+            if not e["anomalous"]]
+    side = good[0].shape[0]
+    rows = -(-HEIGHT // side)
+    cols = -(-WIDTH // side)
+    pixels = np.concatenate([np.concatenate([good[(r * cols + c) % len(good)] for c in range(cols)], axis=1)
+                             for r in range(rows)], axis=0)[:HEIGHT, :WIDTH].copy()
+    pixels[700:740, 180:240] = 15
     Image.fromarray(pixels).save(path)
     return pixels
 
@@ -55,7 +64,7 @@ def test_api_batch_and_cli_inspect_a_500_by_1250_image_at_its_own_size(bench_dem
     folder = tmp_path / "data" / "new"
     folder.mkdir(parents=True)
     path = folder / "tall.png"
-    pixels = tall_image(path)
+    pixels = tall_image(path, deployment)
     inspector = load_package(package)
     (expected,) = inspector.inspect([pixels], technique=deployment.technique)
     assert expected.anomaly_map.shape == (HEIGHT, WIDTH)
@@ -83,6 +92,7 @@ def test_api_batch_and_cli_inspect_a_500_by_1250_image_at_its_own_size(bench_dem
         assert shown[key].size == (WIDTH, HEIGHT), key
     assert (np.asarray(shown["mask"]) > 0).tolist() == expected.predicted_mask.tolist()
     assert (np.asarray(shown["image"]) == pixels).all()  # the upload itself, not a resized copy
+    assert expected.defective and 0 < result["defect_area_fraction"] < 0.2  # the spot, not the whole image
     page = client.get(reverse("inspect-page", args=[product.pk])).content.decode()
     assert "128 px tiles overlapping 0.25" in page  # the page says how the deployed model sees an image
 
