@@ -25,7 +25,7 @@ Torch-free (numpy and PIL): the web process's launch checks use :func:`geometry_
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -154,18 +154,23 @@ class Preprocessing:
             lh, lw = self._letterbox(h, w)
             inner = np.asarray(pil.resize((lw, lh), Image.BILINEAR), dtype=np.uint8)
             return [np.pad(inner, ((0, size - lh), (0, size - lw), (0, 0)), mode="edge")]
+        return list(self.tile_inputs(image))
+
+    def tile_inputs(self, image: np.ndarray) -> Iterator[np.ndarray]:
+        """``tiles``: the model inputs of one uint8 HxWx3 image one at a time, in :meth:`inputs`'
+        order (row by row), so a caller holds one tile at a time, not all of them."""
+        h, w = image.shape[:2]
         (sh, sw), starts = self._tiles(h, w)
-        scaled = image if (sh, sw) == (h, w) else np.asarray(pil.resize((sw, sh), Image.BILINEAR), dtype=np.uint8)
-        t = self.tile_size
+        scaled = image if (sh, sw) == (h, w) else np.asarray(
+            Image.fromarray(image).resize((sw, sh), Image.BILINEAR), dtype=np.uint8)
+        t, size = self.tile_size, self.image_size
         if sh < t or sw < t:  # smaller than one tile: pad (edge); the pad is cut off in assemble
             scaled = np.pad(scaled, ((0, max(0, t - sh)), (0, max(0, t - sw)), (0, 0)), mode="edge")
-        out = []
         for top, left in starts:
             tile = scaled[top:top + t, left:left + t]
             if t != size:
                 tile = np.asarray(Image.fromarray(tile).resize((size, size), Image.BILINEAR), dtype=np.uint8)
-            out.append(np.ascontiguousarray(tile))
-        return out
+            yield np.ascontiguousarray(tile)
 
     # ---- model maps -> one map at native size -------------------------------------------------
     def assemble(self, maps: Sequence[np.ndarray], scores: Sequence[float],
@@ -182,15 +187,9 @@ class Preprocessing:
             lh, lw = self._letterbox(h, w)
             valid = maps[0][:lh, :lw]
             return resize_map(valid, (h, w)), float(valid.max())
-        (sh, sw), starts = self._tiles(h, w)
-        t = self.tile_size
-        total = np.zeros((max(sh, t), max(sw, t)), dtype=np.float64)
-        weight = np.zeros_like(total)
-        for (top, left), m in zip(starts, maps):
-            total[top:top + t, left:left + t] += resize_map(m, (t, t))
-            weight[top:top + t, left:left + t] += 1.0
-        blended = (total / np.maximum(weight, 1.0))[:sh, :sw].astype(np.float32)
-        return resize_map(blended, (h, w)), float(max(scores))
+        blend = TileBlend(self, native)
+        blend.add(maps)
+        return blend.result(), float(max(scores))
 
     def geometry(self, native: tuple[int, int]) -> tuple:
         """What a position-specific model's positions mean for an image of this size: equal
@@ -200,6 +199,40 @@ class Preprocessing:
         if self.resize == "keep_aspect":
             return ("keep_aspect", self._letterbox(*native))
         return ("tiles",)
+
+
+class TileBlend:
+    """``tiles``: the maps of one image's tiles blended into its map as they come (in
+    :meth:`Preprocessing.tile_inputs`' order), so an inspection never holds every tile's map:
+    summed where tiles overlap and divided by how many tiles cover each pixel (separable: the
+    row count times the column count), cut to the scaled image, resized to the native size."""
+
+    def __init__(self, preprocessing: Preprocessing, native: tuple[int, int]):
+        self.preprocessing, self.native = preprocessing, native
+        (self.sh, self.sw), self.starts = preprocessing._tiles(*native)
+        t = preprocessing.tile_size
+        self.total = np.zeros((max(self.sh, t), max(self.sw, t)), dtype=np.float64)
+        self.added = 0
+
+    def add(self, maps: Sequence[np.ndarray]) -> None:
+        t = self.preprocessing.tile_size
+        for m in maps:
+            top, left = self.starts[self.added]
+            self.total[top:top + t, left:left + t] += resize_map(m, (t, t))
+            self.added += 1
+
+    def result(self) -> np.ndarray:
+        if self.added != len(self.starts):
+            raise ValueError(f"{self.added} tile maps for {len(self.starts)} tiles")
+        t = self.preprocessing.tile_size
+        rows = np.zeros(self.total.shape[0])
+        cols = np.zeros(self.total.shape[1])
+        for top in sorted({top for top, _ in self.starts}):
+            rows[top:top + t] += 1.0
+        for left in sorted({left for _, left in self.starts}):
+            cols[left:left + t] += 1.0
+        self.total /= np.maximum(rows[:, None] * cols[None, :], 1.0)
+        return resize_map(self.total[:self.sh, :self.sw].astype(np.float32), self.native)
 
 
 def geometry_problem(preprocessing: Preprocessing, position_specific: bool, model_label: str,

@@ -324,7 +324,8 @@ class Component:
 
 @dataclass
 class Inspection:
-    """The verdict on one image (``anomaly_map`` at the package's image size, float32)."""
+    """The verdict on one image (``anomaly_map`` float32: at the package's image size for ``squash``, at
+    the image's own size for ``keep_aspect`` and ``tiles``)."""
 
     name: str
     width: int
@@ -468,11 +469,11 @@ class Inspector:
         image_thr = float(self.thresholds["image"]["value"])
         arr, (w, h) = prepare_image(image, None)
         t0 = time.perf_counter()
-        inputs = np.stack(self.preprocessing.inputs(arr))
-        parts = [self.maps_and_scores(inputs[a:a + batch_size]) for a in range(0, len(inputs), batch_size)]
-        maps = np.concatenate([m for m, _ in parts])
-        scores = np.concatenate([sc for _, sc in parts])  # each input's own model score, as the run took them
-        amap, score = self.preprocessing.assemble(list(maps), [float(x) for x in scores], (h, w))
+        if self.preprocessing.resize == "tiles":
+            amap, score = self._tiled(arr, (h, w), batch_size)
+        else:
+            maps, scores = self.maps_and_scores(np.stack(self.preprocessing.inputs(arr)))
+            amap, score = self.preprocessing.assemble(list(maps), [float(x) for x in scores], (h, w))
         ms = 1000.0 * (time.perf_counter() - t0)
         mask = amap >= pixel_thr
         return Inspection(
@@ -480,6 +481,22 @@ class Inspector:
             defective=bool(score >= image_thr), technique=technique, pixel_threshold=pixel_thr,
             defect_area_fraction=float(mask.mean()), components=components_of(mask, amap, w, h),
             anomaly_map=amap, inference_ms=ms)
+
+    def _tiled(self, image: np.ndarray, native: tuple[int, int], batch_size: int) -> tuple[np.ndarray, float]:
+        """``tiles``: the map at the native size and the largest tile score (each tile's own model
+        score, as the run took them), ``batch_size`` tiles at a time, each batch's maps blended in
+        before the next is cut: memory is the image and its map, not every tile and its map."""
+        from itertools import islice
+
+        from .geometry import TileBlend
+
+        blend, score = TileBlend(self.preprocessing, native), -math.inf
+        tiles = self.preprocessing.tile_inputs(image)
+        while batch := list(islice(tiles, batch_size)):
+            maps, scores = self.maps_and_scores(np.stack(batch))
+            blend.add(maps)
+            score = max(score, float(np.max(scores)))
+        return blend.result(), score
 
     def inspect_prepared(self, prepared: np.ndarray, sizes, names, technique: str | None = None) -> list[Inspection]:
         """Verdicts for images already made ready by :func:`prepare_image` at :attr:`prepare_size`

@@ -4,8 +4,9 @@
   earlier one; the history is the product's ``Deployment`` rows, newest first.
 * :func:`inspect_uploads` checks uploaded images (bytes and pixel limits, readable) and inspects
   them at once; :func:`start_batch` / :func:`execute_batch` do a folder or zip as a Celery job.
-  Both keep one ``InspectionJob`` row with per-image results and PNGs (the input at the model's
-  size, the anomaly map as 8-bit grey over ``[map_low, map_high]``, the predicted mask).
+  Both keep one ``InspectionJob`` row with per-image results and PNGs (the input, the anomaly map
+  as 8-bit grey over ``[map_low, map_high]`` and the predicted mask, all three at the map's size:
+  the model's for a ``squash`` package, the image's own for ``keep_aspect`` and ``tiles``).
 * The loaded package is cached per process (loading builds the backbone: about a second).
 """
 from __future__ import annotations
@@ -200,7 +201,8 @@ def _write_result(job: InspectionJob, index: int, prepared: np.ndarray, result) 
 
 def _inspect_file(job: InspectionJob, inspector, index: int, name: str, source) -> dict:
     """Decode one image (checked, upright, 8-bit RGB, as uploads and dataset imports are), resize
-    it to the model's size, let the full-size picture go, then score it and write its PNGs.
+    it to the model's size (``squash``; ``keep_aspect`` and ``tiles`` keep it at its own size, the
+    size their maps come back at), let the decoded picture go, then score it and write its PNGs.
 
     Only one full-size picture is ever alive: a request or batch costs the memory of its largest
     image, not of all of them. The file is read a block at a time (no Pillow verify, which reads a

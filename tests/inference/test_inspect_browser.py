@@ -142,3 +142,59 @@ def _drop(page, paths):
         }
         document.getElementById("drop").dispatchEvent(new DragEvent("drop", { dataTransfer: dt, bubbles: true }));
     }""", payload)
+
+
+def test_a_tiles_deployment_shows_a_500_by_1250_upload_at_its_own_size(bench_demo, admin_account, reviewer_account,
+                                                                       live_server, browser_page, login_as, tmp_path,
+                                                                       test_output_dir):
+    """A PatchCore package fitted in tiles mode, deployed; a reviewer drops a 500 x 1250 image on
+    the inspect page: the verdict and score on screen are the engine Inspector's, the overlay is
+    drawn at 500 x 1250 and shown at that aspect (not squashed), and the map, mask and picture
+    the page links to and the job's gallery shows are 500 x 1250 images."""
+    from inference.engine.package import load_package
+    from inference.models import InspectionJob
+    from tests.inference.test_inspect_tiles import HEIGHT, WIDTH, fit_and_deploy_tiles_patchcore, tall_image
+
+    deployment = fit_and_deploy_tiles_patchcore(bench_demo, admin_account)
+    path = tmp_path / "tall.png"
+    pixels = tall_image(path, deployment)
+    (expected,) = load_package(deploy.package_root(deployment.product_run)).inspect([pixels],
+                                                                                    technique=deployment.technique)
+    page = browser_page
+    login_as(page, reviewer_account)
+    page.goto(f"{live_server.url}/benchmarks/products/{deployment.product_id}/inspect/")
+    assert "128 px tiles overlapping 0.25" in page.inner_text("#preprocessing")
+    errors = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    _drop(page, [path])
+    try:
+        page.wait_for_selector("#results[data-done='1']", state="attached", timeout=60_000)
+    except Exception:
+        raise AssertionError(f"no results: {page.inner_text('#inspect-status')!r}, page errors {errors}")
+    figure = page.query_selector("#results figure")
+    word = "defective" if expected.defective else "good"
+    assert figure.get_attribute("data-verdict") == word
+    assert figure.query_selector(".verdict").inner_text() == word.capitalize()
+    shown = float(re.search(r"image score ([0-9.]+)", figure.query_selector(".score").inner_text()).group(1))
+    assert shown == pytest.approx(expected.score, abs=5e-5)  # the page shows 4 decimals
+    canvas = figure.query_selector("canvas")
+    assert canvas.evaluate("(c) => [c.width, c.height]") == [WIDTH, HEIGHT]
+    box = canvas.bounding_box()
+    assert box["height"] / box["width"] == pytest.approx(HEIGHT / WIDTH, rel=0.02)  # not squashed
+    sizes = page.evaluate("""(urls) => Promise.all(urls.map((url) => new Promise((done, fail) => {
+        const img = new Image();
+        img.onload = () => done([img.naturalWidth, img.naturalHeight]);
+        img.onerror = () => fail(new Error(url));
+        img.src = url;
+    })))""", [a.get_attribute("href") for a in figure.query_selector_all("a")])
+    assert sizes == [[WIDTH, HEIGHT], [WIDTH, HEIGHT]]  # the anomaly map and the predicted mask
+    page.screenshot(path=str(test_output_dir / "inspect-tiles-500x1250.png"), full_page=True)
+
+    # The job's gallery: the picture and its mask overlay, <img>s of the image's own size
+    job = InspectionJob.objects.filter(product=deployment.product).latest("pk")
+    page.goto(f"{live_server.url}/benchmarks/inspections/{job.pk}/")
+    page.wait_for_function("() => [...document.querySelectorAll('figure.inspected img')]"
+                           ".every((img) => img.complete && img.naturalWidth > 0)")
+    natural = page.eval_on_selector_all("figure.inspected img", "els => els.map((i) => [i.naturalWidth, i.naturalHeight])")
+    assert natural == [[WIDTH, HEIGHT], [WIDTH, HEIGHT]]
+    assert page.is_visible(f"text={'Defective' if expected.defective else 'Good'} (1)")

@@ -180,6 +180,9 @@
     results.append(fig);
     const [image, grey] = await Promise.all([loadImage(r.urls.image), loadImage(r.urls.map)]);
     canvas.width = image.naturalWidth; canvas.height = image.naturalHeight;
+    // Shown at the uploaded image's proportions: a squash model's map is square, the image is not
+    // (a tiles or keep_aspect map is at the image's own size already).
+    canvas.style.aspectRatio = `${r.width} / ${r.height}`;
     const card = { r, fig, verdict, score, image: pixels(image), grey: pixels(grey), canvas, area };
     cards.push(card);
     judge(card);

@@ -4,8 +4,9 @@
 
 One CSV row per image: verdict, image score against the package's image threshold, defect area
 and connected components at the pixel threshold (the run's chosen technique, or ``--technique``).
-``--maps DIR`` also writes each anomaly map (``.npy``, float32 at the package's image size) and the
-predicted mask (PNG).
+``--maps DIR`` also writes each anomaly map (``.npy``, float32) and the predicted mask (PNG), at the
+package's image size for a ``squash`` package, at the image's own size for ``keep_aspect`` and
+``tiles`` (a tiles package inspects any size: tiles of the image at its resolution).
 """
 from __future__ import annotations
 

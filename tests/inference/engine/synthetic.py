@@ -70,3 +70,36 @@ def make_dataset(root: Path, size: int = 64, n_train: int = 10, n_good: int = 4,
         p, mp = save(f"bar_{i}", img, mask)
         test.append(Sample(p, mp, "bar", category="structural", background=False, key=f"test/bar/{i}"))
     return train, test
+
+
+def textured(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+    """A uint8 HxWx3 picture of a fine periodic texture with noise, at any size (not square)."""
+    yy, xx = np.mgrid[0:height, 0:width]
+    base = 140 + 30 * np.sin(xx / 7.0) * np.cos(yy / 11.0)
+    noisy = base[..., None] + rng.normal(0, 5, (height, width, 3)) + np.array([0, -10, -20])
+    return np.clip(noisy, 0, 255).astype(np.uint8)
+
+
+def make_wide_dataset(root: Path, height: int = 160, width: int = 240, n_train: int = 3, n_good: int = 2,
+                      n_bad: int = 2, seed: int = 0) -> tuple[list[Sample], list[Sample]]:
+    """Non-square images for the ``tiles`` mode: train good, test good + dark rectangles."""
+    rng = np.random.default_rng(seed)
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+
+    def save(name, img, mask=None):
+        path = root / f"{name}.png"
+        Image.fromarray(img).save(path)
+        if mask is None:
+            return str(path), None
+        Image.fromarray(mask.astype(np.uint8) * 255).save(root / f"{name}_mask.png")
+        return str(path), str(root / f"{name}_mask.png")
+
+    train = [Sample(*save(f"train{i}", textured(rng, height, width)), "good", key=f"train/{i}") for i in range(n_train)]
+    test = [Sample(*save(f"good{i}", textured(rng, height, width)), "good", key=f"good/{i}") for i in range(n_good)]
+    for i in range(n_bad):
+        img, mask = textured(rng, height, width), np.zeros((height, width), bool)
+        mask[height // 3 + 8 * i: height // 3 + 8 * i + height // 6, width // 3: width // 3 + width // 5] = True
+        img[mask] = 20
+        test.append(Sample(*save(f"bad{i}", img, mask), "spot", key=f"bad/{i}"))
+    return train, test

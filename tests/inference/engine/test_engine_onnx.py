@@ -81,3 +81,45 @@ def test_models_that_cannot_be_exported_are_refused_with_the_reason(model, reaso
     _, path = _package(train, test, config, tmp_path / model)
     with pytest.raises(PackageError, match=f"{model} packages cannot be exported to ONNX: .*{reason}"):
         export_onnx(load_package(path), tmp_path / f"{model}.onnx")
+
+
+@pytest.mark.parametrize("model", ["patchcore", "reconstruction"])
+def test_a_tiles_package_exports_one_graph_for_images_of_any_size(model, tmp_path):
+    """The graph holds the package's tiling (scale, tiles, resize, blend): a 500 x 1250 image goes in
+    at its own size and its map comes out at that size, as the Inspector's, with the same verdict;
+    the metadata says the mode and the tile settings."""
+    import onnx
+    import onnxruntime as ort
+
+    from inference.engine.onnx_export import export_onnx
+
+    from .synthetic import make_wide_dataset, textured
+
+    train, test = make_wide_dataset(tmp_path / "wide")
+    config = BenchmarkConfig(model=model, resize="tiles", tile_size=96, tile_overlap=0.25, **CFG, **SMALL[model])
+    report, path = _package(train, test, config, tmp_path / model)
+    inspector = load_package(path)
+    out = export_onnx(inspector, tmp_path / f"{model}.onnx")
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+
+    rng = np.random.default_rng(7)
+    tall = textured(rng, 1250, 500)  # width 500, height 1250
+    tall[700:760, 180:260] = 20
+    small = textured(rng, 70, 90)  # smaller than one tile: edge-padded, the pad cut off again
+    for image in (tall, small):
+        (expected,) = inspector.inspect([image])
+        maps, scores = session.run(None, {"images": np.ascontiguousarray(image.transpose(2, 0, 1)[None])})
+        assert maps.shape == (1, *image.shape[:2]) == (1, expected.height, expected.width)
+        relative = np.abs(maps[0] - expected.anomaly_map).max() / np.abs(expected.anomaly_map).max()
+        assert relative <= 1e-4, relative
+        assert scores[0] == pytest.approx(expected.score, rel=1e-4)
+        assert (scores[0] >= expected.image_threshold) == expected.defective
+    assert inspector.preprocessing.count(tall.shape[:2]) > 20  # many tiles, overlapping on both axes
+
+    meta = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
+    pre = json.loads(meta["defectbench.preprocessing"])
+    assert (pre["resize"], pre["tile_size"], pre["tile_overlap"], pre["scale"], pre["image_size"]) == \
+        ("tiles", 96, 0.25, 1.0, 64)
+    assert "any size" in pre["graph_input"]
+    dims = [d.dim_param or d.dim_value for d in onnx.load(str(out)).graph.input[0].type.tensor_type.shape.dim]
+    assert dims == ["batch", 3, "height", "width"]
