@@ -14,8 +14,9 @@ from annotator.models import Dataset, Product
 from annotator.views import role_required
 from inference.engine.types import MAX_REPEATS
 from inference.forms import CompareQuery, LaunchForm, LaunchQuery
-from inference.models import BenchmarkRun, RunSample, Status
+from inference.models import BenchmarkRun, Deployment, RunSample, Status
 from inference.services import deploy, recommendation, reports, runs
+from inference.services.feedback import deployment_rates
 
 
 @require_GET
@@ -209,6 +210,9 @@ def product_benchmarks(request, pk):
     product_runs = (
         BenchmarkRun.objects.filter(product_runs__product=product).select_related("created_by").distinct()[:50]
     )
+    deployments = list(Deployment.objects.filter(product=product).select_related("product_run__run", "deployed_by")[:20])
+    rates = deployment_rates([d.pk for d in deployments])
     return render(request, "inference/product.html", {
         "product": product, "recommendation": recommendation.recommend(product), "runs": product_runs,
+        "deployment_rates": [(d, rates[d.pk]) for d in deployments],
     })
