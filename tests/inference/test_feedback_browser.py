@@ -13,6 +13,8 @@ from inference.services import deploy
 from inference.services.execution import execute_product_run
 from inference.services.runs import launch_run
 
+from tests.conftest import new_test_queue
+
 from .conftest import SMALL
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -32,7 +34,7 @@ def _drop(page, paths):
 
 
 def test_mark_add_to_dataset_benchmark_and_read_rates(padim_part, live_server, browser_page, login_as, admin_account,
-                                                     reviewer_account, settings, test_output_dir):
+                                                     reviewer_account, settings, test_output_dir, tmp_path):
     settings.DEFECTBENCH_DATA_ROOTS = [*settings.DEFECTBENCH_DATA_ROOTS, str(settings.MEDIA_ROOT)]
     part, page = padim_part, browser_page
     product = part.product
@@ -117,3 +119,33 @@ def test_mark_add_to_dataset_benchmark_and_read_rates(padim_part, live_server, b
     assert row.locator(".miss-rate").inner_text().startswith("1 / 1 = 100.0 %")
     assert "Wilson" in page.inner_text("#inspection-rates")
     page.screenshot(path=str(test_output_dir / "product-rates.png"), full_page=True)
+
+    # The batch gallery takes the same marks: key 1 on its first card.
+    folder = tmp_path / "batch"
+    folder.mkdir()
+    for k, entry in enumerate(chosen[:2]):
+        (folder / f"{k}.png").write_bytes(Path(path_of[entry["key"]]).read_bytes())
+    settings.DEFECTBENCH_DATA_ROOTS = [*settings.DEFECTBENCH_DATA_ROOTS, str(tmp_path)]
+    job = _batch_run_here(product, reviewer_account, folder)
+    page.goto(f"{live_server.url}/benchmarks/inspections/{job.pk}/")
+    card = page.locator("figure[data-feedback-url]").first
+    card.click()
+    page.keyboard.press("1")
+    card.locator(".feedback-status", has_text="Marked correct").wait_for()
+    assert InspectionFeedback.objects.filter(verdict__job=job, kind="correct").count() == 1
+    assert "1 correct" in page.inner_text("#feedback-help")
+
+
+def _batch_run_here(product, user, folder):
+    """A batch job executed in this process; the task message its start sends goes to a queue no
+    worker reads."""
+    from config.celery import app
+
+    previous = app.conf.task_default_queue
+    app.conf.task_default_queue = new_test_queue("unread")
+    try:
+        job = deploy.start_batch(product, user, folder=str(folder))
+    finally:
+        app.conf.task_default_queue = previous
+    assert deploy.execute_batch(job.pk) == Status.SUCCEEDED
+    return job
