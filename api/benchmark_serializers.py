@@ -160,8 +160,8 @@ class InspectedImageSerializer(serializers.Serializer):
     map_low = serializers.FloatField(required=False, help_text="anomaly score of grey level 0 in the map PNG")
     map_high = serializers.FloatField(required=False, help_text="anomaly score of grey level 255 in the map PNG")
     urls = serializers.DictField(child=serializers.CharField(), required=False)
-    verdict = serializers.IntegerField(required=False, help_text="the image's audit row (InspectionVerdict), "
-                                                                  "which feedback is posted to")
+    verdict_id = serializers.IntegerField(required=False, help_text="the image's audit row (InspectionVerdict), "
+                                                                     "which feedback is posted to")
     error = serializers.CharField(required=False)
 
 
@@ -190,7 +190,7 @@ class InspectionJobSerializer(serializers.Serializer):
             if files:
                 entry["urls"] = {k: reverse("inspection-file", args=[job.pk, v]) for k, v in files.items()}
             if (verdict := verdicts.get(entry.get("index"))) is not None:
-                entry["verdict"] = verdict
+                entry["verdict_id"] = verdict
                 entry.setdefault("urls", {}).update(
                     feedback=reverse("api-verdict-feedback", args=[verdict]),
                     add_to_dataset=reverse("api-verdict-add", args=[verdict]))

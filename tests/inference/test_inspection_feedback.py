@@ -47,7 +47,8 @@ def test_marks_are_kept_and_the_newest_counts(padim_part, reviewer_account, anno
     job, bad, good = inspected(padim_part, reviewer_account)
     # The inspect API names each image's verdict row and where to post its feedback.
     shown = api(reviewer_account).get(f"/api/inspections/{job.pk}/").json()["results"]
-    assert [r["verdict"] for r in shown] == [bad.pk, good.pk]
+    assert [r["verdict_id"] for r in shown] == [bad.pk, good.pk]
+    assert [r["verdict"] for r in shown] == ["defective", "good"]
     assert shown[0]["urls"]["feedback"] == f"/api/verdicts/{bad.pk}/feedback/"
 
     client = api(reviewer_account)

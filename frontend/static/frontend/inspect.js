@@ -181,9 +181,9 @@
     stack.append(canvas);
     fig.append(stack, cap);
     results.append(fig);
-    if (r.verdict !== undefined && window.DefectBenchFeedback) {
+    if (r.verdict_id !== undefined && window.DefectBenchFeedback) {
       // Review marks (feedback.js): outlines are drawn in the kept picture's own pixels.
-      fig.dataset.verdictId = String(r.verdict);
+      fig.dataset.verdictId = String(r.verdict_id);
       window.DefectBenchFeedback.attach(fig, { feedbackUrl: r.urls.feedback, addUrl: r.urls.add_to_dataset,
         surface: stack, size: () => [canvas.width || 1, canvas.height || 1] });
     }
