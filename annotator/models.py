@@ -6,7 +6,7 @@ from django.contrib.auth.models import AbstractUser
 from django.core.exceptions import ValidationError
 from django.db import models, transaction
 
-from annotator.paths import mask_file, validate_data_root, validate_relative_path
+from annotator.paths import added_images_root, mask_file, validate_data_root, validate_relative_path
 
 
 
@@ -146,12 +146,20 @@ class Image(models.Model):
         TRAIN = "train", "Train"
         TEST = "test", "Test"
 
+    class Origin(models.TextChoices):
+        # A file of the dataset's folder, referenced in place (every imported image).
+        DATASET = "dataset", "Dataset folder"
+        # DefectBench's own copy of an inspected image a reviewer added from inspection feedback,
+        # under the media root (``paths.added_images_root``): the user's folder is never written.
+        INSPECTION = "inspection", "Added from inspection"
+
     product = models.ForeignKey(Product, on_delete=models.CASCADE, related_name="images")
     split = models.CharField(max_length=8, choices=Split.choices)
     is_anomalous = models.BooleanField(default=False)
     # The dataset's own defect type ("good", "broken_large", "ko", ...).
     defect_type = models.CharField(max_length=100)
-    # Paths relative to the dataset root, with forward slashes.
+    origin = models.CharField(max_length=16, choices=Origin.choices, default=Origin.DATASET)
+    # Paths relative to ``files_root`` (the dataset root for imported images), with forward slashes.
     path = models.CharField(max_length=1024, validators=[validate_relative_path])
     mask_path = models.CharField(max_length=1024, blank=True, default="", validators=[validate_relative_path])
     width = models.PositiveIntegerField()
@@ -193,15 +201,24 @@ class Image(models.Model):
         prefix = f"{self.product.name}/"
         return self.path if self.path.startswith(prefix) else prefix + self.path
 
+    def files_root_in(self, dataset_root: Path) -> Path:
+        """The folder ``path`` and ``mask_path`` are relative to, given the dataset's root (callers
+        walking many images of one dataset pass it instead of reading it per image)."""
+        return added_images_root(self.product_id) if self.origin == self.Origin.INSPECTION else Path(dataset_root)
+
+    @property
+    def files_root(self) -> Path:
+        return self.files_root_in(self.product.dataset.root_path)
+
     @property
     def file_path(self) -> Path:
-        return self.product.dataset.root_path / self.path
+        return self.files_root / self.path
 
     @property
     def mask_file_path(self) -> Path | None:
         """The mask file to decode: ``mask_path`` in the dataset, or the mask rasterised from the
         annotation file ``mask_path`` names (LabelMe, COCO) under the media root."""
-        return mask_file(self.product.dataset.root_path, self.path, self.mask_path) if self.mask_path else None
+        return mask_file(self.files_root, self.path, self.mask_path) if self.mask_path else None
 
 
 class Label(models.Model):
@@ -268,6 +285,8 @@ class LabelHistory(models.Model):
     class Meta:
         ordering = ["changed_at", "id"]
         verbose_name_plural = "label history"
+        # A product's audit trail pages through its label changes newest first.
+        indexes = [models.Index(fields=["-changed_at", "-id"], name="label_history_newest")]
 
     def save(self, *args, **kwargs):
         if self.pk is not None:

@@ -73,6 +73,16 @@ class UnsafeFile(Exception):
     """The file resolves outside the data roots (a symlink or path pointing elsewhere)."""
 
 
+ADDED_IMAGES_FOLDER = "added-images"
+
+
+def added_images_root(product_id: int) -> Path:
+    """Where the inspected images a reviewer added to a product's dataset are copied (under the
+    media root, never in the user's dataset folder); ``Image.path`` of such an image is relative
+    to it. Serving checks it like any file: it must lie inside the data roots."""
+    return Path(settings.MEDIA_ROOT) / ADDED_IMAGES_FOLDER / str(product_id)
+
+
 def servable_file(root, relative: str) -> Path:
     """``root / relative`` resolved now; UnsafeFile unless it is a regular file inside the data roots.
 

@@ -8,7 +8,7 @@ from annotator.paths import without_server_paths
 from api.serializers import CommaListField, id_field
 from inference.engine import registry
 from inference.services import runs
-from inference.models import BenchmarkRun, ModelName, ProductRun, Status, Technique
+from inference.models import BenchmarkRun, FeedbackKind, ModelName, ProductRun, Status, Technique
 
 
 class ErrorTextField(serializers.CharField):
@@ -160,6 +160,8 @@ class InspectedImageSerializer(serializers.Serializer):
     map_low = serializers.FloatField(required=False, help_text="anomaly score of grey level 0 in the map PNG")
     map_high = serializers.FloatField(required=False, help_text="anomaly score of grey level 255 in the map PNG")
     urls = serializers.DictField(child=serializers.CharField(), required=False)
+    verdict_id = serializers.IntegerField(required=False, help_text="the image's audit row (InspectionVerdict), "
+                                                                     "which feedback is posted to")
     error = serializers.CharField(required=False)
 
 
@@ -178,6 +180,7 @@ class InspectionJobSerializer(serializers.Serializer):
 
     @extend_schema_field(InspectedImageSerializer(many=True))
     def get_results(self, job):
+        verdicts = dict(job.verdicts.values_list("index", "id"))
         out = []
         for entry in job.results:
             entry = dict(entry)
@@ -186,6 +189,11 @@ class InspectionJobSerializer(serializers.Serializer):
             files = entry.pop("files", None)
             if files:
                 entry["urls"] = {k: reverse("inspection-file", args=[job.pk, v]) for k, v in files.items()}
+            if (verdict := verdicts.get(entry.get("index"))) is not None:
+                entry["verdict_id"] = verdict
+                entry.setdefault("urls", {}).update(
+                    feedback=reverse("api-verdict-feedback", args=[verdict]),
+                    add_to_dataset=reverse("api-verdict-add", args=[verdict]))
             out.append(entry)
         return out
 
@@ -211,3 +219,70 @@ class SubsetCountsQuerySerializer(serializers.Serializer):
     background = serializers.CharField(required=False, allow_blank=True)
     techniques = CommaListField(child=serializers.CharField(), required=False)
     models = CommaListField(child=serializers.CharField(), required=False)
+
+
+# ---- feedback and the audit trail ------------------------------------------------------------------
+
+class FeedbackRequestSerializer(serializers.Serializer):
+    kind = serializers.ChoiceField(choices=FeedbackKind.choices)
+    note = serializers.CharField(required=False, allow_blank=True, max_length=500)
+    outline = serializers.ListField(
+        child=serializers.ListField(child=serializers.FloatField(), min_length=2, max_length=2),
+        required=False, allow_empty=True, max_length=1000,
+        help_text="the defect's outline: a polygon of (x, y) points in the pixels of the inspected picture "
+                  "(the image PNG of the inspection, at the model's size); not for a false alarm")
+
+
+class FeedbackSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    verdict = serializers.IntegerField(source="verdict_id")
+    kind = serializers.ChoiceField(choices=FeedbackKind.choices)
+    note = serializers.CharField()
+    has_outline = serializers.SerializerMethodField()
+    marked_by = serializers.CharField(source="marked_by_name")
+    marked_at = serializers.DateTimeField()
+
+    def get_has_outline(self, feedback) -> bool:
+        return bool(feedback.outline_path)
+
+
+class DatasetAdditionSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    verdict = serializers.IntegerField(source="verdict_id")
+    image = serializers.IntegerField(source="image_id", allow_null=True)
+    image_path = serializers.CharField()
+    split = serializers.CharField()
+    is_anomalous = serializers.BooleanField()
+    with_mask = serializers.BooleanField()
+    added_by = serializers.CharField(source="added_by_name")
+    added_at = serializers.DateTimeField()
+
+
+class VerdictSerializer(serializers.Serializer):
+    """One inspected image's verdict as it was made, and its newest mark (``feedback``, or null)."""
+
+    id = serializers.IntegerField()
+    job = serializers.IntegerField(source="job_id")
+    index = serializers.IntegerField()
+    name = serializers.CharField()
+    deployment = serializers.IntegerField(source="deployment_id")
+    run = serializers.IntegerField(source="deployment.product_run.run_id")
+    package_sha256 = serializers.CharField()
+    engine_version = serializers.CharField()
+    technique = serializers.CharField()
+    image_threshold = serializers.FloatField()
+    pixel_threshold = serializers.FloatField()
+    score = serializers.FloatField()
+    verdict = serializers.SerializerMethodField()
+    defect_area_fraction = serializers.FloatField()
+    inspected_by = serializers.CharField(source="inspected_by_name")
+    inspected_at = serializers.DateTimeField()
+    feedback = serializers.SerializerMethodField()
+
+    def get_verdict(self, row) -> str:
+        return "defective" if row.defective else "good"
+
+    @extend_schema_field(FeedbackSerializer(allow_null=True))
+    def get_feedback(self, row):
+        latest = self.context.get("latest", {}).get(row.pk)
+        return FeedbackSerializer(latest).data if latest else None

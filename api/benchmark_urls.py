@@ -18,4 +18,7 @@ urlpatterns = [
     path("products/<int:pk>/inspections/", views.BatchInspectView.as_view(), name="api-inspect-batch"),
     path("inspections/<int:pk>/", views.InspectionJobView.as_view(), name="api-inspection"),
     path("inspections/<int:pk>/cancel/", views.InspectionCancelView.as_view(), name="api-inspection-cancel"),
+    path("verdicts/<int:pk>/feedback/", views.VerdictFeedbackView.as_view(), name="api-verdict-feedback"),
+    path("verdicts/<int:pk>/add-to-dataset/", views.VerdictAddView.as_view(), name="api-verdict-add"),
+    path("products/<int:pk>/verdicts/", views.ProductVerdictsView.as_view(), name="api-product-verdicts"),
 ]

@@ -11,6 +11,7 @@ from rest_framework.views import APIView
 
 from annotator.models import Dataset, Product
 from api import benchmark_serializers as s
+from rest_framework.pagination import CursorPagination
 from rest_framework.parsers import MultiPartParser
 
 from annotator.services.background import NothingToCancel
@@ -18,8 +19,8 @@ from api.parsers import JSONParser
 from api.permissions import IsAdminRole, IsReviewerRole, ReadAnyWriteAdmin
 from api.schema import DETAIL
 from api.views import query
-from inference.models import BenchmarkRun, InspectionJob, ProductRun, Status
-from inference.services import deploy, recommendation, runs
+from inference.models import BenchmarkRun, InspectionJob, InspectionVerdict, ProductRun, Status
+from inference.services import deploy, feedback, recommendation, runs
 
 
 def _refused(error: runs.LaunchRefused) -> Response:
@@ -276,3 +277,74 @@ class InspectionCancelView(APIView):
         except NothingToCancel as error:
             return _already_ended(error)
         return Response(s.InspectionJobSerializer(job).data)
+
+
+# ---- feedback and the audit trail (append-only: POST to add, GET to read; nothing edits) ---------------
+
+def _feedback_refused(error: feedback.FeedbackRefused) -> Response:
+    return Response({"detail": " ".join(error.messages), "problems": error.messages},
+                    status=status.HTTP_400_BAD_REQUEST)
+
+
+class VerdictFeedbackView(APIView):
+    """Mark a verdict correct, false alarm or missed defect (optionally with a note and the defect's
+    outline). Each mark is a new row; the newest counts for the rates. Reviewers and admins."""
+
+    permission_classes = [IsReviewerRole]
+    parser_classes = [JSONParser]
+
+    @extend_schema(request=s.FeedbackRequestSerializer, responses={201: s.FeedbackSerializer})
+    def post(self, request, pk):
+        verdict = get_object_or_404(InspectionVerdict.objects.select_related("job"), pk=pk)
+        body = s.FeedbackRequestSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        data = body.validated_data
+        try:
+            row = feedback.mark(verdict, data["kind"], request.user, note=data.get("note", ""),
+                                outline=data.get("outline") or None)
+        except feedback.FeedbackRefused as error:
+            return _feedback_refused(error)
+        return Response(s.FeedbackSerializer(row).data, status=status.HTTP_201_CREATED)
+
+
+class VerdictAddView(APIView):
+    """Add a marked verdict's image to its product's dataset (a test image: defect-free after a
+    false alarm, anomalous after a missed or confirmed defect, with the outline as mask when drawn)."""
+
+    permission_classes = [IsReviewerRole]
+
+    @extend_schema(request=None, responses={201: s.DatasetAdditionSerializer})
+    def post(self, request, pk):
+        verdict = get_object_or_404(InspectionVerdict.objects.select_related("job"), pk=pk)
+        try:
+            added = feedback.add_to_dataset(verdict, request.user)
+        except feedback.FeedbackRefused as error:
+            return _feedback_refused(error)
+        return Response(s.DatasetAdditionSerializer(added).data, status=status.HTTP_201_CREATED)
+
+
+class VerdictPagination(CursorPagination):
+    """Keyset pages (newest first): a page costs the same however many verdicts there are."""
+
+    ordering = ("-inspected_at", "-id")
+    page_size = 100
+
+
+class ProductVerdictsView(generics.ListAPIView):
+    """The product's verdicts, newest first, each with its newest mark. Reviewers and admins."""
+
+    permission_classes = [IsReviewerRole]
+    serializer_class = s.VerdictSerializer
+    pagination_class = VerdictPagination
+
+    def get_queryset(self):
+        product = get_object_or_404(Product, pk=self.kwargs["pk"])
+        return InspectionVerdict.objects.filter(product=product).select_related("deployment__product_run")
+
+    def get_serializer_context(self):
+        return {**super().get_serializer_context(), "latest": getattr(self, "_latest", {})}
+
+    def list(self, request, *args, **kwargs):
+        page = self.paginate_queryset(self.filter_queryset(self.get_queryset()))
+        self._latest = feedback.latest_feedback([v.pk for v in page])
+        return self.get_paginated_response(self.get_serializer(page, many=True).data)

@@ -306,6 +306,7 @@ SPECTACULAR_SETTINGS = {
         "DefectCategoryEnum": "annotator.models.Label.Category",
         "BenchmarkModelEnum": "inference.models.ModelName",
         "ThresholdTechniqueEnum": "inference.models.Technique",
+        "FeedbackKindEnum": "inference.models.FeedbackKind",
     },
 }
 

@@ -3,7 +3,7 @@ admins deploy and roll back, reviewers and admins inspect."""
 from pathlib import Path
 
 from django.contrib import messages
-from django.http import FileResponse, Http404, HttpResponse
+from django.http import FileResponse, Http404, HttpResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
@@ -13,9 +13,9 @@ from annotator.models import Product
 from annotator.services.background import NothingToCancel
 from annotator.paths import shown_path
 from annotator.views import role_required
-from inference.forms import BatchForm, DeployForm
-from inference.models import InspectionJob, ProductRun, Status
-from inference.services import deploy
+from inference.forms import BatchForm, DeployForm, HistoryQuery, TrailPeriodForm
+from inference.models import FeedbackKind, InspectionJob, ProductRun, Status
+from inference.services import deploy, feedback, trail
 from inference.services.reports import TECHNIQUE_LABELS
 
 
@@ -98,11 +98,18 @@ def _shown_source(job) -> str:
 @role_required("reviewer")
 def job_detail(request, pk):
     job = get_object_or_404(InspectionJob.objects.select_related("product", "deployment__product_run"), pk=pk)
-    results = [r for r in job.results if "error" not in r]
+    verdicts = dict(job.verdicts.values_list("index", "id"))
+    marks = feedback.latest_feedback(verdicts.values())
+    results = []
+    for r in job.results:
+        if "error" in r:
+            continue
+        verdict = verdicts.get(r.get("index"))
+        results.append({**r, "verdict_id": verdict, "mark": marks.get(verdict)})
     return render(request, "inference/inspection_job.html", {
         "job": job, "source": _shown_source(job), "active": job.status in (Status.QUEUED, Status.RUNNING),
         "defective": [r for r in results if r["defective"]], "good": [r for r in results if not r["defective"]],
-        "failed": [r for r in job.results if "error" in r],
+        "failed": [r for r in job.results if "error" in r], "feedback_kinds": FeedbackKind.choices,
     })
 
 
@@ -165,3 +172,30 @@ def mask_proposal(request, pk):
     response = JsonResponse(proposal.to_json())
     response["Cache-Control"] = "private, no-store"
     return response
+
+
+# ---- the audit trail ------------------------------------------------------------------------------
+
+@require_GET
+@role_required("reviewer")
+def verdicts_csv(request, pk):
+    """Every verdict of the product in a period (``?start=&end=``, days included), as CSV."""
+    product = get_object_or_404(Product, pk=pk)
+    period = read(TrailPeriodForm, request.GET)
+    response = StreamingHttpResponse(trail.verdicts_csv(product, period["start"], period["end"]),
+                                     content_type="text/csv; charset=utf-8")
+    span = "-".join(str(d) for d in (period["start"], period["end"]) if d) or "all"
+    response["Content-Disposition"] = attachment(f"verdicts-{product.name}-{span}.csv")
+    return response
+
+
+@require_GET
+@role_required("reviewer")
+def product_history(request, pk):
+    product = get_object_or_404(Product.objects.select_related("dataset"), pk=pk)
+    cursor = read(HistoryQuery, request.GET)["after"]
+    events, next_cursor = trail.history_page(product, cursor)
+    return render(request, "inference/history.html", {
+        "product": product, "events": events, "next": next_cursor.encode() if next_cursor else "",
+        "first_page": cursor is None, "period_form": TrailPeriodForm(),
+    })

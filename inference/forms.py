@@ -94,3 +94,31 @@ class DeployForm(forms.Form):
 
 class BatchForm(forms.Form):
     folder = forms.CharField(required=False, max_length=InspectionJob._meta.get_field("source").max_length)
+
+
+class TrailPeriodForm(forms.Form):
+    """The period of a verdicts export: both days included, either open."""
+
+    start = forms.DateField(label="From", required=False, widget=forms.DateInput(attrs={"type": "date"}))
+    end = forms.DateField(label="To", required=False, widget=forms.DateInput(attrs={"type": "date"}))
+
+    def clean(self):
+        cleaned = super().clean()
+        if cleaned.get("start") and cleaned.get("end") and cleaned["start"] > cleaned["end"]:
+            raise forms.ValidationError("The period's first day (From) comes after its last day (To).")
+        return cleaned
+
+
+class HistoryQuery(forms.Form):
+    after = forms.CharField(label="page", required=False, max_length=100)
+
+    def clean_after(self):
+        from inference.services.trail import Cursor
+
+        text = self.cleaned_data["after"]
+        if not text:
+            return None
+        cursor = Cursor.decode(text)
+        if cursor is None:
+            raise forms.ValidationError("This is not a page of the history; start again from its first page.")
+        return cursor

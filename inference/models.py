@@ -247,6 +247,7 @@ class InspectionJob(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["product", "-created_at", "-id"], name="inspection_job_product_time")]
 
     def __str__(self) -> str:
         return f"Inspection {self.pk} of {self.product} ({self.status})"
@@ -299,3 +300,80 @@ class InspectionVerdict(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name}: {'defective' if self.defective else 'good'} ({self.deployment})"
+
+
+class FeedbackKind(models.TextChoices):
+    """A reviewer's mark on one verdict: the one vocabulary of feedback (pages, API, CSV, rates)."""
+
+    CORRECT = "correct", "Correct"
+    FALSE_ALARM = "false_alarm", "False alarm"
+    MISSED_DEFECT = "missed_defect", "Missed defect"
+
+
+class InspectionFeedback(models.Model):
+    """A reviewer's mark on a verdict. Append-only: marking again adds a row, and the newest row of a
+    verdict is the one the rates count (``DeploymentTally``); older rows stay as they were."""
+
+    verdict = models.ForeignKey(InspectionVerdict, on_delete=models.PROTECT, related_name="feedback")
+    # The verdict's product and deployment, repeated so the product's trail reads by index.
+    product = models.ForeignKey(Product, on_delete=models.PROTECT, related_name="+")
+    deployment = models.ForeignKey(Deployment, on_delete=models.PROTECT, related_name="+")
+    kind = models.CharField(max_length=16, choices=FeedbackKind.choices)
+    note = models.CharField(max_length=500, blank=True, default="")
+    # The reviewer's outline of the defect as a binary PNG, relative to MEDIA_ROOT; blank when none
+    # was drawn.
+    outline_path = models.CharField(max_length=512, blank=True, default="")
+    marked_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                  related_name="+")
+    marked_by_name = models.CharField(max_length=150, blank=True, default="")
+    marked_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-marked_at", "-id"]
+        indexes = [
+            models.Index(fields=["verdict", "-marked_at", "-id"], name="feedback_verdict_latest"),
+            models.Index(fields=["product", "-marked_at", "-id"], name="feedback_product_time"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} on verdict {self.verdict_id} by {self.marked_by_name}"
+
+
+class DatasetAddition(models.Model):
+    """An inspected image a reviewer added to its product's dataset (once per verdict), after the
+    mark it followed: which image row it became, as what, by whom and when. Append-only."""
+
+    verdict = models.OneToOneField(InspectionVerdict, on_delete=models.PROTECT, related_name="addition")
+    feedback = models.ForeignKey(InspectionFeedback, on_delete=models.PROTECT, related_name="+")
+    product = models.ForeignKey(Product, on_delete=models.PROTECT, related_name="+")
+    # SET_NULL: the trail outlives an image removed with its dataset's cleanup.
+    image = models.ForeignKey(Image, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    image_path = models.CharField(max_length=1024)
+    split = models.CharField(max_length=8, choices=Image.Split.choices)
+    is_anomalous = models.BooleanField()
+    with_mask = models.BooleanField()
+    added_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                 related_name="+")
+    added_by_name = models.CharField(max_length=150, blank=True, default="")
+    added_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-added_at", "-id"]
+        indexes = [models.Index(fields=["product", "-added_at", "-id"], name="addition_product_time")]
+
+
+class DeploymentTally(models.Model):
+    """Counts per deployment, kept as verdicts and marks are written, so the product page reads its
+    rates from a few rows at any number of inspected images.
+
+    ``kind`` blank: images inspected with the verdict ``defective``; a feedback kind: verdicts whose
+    newest mark is of that kind (a newer mark moves its verdict from one row to another).
+    """
+
+    deployment = models.ForeignKey(Deployment, on_delete=models.CASCADE, related_name="tallies")
+    defective = models.BooleanField()
+    kind = models.CharField(max_length=16, choices=FeedbackKind.choices, blank=True, default="")
+    count = models.IntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["deployment", "defective", "kind"], name="one_tally_per_cell")]

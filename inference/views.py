@@ -15,8 +15,9 @@ from annotator.views import role_required
 from inference.engine.colours import PREDICTION_RGB, TRUTH_RGB, hex_colour
 from inference.engine.types import MAX_REPEATS
 from inference.forms import CompareQuery, LaunchForm, LaunchQuery
-from inference.models import BenchmarkRun, RunSample, Status
+from inference.models import BenchmarkRun, Deployment, RunSample, Status
 from inference.services import board, deploy, drift, recommendation, reports, runs
+from inference.services.feedback import deployment_rates
 
 
 @require_GET
@@ -219,6 +220,8 @@ def product_benchmarks(request, pk):
     )
     drift_checks = drift.product_drift(product)
     decided = board.latest_decided_part(product)
+    deployments = list(Deployment.objects.filter(product=product).select_related("product_run__run", "deployed_by")[:20])
+    rates = deployment_rates([d.pk for d in deployments])
     return render(request, "inference/product.html", {
         "product": product, "recommendation": recommendation.recommend(product), "runs": product_runs,
         "decided": {"part": decided, "deployable": deploy.deployable_techniques(decided)} if decided else None,
@@ -228,4 +231,5 @@ def product_benchmarks(request, pk):
         "drift_checks": drift_checks, "drift_window": drift.LINE_WINDOW,
         "drift_significance": drift.drift.SIGNIFICANCE,
         "drift_warning": next((c for c in drift_checks if c.is_current and c.statistics.drifted), None),
+        "deployment_rates": [(d, rates[d.pk]) for d in deployments],
     })

@@ -45,7 +45,7 @@ def display_file(image: Image, *, kind: str, size: int | None) -> Path:
         raise FileNotFoundError(f"Image {image.pk} has no mask.")
     if size is not None and size not in DISPLAY_SIZES:
         raise ValueError(f"Display size must be one of {DISPLAY_SIZES}.")
-    root = image.product.dataset.root
+    root = image.files_root
     source = servable_file(root, relative) if kind == "image" else servable_mask(root, image.path, relative)
     options = image.product.dataset.import_options
     # A mask's own time stamp: a mask redrawn from edited polygons (or edited in place) is shown anew.

@@ -466,9 +466,11 @@ def _write(scan, kept, root, name, created_by, kinds, explicit, options, problem
             product.save(update_fields=["kind"])
         summaries[product_name] = ProductSummary(product_name, product.kind, normal_label)
 
+    # Images added from inspection feedback live under the media root, not in the folder scanned:
+    # never "missing" from it, never updated by it.
     current = {
         (row.product_id, row.path): row
-        for row in Image.objects.filter(product__dataset=dataset)
+        for row in Image.objects.filter(product__dataset=dataset, origin=Image.Origin.DATASET)
     }
     seen = set()
     to_add, to_update = [], []

@@ -189,14 +189,20 @@ def _write_result(job: InspectionJob, index: int, prepared: np.ndarray, result) 
     low, high = float(amap.min()), float(amap.max())
     grey = np.zeros(amap.shape, np.uint8) if high <= low else np.round(
         (amap - low) / (high - low) * 255.0).astype(np.uint8)
-    stem = f"{index:05d}"
-    _png(prepared, folder / f"{stem}_image.png")
-    _png(grey, folder / f"{stem}_map.png")
-    _png((result.predicted_mask * 255).astype(np.uint8), folder / f"{stem}_mask.png")
+    files = result_files(index)
+    _png(prepared, folder / files["image"])
+    _png(grey, folder / files["map"])
+    _png((result.predicted_mask * 255).astype(np.uint8), folder / files["mask"])
     entry = result.to_json()
-    entry.update(index=index, map_low=low, map_high=high, files={
-        "image": f"{stem}_image.png", "map": f"{stem}_map.png", "mask": f"{stem}_mask.png"})
+    entry.update(index=index, map_low=low, map_high=high, files=files)
     return entry
+
+
+def result_files(index: int) -> dict[str, str]:
+    """The PNGs kept for the job's image at ``index``, relative to the job's folder: the input at
+    the model's size, the anomaly map, the predicted mask."""
+    stem = f"{index:05d}"
+    return {"image": f"{stem}_image.png", "map": f"{stem}_map.png", "mask": f"{stem}_mask.png"}
 
 
 def _inspect_file(job: InspectionJob, inspector, index: int, name: str, source) -> dict:
@@ -408,9 +414,17 @@ def record_verdicts(job_id: int) -> int:
         inspected_by=job.created_by, inspected_by_name=user_name,
         inspected_at=parse_datetime(entry["inspected_at"]) if entry.get("inspected_at") else job.finished_at,
     ) for entry in job.results if "error" not in entry and "index" in entry]
-    before = InspectionVerdict.objects.filter(job=job).count()
-    InspectionVerdict.objects.bulk_create(rows, ignore_conflicts=True)
-    return InspectionVerdict.objects.filter(job=job).count() - before
+    from inference.services.feedback import count_inspected
+
+    with transaction.atomic():
+        # The job's row lock: two settlers of one job (the worker, the sweep) write its rows once.
+        InspectionJob.objects.select_for_update().filter(pk=job_id).first()
+        before = InspectionVerdict.objects.filter(job=job).count()
+        InspectionVerdict.objects.bulk_create(rows, ignore_conflicts=True)
+        added = InspectionVerdict.objects.filter(job=job).count() - before
+        if added and not before:
+            count_inspected(job.deployment_id, rows)
+    return added
 
 
 def _inspection_beat(job_id: int):

@@ -395,8 +395,9 @@ def _slug(name: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name)[:60] or "product"
 
 
-def _sample(part, image, root, role, label, shares=None) -> RunSample:
+def _sample(part, image, dataset_root, role, label, shares=None) -> RunSample:
     """The row of one image; ``shares``: its annotators' ``VoteShares`` where they disagree."""
+    root = image.files_root_in(dataset_root)
     return RunSample(
         product_run=part, image=image, role=role,
         path=str(root / image.path),

@@ -40,3 +40,13 @@ def rate(value):
         return value
     mantissa, exponent = f"{value:.2e}".split("e")
     return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
+
+
+@register.filter
+def share(rate):
+    """A ``feedback.Rate``: "2 / 5 = 40.0 % (95 % Wilson 11.8–76.9 %)", or "— (none reviewed)"."""
+    if rate is None or rate.value is None:
+        return "— (none reviewed)"
+    return format_html('{} / {} = {} % <span class="ci" title="95 % Wilson score interval">({}–{} %)</span>',
+                       rate.errors, rate.reviewed, f"{100 * rate.value:.1f}", f"{100 * rate.low:.1f}",
+                       f"{100 * rate.high:.1f}")

@@ -176,8 +176,17 @@
       links.append(a, " ");
     }
     cap.append(verdict, name, score, area, links);
-    fig.append(canvas, cap);
+    const stack = document.createElement("div");
+    stack.className = "stack";
+    stack.append(canvas);
+    fig.append(stack, cap);
     results.append(fig);
+    if (r.verdict_id !== undefined && window.DefectBenchFeedback) {
+      // Review marks (feedback.js): outlines are drawn in the kept picture's own pixels.
+      fig.dataset.verdictId = String(r.verdict_id);
+      window.DefectBenchFeedback.attach(fig, { feedbackUrl: r.urls.feedback, addUrl: r.urls.add_to_dataset,
+        surface: stack, size: () => [canvas.width || 1, canvas.height || 1] });
+    }
     const [image, grey] = await Promise.all([loadImage(r.urls.image), loadImage(r.urls.map)]);
     canvas.width = image.naturalWidth; canvas.height = image.naturalHeight;
     // Shown at the uploaded image's proportions: a squash model's map is square, the image is not
