@@ -39,11 +39,13 @@ from torch import nn
 from .backbones import Backbone, backbone_settings, check_backbone
 from .common import gaussian_blur, load_module_tensors, require_tensors
 from .reconstruction import grid_features
+from .registry import ATTRIBUTION_TARGETS
 
 BLUR_SIGMA = 4.0
 WIDTH = 64
 IMAGE_BATCH = 8
-TARGETS = ("elbo", "latent")
+TARGETS = tuple(ATTRIBUTION_TARGETS)
+GRADCAM_TARGETS = ("latent", "latent_sum", "latent_deviation")
 
 
 class FeatureVAE(nn.Module):
@@ -90,6 +92,7 @@ class VaeAttention:
         self.channels = sum(backbone.channels)
         self.vae: FeatureVAE | None = None
         self.mean = self.std = None
+        self.latent_mean: torch.Tensor | None = None  # mean of mu over the training images
         self.history: list[float] = []
 
     @classmethod
@@ -146,12 +149,45 @@ class VaeAttention:
             if step:
                 step(0.1 + 0.9 * (epoch + 1) / self.epochs)
         self.vae.eval()
+        with torch.inference_mode():
+            self.latent_mean = torch.cat([self.vae.encode(feats[s:s + IMAGE_BATCH])[1]
+                                          for s in range(0, n, IMAGE_BATCH)]).mean(0).clone()
         if step:
             step(1.0)
 
     def attention(self, f: torch.Tensor) -> torch.Tensor:
         """The attribution map (1, 1, h, w) of one image's standardised features."""
-        return self.latent_gradcam(f) if self.target == "latent" else self.elbo_attribution(f)
+        return {"elbo": self.elbo_attribution, "latent": self.latent_gradcam, "latent_sum": self.latent_sum_gradcam,
+                "latent_deviation": self.latent_deviation_gradcam, "residual": self.residual}[self.target](f)
+
+    def residual(self, f: torch.Tensor) -> torch.Tensor:
+        """``sum_c (decode(mu)_c - x_c)^2``: the VAE's own feature reconstruction error (the baseline)."""
+        with torch.inference_mode():
+            _, mu, _ = self.vae.encode(f)
+            return ((self.vae.decode(mu) - f) ** 2).sum(1, keepdim=True)
+
+    def _gradcam(self, f: torch.Tensor, score: Callable[[torch.Tensor], torch.Tensor]):
+        """The Grad-CAM layer ``A`` and ``d score(mu) / d A`` for one image."""
+        with torch.enable_grad():
+            a, mu, _ = self.vae.encode(f.detach())
+            (grad,) = torch.autograd.grad(score(mu), a)
+        return a.detach(), grad
+
+    def latent_sum_gradcam(self, f: torch.Tensor) -> torch.Tensor:
+        """Liu et al.'s released code (expVAE ``gradcam.py``): one backward of the summed latent mean,
+        the gradient scaled to unit RMS, ``alpha_k`` its spatial mean, ``M = |sum_k alpha_k A_k|``
+        (absolute value, not ReLU). The code normalises over a batch; here over the one image."""
+        a, grad = self._gradcam(f, lambda mu: mu.sum())
+        grad = grad / (grad.pow(2).mean().sqrt() + 1e-5)
+        return (grad.mean((2, 3), keepdim=True) * a).sum(1, keepdim=True).abs()
+
+    def latent_deviation_gradcam(self, f: torch.Tensor) -> torch.Tensor:
+        """Grad-CAM (``ReLU(sum_k alpha_k A_k)``, gradients unscaled) of ``||mu(x) - mean_train mu||^2``:
+        where the encoder's evidence for the latent code's departure from normal lies."""
+        if self.latent_mean is None:
+            raise RuntimeError("this model holds no training latent mean (fitted before it was kept); refit it")
+        a, grad = self._gradcam(f, lambda mu: ((mu - self.latent_mean) ** 2).sum())
+        return F.relu((grad.mean((2, 3), keepdim=True) * a).sum(1, keepdim=True))
 
     def elbo_attribution(self, f: torch.Tensor) -> torch.Tensor:
         """``|sum_c x_c dL/dx_c|``: the negative ELBO (z = mu) attributed to the features by gradient x input."""
@@ -194,7 +230,7 @@ class VaeAttention:
         if self.vae is None:
             raise RuntimeError("the attribution model is not fitted")
         tensors = {f"vae.{k}": v.detach().cpu() for k, v in self.vae.state_dict().items()}
-        tensors.update(mean=self.mean.cpu(), std=self.std.cpu())
+        tensors.update(mean=self.mean.cpu(), std=self.std.cpu(), latent_mean=self.latent_mean.cpu())
         return {"tensors": tensors,
                 "settings": {"model": "attribution", "attribution_target": self.target, "latent_dim": self.latent_dim, "epochs": self.epochs,
                              "learning_rate": self.learning_rate, "seed": self.seed, "image_size": self.image_size,
@@ -212,7 +248,12 @@ class VaeAttention:
     def _restore(self, tensors: dict, grid, history) -> None:
         """The trained VAE for a ``grid`` of features and the feature standardisation, checked
         against this backbone's channels (the VAE's linear layers fix the grid)."""
-        require_tensors(tensors, ("mean", "std"), "VAE attribution model")
+        # latent_mean: kept since the latent_deviation target; only that target needs it.
+        needed = ("mean", "std", "latent_mean") if self.target == "latent_deviation" else ("mean", "std")
+        require_tensors(tensors, needed, "VAE attribution model")
+        if "latent_mean" in tensors and tuple(tensors["latent_mean"].shape) != (self.latent_dim,):
+            raise ValueError(f"the stored latent mean has shape {tuple(tensors['latent_mean'].shape)}; "
+                             f"the latent size is {self.latent_dim}")
         for name in ("mean", "std"):
             if tuple(tensors[name].shape) != (self.channels,):
                 raise ValueError(f"the stored feature {name} has shape {tuple(tensors[name].shape)}; this "
@@ -221,6 +262,8 @@ class VaeAttention:
         load_module_tensors(self.vae, tensors, "vae.", f"VAE (for a {grid[0]}x{grid[1]} feature grid)")
         self.vae.eval()
         self.mean, self.std = (tensors[n].to(self.backbone.device, torch.float32) for n in ("mean", "std"))
+        self.latent_mean = (tensors["latent_mean"].to(self.backbone.device, torch.float32)
+                            if "latent_mean" in tensors else None)
         self.history = [float(v) for v in history]
 
     # -- model packages (inference.engine.package) --------------------------------------------
@@ -243,9 +286,8 @@ class VaeAttention:
         return 0 if self.vae is None else sum(p.numel() * p.element_size() for p in self.vae.parameters())
 
     def describe(self) -> dict:
-        method = ("Grad-CAM attention of the VAE's latent mean (Liu et al., CVPR 2020)" if self.target == "latent"
-                  else "gradient x input attribution of the VAE's negative ELBO")
         return {"model": "attribution", "attribution_target": self.target,
-                "method": method + "; re-implementation on backbone features", "layers": self.backbone.layer_names,
+                "method": ATTRIBUTION_TARGETS[self.target] + " (after Liu et al., CVPR 2020); re-implementation on "
+                          "backbone features", "layers": self.backbone.layer_names,
                 "strides": self.backbone.strides, "weights": self.backbone.weights_source,
                 "latent_dim": self.latent_dim, "epochs": self.epochs, "train_loss": self.history}
