@@ -254,10 +254,12 @@ def study_set(name, train, test, targets, backbone, threads, epochs=None, models
     out["canvas"] = list(geo["canvas"])
     masks = load_canvas_masks(test, geo["canvas"])
     model = runner.build_model(config, backbone)
-    t0 = time.perf_counter()
-    model.fit(make_input_loader(train, geo["prep"], geo["train_sizes"], config.batch_size, config.num_workers))
-    fit = time.perf_counter() - t0
-    print(f"{name}: VAE fitted in {fit:.0f} s (loss {model.history[0]:.3f} -> {model.history[-1]:.3f})", flush=True)
+    if targets:
+        t0 = time.perf_counter()
+        model.fit(make_input_loader(train, geo["prep"], geo["train_sizes"], config.batch_size, config.num_workers))
+        fit = time.perf_counter() - t0
+        print(f"{name}: VAE fitted in {fit:.0f} s (loss {model.history[0]:.3f} -> {model.history[-1]:.3f})",
+              flush=True)
     for target in targets:
         model.target = target
         t0 = time.perf_counter()
@@ -300,6 +302,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=None, help="override the registry's epochs (uniformly)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--output", type=Path, default=None)
+    parser.add_argument("--merge", type=Path, action="append", default=[],
+                        help="an earlier results file of this script: its rows for sets and methods not "
+                             "measured now are kept (each row keeps its own times)")
     args = parser.parse_args()
 
     import torch
@@ -336,9 +341,19 @@ def main() -> None:
                   flush=True)
             report["sets"][name] = study_set(name, train, test, targets, backbone, args.threads, args.epochs, models)
     report["total_seconds"] = round(time.perf_counter() - t_all, 1)
-    names = list(report["sets"])
+    for path in args.merge:
+        earlier = json.loads(path.read_text())
+        for name, entry in earlier["sets"].items():
+            mine = report["sets"].setdefault(name, {**entry, "results": {}})
+            for method, row in entry["results"].items():
+                mine["results"].setdefault(method, {**row, "merged_from": path.name})
+        report.setdefault("merged", []).append({"file": path.name, "total_seconds": earlier.get("total_seconds")})
+    names = [s for s in SETS if s in report["sets"]]
+    report["sets"] = {s: report["sets"][s] for s in names}
+    methods = [m for m in (*registry.ATTRIBUTION_TARGETS, *registry.MODELS)
+               if all(m in report["sets"][s]["results"] for s in names)]
     summary = {}
-    for method in targets + models:
+    for method in methods:
         values = [report["sets"][s]["results"][method]["image_auroc"] for s in names]
         summary[method] = {"min_image_auroc": min(values), "mean_image_auroc": round(float(np.mean(values)), 4),
                            "genuine_attribution": method not in registry.ATTRIBUTION_BASELINES}

@@ -4,18 +4,32 @@ A re-implementation (not the authors' code) after Liu, Li, Wu, Radke, Karanam, S
 "Towards Visually Explaining Variational Autoencoders", CVPR 2020: a VAE learns normal data and
 a test image's anomaly map is an attribution, computed by backpropagation, of that VAE.
 
-Two attributions (setting ``attribution_target``):
+What the map explains is the setting ``attribution_target`` (its vocabulary:
+``registry.ATTRIBUTION_TARGETS``). Image AUROC on the whole test folder, 256 px, 10 epochs,
+seed 0 (``bench/attribution_study.py``; bottle / KolektorSDD / BSData / a part moved and rotated
+on a backdrop; the README has pixel AUROC and AUPRO too):
 
-* ``latent`` (the paper's): each dimension ``z_i`` of the latent mean is explained with Grad-CAM
-  on an encoder feature map ``A`` (``alpha_ik`` = spatial mean of ``d z_i / d A_k``,
-  ``M_i = ReLU(sum_k alpha_ik A_k)``) and ``M = mean_i M_i``. Measured on bottle at 256 px
-  (10 epochs, seed 0): pixel AUROC 0.48 at the full-grid layer, 0.46 / 0.52 at the 16x16 /
-  8x8 layers: on this feature VAE the latent code's evidence does not lie on the defects.
 * ``elbo`` (default): the VAE's anomaly score, its negative ELBO with ``z = mu``
   (squared reconstruction error + KL), attributed to the features it reads by gradient x input
   (``|sum_c x_c dL/dx_c|`` per position: each activation weighted by its gradient, as Grad-CAM
-  weights activations, but per position instead of pooled). Measured: pixel AUROC 0.976,
-  image 0.996 (Grad-CAM-pooled weights of the same score on encoder layers: 0.70-0.71).
+  weights activations, but per position instead of pooled). 0.996 / 0.645 / 0.885 / 0.455;
+  the only attribution above chance on every real set.
+* ``latent`` (the paper's equations): each dimension ``z_i`` of the latent mean is explained with
+  Grad-CAM on an encoder feature map ``A`` (``alpha_ik`` = spatial mean of ``d z_i / d A_k``,
+  ``M_i = ReLU(sum_k alpha_ik A_k)``) and ``M = mean_i M_i``. 0.556 / 0.474 / 0.476 / 0.491.
+* ``latent_sum`` (the authors' released code, expVAE ``gradcam.py``): one backward of the summed
+  latent mean, the gradient scaled to unit RMS, ``M = |sum_k alpha_k A_k|`` (absolute value, not
+  ReLU). 0.721 / 0.477 / 0.625 / 0.542.
+* ``latent_deviation``: Grad-CAM (ReLU) of ``||mu(x) - mean_train mu||^2``, the latent code's
+  departure from the training images' mean. 0.525 / 0.598 / 0.737 / 0.348.
+* ``residual``: the VAE's own squared feature reconstruction error, no attribution: the baseline
+  an attribution has to beat. 0.997 / 0.714 / 0.889 / 0.511: it beats every attribution on
+  every set, so the attribution family is represented by FCDD (:mod:`.fcdd`), whose map is its
+  output, and this model is kept for comparison.
+
+On the Grad-CAM targets the latent code's evidence does not lie on the defects (pixel AUROC
+0.29-0.72 on the real sets); a fully connected latent over the grid learns where things are, so
+on parts that move no target of this model scores above chance.
 
 Differences from the paper, for CPU speed: the VAE models the frozen backbone's features
 (stride-8 grid of 3x3-averaged features from strides 4, 8 and 16, standardised; as in
