@@ -265,7 +265,7 @@ def study_set(name, train, test, targets, backbone, threads, epochs=None, models
         t0 = time.perf_counter()
         maps, scores = _map_test(model, test, geo, config)
         seconds = time.perf_counter() - t0
-        row = {**_metrics(maps, scores, masks, labels), "fit_seconds": round(fit, 1),
+        row = {"epochs": config.epochs, **_metrics(maps, scores, masks, labels), "fit_seconds": round(fit, 1),
                "inference_seconds": round(seconds, 1), "inference_ms_per_image": round(1000 * seconds / len(test), 1),
                "genuine_attribution": target not in registry.ATTRIBUTION_BASELINES}
         out["results"][target] = row
@@ -280,7 +280,7 @@ def study_set(name, train, test, targets, backbone, threads, epochs=None, models
         t0 = time.perf_counter()
         maps, scores = _map_test(m, test, geo, config)
         seconds = time.perf_counter() - t0
-        row = {**_metrics(maps, scores, masks, labels), "fit_seconds": round(fit, 1),
+        row = {"epochs": config.epochs, **_metrics(maps, scores, masks, labels), "fit_seconds": round(fit, 1),
                "inference_seconds": round(seconds, 1), "inference_ms_per_image": round(1000 * seconds / len(test), 1),
                "genuine_attribution": True}
         out["results"][other] = row
@@ -346,7 +346,8 @@ def main() -> None:
         for name, entry in earlier["sets"].items():
             mine = report["sets"].setdefault(name, {**entry, "results": {}})
             for method, row in entry["results"].items():
-                mine["results"].setdefault(method, {**row, "merged_from": path.name})
+                mine["results"].setdefault(method, {"epochs": earlier["settings"]["epochs"], **row,
+                                                    "merged_from": path.name})
         report.setdefault("merged", []).append({"file": path.name, "total_seconds": earlier.get("total_seconds")})
     names = [s for s in SETS if s in report["sets"]]
     report["sets"] = {s: report["sets"][s] for s in names}
