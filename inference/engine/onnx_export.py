@@ -1,5 +1,5 @@
-"""ONNX export of a model package whose maps are a fixed graph: PaDiM, PatchCore and the feature
-reconstruction model (the registry's models without an ``onnx_refusal``).
+"""ONNX export of a model package whose maps are a fixed graph: PaDiM, PatchCore, the feature
+reconstruction model and FCDD (the registry's models without an ``onnx_refusal``).
 
 The exported graph takes a batch of images as uint8 ``(B, 3, S, S)`` (RGB, already resized to the
 package's size ``S`` as the manifest's preprocessing says) and returns ``anomaly_map``
@@ -18,6 +18,8 @@ computation, the bilinear upsampling and the Gaussian blur: the same operations 
   distance block is batch x patches x bank floats (8.8 MB per image at 256 px and a 1 % coreset).
 * Feature reconstruction: the 3x3-averaged features on the stride-8 grid, standardised, the 1x1
   autoencoder and the squared error; score = map maximum.
+* FCDD: the same standardised features, its convolutional head and the pseudo-Huber output;
+  score = map maximum.
 
 A ``tiles`` package (PatchCore, reconstruction: the position-free models) exports one graph for
 images of any size: it takes uint8 ``(B, 3, H, W)`` at the image's own size (every image of a
@@ -183,7 +185,29 @@ class ReconstructionGraph(ImageGraph):
         return maps, maps.flatten(1).amax(1)
 
 
-GRAPHS = {"Padim": PadimGraph, "PatchCore": PatchCoreGraph, "FeatureReconstruction": ReconstructionGraph}
+class FcddGraph(ImageGraph):
+    """:class:`fcdd.Fcdd` inference (the pseudo-Huber output of its convolutional head)."""
+
+    def __init__(self, model):
+        from .fcdd import BLUR_SIGMA
+
+        super().__init__(model, BLUR_SIGMA)
+        self.head = model.net
+        self.grid_index = model.grid_index
+        self.register_buffer("mean", model.mean.detach().cpu().view(1, -1, 1, 1).clone())
+        self.register_buffer("std", model.std.detach().cpu().view(1, -1, 1, 1).clone())
+
+    def forward(self, images: torch.Tensor):
+        from .fcdd import pseudo_huber
+        from .reconstruction import grid_features
+
+        f = (grid_features(self.features(images), self.grid_index) - self.mean) / self.std
+        maps = self.to_map(pseudo_huber(self.head(f)))
+        return maps, maps.flatten(1).amax(1)
+
+
+GRAPHS = {"Padim": PadimGraph, "PatchCore": PatchCoreGraph, "FeatureReconstruction": ReconstructionGraph,
+          "Fcdd": FcddGraph}
 
 
 # ---- tiles: the package's preprocessing in the graph ------------------------------------------------

@@ -104,6 +104,18 @@ def whole_number(value) -> int:
 
 _CONFIG_DEFAULTS = {f.name: getattr(BenchmarkConfig(), f.name) for f in fields(BenchmarkConfig)}
 
+# What the attribution model's map explains (``attribution.VaeAttention``; see its docstring for
+# the measurements): the one vocabulary of the setting ``attribution_target``.
+ATTRIBUTION_TARGETS = {
+    "elbo": "gradient x input of the VAE's negative ELBO",
+    "latent": "Grad-CAM of each latent dimension, averaged (Liu et al.'s equations)",
+    "latent_sum": "Grad-CAM of the summed latent mean, absolute value (Liu et al.'s code)",
+    "latent_deviation": "Grad-CAM of the latent mean's squared distance from the training mean",
+    "residual": "the VAE's feature reconstruction error (a baseline, not an attribution)",
+}
+# Targets that are no attribution (no backpropagation): measured as baselines, never the default.
+ATTRIBUTION_BASELINES = ("residual",)
+
 SETTINGS: dict[str, Setting] = {s.name: s for s in (
     # ---- common to every model
     Setting("backbone", str, "frozen ImageNet feature extractor", choices=BACKBONE_NAMES, label="Backbone"),
@@ -146,8 +158,9 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in (
     # ---- reconstruction
     Setting("latent_dim", int, "Reconstruction / attribution: latent width of the autoencoder", 1, 1024,
             label="Latent size"),
-    Setting("attribution_target", str, "Attribution: elbo = gradient x input of the VAE's score; "
-            "latent = Grad-CAM of its latent (Liu et al.)", choices=("elbo", "latent"), label="Attribution target"),
+    Setting("attribution_target", str, "Attribution: " + "; ".join(f"{name} = {what}" for name, what
+                                                           in ATTRIBUTION_TARGETS.items()),
+            choices=tuple(ATTRIBUTION_TARGETS), label="Attribution target"),
     # ---- PatchCore
     Setting("coreset_ratio", float, "PatchCore: share of the training patches kept in the memory bank",
             0.0001, 1.0, label="Coreset share"),
@@ -214,6 +227,10 @@ MODELS: dict[str, ModelSpec] = {m.name: m for m in (
               onnx_refusal="its map is a gradient of the VAE's score with respect to its input features, "
                            "computed by backpropagation at inference, and an ONNX inference graph holds no "
                            "backward pass"),
+    ModelSpec("fcdd", "FCDD", "attribution", "fcdd", "Fcdd", ("epochs", "learning_rate"),
+              "fully convolutional one-class model whose output is its explanation map, trained against "
+              "synthetic defects (position-free)",
+              citation="Liznerski et al., ICLR 2021"),
     ModelSpec("cflow", "CFLOW", "normalizing_flow", "cflow", "Cflow",
               ("epochs", "learning_rate", "early_stopping_patience", "coupling_blocks", "condition_vector",
                "clamp_alpha", "fiber_batch_size"),

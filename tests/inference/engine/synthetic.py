@@ -17,6 +17,8 @@ SMALL = {
     "reconstruction": dict(epochs=2, latent_dim=8),
     "attribution": dict(epochs=2, latent_dim=4),
     "attribution-latent": dict(epochs=2, latent_dim=4, attribution_target="latent"),
+    "attribution-latent_deviation": dict(epochs=2, latent_dim=4, attribution_target="latent_deviation"),
+    "fcdd": dict(epochs=2),
     "cflow": dict(epochs=1, coupling_blocks=2, condition_vector=16, fiber_batch_size=256),
 }
 

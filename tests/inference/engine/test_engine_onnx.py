@@ -1,5 +1,5 @@
 """ONNX export of a package (PaDiM, PatchCore with its nearest neighbours and reweighted image score
-in the graph, feature reconstruction): onnxruntime gives the torch maps and the model's own image
+in the graph, feature reconstruction, FCDD): onnxruntime gives the torch maps and the model's own image
 scores within 1e-4 relative, and the thresholds and preprocessing travel in the model's metadata;
 the models that cannot be exported are refused with the reason."""
 
@@ -28,13 +28,13 @@ def test_the_registry_says_which_models_export_and_each_has_a_graph_or_a_reason(
 
     from inference.engine import registry
 
-    assert set(EXPORTABLE) == {"padim", "patchcore", "reconstruction"}
+    assert set(EXPORTABLE) == {"padim", "patchcore", "reconstruction", "fcdd"}
     assert set(GRAPHS) == {registry.get(name).cls for name in EXPORTABLE}
     for name, spec in registry.MODELS.items():
         assert (name in EXPORTABLE) != bool(spec.onnx_refusal), name
 
 
-@pytest.mark.parametrize("model", ["padim", "patchcore", "reconstruction"])
+@pytest.mark.parametrize("model", ["padim", "patchcore", "reconstruction", "fcdd"])
 def test_onnx_matches_the_torch_maps_and_image_scores(model, synthetic, tmp_path):
     import onnx
     import onnxruntime as ort
