@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('inference', '0007_runsample_vote_shares'),
+        ('inference', '0009_inspection_feedback'),
     ]
 
     operations = [

@@ -63,8 +63,17 @@ def test_board_product_page_and_gallery(browser_page, login_as, live_server, pad
     page.goto(f"{live_server.url}/benchmarks/products/{part.product_id}/")
     page.screenshot(path=str(test_output_dir / "product.png"))
 
-    # The results page's gallery: several tiles a row, each one outlined picture that loaded.
+    # The results page: its first screen holds the decision card with the threshold's value and the
+    # catch and false-reject rates with their intervals.
     page.goto(f"{live_server.url}/benchmarks/{run.pk}/")
+    card = page.locator(".decision-card").first
+    kpis = card.locator(".kpis").bounding_box()
+    assert kpis["y"] + kpis["height"] <= VIEWPORT["height"], kpis
+    text = card.inner_text()
+    assert "Defective parts caught" in text and "Good parts rejected" in text and "[" in text
+    page.screenshot(path=str(test_output_dir / "results-first-screen.png"))
+
+    # The results page's gallery: several tiles a row, each one outlined picture that loaded.
     gallery = page.locator("ul.gallery").first
     tiles = gallery.locator("li.shot")
     assert tiles.count() >= 3
