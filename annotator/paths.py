@@ -90,12 +90,27 @@ def servable_file(root, relative: str) -> Path:
     return resolved
 
 
+# A mask DefectBench keeps itself (drawn in its mask editor for an anomalous image imported
+# without one) lies under the media root, never in the user's dataset folder. Its image's
+# ``mask_path`` is this prefix + its path relative to the media root, inside DRAWN_MASKS_FOLDER
+# (``annotator.services.masks``). A re-import keeps it (the folder has no mask for the image).
+MEDIA_MASK_PREFIX = "media:"
+DRAWN_MASKS_FOLDER = "drawn-masks"
+
+
+def is_media_mask(mask_relative: str) -> bool:
+    return bool(mask_relative) and mask_relative.startswith(MEDIA_MASK_PREFIX)
+
+
 def mask_file(root, image_relative: str, mask_relative: str) -> Path:
     """The mask file of an image: ``root/mask_relative``, or, when that is an annotation file
     (LabelMe, COCO JSON: the polygons layout), the mask rasterised from it at import, kept under
-    the media root (``annotator.polygon_masks``)."""
+    the media root (``annotator.polygon_masks``), or a mask kept under the media root
+    (``MEDIA_MASK_PREFIX``: drawn in DefectBench)."""
     from annotator.polygon_masks import is_annotation_file, masks_dir, rendered_mask
 
+    if is_media_mask(mask_relative):
+        return Path(settings.MEDIA_ROOT) / mask_relative.removeprefix(MEDIA_MASK_PREFIX)
     if is_annotation_file(mask_relative):
         return rendered_mask(masks_dir(settings.MEDIA_ROOT, Path(root)), image_relative)
     return Path(root) / mask_relative
@@ -107,6 +122,18 @@ def servable_mask(root, image_relative: str, mask_relative: str) -> Path:
     servable file of the dataset."""
     from annotator.polygon_masks import RENDERED_FOLDER, is_annotation_file
 
+    if is_media_mask(mask_relative):
+        relative = mask_relative.removeprefix(MEDIA_MASK_PREFIX)
+        try:
+            validate_relative_path(relative)
+        except ValidationError as error:
+            raise UnsafeFile(error.messages[0]) from None
+        resolved = mask_file(root, image_relative, mask_relative).resolve()
+        if not resolved.is_relative_to((Path(settings.MEDIA_ROOT) / DRAWN_MASKS_FOLDER).resolve()):
+            raise UnsafeFile(f"the mask of {image_relative} resolves outside the media root's drawn-mask folder.")
+        if not resolved.is_file():
+            raise FileNotFoundError(f"the drawn mask of {image_relative}")
+        return resolved
     if not is_annotation_file(mask_relative):
         return servable_file(root, mask_relative)
     servable_file(root, mask_relative)

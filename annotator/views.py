@@ -12,7 +12,7 @@ from django.utils.dateparse import parse_datetime
 from django.views.decorators.http import require_GET, require_http_methods
 
 from annotator import forms
-from annotator.models import Dataset, Image, Label, Product, User
+from annotator.models import LABELLABLE, NEEDS_MASK, Dataset, Image, Label, Product, User, on_related
 from annotator.services import (
     agreement,
     defect_folder,
@@ -42,6 +42,7 @@ def home(request):
         train_good=Count("images", filter=Q(images__split="train")),
         test_good=Count("images", filter=Q(images__split="test", images__is_anomalous=False)),
         anomalous=Count("images", filter=Q(images__is_anomalous=True)),
+        needs_mask=Count("images", filter=on_related("images__", NEEDS_MASK)),
     )
     return render(request, "annotator/home.html", {"datasets": datasets, "products": products,
                                                    "show_archived": show_archived,
@@ -64,7 +65,8 @@ def product_detail(request, pk: int):
         request,
         "annotator/product_detail.html",
         {"product": product, "page": page, "defect_types": defect_types,
-         "split": split, "defect_type": defect_type},
+         "split": split, "defect_type": defect_type,
+         "needs_mask": product.images.filter(NEEDS_MASK).count()},
     )
 
 
@@ -172,7 +174,7 @@ def labelling_list_page(request, pk: int):
 def workspace(request, pk: int):
     """The labelling workspace for one anomalous test image (the page's JS talks to the API)."""
     image = get_object_or_404(
-        Image.objects.select_related("product__dataset"), pk=pk, split=Image.Split.TEST, is_anomalous=True
+        Image.objects.select_related("product__dataset").filter(LABELLABLE), pk=pk
     )
     scope_product = request.GET.get("scope") == "product"
     config = {
