@@ -501,14 +501,14 @@ def _write(scan, kept, root, name, created_by, kinds, explicit, options, problem
         }
         counts[(scanned.product, scanned.split, scanned.defect_type)] += 1
         summary.counts[(scanned.split, scanned.defect_type)] += 1
-        if scanned.is_anomalous:
-            summary.anomalous += 1
-            summary.with_mask += bool(scanned.mask_path)
         key = (product.pk, rel)
         seen.add(key)
         row = current.get(key)
         if row is not None and not values["mask_path"] and scanned.is_anomalous and is_media_mask(row.mask_path):
             values["mask_path"] = row.mask_path  # drawn in DefectBench: the folder has none, keep it
+        if scanned.is_anomalous:
+            summary.anomalous += 1
+            summary.with_mask += bool(values["mask_path"])
         if row is not None and row.is_labellable != _labellable(values):
             labellable_moved = True
         if row is None:
