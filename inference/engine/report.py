@@ -29,12 +29,16 @@ from typing import Literal
 
 import numpy as np
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
+# Reports of these versions read with today's names (5 only added ``masks`` and
+# ``per_image[].has_mask``; a report without them had a mask for every anomalous image).
+READABLE_SCHEMA_VERSIONS = (4, 5)
 
 FailureReason = Literal[
     "no_anomalous_validation_images",
     "no_defect_free_validation_images",
     "too_few_anomalous_validation_images",
+    "no_masked_anomalous_validation_images",
     "invalid_setting",
 ]
 
@@ -373,6 +377,27 @@ class Split:
 
 
 @dataclass
+class MaskCoverage:
+    """How many anomalous images had a mask, per part. An anomalous image without one (imported
+    without a mask) is image-level evidence: image AUROC and the image decision (defective parts
+    caught) use every anomalous image; the numbers in ``needs_masks`` (pixel AUROC, AUPRO, AUPIMO,
+    every threshold technique's pixel metrics, regions and defect sizes, the few-shot study) use
+    only those with a mask, and the techniques that need labelled defects are fitted only on the
+    validation part's anomalous images with a mask.
+    """
+
+    test_with_mask: int
+    test_image_level_only: int
+    validation_with_mask: int
+    validation_image_level_only: int
+    needs_masks: list[str]
+
+
+# The report's numbers measured on the anomalous images with a mask only (``MaskCoverage``).
+PIXEL_METRICS = ("pixel_auroc", "aupro", "aupimo", "techniques", "few_shot", "selection", "curves")
+
+
+@dataclass
 class Bootstrap:
     resamples: int
     seed: int
@@ -425,6 +450,8 @@ class PerImage:
     aupimo: float | None = None
     # per technique [defect regions found, defect regions, false-alarm regions] (``regions.py``)
     regions: dict[str, list[int]] = dataclasses.field(default_factory=dict)
+    # False: an anomalous image without a mask (image-level evidence: score and decision only)
+    has_mask: bool = True
 
 
 @dataclass
@@ -470,6 +497,8 @@ class BenchmarkReport:
     # The heat maps' colour scale (jet): score ``low`` is blue, ``high`` red (the validation
     # maps' 1st and 99.9th percentiles); None without artifacts.
     colour_scale: dict[str, float] | None = None
+    # Anomalous images with and without a mask (None in reports made before schema 5: all had one)
+    masks: MaskCoverage | None = None
 
     def to_json(self) -> dict:
         return clean_json(dataclasses.asdict(self))
