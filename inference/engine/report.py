@@ -84,6 +84,43 @@ def estimate_text(estimate, digits: int = 3) -> str:
     return f"{value} {interval}" if interval else value
 
 
+# Shown instead of a pixel number that no anomalous image with a mask could measure.
+NEEDS_MASKS_TEXT = "needs masks"
+
+
+def mask_coverage(report: dict) -> dict | None:
+    """What a stored report (JSON) says about anomalous images without a mask, for every reader
+    (results page, CSV, CLI): None when every one had a mask (and in reports made before schema 5).
+
+    ``text``: "pixel metrics on N of M anomalous images (the others have no mask)" with the counts
+    per part; ``test_has_masks`` / ``validation_has_masks``: whether the test-part pixel numbers
+    and the mask-based thresholds could be measured at all (else they read ``NEEDS_MASKS_TEXT``).
+    """
+    m = report.get("masks") if report else None
+    if not m or not (m["test_image_level_only"] + m["validation_image_level_only"]):
+        return None
+    test_total = m["test_with_mask"] + m["test_image_level_only"]
+    val_total = m["validation_with_mask"] + m["validation_image_level_only"]
+    with_mask = m["test_with_mask"] + m["validation_with_mask"]
+    return {
+        "text": (f"pixel metrics on {with_mask} of {test_total + val_total} anomalous images (the others have "
+                 f"no mask): {m['test_with_mask']} of {test_total} in the test part, "
+                 f"{m['validation_with_mask']} of {val_total} in the validation part; image AUROC and the "
+                 "image decision use all of them"),
+        "with_mask": with_mask, "total": test_total + val_total,
+        "test_has_masks": m["test_with_mask"] > 0, "validation_has_masks": m["validation_with_mask"] > 0,
+        "any_masks": with_mask > 0,
+    }
+
+
+def pixel_estimate_text(estimate, coverage: dict | None, digits: int = 3, *, whole_folder: bool = False) -> str:
+    """``estimate_text`` of a pixel number, or ``NEEDS_MASKS_TEXT`` where no anomalous image of
+    its part had a mask (``coverage``: :func:`mask_coverage`)."""
+    value, _ = estimate_parts(estimate, digits)
+    measured = coverage is None or coverage["any_masks" if whole_folder else "test_has_masks"]
+    return NEEDS_MASKS_TEXT if value == "—" and not measured else estimate_text(estimate, digits)
+
+
 @dataclass
 class ThresholdFree:
     """``aupimo``: the mean AUPIMO of the anomalous images (``pimo.py``); None where undefined."""

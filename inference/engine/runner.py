@@ -305,8 +305,12 @@ def _technique_results(val: evaluation.ValidationData, maps, masks, labels, ti, 
         test = (evaluation.segmentation_estimates(c, labels[ti], resampler) if resampler is not None else None)
         pct = (100.0 * np.searchsorted(good_pixels, thr, side="right") / good_pixels.size
                if good_pixels is not None else None)
-        results[name] = TechniqueResult(name, thr, None, evaluation.segmentation(v, val.anomalous), test,
-                                        threshold_percentile=pct)
+        validation = evaluation.segmentation(v, val.anomalous)
+        if not val.anomalous.any():
+            validation = _without_defect_pixels(validation)
+        if test is not None and not labels[ti].any():
+            test = _without_defect_pixels(test)
+        results[name] = TechniqueResult(name, thr, None, validation, test, threshold_percentile=pct)
         if defect_regions is not None:
             region_counts[name] = defect_regions.at(maps[ti], thr)
             results[name].regions = regions.region_detection(region_counts[name], labels[ti], resampler)
@@ -318,6 +322,19 @@ def _technique_results(val: evaluation.ValidationData, maps, masks, labels, ti, 
         for name, decision in decisions.items():
             results[name].decision = decision
     return thresholds, results, test_counts, region_counts
+
+
+# Undefined without a defect pixel to find (0 / false positives would read as a measured 0).
+_DEFECT_PIXEL_METRICS = ("iou", "dice", "precision", "recall", "mean_image_iou")
+
+
+def _without_defect_pixels(segmentation):
+    """``segmentation`` (or its estimates) of images none of which is anomalous with a mask: the
+    numbers about defect pixels are None (``needs masks`` on the pages); the false-positive ones stay."""
+    from dataclasses import replace
+
+    empty = Estimate(None) if isinstance(segmentation.iou, Estimate) else None
+    return replace(segmentation, **{k: empty for k in _DEFECT_PIXEL_METRICS})
 
 
 def _image_decision(scores, labels, vi, ti, resampler) -> ImageDecision:
@@ -659,8 +676,10 @@ def _run_measured(train, test, config, progress, should_cancel, artifacts_dir, o
             prog("artifacts", (n + 1) / len(ti))
         per_image.append(entry)
 
+    # an image without a mask is other evidence than the same image with one (pixel numbers);
+    # fully masked test parts keep the digest they always had
     test_entries = [(test[i].report_key, test[i].defect_type, test[i].category, test[i].background)
-                    for i in ti]
+                    + (() if pixel[i] else ("no mask",)) for i in ti]
     run_peak_mb = memory.stop()
     device = str(torch.device(config.device) if config.device != "auto"
                  else ("cuda" if torch.cuda.is_available() else "cpu"))
