@@ -8,6 +8,7 @@ from django.conf import settings as django_settings
 
 from annotator.models import AnnotatorProgress, Image
 from annotator.services import queue
+from annotator.services.nothing_left import nothing_left, reasons
 from annotator.services.masks import MaskRefused, drawn_mask_relpath, set_image_mask
 from tests.annotator.test_layouts import write_mask
 from tests.api.labelling_factory import make_dataset
@@ -52,6 +53,8 @@ def test_only_images_with_a_mask_are_served_until_one_gets_a_mask(dataset, make_
 
     assert len(first) == 2 and not {image.path for image in without} & set(first)
     assert queue.next_image(ann, product=widget) is None
+    said = reasons(nothing_left(ann, dataset=dataset, product=widget))
+    assert "2 anomalous images without a mask are not labelled until a mask is drawn" in " ".join(said)
     with pytest.raises(queue.QueueError, match="needs a mask first"):
         queue.submit_label(user=ann, image=without[0], background=True, category="surface")
     assert (queue.user_progress(ann, widget).done, queue.user_progress(ann, widget).total) == (2, 2)
