@@ -4,7 +4,6 @@ use only those with a mask."""
 
 import json
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pytest
