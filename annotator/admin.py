@@ -5,6 +5,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin
 from django.core.exceptions import PermissionDenied
+from django.db.models import Count, Q
 from django.http import JsonResponse
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
@@ -12,6 +13,7 @@ from django.urls import path
 from django.utils.html import format_html, format_html_join
 
 from annotator.models import (
+    NEEDS_MASK,
     Claim,
     Dataset,
     Image,
@@ -23,6 +25,7 @@ from annotator.models import (
     ReviewDecision,
     Skip,
     User,
+    on_related,
 )
 from annotator.services import upload_jobs
 from annotator.services.background import NothingToCancel
@@ -194,14 +197,43 @@ class ImportJobAdmin(admin.ModelAdmin):
 
 @admin.register(Product)
 class ProductAdmin(admin.ModelAdmin):
-    list_display = ("name", "dataset", "kind")
+    list_display = ("name", "dataset", "kind", "anomalous", "needs_mask")
     list_filter = ("dataset", "kind")
+
+    def get_queryset(self, request):
+        # one aggregate query for the whole page, not a count per row
+        return super().get_queryset(request).annotate(
+            anomalous_count=Count("images", filter=Q(images__is_anomalous=True)),
+            needs_mask_count=Count("images", filter=on_related("images__", NEEDS_MASK)))
+
+    @admin.display(description="anomalous", ordering="anomalous_count")
+    def anomalous(self, obj):
+        return obj.anomalous_count
+
+    @admin.display(description="without mask (needs a mask)", ordering="needs_mask_count")
+    def needs_mask(self, obj):
+        return obj.needs_mask_count
+
+
+class HasMaskFilter(admin.SimpleListFilter):
+    title = "mask"
+    parameter_name = "mask"
+
+    def lookups(self, request, model_admin):
+        return [("needs", "anomalous without mask (needs a mask)"), ("has", "has a mask")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "needs":
+            return queryset.filter(NEEDS_MASK)
+        if self.value() == "has":
+            return queryset.exclude(mask_path="")
+        return queryset
 
 
 @admin.register(Image)
 class ImageAdmin(admin.ModelAdmin):
     list_display = ("path", "product", "split", "is_anomalous", "defect_type", "width", "height")
-    list_filter = ("product", "split", "is_anomalous", "defect_type")
+    list_filter = ("product", "split", "is_anomalous", HasMaskFilter, "defect_type")
     search_fields = ("path",)
     readonly_fields = ("checksum", "width", "height", "created_at")
 

@@ -43,7 +43,8 @@ folder of product folders (the product name is always the product folder's name)
     <product>/**/good/<stem>.<ext>             defect-free, no mask (ok/, normal/; ``good_folders``)
 
   An image with a mask is anomalous when its mask has a defect pixel (decided after decoding,
-  ``resolve_images``), defect type ``defect``; otherwise defect-free. No split is given.
+  ``resolve_images``), defect type ``defect``; otherwise defect-free. An image outside the
+  defect-free folders without a mask is anomalous without a mask. No split is given.
 
 ``manifest`` (a CSV or JSON-lines file; its folder is the dataset root)::
 
@@ -51,8 +52,8 @@ folder of product folders (the product name is always the product folder's name)
                                                manifest, inside its folder
 
   Problems name the manifest line. An empty defect_type with a mask: anomalous when the mask has
-  a defect pixel; a defect type of good/ok/normal: defect-free; any other: anomalous (mask
-  required). An empty split is made by ``resolve_images``.
+  a defect pixel; a defect type of good/ok/normal: defect-free; any other: anomalous (with or
+  without a mask). An empty split is made by ``resolve_images``.
 
 ``polygons`` (LabelMe or COCO JSON annotations; ``annotator.polygon_layout``)::
 
@@ -62,6 +63,12 @@ folder of product folders (the product name is always the product folder's name)
 
   The masks are rasterised at the images' native size into ``mask_dir`` (the importer's is
   under the media root), never beside the user's files. No split is given.
+
+Anomalous images without a mask (a photo of a defective part, nobody drew its defect yet) are
+accepted in every layout that can say an image is anomalous without a mask (all but polygons,
+where an image without annotation is defect-free): their ``mask_path`` is None. They are
+image-level evidence (image AUROC, the image decision) until a mask is given to them
+(``annotator.services.masks.save_drawn_mask``); masks without an image stay errors.
 
 ``auto`` reads a manifest file given, or a folder's own manifest.csv / manifest.jsonl; otherwise
 it tries mvtec, btad and folder, then polygons, then beside. When
@@ -373,12 +380,8 @@ def _scan_beside(result: ScanResult, product: Path, mask_suffix, mask_ext, good_
                     ScannedImage(product.name, None, None, BESIDE_DEFECT_TYPE, image, masks[0]))
             elif in_good:
                 result.images.append(ScannedImage(product.name, None, False, "good", image, None))
-            else:
-                example = f"{image.stem}{suffixes[0]}{mask_ext or image.suffix}"
-                result.errors.append(
-                    f"{result.relative(image)}: no mask beside it (expected {example}) and not in a "
-                    f"folder of defect-free images ({', '.join(sorted(good))})"
-                )
+            else:  # outside the defect-free folders and without a mask: anomalous, needs a mask
+                result.images.append(ScannedImage(product.name, None, True, BESIDE_DEFECT_TYPE, image, None))
 
 
 # --- manifest ----------------------------------------------------------------------------------
@@ -471,9 +474,6 @@ def _scan_manifest(result: ScanResult, manifest: Path, good_folders) -> None:
             anomalous = defect_type.lower() not in good
             if not anomalous:
                 defect_type = "good"
-        if anomalous and mask is None:
-            result.errors.append(f"{where}: anomalous image ({defect_type}) without a mask")
-            continue
         if anomalous is not False and split == "train":
             result.errors.append(f"{where}: an anomalous image cannot be a training image (split train)")
             continue
@@ -519,22 +519,20 @@ def _find_mask(folder: Path, stems: list[str]) -> list[Path]:
     )
 
 
-def _pair_mask(
-    result: ScanResult, image: Path, mask_dir: Path, stems: list[str], expected: str, claimed: set[Path]
-) -> Path | None:
-    """The one mask of ``image`` (an error when none or several); every mask found is ``claimed``."""
+def _pair_mask(result: ScanResult, image: Path, mask_dir: Path, stems: list[str],
+               claimed: set[Path]) -> tuple[bool, Path | None]:
+    """(usable, the one mask of ``image``). No mask is usable: an anomalous image without one is
+    image-level evidence, imported as needing a mask. Several masks are an error (not usable).
+    Every mask found is ``claimed``."""
     masks = _find_mask(mask_dir, stems)
     claimed.update(masks)
-    if not masks:
-        result.errors.append(f"{result.relative(image)}: no mask at {expected}")
-        return None
     if len(masks) > 1:
         result.errors.append(
             f"{result.relative(image)}: several masks found "
             f"({', '.join(result.relative(m) for m in masks)})"
         )
-        return None
-    return masks[0]
+        return False, None
+    return True, masks[0] if masks else None
 
 
 def _masks_without_image(result: ScanResult, mask_dirs: list[Path], claimed: set[Path], where) -> None:
@@ -593,14 +591,10 @@ def _scan_split_product(result: ScanResult, product: Path, normal: str, mvtec: b
                 continue
             mask_dir = product / "ground_truth" / defect
             for image in _images_in(path, result):
-                if mvtec:
-                    stems = [f"{image.stem}_mask"]
-                    expected = result.relative(mask_dir / f"{image.stem}_mask.png")
-                else:
-                    stems = [image.stem]
-                    expected = result.relative(mask_dir / f"{image.stem}.png") + " (or .bmp)"
-                mask = _pair_mask(result, image, mask_dir, stems, expected, claimed)
-                result.images.append(ScannedImage(name, "test", True, defect, image, mask))
+                stems = [f"{image.stem}_mask"] if mvtec else [image.stem]
+                usable, mask = _pair_mask(result, image, mask_dir, stems, claimed)
+                if usable:
+                    result.images.append(ScannedImage(name, "test", True, defect, image, mask))
     _masks_without_image(result, _subdirs(product / "ground_truth"), claimed,
                          lambda folder: f"{result.relative(test / folder.name)}/")
     if not train.is_dir() and not test.is_dir():
@@ -634,9 +628,10 @@ def _scan_folder_product(result: ScanResult, product: Path) -> None:
         if not folder.is_dir():
             continue
         for image in _images_in(folder, result):
-            expected = result.relative(mask_dir / f"{image.stem}.png") + f" (or {image.stem}_mask.png)"
-            mask = _pair_mask(result, image, mask_dir, [image.stem, f"{image.stem}_mask"], expected, claimed)
-            result.images.append(ScannedImage(name, "test", True, folder_name, image, mask))
+            stems = [image.stem, f"{image.stem}_mask"]
+            usable, mask = _pair_mask(result, image, mask_dir, stems, claimed)
+            if usable:
+                result.images.append(ScannedImage(name, "test", True, folder_name, image, mask))
     if mask_dir.is_dir():
         _masks_without_image(result, [mask_dir], claimed, lambda folder: " or ".join(
             f"{result.relative(product / name)}/" for name in FOLDER_ANOMALOUS_DIRS))
@@ -648,7 +643,7 @@ def scan_dataset(root: Path, layout: str = "auto", *, mask_suffix: str | None = 
     """Every image of the dataset at ``root`` with its split, defect type and mask.
 
     ``layout`` "auto" detects it (UnknownLayoutError when unknown or ambiguous). Problems with
-    single files or folders (a missing mask, a mask without image, an unexpected file) do not raise: they are collected
+    single files or folders (several masks, a mask without image, an unexpected file) do not raise: they are collected
     in ``errors``, one message per problem, with paths relative to ``root`` (``root`` itself by its
     name: messages reach reviewers and admins in the browser, never the server's absolute paths). ``root`` may be a
     manifest file (the manifest layout); its folder is then the dataset's root. Images of the

@@ -141,6 +141,15 @@ class Product(models.Model):
         return self.kind == self.Kind.OBJECT
 
 
+# The images annotators label: anomalous test images WITH a mask (a defect category is read off
+# the defect's outline). An anomalous image without a mask is image-level evidence only; it
+# enters the queue once it gets a mask (``annotator.services.masks.save_drawn_mask``). The one
+# definition: the queue's partial index, its SQL, the progress counts and the checks derive from it.
+LABELLABLE = models.Q(split="test", is_anomalous=True) & ~models.Q(mask_path="")
+# Anomalous images without a mask (the summaries' "needs a mask" counts).
+NEEDS_MASK = models.Q(is_anomalous=True, mask_path="")
+
+
 class Image(models.Model):
     class Split(models.TextChoices):
         TRAIN = "train", "Train"
@@ -182,8 +191,8 @@ class Image(models.Model):
             models.Index(fields=["product", "split", "is_anomalous"]),
             # The queue's walk: the product's anomalous test images still short of labels, in order.
             models.Index(
-                fields=["product", "defect_type", "path"], name="image_queue_open",
-                condition=models.Q(split="test", is_anomalous=True, needs_labels=True),
+                fields=["product", "defect_type", "path"], name="image_queue_open_masked",
+                condition=LABELLABLE & models.Q(needs_labels=True),
             ),
             models.Index(fields=["product", "path"], name="image_disagrees", condition=models.Q(disagrees=True)),
             # The mask editor's list: the product's anomalous images that came without a mask.
@@ -209,6 +218,15 @@ class Image(models.Model):
     @property
     def files_root(self) -> Path:
         return self.files_root_in(self.product.dataset.root_path)
+
+    @property
+    def is_labellable(self) -> bool:
+        """``LABELLABLE`` for this row: an anomalous test image with a mask."""
+        return self.split == self.Split.TEST and self.is_anomalous and bool(self.mask_path)
+
+    @property
+    def needs_mask(self) -> bool:
+        return self.is_anomalous and not self.mask_path
 
     @property
     def file_path(self) -> Path:
@@ -469,11 +487,19 @@ class AnnotatorProgress(models.Model):
         ]
 
 
+def on_related(prefix: str, q: models.Q) -> models.Q:
+    """``q`` on a related model's fields (``LABELLABLE`` seen from a label: ``image__split``...)."""
+    out = models.Q(*[on_related(prefix, child) if isinstance(child, models.Q) else (prefix + child[0], child[1])
+                     for child in q.children], _connector=q.connector, _negated=q.negated)
+    return out
+
+
 def rebuild_annotator_progress(dataset: Dataset) -> None:
-    """Recount every ``AnnotatorProgress`` row of ``dataset`` from its labels (after an overlap change)."""
+    """Recount every ``AnnotatorProgress`` row of ``dataset`` from its labels of labellable images
+    (after an overlap change, or an import that changed which images have a mask)."""
     AnnotatorProgress.objects.filter(product__dataset=dataset).delete()
     rows = (
-        Label.objects.filter(image__product__dataset=dataset).order_by()
+        Label.objects.filter(image__product__dataset=dataset).filter(on_related("image__", LABELLABLE)).order_by()
         .values("annotator_id", "image__product_id")
         .annotate(done=models.Count("id"), waiting=models.Count("id", filter=models.Q(image__needs_labels=True)))
     )

@@ -4,7 +4,7 @@ from functools import wraps
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
-from django.db.models import Count, Q
+
 from django.http import (
     FileResponse, Http404, HttpResponseBadRequest, HttpResponseNotFound, HttpResponseNotModified, StreamingHttpResponse,
 )
@@ -14,7 +14,7 @@ from django.utils.dateparse import parse_datetime
 from django.views.decorators.http import require_GET, require_http_methods
 
 from annotator import forms
-from annotator.models import Dataset, DefectBookEntry, Image, Label, Product, User
+from annotator.models import LABELLABLE, NEEDS_MASK, Dataset, DefectBookEntry, Image, Label, Product, User
 from annotator.services import (
     agreement,
     board,
@@ -62,7 +62,8 @@ def product_detail(request, pk: int):
         request,
         "annotator/product_detail.html",
         {"product": product, "page": page, "defect_types": defect_types,
-         "split": split, "defect_type": defect_type},
+         "split": split, "defect_type": defect_type,
+         "needs_mask": product.images.filter(NEEDS_MASK).count()},
     )
 
 
@@ -180,7 +181,7 @@ def labelling_list_page(request, pk: int):
 def workspace(request, pk: int):
     """The labelling workspace for one anomalous test image (the page's JS talks to the API)."""
     image = get_object_or_404(
-        Image.objects.select_related("product__dataset"), pk=pk, split=Image.Split.TEST, is_anomalous=True
+        Image.objects.select_related("product__dataset").filter(LABELLABLE), pk=pk
     )
     scope_product = request.GET.get("scope") == "product"
     config = {

@@ -119,6 +119,8 @@ def _part_context(run, part, per_image=True):
     context.update({
         "n_test_part": len(split["test"]), "n_val_part": len(split["validation"]),
         "free": s["test_part"], "whole": s["whole_folder"],
+        # anomalous images without a mask: which numbers rest on how many masks
+        "coverage": reports.mask_coverage(s),
         "rows": reports.technique_rows(s),
         "defect_sizes": reports.defect_sizes(s),
         "decision_card": reports.decision_card(s, run.get_model_display()),

@@ -17,7 +17,7 @@ from typing import Callable
 from django.db.models import Count, Q
 from django.utils import timezone
 
-from annotator.models import AnnotatorProgress, Claim, Dataset, Image, Product, User
+from annotator.models import LABELLABLE, NEEDS_MASK, AnnotatorProgress, Claim, Dataset, Image, Product, User, on_related
 from annotator.services import review
 from annotator.services.nothing_left import NothingLeft, reasons
 from annotator.services.queue import claim_timeout
@@ -40,11 +40,12 @@ class ProductRow:
     train_good: int
     test_good: int
     anomalous: int
-    to_label: int        # anomalous test images: only those are labelled
+    to_label: int        # anomalous test images with a mask: only those are labelled
     labelled: int        # of those, with every label the dataset's overlap asks for
     disagreements: int   # annotators disagree and no reviewer has decided yet
     open_to_viewer: int  # short of labels and not labelled by the viewer
     sections: dict = field(default_factory=dict)
+    needs_mask: int = 0  # anomalous images without a mask: image-level evidence until one is drawn
 
     @property
     def labelled_percent(self) -> int:
@@ -91,7 +92,7 @@ class DatasetRow:
         return reasons(self.state) if self.nothing_to_label else []
 
 
-_LABELLED = Q(images__split=Image.Split.TEST, images__is_anomalous=True)
+_LABELLED = on_related("images__", LABELLABLE)
 
 
 def board(user: User, *, archived: bool = False) -> list[DatasetRow]:
@@ -105,6 +106,7 @@ def board(user: User, *, archived: bool = False) -> list[DatasetRow]:
             to_label=Count("images", filter=_LABELLED),
             labelled=Count("images", filter=_LABELLED & Q(images__needs_labels=False)),
             needing=Count("images", filter=_LABELLED & Q(images__needs_labels=True)),
+            needs_mask=Count("images", filter=on_related("images__", NEEDS_MASK)),
         )
     )
     # Apart, as the review page counts them: the partial index on ``disagrees`` answers it in under
@@ -133,6 +135,7 @@ def board(user: User, *, archived: bool = False) -> list[DatasetRow]:
             # the viewer's labels on images still short of labels are kept as ``waiting``
             open_to_viewer=max(0, product.needing - (mine.waiting if mine else 0)),
             sections={name: found.get(product.pk) for name, found in sections.items()},
+            needs_mask=product.needs_mask,
         ))
     rows = []
     for dataset in datasets:

@@ -7,8 +7,10 @@ Rules a user notices:
   ``Dataset.root`` is the resolved folder given, ``Image.path`` / ``Image.mask_path`` are relative
   to it with forward slashes. Nothing is copied.
 * Every file is checked before anything is written (readable and fully decodable, below the
-  pixel limit, anomalous images with a mask of the same size that a mask rule of
-  ``inference.engine.pixels`` reads and that is not empty). Any problem: nothing is imported and
+  pixel limit, a mask of the same size that a mask rule of ``inference.engine.pixels`` reads
+  and, for an anomalous image, that is not empty). An anomalous image without a mask is
+  imported with an empty ``mask_path`` and counted "anomalous without mask (needs a mask)".
+  Any problem: nothing is imported and
   ``ImportFailed`` lists one message per problem.
 * ``skip_invalid``: every valid image is imported instead, and the problems (CSV ``path,problem``)
   are kept in ``Dataset.problem_report`` (shown in the admin). Images with the content of another
@@ -65,7 +67,7 @@ from annotator.layouts import (
     scan_dataset,
 )
 from annotator.paths import data_roots, inside_data_roots, is_drawn_mask, shown_path  # noqa: F401 (data_roots re-exported)
-from annotator.models import Dataset, Image, Product
+from annotator.models import Dataset, Image, Product, rebuild_annotator_progress
 from annotator.services.image_checks import CheckedFile, check_many
 from inference.engine.pixels import MASK_RULES, MASK_THRESHOLD
 from annotator.polygon_masks import masks_dir
@@ -95,6 +97,11 @@ class ImportFailed(Exception):
         return "\n".join([head, *self.errors])
 
 
+def needs_mask_text(n: int) -> str:
+    """How every summary (import, admin, product pages) names anomalous images without a mask."""
+    return f"{n} anomalous without mask (needs a mask)"
+
+
 @dataclass
 class ProductSummary:
     name: str
@@ -102,7 +109,7 @@ class ProductSummary:
     normal_label: str  # "good", or "ok" for BTAD
     counts: Counter = field(default_factory=Counter)  # (split, defect_type) -> images
     anomalous: int = 0
-    with_mask: int = 0
+    with_mask: int = 0  # of the anomalous images; the others are image-level evidence, needing a mask
     added: int = 0
     updated: int = 0
     unchanged: int = 0
@@ -113,10 +120,12 @@ class ProductSummary:
         if self.updated:
             changes += f"{self.updated} updated, "
         changes += f"{self.unchanged} unchanged"
+        without = self.anomalous - self.with_mask
+        needing = f", {needs_mask_text(without)}" if without else ""
         return (
             f"{self.name}: {self.counts[('train', normal)]} train/{normal}, "
             f"{self.counts[('test', normal)]} test/{normal}, {self.anomalous} anomalous "
-            f"({self.with_mask} with mask) — {changes}"
+            f"({self.with_mask} with mask{needing}) — {changes}"
         )
 
 
@@ -293,8 +302,6 @@ def _validate(scan: ScanResult, known: dict[str, CheckedFile], progress: Progres
         errors.extend(result.errors)
         if result.errors or image.image_path in outside:
             continue
-        if image.is_anomalous and image.mask_path is None:
-            continue  # its missing mask is in scan.errors
         valid.append((image, result))
     return valid, errors
 
@@ -439,6 +446,10 @@ def _csv(rows: list[tuple[str, str]]) -> str:
     return out.getvalue()
 
 
+def _labellable(values: dict) -> bool:
+    return values["split"] == Image.Split.TEST and values["is_anomalous"] and bool(values["mask_path"])
+
+
 def _write(scan, kept, root, name, created_by, kinds, explicit, options, problem_report) -> ImportReport:
     dataset = Dataset.objects.select_for_update().filter(root=str(root)).first()
     created = dataset is None
@@ -473,6 +484,7 @@ def _write(scan, kept, root, name, created_by, kinds, explicit, options, problem
         for row in Image.objects.filter(product__dataset=dataset, origin=Image.Origin.DATASET)
     }
     seen = set()
+    labellable_moved = False  # an existing image gained or lost a mask: the queue's counters follow
     to_add, to_update = [], []
     counts: Counter = Counter()
     for scanned, result in kept:
@@ -491,19 +503,21 @@ def _write(scan, kept, root, name, created_by, kinds, explicit, options, problem
         }
         counts[(scanned.product, scanned.split, scanned.defect_type)] += 1
         summary.counts[(scanned.split, scanned.defect_type)] += 1
-        if scanned.is_anomalous:
-            summary.anomalous += 1
-            summary.with_mask += bool(scanned.mask_path)
         if is_drawn_mask(values["mask_path"]):
             raise ImportFailed([f"{values['mask_path']}: a mask path DefectBench keeps for masks drawn in its mask "
                                 "editor; rename that folder"])
         key = (product.pk, rel)
         seen.add(key)
         row = current.get(key)
-        if row is not None and not values["mask_path"] and is_drawn_mask(row.mask_path):
+        if row is not None and not values["mask_path"] and scanned.is_anomalous and is_drawn_mask(row.mask_path):
             # A mask drawn in the mask editor for an image that came without one: the folder still
             # has none, so the drawn one stays (it is the image's newest mask revision).
             values["mask_path"] = row.mask_path
+        if scanned.is_anomalous:
+            summary.anomalous += 1
+            summary.with_mask += bool(values["mask_path"])
+        if row is not None and row.is_labellable != _labellable(values):
+            labellable_moved = True
         if row is None:
             to_add.append(Image(product=product, path=rel, **values))
             summary.added += 1
@@ -521,6 +535,17 @@ def _write(scan, kept, root, name, created_by, kinds, explicit, options, problem
             ["split", "is_anomalous", "defect_type", "mask_path", "width", "height", "checksum"],
             batch_size=500,
         )
+    if labellable_moved:
+        rebuild_annotator_progress(dataset)
+    if to_add or labellable_moved:
+        product_ids = [product.pk for product in products.values()]
+
+        def forget():
+            from annotator.services.queue import forget_cached_progress
+
+            forget_cached_progress(product_ids)
+
+        transaction.on_commit(forget)
     return ImportReport(
         dataset=dataset,
         created=created,

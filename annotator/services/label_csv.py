@@ -245,7 +245,7 @@ class ImportReport:
 
 
 def _labellable(image: Image) -> bool:
-    return image.split == Image.Split.TEST and image.is_anomalous
+    return image.is_labellable  # a category needs a mask: one without waits for it
 
 
 def import_labels(

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from annotator.models import Image, Label, Product, ReviewDecision, User
+from annotator.models import LABELLABLE, Image, Label, Product, ReviewDecision, User
 
 FILTERS = {
     "all": "All",
@@ -58,7 +58,7 @@ def clean_filter(value: str | None, user: User) -> str:
 
 
 def labelling_rows(product: Product, user: User, which: str = "all", category: str | None = None) -> list[ListRow]:
-    images = (Image.objects.filter(product=product, split=Image.Split.TEST, is_anomalous=True)
+    images = (Image.objects.filter(LABELLABLE, product=product)
               .select_related("product__dataset"))
     by_image: dict[int, list[Label]] = defaultdict(list)
     for label in Label.objects.filter(image__product=product).select_related("annotator"):

@@ -27,7 +27,7 @@ import numpy as np
 from django.conf import settings
 from django.db import transaction
 
-from annotator.models import Image, MaskRevision, User
+from annotator.models import LABELLABLE, Image, Label, MaskRevision, User
 from annotator.paths import DRAWN_MASK_FOLDER, drawn_mask_path, is_drawn_mask, servable_file
 from annotator.polygon_masks import save_mask
 
@@ -223,7 +223,30 @@ def mask_changed(image: Image, *, had_mask: bool) -> None:
     recount_labels(image)
     if not had_mask:
         product_id = image.product_id
+        if Image.objects.filter(pk=image.pk).filter(LABELLABLE).exists():
+            labellable_changed(image, +1)  # image-level evidence until now: the queue serves it from here
         transaction.on_commit(lambda: forget_cached_progress([product_id]))
+
+
+def labellable_changed(image: Image, delta: int) -> None:
+    """``image`` became labellable (``delta`` +1: it got a mask) or stopped being (-1): the
+    queue's counters follow, at the cost of this one image (its labels, a few rows).
+
+    * the product's cached "short of labels" count moves by one when the image still needs labels,
+      and its cached completion figure is dropped (``annotator.services.queue``);
+    * every annotator who labelled it (before it lost its mask, say) counts it again, or no longer
+      (``AnnotatorProgress``: done, and waiting while it needs labels).
+    """
+    from annotator.services.labels import _bump_progress
+    from annotator.services.queue import images_short_of_labels_changed, product_completion_changed
+
+    needs = Image.objects.filter(pk=image.pk).values_list("needs_labels", flat=True).first()
+    if needs:
+        images_short_of_labels_changed(image.product_id, delta)
+    else:
+        product_completion_changed(image.product_id)
+    annotators = Label.objects.filter(image_id=image.pk).order_by().values_list("annotator_id", flat=True)
+    _bump_progress(image.product_id, {annotator: [delta, delta if needs else 0] for annotator in annotators})
 
 
 def history(image: Image):

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from django.db.models import Count, Q
 from django.utils import timezone
 
-from annotator.models import Claim, Dataset, Label, Product, User
+from annotator.models import NEEDS_MASK, Claim, Dataset, Image, Label, Product, User
 from annotator.services.queue import claim_timeout, labellable_images
 
 
@@ -22,6 +22,7 @@ class NothingLeft:
     mine: int        # of those, labelled by the user
     held: int        # short of labels, but held by others' fresh claims
     overlap: int
+    needs_mask: int = 0  # anomalous test images in scope without a mask (not labelled until they get one)
 
     @property
     def every_image_complete(self) -> bool:
@@ -38,13 +39,18 @@ def nothing_left(user: User, *, dataset: Dataset, product: Product | None = None
     mine = Label.objects.filter(annotator=user, image__in=images).count()
     held = (Claim.objects.filter(image__in=images.filter(needs_labels=True), claimed_at__gte=timezone.now() - claim_timeout())
             .exclude(annotator=user).count())
-    return NothingLeft(counts["images"], counts["complete"], mine, held, dataset.label_overlap)
+    scope = Image.objects.filter(product=product) if product is not None else Image.objects.filter(product__dataset=dataset)
+    needs_mask = scope.filter(NEEDS_MASK, split=Image.Split.TEST).count()
+    return NothingLeft(counts["images"], counts["complete"], mine, held, dataset.label_overlap, needs_mask)
 
 
 def reasons(state: NothingLeft) -> list[str]:
     """The sentences the page shows, most telling first."""
+    waiting = ([f"{_plural(state.needs_mask, 'anomalous image')} without a mask "
+                f"{'is' if state.needs_mask == 1 else 'are'} not labelled until a mask is drawn (a category "
+                "is read off the defect's outline)."] if state.needs_mask else [])
     if state.images == 0:
-        return ["There are no anomalous test images here: only those are labelled."]
+        return waiting or ["There are no anomalous test images here: only those are labelled."]
     per_image = _plural(state.overlap, "label")
     if state.every_image_complete:
         said = [f"Every one of the {_plural(state.images, 'image')} already has the {per_image} "
@@ -60,6 +66,7 @@ def reasons(state: NothingLeft) -> list[str]:
             said.append(f"{_plural(state.held, 'image')} short of labels "
                         f"{'is' if state.held == 1 else 'are'} being labelled by someone else right now; "
                         "one that is not submitted comes back to the queue after a while.")
+    said += waiting
     said.append("More labels per image need a higher overlap (annotators per image), which an admin "
                 "sets on the dataset's settings.")
     return said

@@ -2,7 +2,9 @@
 
 Rules
 -----
-* Only anomalous test images are labelled (``split="test", is_anomalous=True``).
+* Only anomalous test images with a mask are labelled (``models.LABELLABLE``): a category is
+  read off the defect's outline. One without a mask waits until it gets one
+  (``annotator.services.masks.save_drawn_mask``), then enters the queue like any other.
 * Each image needs ``Dataset.label_overlap`` distinct annotators. An image is *open* for a user
   when the user has not labelled it and ``labels + fresh claims by others < overlap``.
 * Handing out an image creates a :class:`~annotator.models.Claim`; a claim older than
@@ -31,7 +33,7 @@ from django.db import connection, transaction
 from django.db.models import Count, Q
 from django.utils import timezone
 
-from annotator.models import AnnotatorProgress, Claim, Image, Label, Product, Skip, User
+from annotator.models import LABELLABLE, AnnotatorProgress, Claim, Image, Label, Product, Skip, User
 from annotator.services.labels import save_label
 
 class QueueError(Exception):
@@ -47,7 +49,7 @@ def _fresh_after():
 
 
 def labellable_images(*, dataset=None, product=None):
-    images = Image.objects.filter(split=Image.Split.TEST, is_anomalous=True)
+    images = Image.objects.filter(LABELLABLE)
     if product is not None:
         images = images.filter(product=product)
     elif dataset is not None:
@@ -130,13 +132,14 @@ def _scope_products(*, dataset, product) -> list[Product]:
 
 # The product's images still open to a user, in queue order. Written as SQL because it runs on
 # every hand-out and building it through the ORM cost more than running it (1.7 ms against 1 ms).
-# It walks the partial index ``image_queue_open`` (anomalous test images short of labels: the
-# first three conditions are its condition, as written there) and drops, per row, images the user
+# It walks the partial index ``image_queue_open_masked`` (anomalous test images with a mask short of
+# labels: the first four conditions are its condition, as written there) and drops, per row, images the user
 # labelled or (not) skipped and images whose fresh claims by others fill the remaining slots; each
 # check is an index probe, so the cost does not grow with the size of the dataset.
 _OPEN_IMAGES_SQL = """
     SELECT i.id FROM {image} i
-    WHERE i.split = 'test' AND i.is_anomalous AND i.needs_labels AND i.product_id = %(product)s
+    WHERE i.split = 'test' AND i.is_anomalous AND NOT (i.mask_path = '') AND i.needs_labels
+      AND i.product_id = %(product)s
       AND NOT EXISTS (SELECT 1 FROM {label} l WHERE l.image_id = i.id AND l.annotator_id = %(user)s)
       AND {skipped} EXISTS (SELECT 1 FROM {skip} s WHERE s.image_id = i.id AND s.annotator_id = %(user)s)
       AND (SELECT COUNT(*) FROM {claim} c WHERE c.image_id = i.id AND c.annotator_id <> %(user)s
@@ -270,7 +273,7 @@ def _try_hand_out(user: User, products: list[Product]) -> tuple[Handout | None, 
         # The user's fresh claim is handed back (a reload claims nothing new) while it is in scope
         # and not labelled yet; otherwise the next image replaces it.
         image = claimed and (
-            Image.objects.filter(pk=claimed, product__in=products, split=Image.Split.TEST, is_anomalous=True)
+            Image.objects.filter(LABELLABLE, pk=claimed, product__in=products)
             .exclude(labels__annotator=user).select_related("product__dataset").order_by().first()
         )
         if image:
@@ -287,8 +290,8 @@ def _try_hand_out(user: User, products: list[Product]) -> tuple[Handout | None, 
 
 def skip_image(user: User, image: Image) -> None:
     """Record the skip and release the user's claim so someone else may take the image."""
-    if not (image.split == Image.Split.TEST and image.is_anomalous):
-        raise QueueError("Only anomalous test images are labelled, so only they can be skipped.")
+    if not image.is_labellable:
+        raise QueueError("Only anomalous test images with a mask are labelled, so only they can be skipped.")
     with transaction.atomic():
         Skip.objects.update_or_create(image=image, annotator=user, defaults={"skipped_at": timezone.now()})
         Claim.objects.filter(image=image, annotator=user).delete()
@@ -306,8 +309,9 @@ def submit_label(*, user: User, image: Image, background: bool, category: str, s
     the image already has as many labels and fresh claims by others as the overlap asks for,
     unless ``user`` holds a fresh claim on it.
     """
-    if not (image.split == Image.Split.TEST and image.is_anomalous):
-        raise QueueError("Only anomalous test images are labelled.")
+    if not image.is_labellable:
+        raise QueueError("Only anomalous test images with a mask are labelled"
+                         + (" (this one needs a mask first)." if image.needs_mask else "."))
     with transaction.atomic():
         _start_serialised_transaction()
         locked = _lock_image(image.pk, skip_locked=False)

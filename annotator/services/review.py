@@ -89,8 +89,9 @@ def decide(*, image: Image, reviewer: User, background: bool, category: str, not
         raise PermissionError("Only reviewers and admins decide final labels.")
     if category not in Label.Category.values:
         raise ValueError(f"Unknown defect category {category!r}; expected one of {Label.Category.values}.")
-    if not (image.split == Image.Split.TEST and image.is_anomalous):
-        raise NotReviewable(f"{image.path} is not an anomalous test image; only those get a final label.")
+    if not image.is_labellable:
+        raise NotReviewable(f"{image.path} is not an anomalous test image with a mask; only those get a final label"
+                            + (" (it needs a mask first)." if image.needs_mask else "."))
     decision = ReviewDecision.objects.select_for_update().filter(image=image).first()
     before = _snapshot(decision)
     if decision is None:

@@ -29,12 +29,16 @@ from typing import Literal
 
 import numpy as np
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
+# Reports of these versions read with today's names (5 only added ``masks`` and
+# ``per_image[].has_mask``; a report without them had a mask for every anomalous image).
+READABLE_SCHEMA_VERSIONS = (4, 5)
 
 FailureReason = Literal[
     "no_anomalous_validation_images",
     "no_defect_free_validation_images",
     "too_few_anomalous_validation_images",
+    "no_masked_anomalous_validation_images",
     "invalid_setting",
 ]
 
@@ -78,6 +82,43 @@ def estimate_text(estimate, digits: int = 3) -> str:
     """``0.912 [0.871, 0.944]``: a test-part number and its 95 % interval (see ``estimate_parts``)."""
     value, interval = estimate_parts(estimate, digits)
     return f"{value} {interval}" if interval else value
+
+
+# Shown instead of a pixel number that no anomalous image with a mask could measure.
+NEEDS_MASKS_TEXT = "needs masks"
+
+
+def mask_coverage(report: dict) -> dict | None:
+    """What a stored report (JSON) says about anomalous images without a mask, for every reader
+    (results page, CSV, CLI): None when every one had a mask (and in reports made before schema 5).
+
+    ``text``: "pixel metrics on N of M anomalous images (the others have no mask)" with the counts
+    per part; ``test_has_masks`` / ``validation_has_masks``: whether the test-part pixel numbers
+    and the mask-based thresholds could be measured at all (else they read ``NEEDS_MASKS_TEXT``).
+    """
+    m = report.get("masks") if report else None
+    if not m or not (m["test_image_level_only"] + m["validation_image_level_only"]):
+        return None
+    test_total = m["test_with_mask"] + m["test_image_level_only"]
+    val_total = m["validation_with_mask"] + m["validation_image_level_only"]
+    with_mask = m["test_with_mask"] + m["validation_with_mask"]
+    return {
+        "text": (f"pixel metrics on {with_mask} of {test_total + val_total} anomalous images (the others have "
+                 f"no mask): {m['test_with_mask']} of {test_total} in the test part, "
+                 f"{m['validation_with_mask']} of {val_total} in the validation part; image AUROC and the "
+                 "image decision use all of them"),
+        "with_mask": with_mask, "total": test_total + val_total,
+        "test_has_masks": m["test_with_mask"] > 0, "validation_has_masks": m["validation_with_mask"] > 0,
+        "any_masks": with_mask > 0,
+    }
+
+
+def pixel_estimate_text(estimate, coverage: dict | None, digits: int = 3, *, whole_folder: bool = False) -> str:
+    """``estimate_text`` of a pixel number, or ``NEEDS_MASKS_TEXT`` where no anomalous image of
+    its part had a mask (``coverage``: :func:`mask_coverage`)."""
+    value, _ = estimate_parts(estimate, digits)
+    measured = coverage is None or coverage["any_masks" if whole_folder else "test_has_masks"]
+    return NEEDS_MASKS_TEXT if value == "—" and not measured else estimate_text(estimate, digits)
 
 
 @dataclass
@@ -377,6 +418,27 @@ class Split:
 
 
 @dataclass
+class MaskCoverage:
+    """How many anomalous images had a mask, per part. An anomalous image without one (imported
+    without a mask) is image-level evidence: image AUROC and the image decision (defective parts
+    caught) use every anomalous image; the numbers in ``needs_masks`` (pixel AUROC, AUPRO, AUPIMO,
+    every threshold technique's pixel metrics, regions and defect sizes, the few-shot study) use
+    only those with a mask, and the techniques that need labelled defects are fitted only on the
+    validation part's anomalous images with a mask.
+    """
+
+    test_with_mask: int
+    test_image_level_only: int
+    validation_with_mask: int
+    validation_image_level_only: int
+    needs_masks: list[str]
+
+
+# The report's numbers measured on the anomalous images with a mask only (``MaskCoverage``).
+PIXEL_METRICS = ("pixel_auroc", "aupro", "aupimo", "techniques", "few_shot", "selection", "curves")
+
+
+@dataclass
 class Bootstrap:
     resamples: int
     seed: int
@@ -429,6 +491,8 @@ class PerImage:
     aupimo: float | None = None
     # per technique [defect regions found, defect regions, false-alarm regions] (``regions.py``)
     regions: dict[str, list[int]] = dataclasses.field(default_factory=dict)
+    # False: an anomalous image without a mask (image-level evidence: score and decision only)
+    has_mask: bool = True
 
 
 @dataclass
@@ -474,6 +538,8 @@ class BenchmarkReport:
     # The heat maps' colour scale (jet): score ``low`` is blue, ``high`` red (the validation
     # maps' 1st and 99.9th percentiles); None without artifacts.
     colour_scale: dict[str, float] | None = None
+    # Anomalous images with and without a mask (None in reports made before schema 5: all had one)
+    masks: MaskCoverage | None = None
 
     def to_json(self) -> dict:
         return clean_json(dataclasses.asdict(self))

@@ -20,6 +20,14 @@ Protocol
    type, category and background measure each subset's own anomalous test images; the
    few-shot study measures the test IoU with only n anomalous validation images; ``repeats``
    repeats steps 2-4 on other seeds. The report's structure: :mod:`.report`.
+
+Anomalous images without a mask (``Sample.mask_path`` None) are image-level evidence: image AUROC,
+the image threshold and decision use every anomalous image; every pixel number (pixel AUROC,
+AUPRO, AUPIMO, the techniques' IoU/Dice/precision/recall, regions, defect sizes, the few-shot
+study, the curves) and every threshold fit use only the images with pixels to score: the
+defect-free ones and the anomalous ones with a mask (``report.MaskCoverage``). Without a masked
+anomalous validation image the techniques that need labelled defects are skipped with that
+reason; the label-free ones still run and one of them is recommended.
 """
 
 from __future__ import annotations
@@ -39,6 +47,7 @@ from .common import RunPeakMemory, seed_everything
 from .data import load_canvas_masks, load_image, load_native, make_input_loader, native_sizes
 from .geometry import Preprocessing, area_resample_mask, evaluation_canvas, geometry_problem, resize_map
 from .report import (
+    PIXEL_METRICS,
     SCHEMA_VERSION,
     AupimoDistribution,
     BenchmarkReport,
@@ -46,7 +55,9 @@ from .report import (
     Breakdowns,
     Comparability,
     Estimate,
+    FitFailure,
     ImageDecision,
+    MaskCoverage,
     MeanSpread,
     PerImage,
     Repeats,
@@ -58,7 +69,7 @@ from .report import (
     Timing,
 )
 from .split import split_problems, split_summary, split_validation_test
-from .thresholds import TECHNIQUES, ThresholdError
+from .thresholds import NEEDS_ANOMALOUS, TECHNIQUES, ThresholdError
 from .types import MAX_REPEATS, BenchmarkCancelled, BenchmarkConfig, Sample
 
 CATEGORIES = ("structural", "surface", "contamination", "combined")
@@ -262,9 +273,12 @@ def _fit_and_map(model, train, test, val_idx, labels, syn_images, config, prog, 
             "inference_seconds": inference_seconds}
 
 
-def _technique_results(val: evaluation.ValidationData, maps, masks, labels, ti, config, resampler):
+def _technique_results(val: evaluation.ValidationData, maps, masks, labels, ti, config, resampler,
+                       unmasked_validation: int = 0):
     """Every technique fitted on the whole validation part, measured on the test part (with
-    ``resampler``, the reported split: intervals, decision intervals and region counts too)."""
+    ``resampler``, the reported split: intervals, decision intervals and region counts too).
+    ``val`` and ``ti`` hold the images with pixels to score only; ``unmasked_validation``: the
+    validation part's anomalous images left out of ``val`` for having no mask."""
     thresholds: dict[str, float] = {}
     results: dict[str, TechniqueResult] = {}
     test_counts: dict[str, evaluation.PixelCounts] = {}
@@ -273,6 +287,12 @@ def _technique_results(val: evaluation.ValidationData, maps, masks, labels, ti, 
     all_val = np.arange(len(val.maps))
     good_pixels = np.sort(val.maps[~val.anomalous].ravel()) if (~val.anomalous).any() else None
     for name in config.techniques:
+        if name in NEEDS_ANOMALOUS and unmasked_validation and not val.anomalous.any():
+            results[name] = TechniqueResult(name, None, FitFailure(
+                "no_masked_anomalous_validation_images",
+                f"needs masks: threshold technique {name!r} fits on anomalous validation images with a mask, "
+                f"and none of the validation part's {unmasked_validation} anomalous image(s) has one"), None, None)
+            continue
         try:
             thr = val.fit(name, all_val, config.normal_fpr_target)
         except ThresholdError as exc:
@@ -285,8 +305,12 @@ def _technique_results(val: evaluation.ValidationData, maps, masks, labels, ti, 
         test = (evaluation.segmentation_estimates(c, labels[ti], resampler) if resampler is not None else None)
         pct = (100.0 * np.searchsorted(good_pixels, thr, side="right") / good_pixels.size
                if good_pixels is not None else None)
-        results[name] = TechniqueResult(name, thr, None, evaluation.segmentation(v, val.anomalous), test,
-                                        threshold_percentile=pct)
+        validation = evaluation.segmentation(v, val.anomalous)
+        if not val.anomalous.any():
+            validation = _without_defect_pixels(validation)
+        if test is not None and not labels[ti].any():
+            test = _without_defect_pixels(test)
+        results[name] = TechniqueResult(name, thr, None, validation, test, threshold_percentile=pct)
         if defect_regions is not None:
             region_counts[name] = defect_regions.at(maps[ti], thr)
             results[name].regions = regions.region_detection(region_counts[name], labels[ti], resampler)
@@ -300,6 +324,19 @@ def _technique_results(val: evaluation.ValidationData, maps, masks, labels, ti, 
     return thresholds, results, test_counts, region_counts
 
 
+# Undefined without a defect pixel to find (0 / false positives would read as a measured 0).
+_DEFECT_PIXEL_METRICS = ("iou", "dice", "precision", "recall", "mean_image_iou")
+
+
+def _without_defect_pixels(segmentation):
+    """``segmentation`` (or its estimates) of images none of which is anomalous with a mask: the
+    numbers about defect pixels are None (``needs masks`` on the pages); the false-positive ones stay."""
+    from dataclasses import replace
+
+    empty = Estimate(None) if isinstance(segmentation.iou, Estimate) else None
+    return replace(segmentation, **{k: empty for k in _DEFECT_PIXEL_METRICS})
+
+
 def _image_decision(scores, labels, vi, ti, resampler) -> ImageDecision:
     try:
         thr = evaluation.fit_image_threshold(scores[vi], labels[vi])
@@ -311,18 +348,31 @@ def _image_decision(scores, labels, vi, ti, resampler) -> ImageDecision:
                          evaluation.image_classification(scores[vi], labels[vi], thr), test, good_validation)
 
 
+def threshold_free_mixed(maps, masks, labels, scores, idx, pixel) -> dict:
+    """``metrics.threshold_free`` of images ``idx``: image AUROC over all of them, the pixel
+    metrics over those with pixels to score (``pixel``: defect-free, or anomalous with a mask)."""
+    idx = np.asarray(idx, dtype=int)
+    scored = idx[pixel[idx]]
+    out = metrics.threshold_free(maps[scored], masks[scored], labels[scored], scores=scores[scored])
+    if len(scored) != len(idx):
+        out["image_auroc"] = metrics.image_auroc(scores[idx], labels[idx])
+    return out
+
+
 def _breakdowns(test, vi, ti, maps, masks, labels, test_counts, scores=None, technique=None,
-                seed=0) -> Breakdowns:
+                seed=0, pixel=None) -> Breakdowns:
     """Per defect type, category and background value (see :class:`report.SubsetReport`).
     ``scores``: the model's image scores (default: the maximum of each map); ``technique`` (the
     chosen one) and ``seed``: the interval the vote-weighted numbers are held against
-    (:mod:`.label_uncertainty`)."""
+    (:mod:`.label_uncertainty`); ``pixel``: the images with pixels to score (default: all), whose
+    positions in ``ti`` the ``test_counts`` follow."""
     scores = metrics.image_scores(maps) if scores is None else scores
+    pixel = np.ones(len(test), bool) if pixel is None else pixel
     good_all = [i for i in range(len(test)) if not labels[i]]
     good_test = [i for i in ti if not labels[i]]
     val_set = set(vi)
-    pos_in_test = {i: n for n, i in enumerate(ti)}
-    anomalous_test = [int(i) for i in ti if labels[i]]
+    pos_in_test = {i: n for n, i in enumerate(i for i in ti if pixel[i])}
+    anomalous_test = [int(i) for i in ti if labels[i] and pixel[i]]
     voters = [test[i] for i in anomalous_test]
     voter_row = {i: n for n, i in enumerate(anomalous_test)}
     voter_counts = {name: c.take([pos_in_test[i] for i in anomalous_test]) for name, c in test_counts.items()}
@@ -336,10 +386,13 @@ def _breakdowns(test, vi, ti, maps, masks, labels, test_counts, scores=None, tec
         note = ""
         if in_test:
             idx = sorted(good_test + in_test)
-            entry_tf = ThresholdFree(**metrics.threshold_free(maps[idx], masks[idx], labels[idx], scores=scores[idx]))
-            rows = [pos_in_test[i] for i in in_test]
+            entry_tf = ThresholdFree(**threshold_free_mixed(maps, masks, labels, scores, idx, pixel))
+            rows = [pos_in_test[i] for i in in_test if pixel[i]]
             for name, c in test_counts.items():
-                segmentation[name] = evaluation.segmentation(c.take(rows), np.ones(len(rows), bool))
+                segmentation[name] = (evaluation.segmentation(c.take(rows), np.ones(len(rows), bool))
+                                      if rows else None)
+            if not rows:
+                note = f"needs masks: none of its {len(in_test)} anomalous test image(s) has a mask"
         elif members:
             note = f"all {len(members)} anomalous image(s) of this subset are in the validation part"
         else:
@@ -347,10 +400,10 @@ def _breakdowns(test, vi, ti, maps, masks, labels, test_counts, scores=None, tec
         uncertainty = None
         if dimension is not None and any(label_uncertainty.is_disputed(s) for s in voters):
             uncertainty = label_uncertainty.label_uncertainty(
-                voters, dimension, value, voter_counts, [voter_row[i] for i in in_test], technique, seed)
+                voters, dimension, value, voter_counts, [voter_row[i] for i in in_test if i in voter_row], technique, seed)
         return SubsetReport(
             n_anomalous_test=len(in_test), n_anomalous_validation=len(members) - len(in_test),
-            threshold_free=entry_tf, whole_folder=ThresholdFree(**metrics.threshold_free(maps[whole], masks[whole], labels[whole], scores=scores[whole])),
+            threshold_free=entry_tf, whole_folder=ThresholdFree(**threshold_free_mixed(maps, masks, labels, scores, whole, pixel)),
             segmentation=segmentation, note=note, label_uncertainty=uncertainty,
         )
 
@@ -366,27 +419,33 @@ def _breakdowns(test, vi, ti, maps, masks, labels, test_counts, scores=None, tec
     return Breakdowns(by_type, by_cat, by_bg)
 
 
-def _evaluate(test, maps, scores, masks, labels, syn, config, seed, full: bool, prog=None) -> dict:
+def _evaluate(test, maps, scores, masks, labels, syn, config, seed, full: bool, prog=None, pixel=None) -> dict:
     """The protocol's evaluation of one validation/test split of the computed maps.
 
     ``full``: with bootstrap intervals, few-shot study and breakdowns (the reported split);
-    without (the extra splits of ``repeats``): point values only.
+    without (the extra splits of ``repeats``): point values only. ``pixel``: the images with
+    pixels to score (defect-free, or anomalous with a mask; default all): every pixel number and
+    threshold fit uses only them (``pv``, ``pt``), the image-level ones every image (``vi``, ``ti``).
     """
     step = (lambda f: prog("metrics", f)) if (prog is not None and full) else (lambda f: None)
+    pixel = np.ones(len(test), bool) if pixel is None else pixel
     val_idx, test_idx = split_validation_test(test, config.val_fraction, seed)
     vi, ti = np.array(val_idx, dtype=int), np.array(test_idx, dtype=int)
+    pv, pt = vi[pixel[vi]], ti[pixel[ti]]
     syn_kwargs = {}
     if syn is not None:
         syn_maps, syn_masks, syn_source = syn
-        pos_in_val = {int(i): n for n, i in enumerate(vi)}
+        pos_in_val = {int(i): n for n, i in enumerate(pv)}
         keep = np.array([int(s) in pos_in_val for s in syn_source], dtype=bool)
         syn_kwargs = dict(synthetic_maps=syn_maps[keep], synthetic_masks=syn_masks[keep],
                           synthetic_source=np.array([pos_in_val[int(s)] for s in syn_source[keep]], dtype=int))
-    val = evaluation.ValidationData(maps[vi], masks[vi], labels[vi], normal_sigma_k=config.normal_sigma_k, **syn_kwargs)
-    keys = [test[i].report_key for i in vi]
+    val = evaluation.ValidationData(maps[pv], masks[pv], labels[pv], normal_sigma_k=config.normal_sigma_k, **syn_kwargs)
+    keys = [test[i].report_key for i in pv]
     resampler = evaluation.Resampler(labels[ti], seed) if full else None
-    thresholds, techniques, test_counts, region_counts = _technique_results(val, maps, masks, labels, ti, config,
-                                                                            resampler)
+    # the same draw as before masks could be missing when every image has pixels to score
+    pixel_resampler = (resampler if len(pt) == len(ti) else evaluation.Resampler(labels[pt], seed)) if full else None
+    thresholds, techniques, test_counts, region_counts = _technique_results(
+        val, maps, masks, labels, pt, config, pixel_resampler, unmasked_validation=len(vi) - len(pv))
     step(0.2)
     selection = evaluation.cross_fitted_selection(val, keys, config.techniques, config.normal_fpr_target, seed)
     if selection.chosen is None:  # nothing could be cross-fitted: a rule fixed in advance
@@ -394,23 +453,38 @@ def _evaluate(test, maps, scores, masks, labels, syn, config, seed, full: bool, 
         selection.chosen, selection.rule = evaluation.fallback_choice(fitted)
     step(0.35)
     decision = _image_decision(scores, labels, vi, ti, resampler)
-    out = {"val_idx": val_idx, "test_idx": test_idx, "vi": vi, "ti": ti, "thresholds": thresholds,
+    out = {"val_idx": val_idx, "test_idx": test_idx, "vi": vi, "ti": ti, "pv": pv, "pt": pt, "thresholds": thresholds,
            "techniques": techniques, "test_counts": test_counts, "region_counts": region_counts, "selection": selection,
            "image_decision": decision, "scores": scores}
     if not full:
-        out["test_part"] = metrics.threshold_free(maps[ti], masks[ti], labels[ti], scores=scores[ti])
+        out["test_part"] = threshold_free_mixed(maps, masks, labels, scores, ti, pixel)
         return out
-    out["overlap"] = pimo.PerImageOverlap(maps[ti], masks[ti], labels[ti])
-    out["test_part"] = evaluation.threshold_free_estimates(maps[ti], masks[ti], labels[ti], resampler, scores[ti],
+    out["overlap"] = pimo.PerImageOverlap(maps[pt], masks[pt], labels[pt])
+    out["test_part"] = evaluation.threshold_free_estimates(maps[pt], masks[pt], labels[pt], pixel_resampler, scores[pt],
                                                            overlap=out["overlap"])
+    if len(pt) != len(ti):  # image AUROC over every test image, the anomalous ones without a mask too
+        out["test_part"].image_auroc = resampler.estimate(
+            metrics.image_auroc(scores[ti], labels[ti]),
+            evaluation.image_auroc_resamples(scores[ti], labels[ti], resampler.weights))
     step(0.55)
-    out["few_shot"] = evaluation.few_shot_study(val, maps[ti], masks[ti], config.techniques,
+    out["few_shot"] = evaluation.few_shot_study(val, maps[pt], masks[pt], config.techniques,
                                                 config.normal_fpr_target, seed)
     step(0.7)
     out["breakdowns"] = _breakdowns(test, val_idx, test_idx, maps, masks, labels, test_counts, scores,
-                                    technique=selection.chosen, seed=seed)
+                                    technique=selection.chosen, seed=seed, pixel=pixel)
     step(1.0)
     return out
+
+
+def _mask_coverage(labels, pixel, vi, ti) -> MaskCoverage:
+    def count(idx, with_mask):
+        return int(sum(1 for i in idx if labels[i] and pixel[i] == with_mask))
+
+    unmasked = count(vi, False) + count(ti, False)
+    return MaskCoverage(
+        test_with_mask=count(ti, True), test_image_level_only=count(ti, False),
+        validation_with_mask=count(vi, True), validation_image_level_only=count(vi, False),
+        needs_masks=list(PIXEL_METRICS) if unmasked else [])
 
 
 def _aupimo_distribution(overlap: pimo.PerImageOverlap) -> AupimoDistribution:
@@ -480,6 +554,8 @@ def _run_measured(train, test, config, progress, should_cancel, artifacts_dir, o
     repeats = max(1, int(config.repeats))
     seeds = [config.seed + r for r in range(repeats)]
     labels = np.array([s.is_anomalous for s in test], dtype=bool)  # the dataset's word, never the resized mask
+    # pixels to score: a defect-free image, or an anomalous one with a mask (without: image-level only)
+    pixel = ~labels | np.array([s.mask_path is not None for s in test], dtype=bool)
     val_idx, test_idx = split_validation_test(test, config.val_fraction, config.seed)
     layers = registry.backbone_layers(config)
     backbone = Backbone(
@@ -529,7 +605,8 @@ def _run_measured(train, test, config, progress, should_cancel, artifacts_dir, o
     t_eval = time.perf_counter()
     masks = load_canvas_masks(test, canvas)
     syn = (first["synthetic_maps"], syn_masks, syn_source) if first["synthetic_maps"] is not None else None
-    ev = _evaluate(test, maps, first["scores"], masks, labels, syn, config, config.seed, full=True, prog=prog)
+    ev = _evaluate(test, maps, first["scores"], masks, labels, syn, config, config.seed, full=True, prog=prog,
+                   pixel=pixel)
     vi, ti = ev["vi"], ev["ti"]
     repeat_block = None
     if repeats > 1:
@@ -540,7 +617,7 @@ def _run_measured(train, test, config, progress, should_cancel, artifacts_dir, o
             else:
                 m = mapped[r if refit else 0]
                 s = (m["synthetic_maps"], syn_masks, syn_source) if m["synthetic_maps"] is not None else None
-                e = _evaluate(test, m["maps"], m["scores"], masks, labels, s, config, seed, full=False)
+                e = _evaluate(test, m["maps"], m["scores"], masks, labels, s, config, seed, full=False, pixel=pixel)
             e["labels_ti"] = labels[e["ti"]]
             rows.append(_repeat_metrics(e))
             chosen.append(e["selection"].chosen)
@@ -569,21 +646,26 @@ def _run_measured(train, test, config, progress, should_cancel, artifacts_dir, o
         # colour scale shared by all overlays: validation scores' 1st..99.9th percentile
         lo, hi = (float(v) for v in np.percentile(maps[vi] if len(vi) else maps, [1, 99.9]))
         colour_scale = {"low": lo, "high": hi}
-        curves = save_curves(adir / "curves", maps[ti], masks[ti], maps[vi], masks[vi], thresholds)
+        pt, pv = ev["pt"], ev["pv"]
+        curves = save_curves(adir / "curves", maps[pt], masks[pt], maps[pv], masks[pv], thresholds)
         curves.update(save_few_shot_chart(adir / "curves", ev["few_shot"]))
     per_image = []
     aupimo_values = ev["overlap"].values()
+    pos_scored = {int(i): n for n, i in enumerate(ev["pt"])}  # the pixel numbers' rows
     for n, i in enumerate(ti):
         s = test[i]
-        counts = {name: [int(c.tp[n]), int(c.fp[n]), int(c.pos[n] - c.tp[n])] for name, c in ev["test_counts"].items()}
+        p = pos_scored.get(int(i))
         entry = PerImage(
             key=s.report_key, defect_type=s.defect_type, category=s.category, background=s.background,
             anomalous=bool(labels[i]), score=float(scores[i]),
             predicted_anomalous=bool(scores[i] >= decision.threshold) if decision.threshold is not None else None,
-            iou={name: (metrics.per_image_iou(maps[i], masks[i], thresholds[name]) if name in thresholds else None)
-                 for name in config.techniques},
-            counts=counts, artifacts=None, aupimo=aupimo_values[n],
-            regions={name: c.per_image(n) for name, c in ev["region_counts"].items()},
+            iou={name: (metrics.per_image_iou(maps[i], masks[i], thresholds[name])
+                        if name in thresholds and p is not None else None) for name in config.techniques},
+            counts=({name: [int(c.tp[p]), int(c.fp[p]), int(c.pos[p] - c.tp[p])]
+                     for name, c in ev["test_counts"].items()} if p is not None else {}),
+            artifacts=None, aupimo=aupimo_values[p] if p is not None else None,
+            regions={name: c.per_image(p) for name, c in ev["region_counts"].items()} if p is not None else {},
+            has_mask=p is not None,
         )
         if artifacts_dir is not None:
             from .artifacts import save_image_artifacts
@@ -596,8 +678,10 @@ def _run_measured(train, test, config, progress, should_cancel, artifacts_dir, o
             prog("artifacts", (n + 1) / len(ti))
         per_image.append(entry)
 
+    # an image without a mask is other evidence than the same image with one (pixel numbers);
+    # fully masked test parts keep the digest they always had
     test_entries = [(test[i].report_key, test[i].defect_type, test[i].category, test[i].background)
-                    for i in ti]
+                    + (() if pixel[i] else ("no mask",)) for i in ti]
     run_peak_mb = memory.stop()
     device = str(torch.device(config.device) if config.device != "auto"
                  else ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -612,7 +696,8 @@ def _run_measured(train, test, config, progress, should_cancel, artifacts_dir, o
         comparability=Comparability(
             test_images_digest=evaluation.test_images_digest(test_entries), image_size=size,
             backbone=config.backbone, seed=config.seed, val_fraction=config.val_fraction),
-        whole_folder=ThresholdFree(**metrics.threshold_free(maps, masks, labels, scores=first["scores"])),
+        whole_folder=ThresholdFree(**threshold_free_mixed(maps, masks, labels, first["scores"],
+                                                          np.arange(len(test)), pixel)),
         test_part=ev["test_part"],
         aupimo=_aupimo_distribution(ev["overlap"]),
         techniques=ev["techniques"],
@@ -644,6 +729,7 @@ def _run_measured(train, test, config, progress, should_cancel, artifacts_dir, o
         n_test=len(test),
         source={},
         colour_scale=colour_scale,
+        masks=_mask_coverage(labels, pixel, vi, ti),
     )
     out = report.to_json()
     if kept is not None:

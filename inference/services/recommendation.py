@@ -126,7 +126,9 @@ def paired(best: dict, other: dict) -> tuple[Estimate, bool]:
     """
     a = {e["key"]: e for e in best["part"].report["per_image"]}
     b = {e["key"]: e for e in other["part"].report["per_image"]}
-    keys = sorted(set(a) & set(b))
+    # images with pixel counts in both (an anomalous image without a mask has none)
+    keys = sorted(k for k in set(a) & set(b)
+                  if best["technique"] in a[k]["counts"] and other["technique"] in b[k]["counts"])
     fixed = paired_difference(
         [a[k]["counts"][best["technique"]] for k in keys], [b[k]["counts"][other["technique"]] for k in keys],
         [a[k]["anomalous"] for k in keys], seed=best["part"].report["bootstrap"]["seed"],

@@ -13,7 +13,12 @@ from numbers import Number
 from annotator.models import place_name
 from annotator.services.label_csv import safe_cell
 from inference.engine.regions import MIN_OVERLAP, SIZE_CLASSES
-from inference.engine.report import SCHEMA_VERSION, estimate_text
+from inference.engine.report import (  # noqa: F401 (mask_coverage: the pages read it from here)
+    NEEDS_MASKS_TEXT,
+    READABLE_SCHEMA_VERSIONS,
+    estimate_text,
+    mask_coverage,
+)
 from inference.engine.thresholds import TECHNIQUES
 from inference.models import BenchmarkRun, Technique
 
@@ -51,7 +56,13 @@ METRIC_LABELS = {
 
 
 def is_current(report: dict | None) -> bool:
-    return bool(report) and report.get("schema_version") == SCHEMA_VERSION
+    """Read with today's names (schema 4 reports too: 5 only added the mask counts)."""
+    return bool(report) and report.get("schema_version") in READABLE_SCHEMA_VERSIONS
+
+
+# The pixel numbers (measured on anomalous images with a mask only): "needs masks" where none had one.
+PIXEL_KEYS = ("pixel_auroc", "aupro", "aupimo", "iou", "dice", "precision", "recall", "fpr", "mean_image_iou",
+              "detection_rate")
 
 
 def summary(report: dict) -> dict:
@@ -140,6 +151,10 @@ def decision_card(report: dict, model_label: str) -> dict | None:
         next_step = "Label a few more defects: the threshold needed every labelled validation defect there was."
     else:
         next_step = "Deploy it, or compare it with another model on the same images."
+    coverage = mask_coverage(report)
+    if coverage is not None and not coverage["validation_has_masks"]:
+        next_step = ("Draw masks for some defect images: this label-free threshold was chosen because no "
+                     "validation defect had a mask; with masks the techniques fitted on defects can compete.")
     return {
         "model": model_label,
         "technique": chosen,
@@ -155,6 +170,7 @@ def decision_card(report: dict, model_label: str) -> dict | None:
         "n_labelled_defects": n_available,
         "enough": enough,
         "next_step": next_step,
+        "iou_needs_masks": coverage is not None and not coverage["test_has_masks"],
     }
 
 
@@ -162,6 +178,8 @@ def technique_rows(report: dict) -> list[dict]:
     """Rows of the technique table: test-part metrics with intervals, the cross-fitted score."""
     entries = {e["technique"]: e for e in (report.get("selection") or {}).get("entries", [])}
     chosen = (report.get("selection") or {}).get("chosen")
+    coverage = mask_coverage(report)
+    needs_masks = coverage is not None and not coverage["test_has_masks"]
     rows = []
     for name, result in (report.get("techniques") or {}).items():
         failure = result.get("failure")
@@ -186,6 +204,8 @@ def technique_rows(report: dict) -> list[dict]:
             **{k: (result.get("regions") or {}).get(k) or {} for k in REGION_KEYS},
             # per defect-size class (absent from reports made before it existed)
             "by_size": (result.get("regions") or {}).get("by_size") or [],
+            # no anomalous test image has a mask: its pixel numbers read "needs masks"
+            "needs_masks": needs_masks and not failure,
         })
     return rows
 
@@ -323,7 +343,9 @@ CSV_COLUMNS = ["run", "model", "product", "subset", "n_anomalous_test", "techniq
                "aupimo_median",
                # category / background rows where annotators disagreed: the IoU with each image
                # weighted by its annotators' votes, and whether that leaves the final-label interval
-               "iou_weighted_by_votes", "depends_on_disputed_labels"]
+               "iou_weighted_by_votes", "depends_on_disputed_labels",
+               # "pixel metrics on N of M anomalous images (the others have no mask)", where some had none
+               "pixel_metrics_on"]
 
 
 SIZE_CELLS = 6 * len(SIZE_COLUMNS)
@@ -341,7 +363,24 @@ def _size_cells(by_size: list[dict]) -> list:
     return cells
 
 
+def _needs_masks(columns: list[str], cells: list, measured: bool) -> list:
+    """``cells`` (under ``columns``) with NEEDS_MASKS_TEXT in the empty pixel-number cells when no
+    anomalous image of their part had a mask."""
+    if measured:
+        return cells
+    return [NEEDS_MASKS_TEXT if cell is None and column.removesuffix("_low").removesuffix("_high") in PIXEL_KEYS
+            else cell for column, cell in zip(columns, cells)]
+
+
 def _csv_rows(run: BenchmarkRun, product: str, s: dict):
+    coverage = mask_coverage(s)
+    note = coverage["text"] if coverage else None
+    measured = coverage is None or coverage["test_has_masks"]
+    for row in _csv_rows_measured(run, product, s):
+        yield _needs_masks(CSV_COLUMNS, row, measured) + [note]
+
+
+def _csv_rows_measured(run: BenchmarkRun, product: str, s: dict):
     free = s["test_part"]
     free_cells = [free[k].get(part) for k in THRESHOLD_FREE_KEYS for part in ("value", "low", "high")]
     free_cells.append((s.get("aupimo") or {}).get("median"))

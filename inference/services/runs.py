@@ -103,6 +103,8 @@ class ProductSelection:
     by_category: Counter = field(default_factory=Counter)
     unlabelled: int = 0
     excluded: int = 0  # anomalous images the subset filters out
+    # of the unlabelled: without a mask (image-level evidence: image AUROC, the image decision)
+    without_mask: int = 0
 
 
 def _subset_text(categories, background) -> str:
@@ -120,7 +122,9 @@ def select_images(product: Product, categories, background) -> ProductSelection:
     Training: the defect-free train images. Test: every defect-free test image (AUROC and the
     normal-based thresholds need them) plus the anomalous images whose effective label matches
     the subset. With no category and no background filter ("all anomalous") unlabelled anomalous
-    images are included too; with a filter an image needs an effective label that matches.
+    images are included too; with a filter an image needs an effective label that matches. An
+    anomalous image without a mask has no label (a category needs a mask): it enters "all
+    anomalous" runs as image-level evidence, never a category subset.
     """
     categories = list(categories or [])
     selection = ProductSelection(product=product)
@@ -138,6 +142,7 @@ def select_images(product: Product, categories, background) -> ProductSelection:
                 selection.excluded += 1
                 continue
             selection.unlabelled += 1
+            selection.without_mask += not image.mask_path
             selection.anomalous.append((image, None))
             continue
         if categories and label.category not in categories:
@@ -280,18 +285,21 @@ def subset_counts(products, categories=(), background=None, techniques=None, mod
             "by_category": dict(sel.by_category),
             "unlabelled": sel.unlabelled,
             "excluded": sel.excluded,
+            "without_mask": sel.without_mask,
             "alignment": measured,
         })
         total.update({"train_good": len(sel.train), "test_good": len(sel.test_good),
                       "anomalous": len(sel.anomalous), "unlabelled": sel.unlabelled,
-                      "excluded": sel.excluded})
+                      "excluded": sel.excluded, "without_mask": sel.without_mask})
         for cat, n in sel.by_category.items():
             total[f"cat:{cat}"] += n
         problems += problems_of(sel, categories, background, techniques)
     by_category = {c: total[f"cat:{c}"] for c in Label.Category.values if total[f"cat:{c}"]}
     parts = [f"{n} {c}" for c, n in by_category.items()]
-    if total["unlabelled"]:
-        parts.append(f"{total['unlabelled']} unlabelled")
+    if total["unlabelled"] - total["without_mask"]:
+        parts.append(f"{total['unlabelled'] - total['without_mask']} unlabelled")
+    if total["without_mask"]:
+        parts.append(f"{total['without_mask']} without mask (image-level only: pixel metrics need masks)")
     # The count first, so that its noun agrees with it: "5 images match: 4 structural, 1 unlabelled",
     # never "4 structural, 1 unlabelled images match".
     matching = sum(by_category.values()) + total["unlabelled"]
@@ -303,7 +311,7 @@ def subset_counts(products, categories=(), background=None, techniques=None, mod
         "products": rows,
         "total": {"train_good": total["train_good"], "test_good": total["test_good"],
                   "anomalous": total["anomalous"], "unlabelled": total["unlabelled"],
-                  "excluded": total["excluded"], "by_category": by_category},
+                  "excluded": total["excluded"], "without_mask": total["without_mask"], "by_category": by_category},
         "summary": summary,
         "problems": problems,
         "warnings": warnings,

@@ -57,3 +57,16 @@ def folder_state(root: Path) -> list[tuple]:
 def read_mask(path: Path) -> np.ndarray:
     with PILImage.open(path) as picture:
         return np.asarray(picture.convert("L")) > 127
+
+
+def give_mask(image: Image, user, *, box=(10, 12, 30, 40), defect: np.ndarray | None = None):
+    """Save a mask for ``image`` as the mask editor does (``save_drawn_mask``, drawn on an empty
+    canvas): ``defect`` (bool, the image's upright height x width), else the ``box`` (x0, y0, x1, y1)."""
+    from annotator.services.masks import Start, save_drawn_mask
+
+    image = Image.objects.select_related("product__dataset").get(pk=image.pk)
+    if defect is None:
+        defect = np.zeros((image.height, image.width), bool)
+        x0, y0, x1, y1 = box
+        defect[y0:y1, x0:x1] = True
+    return save_drawn_mask(image=image, user=user, png=mask_png(defect), start=Start("empty"), changed=True)

@@ -99,9 +99,26 @@ def test_failed_upload_lists_every_problem_and_imports_nothing(client, admin_acc
                       django_capture_on_commit_callbacks)
     page = response.content.decode()
     assert "Failed" in page
-    assert "bottle/test/broken_large/001.png: no mask at bottle/ground_truth/broken_large/001_mask.png" in page
+    assert "no mask" not in page  # 001 without its mask is no problem: it needs a mask
     assert "bottle/test/broken_large/002.png: not a readable image" in page
     assert Dataset.objects.count() == 0 and Image.objects.count() == 0
+
+    # Without the garbage image the upload imports, 001 as an anomalous image that needs a mask.
+    (folder / "test/broken_large/002.png").unlink()
+    (folder / "ground_truth/broken_large/002_mask.png").unlink()
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for path in sorted(folder.rglob("*")):
+            if path.is_file():
+                archive.write(path, path.relative_to(folder.parent).as_posix())
+    response = upload(client, {"file": SimpleUploadedFile("good.zip", buffer.getvalue()), "layout": "mvtec"},
+                      django_capture_on_commit_callbacks)
+    page = response.content.decode()
+    assert "Done" in page
+    assert "2 anomalous (1 with mask, 1 anomalous without mask (needs a mask))" in page
+    admin_page = client.get(reverse("admin:annotator_product_changelist")).content.decode()
+    assert "without mask (needs a mask)" in admin_page.lower()
+    assert '<td class="field-needs_mask">1</td>' in admin_page
 
 
 def test_upload_form_requires_a_file(client, admin_account):

@@ -44,12 +44,23 @@ def test_import_dataset_fails_with_one_line_per_problem(settings, tmp_path):
     with pytest.raises(CommandError) as raised:
         run("import_dataset", str(folder), "--layout", "mvtec")
 
+    # 000 without its mask is no problem (an anomalous image needing a mask)
     assert str(raised.value).splitlines() == [
-        "Nothing was imported (2 problems):",
-        "test/broken_large/000.png: no mask at ground_truth/broken_large/000_mask.png",
+        "Nothing was imported (1 problem):",
         "test/broken_large/002.png: not a readable image (unknown or corrupt image format)",
     ]
     assert Dataset.objects.count() == 0 and Image.objects.count() == 0
+
+
+def test_import_dataset_reports_anomalous_images_without_mask(settings, tmp_path):
+    settings.DEFECTBENCH_DATA_ROOTS = [tmp_path]
+    folder = make_mvtec(tmp_path, "bottle", defects={"broken_large": 3})
+    (folder / "ground_truth/broken_large/000_mask.png").unlink()
+
+    out, _err = run("import_dataset", str(folder))
+
+    assert "3 anomalous (2 with mask, 1 anomalous without mask (needs a mask))" in out
+    assert Image.objects.get(path="test/broken_large/000.png").mask_path == ""
 
 
 def test_import_dataset_outside_the_data_roots(settings, tmp_path):

@@ -217,7 +217,6 @@ def huge_declared_size(folder):
 BAD_FILES = {
     "corrupt image": (corrupt, "test/broken_large/001.png: not a readable image (unknown or corrupt image format)"),
     "truncated image": (truncate, "test/broken_large/001.png: not a readable image ("),
-    "mask missing": (remove_mask, "test/broken_large/001.png: no mask at ground_truth/broken_large/001_mask.png"),
     "mask without image": (remove_image, "ground_truth/broken_large/001_mask.png: mask without image"),
     "mask of another size": (resize_mask, "ground_truth/broken_large/001_mask.png: mask 16x20 but image 32x32"),
     "mask of no known kind": (float_mask, "ground_truth/broken_large/001_mask.png: mask has pixel mode F, which no mask rule covers"),
@@ -251,6 +250,19 @@ def test_bad_file_on_reimport_changes_nothing(data_root, break_it, message):
     assert len(errors) == 1 and errors[0].startswith(message)
     assert db_counts() == before
     assert db_rows() == rows
+
+
+def test_an_anomalous_image_without_mask_imports_as_needing_a_mask(data_root):
+    folder = make_mvtec(data_root, "bottle", defects={"broken_large": 3})
+    remove_mask(folder)
+
+    report = import_dataset(folder)
+
+    image = Image.objects.get(path="test/broken_large/001.png")
+    assert image.is_anomalous and image.mask_path == "" and image.needs_mask and not image.is_labellable
+    assert Image.objects.filter(is_anomalous=True).exclude(mask_path="").count() == 2
+    assert "3 anomalous (2 with mask, 1 anomalous without mask (needs a mask))" in str(report)
+    assert report.problems == []
 
 
 def test_a_mask_without_image_is_in_the_problem_report_when_skipping_invalid_files(data_root):
@@ -288,12 +300,12 @@ def test_every_problem_is_listed_one_per_file(data_root):
 
     errors = failure_of(folder)
 
+    # 002 lost its mask: no problem, it would import as an anomalous image needing a mask
     assert errors == [
-        "test/broken_large/002.png: no mask at ground_truth/broken_large/002_mask.png",
         "test/broken_large/001.png: not a readable image (unknown or corrupt image format)",
         "ground_truth/broken_large/003_mask.png: mask is empty (no defect pixel) for an anomalous image",
     ]
-    assert "Nothing was imported (3 problems):" in str(ImportFailed(errors))
+    assert "Nothing was imported (2 problems):" in str(ImportFailed(errors))
     assert db_counts() == (0, 0, 0)
 
 

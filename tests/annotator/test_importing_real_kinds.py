@@ -101,12 +101,22 @@ def test_beside_problems_name_the_file(data_root):
 
     errors = failure_of(folder)
 
+    # lonely.png (no mask, outside good/) is no problem: an anomalous image needing a mask
     assert errors == [
         "parts/ghost_mask.png: mask without image (no image named like it beside it)",
-        "parts/lonely.png: no mask beside it (expected lonely_mask.png) and not in a folder of "
-        "defect-free images (good, normal, ok)",
     ]
     assert Dataset.objects.count() == 0
+
+
+def test_beside_image_without_mask_outside_good_folders_imports_as_needing_a_mask(data_root):
+    folder = make_beside(data_root / "w", good=2)
+    write_png(folder / "parts" / "lonely.png", shade=200)
+
+    report = import_dataset(folder)
+
+    lonely = Image.objects.get(path="parts/lonely.png")
+    assert (lonely.split, lonely.is_anomalous, lonely.defect_type, lonely.mask_path) == ("test", True, "defect", "")
+    assert "anomalous without mask (needs a mask)" in str(report)
 
 
 def test_auto_refusal_lists_what_it_found(data_root):
@@ -219,6 +229,21 @@ def test_manifest_csv_and_jsonl(data_root):
     report = import_dataset(other / "manifest.jsonl")
     assert set(report.products) == {"j", "p"}
     assert Image.objects.get(path="b.png").is_anomalous
+
+
+def test_manifest_anomalous_row_without_mask_imports_as_needing_a_mask(data_root):
+    folder = data_root / "m"
+    for index in range(3):
+        write_png(folder / f"g{index}.png", shade=index + 1)
+    write_png(folder / "d.png", shade=9)
+    (folder / "manifest.csv").write_text(
+        "image,mask,split,defect_type\ng0.png,,train,\ng1.png,,train,\ng2.png,,test,good\nd.png,,,scratch\n")
+
+    report = import_dataset(folder / "manifest.csv")
+
+    assert Image.objects.filter(path="d.png").values_list("split", "is_anomalous", "defect_type", "mask_path").get() \
+        == ("test", True, "scratch", "")
+    assert "1 anomalous (0 with mask, 1 anomalous without mask (needs a mask))" in str(report)
 
 
 def test_manifest_errors_point_at_the_line(data_root):

@@ -1,4 +1,5 @@
 """Which folder layouts are recognised, and how images are paired with masks (no database)."""
+import shutil
 from pathlib import Path
 
 import pytest
@@ -114,13 +115,16 @@ def test_mvtec_folder_of_products(tmp_path):
     assert result.relative(result.images[0].image_path).startswith("bottle/")
 
 
-def test_mvtec_missing_mask_is_one_clear_message(tmp_path):
+def test_mvtec_image_without_mask_is_anomalous_without_mask(tmp_path):
     folder = make_mvtec(tmp_path, "bottle", defects={"broken_large": 4})
     (folder / "ground_truth" / "broken_large" / "003_mask.png").unlink()
 
     result = scan_dataset(folder)
 
-    assert result.errors == ["test/broken_large/003.png: no mask at ground_truth/broken_large/003_mask.png"]
+    assert result.errors == []
+    image = next(image for image in result.images if image.image_path.name == "003.png")
+    assert (image.split, image.is_anomalous, image.defect_type, image.mask_path) == ("test", True, "broken_large", None)
+    assert sum(image.is_anomalous and image.mask_path is not None for image in result.images) == 3
 
 
 def test_unexpected_files_and_folders_are_reported(tmp_path):
@@ -173,9 +177,10 @@ def test_btad_single_product_and_missing_mask(tmp_path):
     (folder / "ground_truth" / "ko" / "0001.png").unlink()
 
     assert detect_layout(folder) == "btad"
-    assert scan_dataset(folder).errors == [
-        "test/ko/0001.bmp: no mask at ground_truth/ko/0001.png (or .bmp)"
-    ]
+    result = scan_dataset(folder)
+    assert result.errors == []
+    image = next(image for image in result.images if image.image_path.name == "0001.bmp" and image.split == "test")
+    assert (image.split, image.is_anomalous, image.defect_type, image.mask_path) == ("test", True, "ko", None)
 
 
 # --- Plain folder --------------------------------------------------------------------------
@@ -219,7 +224,22 @@ def test_folder_layout_missing_mask(tmp_path):
     folder = make_folder_product(tmp_path, "gadget", good=2, anomalous=1)
     (folder / "masks" / "a00.png").unlink()
 
-    assert scan_dataset(folder).errors == ["anomalous/a00.jpg: no mask at masks/a00.png (or a00_mask.png)"]
+    result = scan_dataset(folder)
+    assert result.errors == []
+    image = next(image for image in result.images if image.is_anomalous)
+    assert (image.image_path.name, image.split, image.defect_type, image.mask_path) == ("a00.jpg", "test", "anomalous", None)
+
+
+def test_folder_layout_without_any_mask_folder(tmp_path):
+    """Photos of good parts and of defective ones, nobody drew a mask: good/ and defect/ only."""
+    folder = make_folder_product(tmp_path, "gadget", good=5, anomalous=2, anomalous_dir="defect")
+    shutil.rmtree(folder / "masks")
+
+    assert detect_layout(folder) == "folder"
+    result = scan_dataset(folder)
+    assert result.errors == []
+    anomalous = [image for image in result.images if image.is_anomalous]
+    assert [(image.defect_type, image.mask_path) for image in anomalous] == [("defect", None), ("defect", None)]
 
 
 # --- Masks without an image (every layout reports them, as beside always did) ------------------

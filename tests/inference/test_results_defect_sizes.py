@@ -94,3 +94,20 @@ def test_a_report_made_before_the_size_classes_shows_no_size_table(padim_part, c
     html, csv_rows = page_and_csv(client, run)
     assert "technique-table" in html and "defect-sizes" not in html
     assert csv_rows[report["selection"]["chosen"]]["size_under_0.1pct_regions"] == ""
+
+
+def test_a_report_made_before_the_mask_counts_renders_as_current(padim_part, client, admin_account):
+    """Issue 21: schema 5 only added ``masks`` and ``per_image[].has_mask``; a schema-4 report (every
+    anomalous image had a mask) still shows its numbers, and no "needs masks" anywhere."""
+    run, report = padim_part.run, padim_part.report
+    report["schema_version"] = 4
+    report.pop("masks")
+    for entry in report["per_image"]:
+        entry.pop("has_mask")
+    store_report(padim_part, report)
+    client.force_login(admin_account)
+    html, csv_rows = page_and_csv(client, run)
+    assert "technique-table" in html and "older version" not in html
+    assert "needs masks" not in html and "mask-coverage" not in html
+    chosen = csv_rows[report["selection"]["chosen"]]
+    assert chosen["pixel_auroc"] not in ("", "needs masks") and chosen["pixel_metrics_on"] == ""

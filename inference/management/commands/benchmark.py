@@ -26,7 +26,7 @@ from annotator.label_format import SuffixIndex, match_rows, parse_label_csv
 from annotator.layouts import LAYOUTS
 from inference.engine import registry
 from inference.engine.regions import MIN_OVERLAP
-from inference.engine.report import estimate_text
+from inference.engine.report import estimate_text, mask_coverage, pixel_estimate_text
 from inference.engine.split import split_problems
 from inference.engine.types import BenchmarkConfig
 
@@ -198,8 +198,10 @@ class Command(BaseCommand):
         labels, shares = annotators_labels([read_scan_labels(path, scan, options["product"]) for path in label_files])
         train, test = samples_from_scan(images, key=scan.relative, labels=labels, shares=shares)
         n_anomalous = sum(s.is_anomalous for s in test)
+        n_unmasked = sum(s.is_anomalous and s.mask_path is None for s in test)
         self.stderr.write(
             f"{options['product']}: {len(train)} train, {len(test) - n_anomalous} good test, {n_anomalous} anomalous test"
+            + (f" ({n_unmasked} without mask: image-level evidence only)" if n_unmasked else "")
             + (f" ({len(labels)} labelled from {', '.join(path.name for path in label_files)}"
                + (f"; the annotators disagree on {len(shares)}" if len(label_files) > 1 else "") + ")"
                if label_files else "")
@@ -328,9 +330,16 @@ def size_lines(report: dict) -> list[str]:
 def summary_text(report: dict) -> str:
     """What a person reads first: the test-part numbers with intervals, the choice and how it was made."""
     free = report["test_part"]
+    coverage = mask_coverage(report)
+
+    def pixel(estimate, digits=3):
+        return pixel_estimate_text(estimate, coverage, digits)
+
     lines = [f"Test part (95 % intervals): image AUROC {estimate_text(free['image_auroc'])}, "
-             f"pixel AUROC {estimate_text(free['pixel_auroc'])}, AUPRO {estimate_text(free['aupro'])}, "
-             f"AUPIMO {estimate_text(free['aupimo'])}"]
+             f"pixel AUROC {pixel(free['pixel_auroc'])}, AUPRO {pixel(free['aupro'])}, "
+             f"AUPIMO {pixel(free['aupimo'])}"]
+    if coverage:
+        lines.append(coverage["text"].capitalize())
     aupimo = report["aupimo"]
     lines.append(f"AUPIMO not reported: {aupimo['note']}" if aupimo["note"] else
                  f"AUPIMO per anomalous test image ({aupimo['n_images']}): median {_fmt(aupimo['median'])}, "
@@ -347,8 +356,8 @@ def summary_text(report: dict) -> str:
         decision = (result.get("decision") or {}).get("iou") or {}
         refitted = (f", {_fmt(decision['low'])}–{_fmt(decision['high'])} with the threshold refitted"
                     if decision.get("low") is not None else "")
-        lines.append(f"  {entry['technique']:<14} {cv}; test IoU {estimate_text(result['test']['iou'])}{refitted}"
-                     f"{_regions_text(result.get('regions'))}")
+        lines.append(f"  {entry['technique']:<14} {cv}; test IoU {pixel(result['test']['iou'])}{refitted}"
+                     f"{_regions_text(result.get('regions')) if not coverage or coverage['test_has_masks'] else ''}")
     lines += size_lines(report)
     decision = report["image_decision"]
     if decision["test"]:
