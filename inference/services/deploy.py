@@ -392,8 +392,9 @@ def finish_inspection_job(job: InspectionJob, status: str, error: str = "", *, i
         rows = rows.filter(status=Status.RUNNING, heartbeat_at=job.heartbeat_at)
     ended = bool(rows.update(status=status, error=error, finished_at=timezone.now(), **values))
     if ended:
-        record_verdicts(job.pk)
+        # The inputs go first: they are the disk a job holds, and must go however the rest fares.
         discard_inspection_inputs(job)
+        record_verdicts(job.pk)
     return ended
 
 

@@ -19,6 +19,7 @@ def _dataset(name: str, products: int, anomalous: int, admin, labeller) -> Datas
         product = Product.objects.create(dataset=dataset, name=f"{name}-p{p}")
         Image.objects.bulk_create(
             [Image(product=product, split="test", is_anomalous=True, defect_type="crack", path=f"test/crack/{i}.png",
+                   mask_path=f"ground_truth/crack/{i}_mask.png",
                    width=8, height=8, checksum="0") for i in range(anomalous)]
             + [Image(product=product, split="train", defect_type="good", path=f"train/good/{i}.png",
                      width=8, height=8, checksum="0") for i in range(anomalous)])
